@@ -1,0 +1,12 @@
+// `vmtool explain`: not written yet (see the open issue for this part).
+import type { Command } from "commander";
+import { VmtoolError } from "../errors.js";
+
+export function register(program: Command): void {
+  program
+    .command("explain")
+    .description("(not available yet)")
+    .action(() => {
+      throw new VmtoolError("'vmtool explain' is not available yet");
+    });
+}

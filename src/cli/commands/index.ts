@@ -1,0 +1,11 @@
+// Every subcommand of vmtool, in the order `vmtool --help` lists them.
+// Each module exports `register(program)`, which declares the subcommand and its options.
+import type { Command } from "commander";
+import { register as run } from "./run.js";
+import { register as host } from "./host.js";
+import { register as vmx } from "./vmx.js";
+import { register as explain } from "./explain.js";
+import { register as vcpus } from "./vcpus.js";
+import { register as watch } from "./watch.js";
+
+export const commands: Array<(program: Command) => void> = [run, host, vmx, explain, vcpus, watch];

@@ -1,0 +1,147 @@
+// The few libc functions the KVM layer needs, bound through koffi (see shared notes: koffi calls cost
+// ~0.1-0.3 us, the same as C for our exit path). Every function here is synchronous on purpose: a vCPU
+// thread blocks in KVM_RUN, and koffi's async mode would hop between libuv threads.
+import koffi from "koffi";
+
+const lib = koffi.load("libc.so.6");
+
+export const open = lib.func("int open(const char *path, int flags, int mode)") as (
+  path: string,
+  flags: number,
+  mode: number,
+) => number;
+export const close = lib.func("int close(int fd)") as (fd: number) => number;
+/** ioctl with a pointer argument (a Buffer or TypedArray is passed by address, no copy). */
+export const ioctlPtr = lib.func("ioctl", "int", ["int", "unsigned long", "void *"]) as (
+  fd: number,
+  request: number,
+  arg: Uint8Array | null,
+) => number;
+/** ioctl with an integer argument. */
+export const ioctlInt = lib.func("ioctl", "int", ["int", "unsigned long", "unsigned long"]) as (
+  fd: number,
+  request: number,
+  arg: number | bigint,
+) => number;
+export const mmap = lib.func("void *mmap(void *addr, size_t len, int prot, int flags, int fd, long off)") as (
+  addr: null,
+  len: number,
+  prot: number,
+  flags: number,
+  fd: number,
+  off: number,
+) => bigint;
+export const munmap = lib.func("munmap", "int", ["uint64", "size_t"]) as (
+  addr: bigint,
+  len: number,
+) => number;
+export const madvise = lib.func("madvise", "int", ["uint64", "size_t", "int"]) as (
+  addr: bigint,
+  len: number,
+  advice: number,
+) => number;
+export const read = lib.func("read", "long", ["int", "void *", "size_t"]) as (
+  fd: number,
+  buf: Uint8Array,
+  len: number,
+) => number;
+export const write = lib.func("write", "long", ["int", "void *", "size_t"]) as (
+  fd: number,
+  buf: Uint8Array,
+  len: number,
+) => number;
+export const eventfd = lib.func("int eventfd(unsigned int initval, int flags)") as (
+  initval: number,
+  flags: number,
+) => number;
+export const gettid = lib.func("int gettid()") as () => number;
+export const getpid = lib.func("int getpid()") as () => number;
+export const tgkill = lib.func("int tgkill(int tgid, int tid, int sig)") as (
+  tgid: number,
+  tid: number,
+  sig: number,
+) => number;
+/** sigset_t is 128 bytes in glibc; the kernel's own sigset (for KVM_SET_SIGNAL_MASK) is 8 bytes. */
+export const pthread_sigmask = lib.func("pthread_sigmask", "int", ["int", "void *", "void *"]) as (
+  how: number,
+  set: Uint8Array | null,
+  old: Uint8Array | null,
+) => number;
+export const sigtimedwait = lib.func("sigtimedwait", "int", ["void *", "void *", "void *"]) as (
+  set: Uint8Array,
+  info: Uint8Array | null,
+  timeout: Uint8Array | null,
+) => number;
+export const strerror = lib.func("const char *strerror(int errnum)") as (errnum: number) => string;
+
+/** errno of the last failed call on this thread. */
+export function errno(): number {
+  return koffi.errno();
+}
+
+/** Turn an address returned by mmap into an ArrayBuffer over that memory (no copy). */
+export function viewOf(addr: bigint, len: number): ArrayBuffer {
+  return koffi.view(Number(addr), len) as ArrayBuffer;
+}
+
+export const MAP_FAILED = 0xffffffffffffffffn;
+
+// Constants from <fcntl.h>, <sys/mman.h>, <sys/eventfd.h>, <signal.h> (x86-64 Linux values).
+export const O_RDONLY = 0;
+export const O_RDWR = 2;
+export const O_CLOEXEC = 0o2000000;
+export const PROT_READ = 1;
+export const PROT_WRITE = 2;
+export const MAP_SHARED = 0x01;
+export const MAP_PRIVATE = 0x02;
+export const MAP_ANONYMOUS = 0x20;
+export const MAP_NORESERVE = 0x4000;
+export const MADV_DONTFORK = 10;
+export const EFD_CLOEXEC = 0o2000000;
+export const EFD_NONBLOCK = 0o4000;
+export const SIG_BLOCK = 0;
+export const SIG_UNBLOCK = 1;
+export const SIG_SETMASK = 2;
+export const SIGUSR2 = 12;
+
+export const EINTR = 4;
+export const EAGAIN = 11;
+export const ENOENT = 2;
+export const EACCES = 13;
+export const EPERM = 1;
+
+/** A syscall error with errno's symbolic name, for messages like "KVM_RUN failed: EFAULT (Bad address)". */
+export class SysError extends Error {
+  constructor(
+    readonly call: string,
+    readonly errno: number,
+  ) {
+    super(`${call} failed: ${errnoName(errno)} (${strerror(errno)})`);
+    this.name = "SysError";
+  }
+}
+
+const ERRNO_NAMES: Record<number, string> = {
+  1: "EPERM",
+  2: "ENOENT",
+  4: "EINTR",
+  5: "EIO",
+  7: "E2BIG",
+  9: "EBADF",
+  11: "EAGAIN",
+  12: "ENOMEM",
+  13: "EACCES",
+  14: "EFAULT",
+  16: "EBUSY",
+  17: "EEXIST",
+  19: "ENODEV",
+  22: "EINVAL",
+  24: "EMFILE",
+  25: "ENOTTY",
+  28: "ENOSPC",
+  95: "EOPNOTSUPP",
+};
+
+export function errnoName(e: number): string {
+  return ERRNO_NAMES[e] ?? `errno ${e}`;
+}
