@@ -1,0 +1,39 @@
+// The contract between devices and the run loop. A device is a plain state machine: it reacts to register
+// accesses and to input pushed into it, and reports what it wants done (bytes to output, an interrupt line
+// level, a stop request) through the small interfaces below, which the run loop connects to real I/O.
+// Devices never touch files, sockets, KVM or threads themselves, so they are unit-testable with no VM.
+
+export type AccessSize = 1 | 2 | 4 | 8;
+
+/** A device on the port-I/O bus. `offset` is relative to the base port it was registered at. */
+export interface PioDevice {
+  readonly name: string;
+  pioRead(offset: number, size: AccessSize): number;
+  pioWrite(offset: number, size: AccessSize, value: number): void;
+}
+
+/** A device on the MMIO bus. `offset` is relative to the base address it was registered at. */
+export interface MmioDevice {
+  readonly name: string;
+  mmioRead(offset: number, size: AccessSize): bigint;
+  mmioWrite(offset: number, size: AccessSize, value: bigint): void;
+}
+
+/** An interrupt line a device drives (level-triggered, like an ISA IRQ into the in-kernel PIC/IOAPIC). */
+export interface IrqLine {
+  setLevel(high: boolean): void;
+}
+
+/** Where a device's output bytes go (standard output in `vmtool run`, a buffer in tests). */
+export type ByteSink = (bytes: Uint8Array) => void;
+
+/** Thrown by a device to stop the whole VM with an exit status (the exit port does this). */
+export class VmStopRequest extends Error {
+  constructor(
+    readonly status: number,
+    readonly reason: string,
+  ) {
+    super(reason);
+    this.name = "VmStopRequest";
+  }
+}
