@@ -4,7 +4,7 @@ import tseslint from "typescript-eslint";
 import globals from "globals";
 
 export default tseslint.config(
-  { ignores: ["dist/", "build/", "node_modules/", ".cache/", "kernel/", "guest/"] },
+  { ignores: ["dist/", ".dist-*/", "build/", "node_modules/", ".cache/", "kernel/", "guest/"] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

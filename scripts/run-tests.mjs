@@ -1,5 +1,6 @@
 // Runs the compiled test files (dist/test/**/*.test.js) with Node's own test runner.
 // `npm test -- virtio uart` runs only the files whose path contains one of the words.
+// VMTOOL_DIST=other-dir runs the tests compiled into another output folder (tsc --outDir other-dir).
 import { readdirSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
 import { spawnSync } from "node:child_process";
@@ -14,8 +15,9 @@ function walk(dir, out = []) {
 }
 
 const filters = process.argv.slice(2);
-const files = walk("dist/test").filter(
-  (f) => filters.length === 0 || filters.some((w) => relative("dist/test", f).includes(w)),
+const testDir = join(process.env.VMTOOL_DIST || "dist", "test");
+const files = walk(testDir).filter(
+  (f) => filters.length === 0 || filters.some((w) => relative(testDir, f).includes(w)),
 );
 if (files.length === 0) {
   console.error(`run-tests: no test file matches ${filters.join(" ") || "dist/test/**/*.test.js"}`);
