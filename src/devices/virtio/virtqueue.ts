@@ -1,0 +1,287 @@
+// A split virtqueue seen from the device side ("Split Virtqueues" in the virtio 1.x spec): the descriptor
+// table, the driver's available ring and the device's used ring, all in guest memory.
+//
+// The guest is hostile. Everything read from guest memory is checked before use: ring indexes against the
+// queue size, descriptor buffers against guest RAM, chain lengths against the table size (so a loop ends),
+// byte totals against 2^32. A violation throws VirtqueueError with a reason; the transport then marks the
+// device DEVICE_NEEDS_RESET and stops touching the queue. Every access goes through GuestMemory's
+// bounds-checked methods, so even a bug here cannot reach outside guest RAM.
+//
+// Ordering: the driver publishes ring entries before it bumps avail.idx, and reads used entries after it
+// sees used.idx move. So avail.idx is read with Atomics.load (acquire) before the entries, and used.idx is
+// written with Atomics.store (sequentially consistent) after the element; the same full barrier orders
+// that store before the read of used_event / avail.flags that decides whether to interrupt.
+import type { GuestMemory } from "../../memory/guest-memory.js";
+import { VIRTQ } from "./constants.js";
+
+/** The guest broke the virtqueue rules: the device must stop and ask for a reset. */
+export class VirtqueueError extends Error {
+  constructor(reason: string) {
+    super(reason);
+    this.name = "VirtqueueError";
+  }
+}
+
+/** One guest buffer of a chain, already checked to lie inside guest RAM. */
+export interface Segment {
+  readonly gpa: number;
+  readonly len: number;
+}
+
+/** A descriptor chain taken from the available ring: device-readable buffers first, then device-writable. */
+export interface DescriptorChain {
+  readonly head: number;
+  readonly readable: readonly Segment[];
+  readonly writable: readonly Segment[];
+  readonly readableLength: number;
+  readonly writableLength: number;
+}
+
+/** Most descriptors an indirect table may hold (Linux and QEMU use the same bound). */
+export const MAX_INDIRECT_DESCRIPTORS = 1024;
+const MAX_CHAIN_BYTES = 2 ** 32;
+
+function hex(n: number | bigint): string {
+  return `0x${n.toString(16)}`;
+}
+
+/** A live 16-bit view for Atomics, bounds-checked through GuestMemory (the area is 2-byte aligned). */
+function u16View(memory: GuestMemory, gpa: number): Uint16Array {
+  const b = memory.slice(gpa, 2);
+  return new Uint16Array(b.buffer, b.byteOffset, 1);
+}
+
+/** True when an interrupt (or notification) is due: `event` was passed going from `old` to `now`. */
+export function needEvent(event: number, now: number, old: number): boolean {
+  return ((now - event - 1) & 0xffff) < ((now - old) & 0xffff);
+}
+
+export class SplitQueue {
+  /** Driver-chosen queue size (QueueNum); the reset value is the maximum. */
+  size: number;
+  ready = false;
+  descAddr = 0;
+  driverAddr = 0;
+  deviceAddr = 0;
+  /** Negotiated features that change how the queue is read. */
+  indirect = false;
+  eventIdx = false;
+
+  /** Next available-ring slot the device will take (free-running 16-bit counter). */
+  private lastAvail = 0;
+  /** Next used-ring slot the device will fill (free-running 16-bit counter). */
+  private nextUsed = 0;
+  /** used.idx at the last interrupt decision (for EVENT_IDX). */
+  private signalledUsed = 0;
+  private availIdx?: Uint16Array;
+  private availFlags?: Uint16Array;
+  private usedIdx?: Uint16Array;
+  private usedFlags?: Uint16Array;
+  private usedEvent?: Uint16Array;
+  private availEvent?: Uint16Array;
+
+  constructor(
+    readonly index: number,
+    readonly maxSize: number,
+  ) {
+    this.size = maxSize;
+  }
+
+  /** Forget the driver's set-up (device reset). */
+  reset(): void {
+    this.size = this.maxSize;
+    this.ready = false;
+    this.descAddr = this.driverAddr = this.deviceAddr = 0;
+    this.indirect = this.eventIdx = false;
+    this.deactivate();
+  }
+
+  /** Stop using guest memory (QueueReady = 0 or reset); the ring positions restart from zero. */
+  deactivate(): void {
+    this.lastAvail = this.nextUsed = this.signalledUsed = 0;
+    this.availIdx = this.availFlags = this.usedIdx = this.usedFlags = undefined;
+    this.usedEvent = this.availEvent = undefined;
+  }
+
+  get active(): boolean {
+    return this.usedIdx !== undefined;
+  }
+
+  /**
+   * Check the driver's set-up against the spec and guest RAM, and start using the rings. Throws
+   * VirtqueueError with the reason when the size or an area is invalid.
+   */
+  activate(memory: GuestMemory): void {
+    const n = this.size;
+    const where = `queue ${this.index}`;
+    if (n === 0 || n > this.maxSize || (n & (n - 1)) !== 0)
+      throw new VirtqueueError(`${where}: size ${n} is not a power of 2 in 1..${this.maxSize}`);
+    const areas: [string, number, number, number][] = [
+      ["descriptor table", this.descAddr, VIRTQ.DESC_SIZE * n, 16],
+      ["available ring", this.driverAddr, 6 + 2 * n, 2],
+      ["used ring", this.deviceAddr, 6 + 8 * n, 4],
+    ];
+    for (const [what, addr, len, align] of areas) {
+      if (addr % align !== 0)
+        throw new VirtqueueError(`${where}: ${what} at ${hex(addr)} is not ${align}-byte aligned`);
+      if (!memory.contains(addr, len))
+        throw new VirtqueueError(`${where}: ${what} ${hex(addr)}+${hex(len)} is outside guest RAM`);
+    }
+    this.availFlags = u16View(memory, this.driverAddr);
+    this.availIdx = u16View(memory, this.driverAddr + 2);
+    this.usedEvent = u16View(memory, this.driverAddr + 4 + 2 * n);
+    this.usedFlags = u16View(memory, this.deviceAddr);
+    this.usedIdx = u16View(memory, this.deviceAddr + 2);
+    this.availEvent = u16View(memory, this.deviceAddr + 4 + 8 * n);
+    // Ring positions start at zero (the driver zeroes its rings before enabling the queue); a driver that
+    // left avail.idx elsewhere is caught by pending()'s check.
+    this.lastAvail = this.nextUsed = this.signalledUsed = 0;
+  }
+
+  /** Number of chains the driver has made available and the device has not taken yet. */
+  pending(): number {
+    if (!this.availIdx) return 0;
+    const count = (Atomics.load(this.availIdx, 0) - this.lastAvail) & 0xffff;
+    if (count > this.size)
+      throw new VirtqueueError(
+        `queue ${this.index}: available index moved ${count} entries ahead, more than the queue size ${this.size}`,
+      );
+    return count;
+  }
+
+  /** Take the next available chain, or undefined when there is none. Throws VirtqueueError on a bad chain. */
+  pop(memory: GuestMemory): DescriptorChain | undefined {
+    if (this.pending() === 0) return undefined;
+    const slot = this.driverAddr + 4 + 2 * (this.lastAvail % this.size);
+    const head = memory.readU16(slot);
+    const chain = this.walk(memory, head);
+    this.lastAvail = (this.lastAvail + 1) & 0xffff;
+    return chain;
+  }
+
+  private walk(memory: GuestMemory, head: number): DescriptorChain {
+    const where = `queue ${this.index}`;
+    if (head >= this.size)
+      throw new VirtqueueError(
+        `${where}: available ring names descriptor ${head}, past the queue size ${this.size}`,
+      );
+    const readable: Segment[] = [];
+    const writable: Segment[] = [];
+    let readableLength = 0;
+    let writableLength = 0;
+    let table = this.descAddr;
+    let tableSize = this.size;
+    let indirect = false;
+    let idx = head;
+    let visited = 0;
+    let seenWritable = false;
+    for (;;) {
+      if (idx >= tableSize)
+        throw new VirtqueueError(
+          `${where}: chain ${head} links to descriptor ${idx}, past the ${indirect ? "indirect table" : "queue"} size ${tableSize}`,
+        );
+      if (++visited > tableSize)
+        throw new VirtqueueError(
+          `${where}: chain ${head} is longer than its ${indirect ? "indirect table" : "descriptor table"} (${tableSize}): a loop`,
+        );
+      const d = table + VIRTQ.DESC_SIZE * idx;
+      const addr = memory.readU64(d);
+      const len = memory.readU32(d + 8);
+      const flags = memory.readU16(d + 12);
+      const next = memory.readU16(d + 14);
+      if (flags & VIRTQ.DESC_F_INDIRECT) {
+        if (!this.indirect)
+          throw new VirtqueueError(
+            `${where}: descriptor ${idx} is indirect but VIRTIO_F_INDIRECT_DESC was not negotiated`,
+          );
+        if (indirect) throw new VirtqueueError(`${where}: indirect descriptor inside an indirect table`);
+        if (visited !== 1)
+          throw new VirtqueueError(`${where}: indirect descriptor ${idx} is not the head of its chain`);
+        if (flags & VIRTQ.DESC_F_NEXT)
+          throw new VirtqueueError(`${where}: indirect descriptor ${idx} also has the NEXT flag`);
+        if (len === 0 || len % VIRTQ.DESC_SIZE !== 0)
+          throw new VirtqueueError(`${where}: indirect table length ${len} is not a non-zero multiple of 16`);
+        if (len / VIRTQ.DESC_SIZE > MAX_INDIRECT_DESCRIPTORS)
+          throw new VirtqueueError(
+            `${where}: indirect table of ${len / VIRTQ.DESC_SIZE} descriptors, more than ${MAX_INDIRECT_DESCRIPTORS}`,
+          );
+        table = this.checkedAddress(memory, addr, len, `indirect table of descriptor ${idx}`);
+        tableSize = len / VIRTQ.DESC_SIZE;
+        indirect = true;
+        idx = 0;
+        visited = 0;
+        continue;
+      }
+      const gpa = this.checkedAddress(memory, addr, len, `buffer of descriptor ${idx}`);
+      if (flags & VIRTQ.DESC_F_WRITE) {
+        seenWritable = true;
+        writableLength += len;
+        if (writableLength > MAX_CHAIN_BYTES)
+          throw new VirtqueueError(`${where}: chain ${head} is more than 4 GiB long`);
+        if (len > 0) writable.push({ gpa, len });
+      } else {
+        if (seenWritable)
+          throw new VirtqueueError(
+            `${where}: chain ${head} has a device-readable buffer after a writable one`,
+          );
+        readableLength += len;
+        if (readableLength > MAX_CHAIN_BYTES)
+          throw new VirtqueueError(`${where}: chain ${head} is more than 4 GiB long`);
+        if (len > 0) readable.push({ gpa, len });
+      }
+      if (!(flags & VIRTQ.DESC_F_NEXT)) break;
+      idx = next;
+    }
+    return { head, readable, writable, readableLength, writableLength };
+  }
+
+  private checkedAddress(memory: GuestMemory, addr: bigint, len: number, what: string): number {
+    if (addr > BigInt(Number.MAX_SAFE_INTEGER) || !memory.contains(Number(addr), len))
+      throw new VirtqueueError(`queue ${this.index}: ${what} ${hex(addr)}+${hex(len)} is outside guest RAM`);
+    return Number(addr);
+  }
+
+  /**
+   * Return a chain to the driver: write the used element, then publish it by moving used.idx. `len` is the
+   * number of bytes the device wrote into the chain's writable buffers.
+   */
+  pushUsed(memory: GuestMemory, head: number, len: number): void {
+    if (!this.usedIdx) throw new VirtqueueError(`queue ${this.index}: used before it was activated`);
+    const slot = this.deviceAddr + 4 + 8 * (this.nextUsed % this.size);
+    memory.writeU32(slot, head);
+    memory.writeU32(slot + 4, len);
+    this.nextUsed = (this.nextUsed + 1) & 0xffff;
+    Atomics.store(this.usedIdx, 0, this.nextUsed);
+  }
+
+  /**
+   * Whether the driver wants an interrupt for what was pushed since the last call (avail.flags'
+   * NO_INTERRUPT, or used_event with EVENT_IDX). Call once after a batch of pushUsed.
+   */
+  needsInterrupt(): boolean {
+    if (!this.usedIdx || !this.availFlags || !this.usedEvent) return false;
+    const old = this.signalledUsed;
+    const now = this.nextUsed;
+    this.signalledUsed = now;
+    if (old === now) return false;
+    if (this.eventIdx) return needEvent(Atomics.load(this.usedEvent, 0), now, old);
+    return (Atomics.load(this.availFlags, 0) & VIRTQ.AVAIL_F_NO_INTERRUPT) === 0;
+  }
+
+  /** Ask the driver not to notify while the device is draining the queue anyway. */
+  disableNotifications(): void {
+    if (!this.usedFlags || this.eventIdx) return; // with EVENT_IDX, avail_event already says "not yet"
+    Atomics.store(this.usedFlags, 0, VIRTQ.USED_F_NO_NOTIFY);
+  }
+
+  /**
+   * Ask the driver to notify again for the next chain, then look once more: returns true if chains arrived
+   * in between (the caller drains again instead of waiting for a notification that will not come).
+   */
+  enableNotifications(): boolean {
+    if (!this.usedFlags || !this.availEvent) return false;
+    if (this.eventIdx) Atomics.store(this.availEvent, 0, this.lastAvail);
+    else Atomics.store(this.usedFlags, 0, 0);
+    return this.pending() > 0;
+  }
+}
