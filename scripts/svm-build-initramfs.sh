@@ -14,8 +14,8 @@
 #   1. base (cached in .cache/svm/): busybox, the KVM modules (decompressed: busybox insmod reads plain .ko),
 #      /usr/bin/node and the shared libraries it links, and the init. Rebuilt when the kernel release, the
 #      Node binary or this script changes.
-#   2. project (built every time, a few MB): package.json, DIST, the runtime node_modules, build/guest if
-#      built, the job and EXTRA_DIR.
+#   2. project (built every time, a few MB): package.json, DIST (its JavaScript and
+#      its guests/ folder of guest images), the runtime node_modules, the job and EXTRA_DIR.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 [ $# -ge 3 ] || {
@@ -127,7 +127,8 @@ dirs=("$dist/src" "$dist/test")
 [ -d "$dist/bench" ] && dirs+=("$dist/bench")
 find "${dirs[@]}" -name '*.js' -print0 | cpio --null -pdm --quiet "$repo"
 if [ -d data ]; then cp -r data "$repo/"; fi
-if [ -d build/guest ]; then mkdir -p "$repo/build" && cp -r build/guest "$repo/build/"; fi
+# Guest images built on the host by test/helpers/guests.ts (there is no compiler inside).
+if [ -d "$dist/guests" ]; then mkdir -p "$repo/$dist" && cp -r "$dist/guests" "$repo/$dist/"; fi
 # The runtime dependencies (not the dev ones: no TypeScript, ESLint, Prettier inside).
 npm ls --omit=dev --parseable --all 2>/dev/null | sed -n "s|^$top/||p" | grep '^node_modules/' | while read -r p; do
   mkdir -p "$repo/$p"

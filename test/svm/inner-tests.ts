@@ -15,4 +15,17 @@ export const NOT_INSIDE: Readonly<Record<string, string>> = {
   "test/kvm/struct-layout.test.ts":
     "compiles C against <linux/kvm.h> with gcc (not inside); struct layouts do not depend on the backend",
   "test/svm/kvm-amd.test.ts": "this harness itself: it boots the QEMU VM",
+  // No /dev/kvm in these: pure decoders and device state machines give the same results on any backend.
+  "test/arch/vmx-decode.test.ts": "decodes saved VMX MSR dumps; no KVM",
+  "test/devices/bus.test.ts": "device bus state machine; no KVM",
+  "test/devices/byte-queue.test.ts": "device helper; no KVM",
+  "test/devices/legacy-devices.test.ts": "device state machines; no KVM",
+  "test/devices/uart16550.test.ts": "device state machine; no KVM",
+  "test/virtio/devices.test.ts": "virtio device state machines over plain buffers; no KVM",
+  "test/virtio/transport.test.ts": "virtio-mmio transport state machine; no KVM",
+  "test/virtio/virtqueue.test.ts": "split virtqueue over plain buffers; no KVM",
+  "test/observer/module-tree.test.ts": "reads a fake vmtool.ko debugfs tree; no KVM",
+  "test/guest/build.test.ts":
+    "builds the guests with gcc and make (not inside); the images themselves are carried in",
+  "test/kernel/module.test.ts": "boots its own kernel under QEMU (not inside)",
 };

@@ -168,8 +168,8 @@ test("backend differences: the probe runs under kvm_amd and on the host, and the
   }
   // Speed is measured by scripts/svm-bench.sh, not here. The same guests must give the same exits: where they
   // do not, the VMM has a backend difference to handle.
-  for (const g of ["real-mode out loop", "long-mode out loop", "real-mode in"])
-    assert.deepEqual(inside.exits[g], here.exits[g], `guest "${g}"`);
+  assert.deepEqual(Object.keys(inside.exits), Object.keys(here.exits));
+  for (const g of Object.keys(here.exits)) assert.deepEqual(inside.exits[g], here.exits[g], `guest "${g}"`);
 });
 
 test("every test file is either run inside or has a reason not to be", (t) => {

@@ -65,6 +65,16 @@ function guestExits(): Record<string, string[]> {
     }),
     // The reset state itself: CS:IP = F000:FFF0 with no RAM there (2 MiB of RAM at 0).
     run("reset vector, no firmware", () => {}),
+    // ud2 with an IDT of zeros (not-present gates): #UD cannot be delivered, #DF neither: a triple fault.
+    run("long-mode triple fault", (vm) => {
+      vm.ram.set([0x0f, 0x0b], 0x1000);
+      vm.enterLongMode(0x1000);
+    }),
+    // A load from unbacked guest-physical memory: mov eax, [0x400000]; hlt.
+    run("long-mode MMIO read", (vm) => {
+      vm.ram.set([0x8b, 0x04, 0x25, 0x00, 0x00, 0x40, 0x00, 0xf4], 0x1000);
+      vm.enterLongMode(0x1000);
+    }),
     // IN from a port nobody handles.
     run("real-mode in", (vm) => {
       vm.ram.set([0xe4, 0x61, 0xf4], 0x1000); // in al, 0x61; hlt
