@@ -1,0 +1,134 @@
+// A KVM virtual machine: the VM fd, its guest RAM (mmap'ed and registered as one memory slot), the in-kernel
+// interrupt controllers (PIC + IOAPIC, and the PIT) and the addresses Intel needs for real mode (TSS and
+// identity-map page, both outside RAM, see machine-layout.ts). Created on the main thread; vCPU workers get
+// plain descriptors (fds and addresses) and rebuild their views of the same memory.
+import { HostError, UsageError } from "../cli/errors.js";
+import { Kvm } from "../kvm/system.js";
+import * as libc from "../kvm/libc.js";
+import { KVM } from "../kvm/ioctls.js";
+import { kvm_irq_level, kvm_pit_config, kvm_userspace_memory_region } from "../kvm/structs.js";
+import { GuestMemory } from "../memory/guest-memory.js";
+import { LAYOUT } from "./machine-layout.js";
+import { Vcpu } from "./vcpu.js";
+
+/** Every capability the VMM relies on; a KVM without one of them is refused up front, naming it. */
+export const REQUIRED_CAPS = [
+  "USER_MEMORY",
+  "SET_TSS_ADDR",
+  "SET_IDENTITY_MAP_ADDR",
+  "IRQCHIP",
+  "PIT2",
+  "MP_STATE",
+  "VCPU_EVENTS",
+  "IMMEDIATE_EXIT",
+  "EXT_CPUID",
+] as const;
+
+export interface VmOptions {
+  /** Guest RAM in bytes: a multiple of 4 KiB between LAYOUT.MIN_RAM and LAYOUT.MAX_RAM. */
+  memSize: number;
+  /** Create the in-kernel PIC/IOAPIC and PIT (default true). */
+  irqchip?: boolean;
+}
+
+export class Vm {
+  readonly vcpus: Vcpu[] = [];
+  private closed = false;
+
+  private constructor(
+    readonly kvm: Kvm,
+    readonly fd: number,
+    readonly memory: GuestMemory,
+    private readonly ramAddr: bigint,
+    readonly memSize: number,
+    readonly irqchip: boolean,
+  ) {}
+
+  static create(opts: VmOptions, kvm: Kvm = Kvm.open()): Vm {
+    const { memSize } = opts;
+    if (!Number.isSafeInteger(memSize) || memSize < LAYOUT.MIN_RAM || memSize > LAYOUT.MAX_RAM)
+      throw new UsageError(
+        `guest RAM of ${memSize} bytes is outside 0x${LAYOUT.MIN_RAM.toString(16)}..0x${LAYOUT.MAX_RAM.toString(16)}`,
+      );
+    if (memSize % 4096 !== 0)
+      throw new UsageError(`guest RAM of ${memSize} bytes is not a multiple of 4 KiB`);
+    kvm.requireCaps(REQUIRED_CAPS);
+    const fd = libc.ioctlInt(kvm.fd, KVM.CREATE_VM, 0);
+    if (fd < 0) throw new HostError(`KVM_CREATE_VM failed: ${new libc.SysError("", libc.errno()).message}`);
+    let ramAddr = libc.MAP_FAILED;
+    try {
+      // Intel VT-x runs real mode through a TSS and an identity-mapped page; both sit outside RAM.
+      check(libc.ioctlInt(fd, KVM.SET_TSS_ADDR, LAYOUT.TSS), "KVM_SET_TSS_ADDR");
+      const idmap = Buffer.alloc(8);
+      idmap.writeBigUInt64LE(BigInt(LAYOUT.IDENTITY_MAP));
+      check(libc.ioctlPtr(fd, KVM.SET_IDENTITY_MAP_ADDR, idmap), "KVM_SET_IDENTITY_MAP_ADDR");
+      const irqchip = opts.irqchip ?? true;
+      if (irqchip) {
+        check(libc.ioctlInt(fd, KVM.CREATE_IRQCHIP, 0), "KVM_CREATE_IRQCHIP");
+        check(libc.ioctlPtr(fd, KVM.CREATE_PIT2, Buffer.alloc(kvm_pit_config.size)), "KVM_CREATE_PIT2");
+      }
+      ramAddr = libc.mmap(
+        null,
+        memSize,
+        libc.PROT_READ | libc.PROT_WRITE,
+        libc.MAP_PRIVATE | libc.MAP_ANONYMOUS | libc.MAP_NORESERVE,
+        -1,
+        0,
+      );
+      if (ramAddr === libc.MAP_FAILED) throw new HostError(`cannot map ${memSize} bytes of guest RAM`);
+      // A child process (gcc, gdb...) must not get a copy of guest RAM.
+      libc.madvise(ramAddr, memSize, libc.MADV_DONTFORK);
+      const region = Buffer.alloc(kvm_userspace_memory_region.size);
+      const o = kvm_userspace_memory_region.off;
+      region.writeUInt32LE(0, o.slot);
+      region.writeBigUInt64LE(0n, o.guest_phys_addr);
+      region.writeBigUInt64LE(BigInt(memSize), o.memory_size);
+      region.writeBigUInt64LE(ramAddr, o.userspace_addr);
+      check(libc.ioctlPtr(fd, KVM.SET_USER_MEMORY_REGION, region), "KVM_SET_USER_MEMORY_REGION");
+      const memory = new GuestMemory([
+        { gpa: 0, hostAddr: ramAddr, bytes: new Uint8Array(libc.viewOf(ramAddr, memSize)) },
+      ]);
+      return new Vm(kvm, fd, memory, ramAddr, memSize, irqchip);
+    } catch (e) {
+      if (ramAddr !== libc.MAP_FAILED) libc.munmap(ramAddr, memSize);
+      libc.close(fd);
+      throw e;
+    }
+  }
+
+  /** Create vCPU `id` with the CPUID KVM supports. */
+  createVcpu(id = this.vcpus.length): Vcpu {
+    const vcpu = Vcpu.create(this, id);
+    this.vcpus.push(vcpu);
+    return vcpu;
+  }
+
+  /** Drive an interrupt line of the in-kernel PIC/IOAPIC (ISA IRQs 0..15 go to both). */
+  setIrqLine(irq: number, high: boolean): void {
+    setIrqLine(this.fd, irq, high);
+  }
+
+  /**
+   * Release the VM. Only once no vCPU thread runs any more: guest RAM views die with the mapping (a view
+   * touched after munmap kills the process).
+   */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const v of this.vcpus) v.close();
+    libc.munmap(this.ramAddr, this.memSize);
+    libc.close(this.fd);
+  }
+}
+
+const irqBuf = Buffer.alloc(kvm_irq_level.size);
+/** KVM_IRQ_LINE on a VM fd (usable from any thread that knows the fd). */
+export function setIrqLine(vmFd: number, irq: number, high: boolean): void {
+  irqBuf.writeUInt32LE(irq, kvm_irq_level.off.irq);
+  irqBuf.writeUInt32LE(high ? 1 : 0, kvm_irq_level.off.level);
+  check(libc.ioctlPtr(vmFd, KVM.IRQ_LINE, irqBuf), "KVM_IRQ_LINE");
+}
+
+function check(r: number, call: string): void {
+  if (r < 0) throw new libc.SysError(call, libc.errno());
+}

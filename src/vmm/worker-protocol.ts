@@ -1,0 +1,45 @@
+// What the main thread hands a vCPU worker, what the worker says back, and the exit-hook seam.
+import type { RegionDescriptor, GuestMemory } from "../memory/guest-memory.js";
+import type { Vcpu, VcpuDescriptor } from "../vm/vcpu.js";
+import type { MmioBus, PioBus } from "../devices/bus.js";
+import type { StatsSummary } from "./exit-stats.js";
+
+export interface VcpuWorkerData {
+  vcpu: VcpuDescriptor;
+  memory: RegionDescriptor[];
+  /** The control block (vcpu-control.ts). */
+  control: SharedArrayBuffer;
+  /** SharedByteQueue buffer: standard input for COM1, filled by the main thread. */
+  stdinQueue: SharedArrayBuffer;
+  irqchip: boolean;
+  trace: boolean;
+  stats: boolean;
+  /**
+   * Modules (URLs) loaded in the vCPU thread, each with a default export `(ctx) => ExitHook`. The seam for
+   * introspection and the GDB stub: a hook sees every exit in the thread that handles it.
+   */
+  hookModules: string[];
+}
+
+export type WorkerMessage =
+  { type: "paused" } | { type: "done"; status: number; reason: string; fault: boolean; stats?: StatsSummary };
+
+/** What an exit hook sees. The vCPU may be inspected (registers, memory) from inside the hook. */
+export interface ExitEvent {
+  seq: number;
+  reason: number;
+  reasonName: string;
+}
+
+/** "stop" ends the run (status 0), "pause" parks the vCPU in the paused state; anything else goes on. */
+export type ExitHookVerdict = "stop" | "pause" | void | undefined;
+export type ExitHook = (exit: ExitEvent) => ExitHookVerdict;
+
+export interface HookContext {
+  vcpu: Vcpu;
+  memory: GuestMemory;
+  pio: PioBus;
+  mmio: MmioBus;
+  /** Print a line on standard error, in order with the guest's output. */
+  out: (line: string) => void;
+}
