@@ -1,0 +1,140 @@
+// ELF32 (i386) and ELF64 (x86-64) executables: the headers are read with every offset and size checked
+// against the file, so a truncated or hostile file is refused with one line instead of being half-loaded.
+// Only PT_LOAD program headers matter; each is loaded at its physical address (p_paddr), as QEMU does.
+import { UsageError } from "../cli/errors.js";
+import type { Segment } from "./types.js";
+
+export const ELF_MAGIC = [0x7f, 0x45, 0x4c, 0x46] as const;
+const ELFCLASS32 = 1;
+const ELFCLASS64 = 2;
+const ELFDATA2LSB = 1;
+const ELFDATA2MSB = 2;
+const ET_EXEC = 2;
+const ET_DYN = 3;
+export const EM_386 = 3;
+export const EM_X86_64 = 62;
+const PT_LOAD = 1;
+const PT_INTERP = 3;
+const PN_XNUM = 0xffff;
+
+const MACHINE_NAMES: Record<number, string> = {
+  2: "SPARC",
+  3: "i386",
+  8: "MIPS",
+  20: "PowerPC",
+  21: "PowerPC64",
+  22: "S390",
+  40: "ARM",
+  50: "IA-64",
+  62: "x86-64",
+  183: "AArch64",
+  243: "RISC-V",
+  258: "LoongArch",
+};
+
+export function isElf(b: Uint8Array): boolean {
+  return b.length >= 4 && ELF_MAGIC.every((v, i) => b[i] === v);
+}
+
+export interface ElfImage {
+  cls: 32 | 64;
+  machine: number;
+  /** e_entry translated to a physical address when it lies in a segment whose p_vaddr differs from p_paddr. */
+  entry: bigint;
+  /** PT_LOAD segments with a non-zero p_memsz, addresses as BigInt (validated: no wrap-around). */
+  loads: { paddr: bigint; vaddr: bigint; data: Uint8Array; memSize: bigint }[];
+}
+
+function hex(v: bigint | number): string {
+  return `0x${v.toString(16)}`;
+}
+
+/** Parse and validate an x86 ELF executable (ELF32 for i386 or ELF64 for x86-64, little-endian, ET_EXEC). */
+export function parseElf(b: Uint8Array, name: string): ElfImage {
+  const bad = (what: string) => new UsageError(`${name}: ${what}`);
+  if (b.length < 16) throw bad(`truncated ELF file (${b.length} bytes, the ELF identification alone is 16)`);
+  const cls = b[4];
+  if (cls !== ELFCLASS32 && cls !== ELFCLASS64)
+    throw bad(`unknown ELF class ${cls} (neither ELF32 nor ELF64)`);
+  if (b[5] === ELFDATA2MSB) throw bad("big-endian ELF file: x86 guests are little-endian");
+  if (b[5] !== ELFDATA2LSB) throw bad(`unknown ELF data encoding ${b[5]}`);
+  if (b[6] !== 1) throw bad(`unknown ELF version ${b[6]}`);
+  const is64 = cls === ELFCLASS64;
+  const ehsize = is64 ? 64 : 52;
+  if (b.length < ehsize) throw bad(`truncated ELF header (${b.length} bytes of ${ehsize})`);
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const u16 = (o: number) => v.getUint16(o, true);
+  const u32 = (o: number) => v.getUint32(o, true);
+  const addr = (o: number) => (is64 ? v.getBigUint64(o, true) : BigInt(v.getUint32(o, true)));
+
+  const type = u16(16);
+  const machine = u16(18);
+  const want = is64 ? EM_X86_64 : EM_386;
+  if (machine !== want) {
+    const mname = MACHINE_NAMES[machine] ?? `machine ${machine}`;
+    if (machine === EM_X86_64 || machine === EM_386)
+      throw bad(`ELF${is64 ? 64 : 32} file for ${mname}: vmtool runs ELF32 for i386 or ELF64 for x86-64`);
+    throw bad(`ELF file for ${mname}, not x86: vmtool runs i386 (ELF32) and x86-64 (ELF64) guests`);
+  }
+  if (type === ET_DYN)
+    throw bad("position-independent ELF (ET_DYN): link the guest as a static, non-PIE executable");
+  if (type !== ET_EXEC) throw bad(`ELF type ${type} is not an executable (ET_EXEC)`);
+
+  const entryV = addr(24);
+  const phoff = addr(is64 ? 32 : 28);
+  const phentsize = u16(is64 ? 54 : 42);
+  const phnum = u16(is64 ? 56 : 44);
+  const wantEnt = is64 ? 56 : 32;
+  if (phnum === 0) throw bad("ELF file without program headers: nothing to load");
+  if (phnum === PN_XNUM)
+    throw bad("ELF file with more than 65534 program headers (PN_XNUM) is not supported");
+  if (phentsize !== wantEnt) throw bad(`ELF program header size ${phentsize}, expected ${wantEnt}`);
+  const phEnd = phoff + BigInt(phnum * phentsize);
+  if (phEnd > BigInt(b.length))
+    throw bad(
+      `truncated ELF file: program headers end at ${hex(phEnd)}, the file has ${hex(b.length)} bytes`,
+    );
+
+  const top = is64 ? 1n << 64n : 1n << 32n;
+  const loads: ElfImage["loads"] = [];
+  for (let i = 0; i < phnum; i++) {
+    const o = Number(phoff) + i * phentsize;
+    const ptype = u32(o);
+    if (ptype === PT_INTERP) throw bad("dynamically linked ELF (PT_INTERP): link the guest statically");
+    if (ptype !== PT_LOAD) continue;
+    const offset = addr(is64 ? o + 8 : o + 4);
+    const vaddr = addr(is64 ? o + 16 : o + 8);
+    const paddr = addr(is64 ? o + 24 : o + 12);
+    const filesz = addr(is64 ? o + 32 : o + 16);
+    const memsz = addr(is64 ? o + 40 : o + 20);
+    const what = `segment ${i} (p_paddr ${hex(paddr)})`;
+    if (filesz > memsz) throw bad(`${what}: p_filesz ${hex(filesz)} is larger than p_memsz ${hex(memsz)}`);
+    if (offset + filesz > BigInt(b.length))
+      throw bad(
+        `truncated ELF file: ${what} needs bytes up to ${hex(offset + filesz)}, the file has ${hex(b.length)}`,
+      );
+    if (paddr + memsz > top || vaddr + memsz > top)
+      throw bad(`${what}: address + size ${hex(memsz)} wraps around the ${is64 ? 64 : 32}-bit address space`);
+    if (memsz === 0n) continue;
+    loads.push({ paddr, vaddr, memSize: memsz, data: b.subarray(Number(offset), Number(offset + filesz)) });
+  }
+  if (loads.length === 0) throw bad("ELF file without a loadable segment (PT_LOAD): nothing to load");
+
+  // A higher-half kernel's entry is virtual; it runs before paging is set, so translate it.
+  let entry = entryV;
+  const inV = loads.find((l) => entryV >= l.vaddr && entryV < l.vaddr + l.memSize);
+  const inP = loads.find((l) => entryV >= l.paddr && entryV < l.paddr + l.memSize);
+  if (!inP && inV) entry = inV.paddr + (entryV - inV.vaddr);
+  return { cls: is64 ? 64 : 32, machine, entry, loads };
+}
+
+/** ELF loads as plan segments (addresses proven to fit in 64 bits; range checks come later). */
+export function elfSegments(img: ElfImage): { segments: Segment[]; tooHigh?: bigint } {
+  const segments: Segment[] = [];
+  for (const l of img.loads) {
+    // Beyond 2^53 a Number would be rounded: such a segment is outside any guest RAM anyway.
+    if (l.paddr + l.memSize > BigInt(Number.MAX_SAFE_INTEGER)) return { segments, tooHigh: l.paddr };
+    segments.push({ gpa: Number(l.paddr), data: l.data, memSize: Number(l.memSize) });
+  }
+  return { segments };
+}
