@@ -216,7 +216,7 @@ export class SplitQueue {
       if (flags & VIRTQ.DESC_F_WRITE) {
         seenWritable = true;
         writableLength += len;
-        if (writableLength > MAX_CHAIN_BYTES)
+        if (readableLength + writableLength > MAX_CHAIN_BYTES)
           throw new VirtqueueError(`${where}: chain ${head} is more than 4 GiB long`);
         if (len > 0) writable.push({ gpa, len });
       } else {
@@ -225,7 +225,7 @@ export class SplitQueue {
             `${where}: chain ${head} has a device-readable buffer after a writable one`,
           );
         readableLength += len;
-        if (readableLength > MAX_CHAIN_BYTES)
+        if (readableLength + writableLength > MAX_CHAIN_BYTES)
           throw new VirtqueueError(`${where}: chain ${head} is more than 4 GiB long`);
         if (len > 0) readable.push({ gpa, len });
       }
