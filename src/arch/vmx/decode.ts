@@ -229,7 +229,7 @@ function crBits(names: Record<number, string>, width: number): (v: bigint) => De
 const MSRS: Record<number, MsrDef> = {
   [IA32_FEATURE_CONTROL]: {
     kind: "fields",
-    name: "Feature control (IA32_FEATURE_CONTROL)",
+    name: "Feature control",
     decode: (v) => [
       flag(v, 0, "Locked"),
       flag(v, 1, "VMX enabled inside SMX operation"),
@@ -282,16 +282,16 @@ const MSRS: Record<number, MsrDef> = {
       range(v, 32, 63, "MSEG revision identifier"),
     ],
   },
-  0x486: { kind: "fields", name: "CR0 bits fixed to 1 (IA32_VMX_CR0_FIXED0)", decode: crBits(CR0_BITS, 32) },
+  0x486: { kind: "fields", name: "CR0 bits fixed to 1", decode: crBits(CR0_BITS, 32) },
   0x487: {
     kind: "fields",
-    name: "CR0 bits allowed to be 1 (IA32_VMX_CR0_FIXED1)",
+    name: "CR0 bits allowed to be 1",
     decode: crBits(CR0_BITS, 32),
   },
-  0x488: { kind: "fields", name: "CR4 bits fixed to 1 (IA32_VMX_CR4_FIXED0)", decode: crBits(CR4_BITS, 32) },
+  0x488: { kind: "fields", name: "CR4 bits fixed to 1", decode: crBits(CR4_BITS, 32) },
   0x489: {
     kind: "fields",
-    name: "CR4 bits allowed to be 1 (IA32_VMX_CR4_FIXED1)",
+    name: "CR4 bits allowed to be 1",
     decode: crBits(CR4_BITS, 32),
   },
   0x48a: {

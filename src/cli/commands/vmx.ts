@@ -1,12 +1,53 @@
-// `vmtool vmx`: not written yet (see the open issue for this part).
-import type { Command } from "commander";
-import { VmtoolError } from "../errors.js";
+// `vmtool vmx`: the VMX capability MSRs, decoded field by field (QEMU's vmxcap, and the MSRs it does not read).
+import { Command, Option } from "commander";
+import { parseIntOption } from "../errors.js";
+import { ExitCode } from "../exit-codes.js";
 
 export function register(program: Command): void {
   program
     .command("vmx")
-    .description("(not available yet)")
-    .action(() => {
-      throw new VmtoolError("'vmtool vmx' is not available yet");
-    });
+    .description(
+      "the VMX capability MSRs (IA32_VMX_BASIC ... IA32_VMX_EXIT_CTLS2, IA32_FEATURE_CONTROL) decoded field by field; " +
+        "controls show no / yes / forced / default as vmxcap does",
+    )
+    .addOption(
+      new Option(
+        "--source <where>",
+        "where to read the MSRs (default: the first that works, in this order)",
+      ).choices(["module", "msr", "kvm", "file"]),
+    )
+    .option(
+      "--msr-file <file>",
+      'saved values: JSON {"0x480": "0x..."} or lines "0x480 0x..." (rdmsr -x output)',
+    )
+    .option("--cpu <n>", "CPU whose MSRs the msr driver reads", "0")
+    .option(
+      "--debugfs <dir>",
+      "where debugfs is mounted (the module's files are in <dir>/vmtool)",
+      "/sys/kernel/debug",
+    )
+    .option(
+      "--json",
+      "print JSON: {source, from, msrs, groups:[{name, msr, fields:[{name, bit|bits, value}]}]}",
+    )
+    .addHelpText(
+      "after",
+      "\nSources: module = the vmtool module's debugfs files; msr = /dev/cpu/N/msr (msr driver, root);\n" +
+        "kvm = KVM's feature MSRs on /dev/kvm (what KVM offers a nested guest); file = --msr-file.\n" +
+        "Exit status 6 when no source has VMX values (an AMD CPU, no VT-x, no root): the message says why for each.",
+    )
+    .action(
+      async (opts: { source?: string; msrFile?: string; cpu: string; debugfs: string; json?: boolean }) => {
+        const { vmxCommand } = await import("../../host/vmx-command.js");
+        const cpu = Number(parseIntOption(opts.cpu, "--cpu", { min: 0n, max: 8191n }));
+        const status = vmxCommand({
+          source: opts.source as "module" | "msr" | "kvm" | "file" | undefined,
+          msrFile: opts.msrFile,
+          cpu,
+          debugfs: opts.debugfs,
+          json: opts.json === true,
+        });
+        if (status !== ExitCode.OK) process.exitCode = status;
+      },
+    );
 }
