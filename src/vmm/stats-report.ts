@@ -1,0 +1,39 @@
+// `vmtool run --stats`: the exit statistics as tables (cli-table3) or, with --json, as one JSON document.
+import Table from "cli-table3";
+import type { StatRow, StatsSummary } from "./exit-stats.js";
+
+const ms = (v: number) => v.toFixed(v < 10 ? 3 : 1);
+
+function rows(list: StatRow[], total: number): string[][] {
+  return list.map((r) => [
+    r.key,
+    String(r.count),
+    total ? ((100 * r.count) / total).toFixed(1) : "0.0",
+    ms(r.guestMs),
+    ms(r.vmmMs),
+    r.count ? ((1000 * (r.guestMs + r.vmmMs)) / r.count).toFixed(2) : "-",
+  ]);
+}
+
+const HEAD = ["exits", "%", "in guest ms", "in vmtool ms", "µs/exit"];
+
+/** The two tables (by reason, by port/address) and a summary line, as text. */
+export function formatStatsTable(s: StatsSummary, maxAddresses = 30): string {
+  const byReason = new Table({ head: ["reason", ...HEAD], style: { head: [], border: [] } });
+  byReason.push(...rows(s.byReason, s.exits));
+  const byAddr = new Table({ head: ["port / address", ...HEAD], style: { head: [], border: [] } });
+  byAddr.push(...rows(s.byAddress.slice(0, maxAddresses), s.exits));
+  const more =
+    s.byAddress.length > maxAddresses ? `(${s.byAddress.length - maxAddresses} more addresses)\n` : "";
+  const rate = s.wallMs > 0 ? Math.round((s.exits * 1000) / s.wallMs) : 0;
+  return (
+    `exits by reason:\n${byReason.toString()}\n` +
+    (s.byAddress.length ? `exits by port / address:\n${byAddr.toString()}\n${more}` : "") +
+    `${s.exits} exits in ${ms(s.wallMs)} ms (${rate} exits/s): ${ms(s.guestMs)} ms in the guest, ` +
+    `${ms(s.vmmMs)} ms in vmtool\n`
+  );
+}
+
+export function statsJson(s: StatsSummary, result: { status: number; reason: string }): unknown {
+  return { status: result.status, reason: result.reason, ...s };
+}
