@@ -1,8 +1,10 @@
 /* 32-bit protected mode: an interrupt-driven echo on the 16550A UART (COM1). The UART raises IRQ 4 through
  * the in-kernel 8259 (remapped to vector 0x24); the handler drains the receive FIFO into a ring; the main
- * loop echoes bytes and sleeps in hlt between them. EOT (0x04, Ctrl-D in a raw terminal) ends the run through
- * the exit port with value 0 (vmtool exits with status 1), after a summary line. */
+ * loop echoes bytes and sleeps in hlt between them (vmtool/interrupt.h: the handler returns without IRET).
+ * EOT (0x04, Ctrl-D in a raw terminal) ends the run through the exit port with value 0 (vmtool exits with
+ * status 1), after a summary line. */
 #include <vmtool/console.h>
+#include <vmtool/interrupt.h>
 #include <vmtool/pic.h>
 #include <vmtool/printf.h>
 #include <vmtool/uart.h>
@@ -10,28 +12,13 @@
 #define IRQ_BASE 0x20
 #define EOT 0x04
 
-struct idt_gate {
-  uint16_t offset_lo;
-  uint16_t selector;
-  uint8_t zero;
-  uint8_t type; /* 0x8E: present, DPL 0, 32-bit interrupt gate */
-  uint16_t offset_hi;
-} __attribute__((packed));
-
-struct idt_ptr {
-  uint16_t limit;
-  uint32_t base;
-} __attribute__((packed));
-
-static struct idt_gate idt[256];
+static struct vmtool_idt_gate idt[256];
 static volatile uint8_t ring[256];
 static volatile uint8_t head, tail; /* uint8_t indexes wrap with the ring */
 static volatile uint32_t interrupts;
 
-struct interrupt_frame;
-
-__attribute__((interrupt)) static void com1_isr(struct interrupt_frame *frame) {
-  (void)frame;
+/* Runs with interrupts off (interrupt gate): drain the receive FIFO, then end the interrupt at the PIC. */
+void com1_irq(void) {
   interrupts++;
   while (inb(UART_COM1 + UART_LSR) & UART_LSR_DR) {
     uint8_t c = inb(UART_COM1 + UART_RBR);
@@ -39,22 +26,13 @@ __attribute__((interrupt)) static void com1_isr(struct interrupt_frame *frame) {
   }
   pic_eoi(UART_COM1_IRQ);
 }
-
-static void set_gate(unsigned vector, void (*handler)(struct interrupt_frame *)) {
-  uint32_t a = (uint32_t)(uintptr_t)handler;
-  idt[vector].offset_lo = a & 0xFFFF;
-  idt[vector].selector = read_cs();
-  idt[vector].zero = 0;
-  idt[vector].type = 0x8E;
-  idt[vector].offset_hi = a >> 16;
-}
+VMTOOL_DEFINE_ISR(com1_entry, com1_irq);
 
 int main(void) {
   vmtool_set_putc(com1_putc);
   uart_init(UART_COM1);
-  set_gate(IRQ_BASE + UART_COM1_IRQ, com1_isr);
-  struct idt_ptr p = {sizeof(idt) - 1, (uint32_t)(uintptr_t)idt};
-  __asm__ volatile("lidt %0" : : "m"(p));
+  vmtool_set_gate(idt, IRQ_BASE + UART_COM1_IRQ, com1_entry);
+  vmtool_load_idt(idt, 256);
   pic_remap(IRQ_BASE, IRQ_BASE + 8);
   pic_unmask(UART_COM1_IRQ);
   outb(UART_COM1 + UART_IER, UART_IER_RDI);

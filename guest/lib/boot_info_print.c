@@ -32,7 +32,7 @@ void vmtool_print_boot_info(const struct vmtool_boot_info *bi) {
          (unsigned)bi->total_size, (unsigned)bi->cpu_count, (unsigned long long)(bi->mem_size >> 20));
   for (uint32_t i = 0; i < bi->mem_entry_count; i++) {
     const struct vmtool_mem_entry *e = vmtool_mem_entry(bi, i);
-    printf("mem %08llx-%08llx %-8s%s\n", (unsigned long long)e->base,
+    printf("mem %08llx-%08llx %s%s\n", (unsigned long long)e->base,
            (unsigned long long)(e->base + e->size - 1), use_name(e->use),
            (e->flags & VMTOOL_MEM_READ_ONLY) ? " ro" : "");
   }

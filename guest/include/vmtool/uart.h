@@ -46,15 +46,21 @@
 #define UART_LSR_THRE 0x20 /* transmit holding register empty */
 #define UART_LSR_TEMT 0x40 /* transmitter empty */
 
-/* 115200 baud (divisor 1), 8N1, FIFOs on, interrupts off. */
+/* 115200 baud (divisor 1), 8N1, interrupts off, FIFOs left as they are (off after reset: 16450 mode, one
+ * byte at a time). Bytes that arrived before the guest started (input piped into vmtool) are kept. */
 static inline void uart_init(uint16_t base) {
   outb(base + UART_IER, 0);
   outb(base + UART_LCR, UART_LCR_DLAB);
   outb(base + UART_DLL, 1);
   outb(base + UART_DLM, 0);
   outb(base + UART_LCR, UART_LCR_8N1);
-  outb(base + UART_FCR, UART_FCR_ENABLE | UART_FCR_CLEAR_RX | UART_FCR_CLEAR_TX);
   outb(base + UART_MCR, UART_MCR_DTR | UART_MCR_RTS | UART_MCR_OUT2);
+}
+
+/* 16-byte FIFOs, interrupt at every byte. As on a real 16550A, switching FIFO mode on empties the FIFOs:
+ * bytes received before this call are lost. */
+static inline void uart_enable_fifo(uint16_t base) {
+  outb(base + UART_FCR, UART_FCR_ENABLE | UART_FCR_CLEAR_RX | UART_FCR_CLEAR_TX);
 }
 
 static inline void uart_putc(uint16_t base, char c) {
