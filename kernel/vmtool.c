@@ -372,6 +372,10 @@ static void vmtool_vmcs_seen(struct vmtool_cpu *vc, u64 pa)
 		}
 	}
 
+	e = kmem_cache_zalloc(vmtool_vmcs_cache, GFP_KERNEL);
+	if (!e)
+		return; /* seen again at the next tick; nothing evicted for nothing */
+
 	if (vc->nr_vmcs >= READ_ONCE(vmtool_max_vmcs)) {
 		struct vmtool_vmcs *oldest = list_last_entry(&vc->vmcs, struct vmtool_vmcs, node);
 
@@ -379,10 +383,6 @@ static void vmtool_vmcs_seen(struct vmtool_cpu *vc, u64 pa)
 		vc->nr_vmcs--;
 		vmtool_vmcs_remove(oldest);
 	}
-
-	e = kmem_cache_zalloc(vmtool_vmcs_cache, GFP_KERNEL);
-	if (!e)
-		return; /* seen again at the next tick */
 	e->vc = vc;
 	e->pa = pa;
 	e->first_seen_ns = now;

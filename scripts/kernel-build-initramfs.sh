@@ -34,7 +34,11 @@ cp "$out/real/vmtool.ko" "$out/vmtool.ko"
 cp "$out/fake/vmtool.ko" "$out/vmtool-fake.ko"
 
 busybox=$(command -v busybox || true)
-[ -n "$busybox" ] && file -L "$busybox" 2>/dev/null | grep -q 'statically linked' || busybox=/bin/busybox
+# The initramfs has no libc: busybox must be the static one (Debian's busybox-static).
+if [ -z "$busybox" ] || readelf -l "$busybox" 2>/dev/null | grep -q 'Requesting program interpreter'; then
+  echo "kernel-build-initramfs: needs a statically linked busybox (apt-get install busybox-static)" >&2
+  exit 1
+fi
 root="$out/root"
 rm -rf "$root"
 mkdir -p "$root/bin" "$root/dev" "$root/proc" "$root/sys" "$root/tmp"

@@ -130,6 +130,7 @@ while [ $i -lt 3 ]; do
   sleep 0.3
   i=$((i + 1))
 done
+sleep 0.5
 cpudirs fake-after-race
 slabs fake-after-race
 touch /tmp/stop
@@ -143,6 +144,17 @@ exec 4<&-
 rmmod vmtool
 out "@@RMMOD fake-race $?"
 slabs fake-unloaded
+
+# A new interval_ms wakes the threads at once: with 60 s, one address per CPU so far; after the write, all 3.
+insmod /vmtool-fake.ko interval_ms=60000 fake_vmcs=3
+out "@@INSMOD fake-slow $?"
+sleep 0.5
+out "@@ENTRIES slow $(ls "$D/cpu-000" | grep -c '\.info$')"
+write_param interval_ms 10
+sleep 0.5
+out "@@ENTRIES fast $(ls "$D/cpu-000" | grep -c '\.info$')"
+rmmod vmtool
+out "@@RMMOD fake-slow $?"
 
 # Eviction: 6 invented addresses per CPU, room for 4.
 insmod /vmtool-fake.ko interval_ms=10 fake_vmcs=6 max_vmcs=4
