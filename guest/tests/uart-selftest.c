@@ -5,6 +5,7 @@
  * the host sends on standard input (it waits for 3). Results go to the debug console, one line per check;
  * when all pass the guest halts (vmtool status 0), else it writes the number of failed checks to the exit port. */
 #include <vmtool/console.h>
+#include <vmtool/interrupt.h>
 #include <vmtool/pic.h>
 #include <vmtool/printf.h>
 #include <vmtool/uart.h>
@@ -13,20 +14,7 @@
 #define IRQ_BASE 0x20
 #define IIR_ID(v) ((v) & 0x0F)
 
-struct idt_gate {
-  uint16_t offset_lo;
-  uint16_t selector;
-  uint8_t zero;
-  uint8_t type;
-  uint16_t offset_hi;
-} __attribute__((packed));
-
-struct idt_ptr {
-  uint16_t limit;
-  uint32_t base;
-} __attribute__((packed));
-
-static struct idt_gate idt[256];
+static struct vmtool_idt_gate idt[256];
 static volatile uint32_t irqs;      /* interrupts taken on IRQ 4 */
 static volatile uint8_t last_iir;   /* IIR as the handler first read it */
 static volatile uint8_t rx[64];     /* bytes the handler drained */
@@ -34,7 +22,7 @@ static volatile uint32_t rx_count;
 static unsigned checks, failures;
 
 /* Reads IIR once (which clears a THR-empty interrupt), then drains received data. */
-__attribute__((used)) void com1_handler(void) {
+void com1_handler(void) {
   irqs++;
   last_iir = inb(COM1 + UART_IIR);
   while (inb(COM1 + UART_LSR) & UART_LSR_DR) {
@@ -44,28 +32,9 @@ __attribute__((used)) void com1_handler(void) {
   pic_eoi(UART_COM1_IRQ);
 }
 
-/* The IRQ 4 entry. It returns without IRET: on the kvm_pvm backend the host kernel's x86 instruction emulator
- * runs guest ring-0 code, and that emulator implements IRET only in real mode ("iret from protected mode
- * unimplemented yet"), so a protected-mode IRET ends the run with KVM_EXIT_INTERNAL_ERROR (docs/devices.md,
- * test/devices/repro/iret-protected.c). Returning to the same privilege level with a flat CS, IRET only restores
- * EIP and EFLAGS: the stub does that with POPF and RET, which run the same on any x86. */
-void com1_isr(void);
-__asm__(".text\n"
-        ".globl com1_isr\n"
-        "com1_isr:\n"
-        "  pushal\n"
-        "  cld\n"
-        "  call com1_handler\n"
-        "  popal\n"
-        /* stack: EIP, CS, EFLAGS -> EFLAGS, EIP */
-        "  push %eax\n"
-        "  mov 4(%esp), %eax\n"
-        "  xchg %eax, 12(%esp)\n"
-        "  mov %eax, 8(%esp)\n"
-        "  pop %eax\n"
-        "  add $4, %esp\n"
-        "  popfl\n"
-        "  ret\n");
+/* The IRQ 4 entry: the SDK's stub, which returns without IRET (a protected-mode IRET cannot run on the kvm_pvm
+ * backend; see vmtool/interrupt.h and docs/devices.md). */
+VMTOOL_DEFINE_ISR(com1_isr, com1_handler);
 
 static void check(int ok, const char *what, unsigned got, unsigned want) {
   checks++;
@@ -182,14 +151,8 @@ static void test_priority(void) {
 }
 
 static void test_interrupts(void) {
-  uint32_t a = (uint32_t)(uintptr_t)com1_isr;
-  struct idt_gate *g = &idt[IRQ_BASE + UART_COM1_IRQ];
-  g->offset_lo = a & 0xFFFF;
-  g->selector = read_cs();
-  g->type = 0x8E;
-  g->offset_hi = a >> 16;
-  struct idt_ptr p = {sizeof(idt) - 1, (uint32_t)(uintptr_t)idt};
-  __asm__ volatile("lidt %0" : : "m"(p));
+  vmtool_set_gate(idt, IRQ_BASE + UART_COM1_IRQ, com1_isr);
+  vmtool_load_idt(idt, 256);
   pic_remap(IRQ_BASE, IRQ_BASE + 8);
   pic_unmask(UART_COM1_IRQ);
 
