@@ -3,7 +3,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ROOT, DIST } from "../helpers/paths.js";
 import { GUEST_OUT, guests } from "../helpers/guests.js";
@@ -76,4 +77,44 @@ test("virtio on KVM: with no device at the address the guest's probe fails clean
   const r = run(elf);
   assert.equal(r.status, (2 << 1) | 1, r.stdout + r.stderr);
   assert.match(r.stdout, /no device at 0xd0000000/);
+});
+
+test("virtio-blk on KVM: the guest's writes are in the file byte for byte; flush, read back, get id", () => {
+  const elf = buildVirtioGuest("virtio-blk");
+  const dir = mkdtempSync(join(tmpdir(), "vmtool-virtio-kvm-"));
+  try {
+    const img = join(dir, "disk.img");
+    writeFileSync(img, new Uint8Array(64 * 512));
+    const r = run(elf, `disk=${img}`);
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /capacity 64 sectors, read-only 0/);
+    assert.match(r.stdout, /write 0 flush 0 read 0 same 1 id 'disk.img'/);
+    assert.match(r.stdout, /read past the end: status 1/);
+    const file = readFileSync(img);
+    const want = new Uint8Array(1024).map((_, i) => (i * 7 + 3) & 0xff);
+    assert.deepEqual(new Uint8Array(file.subarray(1024, 2048)), want);
+    assert.ok(file.subarray(0, 1024).every((b) => b === 0));
+    assert.ok(file.subarray(2048).every((b) => b === 0));
+
+    // Read-only: the write is refused with VIRTIO_BLK_S_IOERR and the file is unchanged.
+    writeFileSync(img, new Uint8Array(64 * 512));
+    const ro = run(elf, `disk=${img}`, "ro");
+    assert.equal(ro.status, (7 << 1) | 1, ro.stdout + ro.stderr);
+    assert.match(ro.stdout, /read-only 1/);
+    assert.match(ro.stdout, /write 1 flush 0 read 0 same 0/);
+    assert.ok(readFileSync(img).every((b) => b === 0));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("hostile guest on KVM: a descriptor outside RAM gives DEVICE_NEEDS_RESET, no write, and a --trace reason", () => {
+  const elf = buildVirtioGuest("virtio-attack");
+  const r = run(elf, "rng", "trace");
+  assert.equal(r.status, 0, r.stdout + r.stderr);
+  assert.match(r.stdout, /status 0x4f interrupt 0x2 used 0 canary 1/);
+  assert.match(
+    r.stderr,
+    /virtio-rng@0xd0000000: DEVICE_NEEDS_RESET: queue 0: buffer of descriptor 0 0xf0000000\+0x1000 is outside guest RAM/,
+  );
 });
