@@ -21,7 +21,10 @@ export function hostText(r: HostReport, caps: boolean): string {
     for (const n of r.notRead) lines.push(`  ${n}`);
   }
   if (caps && r.kvm.caps) {
-    const t = new Table({ head: ["capability", "number", "value"], style: { head: [], border: [] } });
+    const t = new Table({
+      head: ["capability", "number", "value"],
+      style: { head: [], border: [], compact: true },
+    });
     for (const [name, value] of Object.entries(r.kvm.caps)) t.push([`KVM_CAP_${name}`, KVM_CAP[name], value]);
     lines.push("", t.toString());
   } else if (caps) {
