@@ -12,44 +12,9 @@ import * as libc from "../kvm/libc.js";
 import { kvm_run } from "../kvm/structs.js";
 import type { Vcpu } from "./vcpu.js";
 
-/** Word indices in the control block. */
-export const CTL = {
-  /** VcpuState. */
-  STATE: 0,
-  /** Request bits (REQ), set by the main thread, cleared by the worker as it serves them. */
-  REQUEST: 1,
-  /** The worker's thread id (0 until it starts), for tgkill and /proc/self/task/TID/stat. */
-  TID: 2,
-  /** How many kicks the worker has served (tests and stats). */
-  KICKS: 3,
-  /** Exits since start (low 31 bits), so the main thread sees activity without asking. */
-  EXITS: 4,
-  /** Set by the worker when a halt check found the vCPU halted but wakeable (IF=1): the main thread backs off. */
-  HALTED_WAKEABLE: 5,
-} as const;
-const CTL_WORDS = 8;
+import { CTL, REQ, VcpuState, type VcpuStateValue } from "./control-block.js";
 
-export const VcpuState = {
-  STARTING: 0,
-  RUNNING: 1,
-  PAUSED: 2,
-  STOPPED: 3,
-} as const;
-export type VcpuStateValue = (typeof VcpuState)[keyof typeof VcpuState];
-
-/** Request bits. */
-export const REQ = {
-  /** Stop running guest code and wait in the paused state until the bit is cleared. */
-  PAUSE: 1,
-  /** Leave the run loop for good. */
-  STOP: 2,
-  /** The thread was seen sleeping: is the guest halted with nothing left to wake it? */
-  HALT_CHECK: 4,
-  /** New host input is waiting (standard input for the UART). */
-  INPUT: 8,
-  /** Flush buffered output now. */
-  FLUSH: 16,
-} as const;
+export { CTL, REQ, VcpuState, createControlBuffer, type VcpuStateValue } from "./control-block.js";
 
 export const KICK_SIGNAL = libc.SIGUSR2;
 
@@ -64,10 +29,6 @@ const waitAsync = (
     ): { async: false; value: string } | { async: true; value: Promise<string> };
   }
 ).waitAsync;
-
-export function createControlBuffer(): SharedArrayBuffer {
-  return new SharedArrayBuffer(CTL_WORDS * 4);
-}
 
 /** The main thread's handle on one vCPU thread. */
 export class VcpuControl {

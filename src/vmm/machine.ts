@@ -5,29 +5,27 @@
 //     the vCPU thread's state in /proc/self/task/TID/stat; when it sleeps, a kick makes the vCPU thread check
 //     KVM_GET_MP_STATE == HALTED, RFLAGS.IF == 0 and no pending event (docs/run.md, "Halt");
 //   - Ctrl-C / SIGTERM: a clean stop (kick, then let the thread end), exit 130.
-import { Worker } from "node:worker_threads";
+import type { Worker } from "node:worker_threads";
 import { readFileSync } from "node:fs";
 import { Vm } from "../vm/vm.js";
 import { bootVcpu, type BootSetup } from "../vm/boot-modes.js";
-import { CTL, REQ, VcpuControl, VcpuState, createControlBuffer } from "../vm/vcpu-control.js";
-import { SharedByteQueue } from "../devices/byte-queue.js";
+import { CTL, REQ, VcpuControl, VcpuState } from "../vm/vcpu-control.js";
+import { spawnVcpuThread, type VcpuThread, type VcpuThreadOptions } from "./vcpu-thread.js";
 import type { GuestMemory } from "../memory/guest-memory.js";
 import type { Vcpu } from "../vm/vcpu.js";
 import type { StatsSummary } from "./exit-stats.js";
-import type { VcpuWorkerData, WorkerMessage } from "./worker-protocol.js";
+import type { VcpuStart, WorkerMessage } from "./worker-protocol.js";
 import { ExitCode } from "../cli/exit-codes.js";
 
-export interface MachineOptions {
+export interface MachineOptions extends VcpuThreadOptions {
+  /** A vCPU thread started earlier with spawnVcpuThread (with the same trace/stats/hook options). */
+  thread?: VcpuThread;
   /** Guest RAM in bytes. */
   memSize: number;
   /** Writes the guest into RAM and says how the vCPU starts (mode, entry, boot data addresses). */
   load: (mem: GuestMemory) => BootSetup;
-  trace?: boolean;
-  stats?: boolean;
   /** Feed the process's standard input to COM1 (default true). */
   stdin?: boolean;
-  /** Exit-hook modules for the vCPU thread (see worker-protocol.ts). */
-  hookModules?: string[];
   /** Called once the vCPU thread runs, with the handle to pause/kick it and the main thread's vCPU view. */
   onStart?: (machine: RunningMachine) => void;
 }
@@ -46,7 +44,6 @@ export interface RunResult {
   stats?: StatsSummary;
 }
 
-const STDIN_QUEUE = 64 * 1024;
 /** Halt-detection polling: start fast (a guest that halts at once ends in ~1 ms), back off while busy. */
 const POLL_MIN_MS = 1;
 const POLL_BUSY_MAX_MS = 20;
@@ -55,31 +52,36 @@ const POLL_HALTED_MAX_MS = 100;
 const QUIET_FLUSH_MS = 50;
 
 export async function runMachine(opts: MachineOptions): Promise<RunResult> {
-  const vm = Vm.create({ memSize: opts.memSize });
+  // The vCPU thread starts first (unless the caller started it even earlier): its start-up overlaps the
+  // VM's creation here (see vcpu-thread.ts).
+  const thread = opts.thread ?? spawnVcpuThread(opts);
+  let vm: Vm | undefined;
+  let started = false;
   try {
+    vm = Vm.create({ memSize: opts.memSize });
     const vcpu = vm.createVcpu();
     bootVcpu(vcpu, vm.memory, opts.load(vm.memory));
-    return await runVcpuThread(vm, vcpu, opts);
+    const control = new VcpuControl(thread.control, vcpu);
+    const start: VcpuStart = { vcpu: vcpu.desc, memory: vm.memory.descriptors(), irqchip: vm.irqchip };
+    thread.worker.postMessage(start);
+    started = true;
+    return await runVcpuThread(vm, vcpu, control, thread, opts);
+  } catch (e) {
+    if (!started) await thread.cancel();
+    throw e;
   } finally {
-    vm.close();
+    vm?.close();
   }
 }
 
-async function runVcpuThread(vm: Vm, vcpu: Vcpu, opts: MachineOptions): Promise<RunResult> {
-  const control = new VcpuControl(createControlBuffer(), vcpu);
-  const queue = SharedByteQueue.create(STDIN_QUEUE);
-  const workerData: VcpuWorkerData = {
-    vcpu: vcpu.desc,
-    memory: vm.memory.descriptors(),
-    control: control.buffer,
-    stdinQueue: queue.buffer,
-    irqchip: vm.irqchip,
-    trace: opts.trace ?? false,
-    stats: opts.stats ?? false,
-    hookModules: opts.hookModules ?? [],
-  };
-  const worker = new Worker(new URL("./vcpu-worker.js", import.meta.url), { workerData, stdout: false });
-  const exited = new Promise<void>((resolve) => worker.once("exit", () => resolve()));
+async function runVcpuThread(
+  vm: Vm,
+  vcpu: Vcpu,
+  control: VcpuControl,
+  thread: VcpuThread,
+  opts: MachineOptions,
+): Promise<RunResult> {
+  const { worker, exited, input: queue } = thread;
   let pollDelay = POLL_MIN_MS;
   let finished = false;
 

@@ -7,7 +7,7 @@ import { KVM_EXIT, KVM_EXIT_IO_OUT, KVM_MP_STATE, exitReasonName } from "../kvm/
 import { RUN, kvm_run } from "../kvm/structs.js";
 import { EINTR, errnoName, gettid } from "../kvm/libc.js";
 import { Vcpu } from "../vm/vcpu.js";
-import { setIrqLine } from "../vm/vm.js";
+import { setIrqLine } from "../vm/irq-line.js";
 import { CTL, REQ, VcpuKickReceiver, VcpuState } from "../vm/vcpu-control.js";
 import { formatVcpuState } from "../vm/state-dump.js";
 import { GuestMemory } from "../memory/guest-memory.js";
@@ -19,14 +19,17 @@ import { VmStopRequest } from "../devices/types.js";
 import type { AccessSize } from "../devices/types.js";
 import { Output } from "./output.js";
 import { ExitStats } from "./exit-stats.js";
-import type { ExitHook, HookContext, VcpuWorkerData, WorkerMessage } from "./worker-protocol.js";
+import type { ExitHook, HookContext, VcpuStart, VcpuWorkerData, WorkerMessage } from "./worker-protocol.js";
 import { ExitCode } from "../cli/exit-codes.js";
 
 const data = workerData as VcpuWorkerData;
 const port = parentPort!;
 const ctl = new Int32Array(data.control);
-const vcpu = Vcpu.attach(data.vcpu);
-const memory = GuestMemory.fromDescriptors(data.memory);
+// The worker is started before the VM exists, so that its start-up (a new isolate, koffi, these modules)
+// overlaps the main thread's VM creation; the vCPU and RAM arrive in the first message.
+const start = await new Promise<VcpuStart>((resolve) => port.once("message", resolve));
+const vcpu = Vcpu.attach(start.vcpu);
+const memory = GuestMemory.fromDescriptors(start.memory);
 const run = vcpu.run;
 const kicks = new VcpuKickReceiver(vcpu);
 const out = new Output();
@@ -34,11 +37,11 @@ const pio = new PioBus();
 const mmio = new MmioBus();
 const misses = new MissLog();
 const stdinQueue = new SharedByteQueue(data.stdinQueue);
-const irqchip = data.irqchip;
+const irqchip = start.irqchip;
 const devices = attachPcDevices(pio, {
   console: out.write,
   serial: out.write,
-  com1Irq: irqchip ? { setLevel: (high) => setIrqLine(data.vcpu.vmFd, IRQS.COM1, high) } : undefined,
+  com1Irq: irqchip ? { setLevel: (high) => setIrqLine(start.vcpu.vmFd, IRQS.COM1, high) } : undefined,
   com1Input: stdinQueue,
 });
 const trace = data.trace;

@@ -4,14 +4,12 @@ import type { Vcpu, VcpuDescriptor } from "../vm/vcpu.js";
 import type { MmioBus, PioBus } from "../devices/bus.js";
 import type { StatsSummary } from "./exit-stats.js";
 
+/** Given when the worker is created (before the VM exists). */
 export interface VcpuWorkerData {
-  vcpu: VcpuDescriptor;
-  memory: RegionDescriptor[];
   /** The control block (vcpu-control.ts). */
   control: SharedArrayBuffer;
   /** SharedByteQueue buffer: standard input for COM1, filled by the main thread. */
   stdinQueue: SharedArrayBuffer;
-  irqchip: boolean;
   trace: boolean;
   stats: boolean;
   /**
@@ -19,6 +17,13 @@ export interface VcpuWorkerData {
    * introspection and the GDB stub: a hook sees every exit in the thread that handles it.
    */
   hookModules: string[];
+}
+
+/** The first message to the worker: the vCPU and guest RAM to run, once the VM exists. */
+export interface VcpuStart {
+  vcpu: VcpuDescriptor;
+  memory: RegionDescriptor[];
+  irqchip: boolean;
 }
 
 export type WorkerMessage =

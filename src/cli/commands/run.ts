@@ -85,16 +85,25 @@ async function runCommand(file: string | undefined, o: RunOptions): Promise<numb
   const stats = o.stats || o.json;
   const path = file ?? DEMO_GUEST;
 
-  const loader = await import("../../loader/index.js");
-  loader.checkCmdline(o.cmdline);
-  const plan = loader.planLoad(path, { memSize, load, entry, mode: o.mode });
+  // The vCPU thread starts now, before the heavy modules load: its start-up overlaps the rest.
+  const { spawnVcpuThread } = await import("../../vmm/vcpu-thread.js");
+  const thread = spawnVcpuThread({ trace: o.trace, stats });
+  let loader: typeof import("../../loader/index.js");
+  let plan: import("../../loader/index.js").LoadPlan;
+  try {
+    loader = await import("../../loader/index.js");
+    loader.checkCmdline(o.cmdline);
+    plan = loader.planLoad(path, { memSize, load, entry, mode: o.mode });
+  } catch (e) {
+    await thread.cancel();
+    throw e;
+  }
   const { runMachine } = await import("../../vmm/machine.js");
   if (o.trace) writeSync(2, `vmtool: ${plan.describe}\n`);
 
   const result = await runMachine({
     memSize,
-    trace: o.trace,
-    stats,
+    thread,
     load: (mem) => {
       loader.applyPlan(mem, plan);
       const bootInfo = loader.writeBootInfo(mem, { memSize, cpus: 1, cmdline: o.cmdline, plan });

@@ -1,0 +1,46 @@
+// The layout of a vCPU's control block: Int32 words in a SharedArrayBuffer shared by the vCPU's worker thread
+// and the main thread (see vcpu-control.ts for how they use it). No imports on purpose: the main thread
+// creates the block before it loads the KVM bindings, so that the vCPU thread can start early.
+
+/** Word indices in the control block. */
+export const CTL = {
+  /** VcpuState. */
+  STATE: 0,
+  /** Request bits (REQ), set by the main thread, cleared by the worker as it serves them. */
+  REQUEST: 1,
+  /** The worker's thread id (0 until it starts), for tgkill and /proc/self/task/TID/stat. */
+  TID: 2,
+  /** How many kicks the worker has served (tests and stats). */
+  KICKS: 3,
+  /** Exits since start (low 31 bits), so the main thread sees activity without asking. */
+  EXITS: 4,
+  /** Set by the worker when a halt check found the vCPU halted but wakeable (IF=1): the main thread backs off. */
+  HALTED_WAKEABLE: 5,
+} as const;
+const CTL_WORDS = 8;
+
+export const VcpuState = {
+  STARTING: 0,
+  RUNNING: 1,
+  PAUSED: 2,
+  STOPPED: 3,
+} as const;
+export type VcpuStateValue = (typeof VcpuState)[keyof typeof VcpuState];
+
+/** Request bits. */
+export const REQ = {
+  /** Stop running guest code and wait in the paused state until the bit is cleared. */
+  PAUSE: 1,
+  /** Leave the run loop for good. */
+  STOP: 2,
+  /** The thread was seen sleeping: is the guest halted with nothing left to wake it? */
+  HALT_CHECK: 4,
+  /** New host input is waiting (standard input for the UART). */
+  INPUT: 8,
+  /** Flush buffered output now. */
+  FLUSH: 16,
+} as const;
+
+export function createControlBuffer(): SharedArrayBuffer {
+  return new SharedArrayBuffer(CTL_WORDS * 4);
+}

@@ -1,0 +1,47 @@
+// Starting a vCPU's worker thread. Kept free of the KVM bindings (no koffi): `vmtool run` calls it as soon as
+// the options are checked, so that the worker's own start-up (a new V8 isolate, koffi, its modules: the
+// largest part of vmtool's start-up time) runs on another core while the main thread loads the image and
+// creates the VM. The worker then waits for its VcpuStart message.
+import { Worker } from "node:worker_threads";
+import { createControlBuffer } from "../vm/control-block.js";
+import { SharedByteQueue } from "../devices/byte-queue.js";
+import type { VcpuWorkerData } from "./worker-protocol.js";
+
+const STDIN_QUEUE = 64 * 1024;
+
+export interface VcpuThreadOptions {
+  trace?: boolean;
+  stats?: boolean;
+  /** Exit-hook modules for the vCPU thread (see worker-protocol.ts). */
+  hookModules?: string[];
+}
+
+export interface VcpuThread {
+  worker: Worker;
+  control: SharedArrayBuffer;
+  /** Standard input for COM1 (main thread pushes, the vCPU thread's UART pulls). */
+  input: SharedByteQueue;
+  /** Resolves when the worker has ended. */
+  exited: Promise<void>;
+  /** End a thread that never got its start message (bad input found after spawning it). */
+  cancel(): Promise<void>;
+}
+
+export function spawnVcpuThread(opts: VcpuThreadOptions = {}): VcpuThread {
+  const control = createControlBuffer();
+  const input = SharedByteQueue.create(STDIN_QUEUE);
+  const workerData: VcpuWorkerData = {
+    control,
+    stdinQueue: input.buffer,
+    trace: opts.trace ?? false,
+    stats: opts.stats ?? false,
+    hookModules: opts.hookModules ?? [],
+  };
+  const worker = new Worker(new URL("./vcpu-worker.js", import.meta.url), { workerData, stdout: false });
+  const exited = new Promise<void>((resolve) => worker.once("exit", () => resolve()));
+  // Until the start message, the worker is not inside KVM_RUN: terminate() is safe.
+  const cancel = async () => {
+    await worker.terminate();
+  };
+  return { worker, control, input, exited, cancel };
+}
