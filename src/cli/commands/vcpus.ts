@@ -1,12 +1,42 @@
-// `vmtool vcpus`: not written yet (see the open issue for this part).
+// `vmtool vcpus`: which vCPUs were seen on which host CPU, from the vmtool module's debugfs tree or KVM's own.
 import type { Command } from "commander";
-import { VmtoolError } from "../errors.js";
+import { parseIntOption } from "../errors.js";
+
+export interface VcpusOptions {
+  source: string;
+  debugfs?: string;
+  mount?: boolean;
+  json?: boolean;
+  sysregs?: boolean;
+  sample: string;
+}
 
 export function register(program: Command): void {
   program
     .command("vcpus")
-    .description("(not available yet)")
-    .action(() => {
-      throw new VmtoolError("'vmtool vcpus' is not available yet");
+    .description(
+      "Snapshot of the vCPUs seen on each host CPU, with last-seen time and age: from the vmtool module's " +
+        "debugfs tree (<debugfs>/vmtool) or, on any KVM host, from KVM's debugfs and /proc",
+    )
+    .option(
+      "--source <source>",
+      "vmtool (the module's tree), kvm (KVM's debugfs), or auto: the module if loaded",
+      "auto",
+    )
+    .option("--debugfs <path>", "another debugfs mount point, or a copied tree (default /sys/kernel/debug)")
+    .option("--mount", "mount debugfs at /sys/kernel/debug first when it is not (root only)")
+    .option("--sysregs", "module only: also show each CPU's control registers (cpu-NNN/sysregs)")
+    .option("--sample <ms>", "kvm only: watch the vCPU threads this long to see which are running", "200")
+    .option("--json", "print the snapshot as JSON")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  sudo vmtool vcpus                      the module's tree, else KVM's\n" +
+        "  sudo vmtool vcpus --source kvm --json  every KVM VM on this host, by process\n" +
+        "  vmtool vcpus --debugfs ./copied-tree   a tree copied from another machine",
+    )
+    .action(async (opts: VcpusOptions) => {
+      const { runVcpus } = await import("../../observer/commands.js");
+      const sampleMs = Number(parseIntOption(opts.sample, "--sample", { min: 0n, max: 60000n }));
+      await runVcpus({ ...opts, sampleMs });
     });
 }

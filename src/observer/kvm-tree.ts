@@ -1,0 +1,191 @@
+// Reads KVM's own debugfs (`<debugfs>/kvm/<pid>-<fd>/vcpuN/pid`) and /proc, so the observer works on any KVM
+// host, with or without the vmtool module. KVM does not say where a vCPU ran; its thread does: /proc stat
+// field 39 is the CPU it last ran on, and a vCPU counts as "seen" on that CPU at a poll where its CPU time
+// advanced (or, the first time it is polled, when it is running right now).
+import { readFileSync, readdirSync } from "node:fs";
+import { join } from "node:path";
+import type { KvmVcpu, KvmVm, Poll, Problem, Sighting, Source } from "./types.js";
+
+const VM_DIR = /^(\d+)-(\d+)$/;
+const VCPU_DIR = /^vcpu(\d+)$/;
+/** The per-VM statistics worth showing (KVM has ~60; these say what the guest is doing). */
+export const MAIN_STATS = ["exits", "io_exits", "mmio_exits", "halt_exits"] as const;
+
+function readOr(path: string): string | null {
+  try {
+    return readFileSync(path, "latin1");
+  } catch {
+    return null;
+  }
+}
+
+/** Parse /proc/<pid>/task/<tid>/stat: the fields after the `(comm)` (which may hold spaces and parens). */
+export function parseStat(text: string): { state: string; cpu: number; cpuTicks: number } | null {
+  const close = text.lastIndexOf(")");
+  if (close < 0) return null;
+  const f = text.slice(close + 2).split(" ");
+  // f[0] is field 3 (state); field n is f[n - 3].
+  const utime = Number(f[14 - 3]);
+  const stime = Number(f[15 - 3]);
+  const cpu = Number(f[39 - 3]);
+  if (!f[0] || !Number.isFinite(utime) || !Number.isFinite(stime) || !Number.isInteger(cpu)) return null;
+  return { state: f[0], cpu, cpuTicks: utime + stime };
+}
+
+/** QEMU's `-name guest=NAME,...` or `-name NAME`, else null. */
+export function qemuName(cmdline: string[]): string | null {
+  const i = cmdline.indexOf("-name");
+  if (i < 0 || i + 1 >= cmdline.length) return null;
+  const arg = cmdline[i + 1];
+  const m = /(?:^|,)guest=([^,]*)/.exec(arg);
+  if (m) return m[1];
+  return arg.split(",")[0] || null;
+}
+
+// USER_HZ: the unit of utime/stime in /proc stat; 100 on every Linux architecture vmtool runs on.
+const NS_PER_TICK = 1e7;
+
+interface VcpuHistory {
+  cpuTimeNs: number | null;
+  /** host CPU -> last time (s) the vCPU was seen there (null: placed there, never seen advancing). */
+  seen: Map<number, number | null>;
+}
+
+/** KVM's debugfs (`<debugfs>/kvm`) as a pollable source; remembers CPU times between polls. */
+export class KvmSource implements Source {
+  readonly kind = "kvm" as const;
+  private history = new Map<string, VcpuHistory>();
+  private names = new Map<string, { comm: string | null; cmdline: string[]; name: string }>();
+
+  constructor(
+    readonly root: string,
+    private readonly proc = "/proc",
+  ) {}
+
+  poll(): Poll {
+    const takenAt = Date.now();
+    const now = takenAt / 1000;
+    const problems: Problem[] = [];
+    const vms: KvmVm[] = [];
+    const live = new Set<string>();
+    const entries = readdirSync(this.root); // the caller checked the root; an error here is the caller's to report
+    for (const name of entries.sort()) {
+      const m = VM_DIR.exec(name);
+      if (!m) continue; // KVM's global statistics files sit beside the VM directories
+      const dir = join(this.root, name);
+      let inside: string[];
+      try {
+        inside = readdirSync(dir);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "ENOENT")
+          problems.push({ path: dir, reason: String(err) });
+        continue; // the VM went away mid-poll
+      }
+      const pid = Number(m[1]);
+      const vm: KvmVm = {
+        id: name,
+        pid,
+        fd: Number(m[2]),
+        ...this.describe(name, pid),
+        stats: {},
+        vcpus: [],
+      };
+      for (const stat of MAIN_STATS) {
+        if (!inside.includes(stat)) continue;
+        try {
+          vm.stats[stat] = Number(readFileSync(join(dir, stat), "latin1").trim());
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code;
+          // Kernel lockdown forbids reading debugfs files that are writable (the stats are clearable).
+          vm.statsError =
+            code === "EPERM"
+              ? "not readable (EPERM: the kernel's lockdown restricts debugfs)"
+              : `not readable (${code ?? String(err)})`;
+          break;
+        }
+      }
+      for (const sub of inside) {
+        const v = VCPU_DIR.exec(sub);
+        if (!v) continue;
+        const vcpu = this.readVcpu(`${name}/${sub}`, Number(v[1]), join(dir, sub), pid, problems);
+        if (vcpu) {
+          vm.vcpus.push(vcpu);
+          live.add(vcpu.id);
+        }
+      }
+      vm.vcpus.sort((a, b) => a.index - b.index);
+      vms.push(vm);
+    }
+
+    // Seen: CPU time advanced since the last poll (first poll of a vCPU: its thread is running now).
+    const sightings: Sighting[] = [];
+    const cpus = new Set<number>();
+    for (const vm of vms) {
+      for (const v of vm.vcpus) {
+        let h = this.history.get(v.id);
+        if (!h) this.history.set(v.id, (h = { cpuTimeNs: null, seen: new Map() }));
+        const advanced =
+          v.cpuTimeNs !== null && (h.cpuTimeNs === null ? v.state === "R" : v.cpuTimeNs > h.cpuTimeNs);
+        if (v.cpu !== null) {
+          if (advanced) h.seen.set(v.cpu, now);
+          else if (!h.seen.has(v.cpu)) h.seen.set(v.cpu, null);
+        }
+        if (v.cpuTimeNs !== null) h.cpuTimeNs = v.cpuTimeNs;
+        for (const [cpu, lastSeen] of h.seen) {
+          sightings.push({ cpu, vcpu: v.id, lastSeen });
+          cpus.add(cpu);
+        }
+      }
+    }
+    for (const id of this.history.keys()) if (!live.has(id)) this.history.delete(id);
+    for (const id of this.names.keys()) if (!vms.some((vm) => vm.id === id)) this.names.delete(id);
+    return {
+      source: "kvm",
+      root: this.root,
+      takenAt,
+      cpus: [...cpus].sort((a, b) => a - b),
+      sightings,
+      problems,
+      vms,
+    };
+  }
+
+  private describe(id: string, pid: number): { comm: string | null; cmdline: string[]; name: string } {
+    let d = this.names.get(id);
+    if (!d) {
+      const comm = readOr(join(this.proc, String(pid), "comm"))?.trim() ?? null;
+      const raw = readOr(join(this.proc, String(pid), "cmdline")) ?? "";
+      const cmdline = raw.split("\0").filter((s, i, a) => s !== "" || i < a.length - 1);
+      d = { comm, cmdline, name: qemuName(cmdline) ?? comm ?? `pid ${pid}` };
+      // A process that is gone may come back as another with the same pid: only cache what was found.
+      if (comm !== null) this.names.set(id, d);
+    }
+    return d;
+  }
+
+  private readVcpu(id: string, index: number, dir: string, pid: number, problems: Problem[]): KvmVcpu | null {
+    const pidText = readOr(join(dir, "pid"));
+    if (pidText === null) return null; // vanished mid-poll
+    const tid = Number(pidText.trim());
+    if (!Number.isInteger(tid) || tid < 0) {
+      problems.push({
+        path: join(dir, "pid"),
+        reason: `not a thread id: ${JSON.stringify(pidText.slice(0, 20))}`,
+      });
+      return null;
+    }
+    const v: KvmVcpu = { id, index, tid, cpu: null, cpuTimeNs: null, state: null };
+    if (tid === 0) return v; // created, never run
+    const task = join(this.proc, String(pid), "task", String(tid));
+    const stat = readOr(join(task, "stat"));
+    const parsed = stat === null ? null : parseStat(stat);
+    if (!parsed) return v; // thread gone (the VM is shutting down)
+    v.cpu = parsed.cpu;
+    v.state = parsed.state;
+    // schedstat's first field is on-CPU time in ns: far finer than stat's 10 ms ticks.
+    const sched = readOr(join(task, "schedstat"));
+    const ns = sched === null ? NaN : Number(sched.split(" ")[0]);
+    v.cpuTimeNs = Number.isFinite(ns) ? ns : parsed.cpuTicks * NS_PER_TICK;
+    return v;
+  }
+}

@@ -1,0 +1,228 @@
+// Reads the vmtool module's debugfs tree (docs/debugfs-interface.md): global `0x%016llx` files, `cpu-%03d/`
+// directories with one 32-byte NUL-padded decimal time per VMCS, optional `<vmcs>.info`, `sysregs`.
+// Synchronous on purpose: a poll is a burst of tiny reads, and sync calls with one reused buffer cost a
+// fraction of the promise machinery (see bench/observer-poll.ts). Files may vanish mid-poll: ENOENT is "gone".
+import { closeSync, openSync, readSync, readdirSync, type Dirent } from "node:fs";
+import { join } from "node:path";
+import type { GlobalFile, Poll, Problem, Sighting, Source, SysRegs } from "./types.js";
+import { describeGlobal } from "./globals.js";
+
+/** The module writes exactly this many bytes per VMCS file. */
+export const TIME_FILE_SIZE = 32;
+
+const CPU_DIR = /^cpu-(\d{3,})$/;
+const VMCS_NAME = /^[0-9a-f]{1,16}$/;
+const GLOBAL_VALUE = /^0x([0-9a-fA-F]{1,16})\n?$/;
+
+// One buffer for every small read: a time file is 32 bytes, .info/sysregs/global files a few hundred.
+const buf = Buffer.alloc(4096);
+
+/** Read a small file into the shared buffer; returns its length, or null when it vanished (ENOENT). */
+function readSmall(path: string): number | null {
+  let fd: number;
+  try {
+    fd = openSync(path, "r");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return null;
+    throw err;
+  }
+  try {
+    let len = 0;
+    // debugfs may hand out a file in several reads; stop at EOF or when the buffer is full (garbage).
+    for (;;) {
+      const n = readSync(fd, buf, len, buf.length - len, null);
+      if (n === 0 || len + n >= buf.length) return len + n;
+      len += n;
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function errText(err: unknown): string {
+  const e = err as NodeJS.ErrnoException;
+  return e.code ? `${e.code}: ${e.message.replace(/^\w+: /, "")}` : String(err);
+}
+
+/**
+ * Parse a 32-byte time file: decimal seconds, then NUL padding (a newline before the padding is tolerated).
+ * Returns the seconds or a reason why the content is not a time.
+ */
+export function parseTimeFile(b: Buffer, len: number): number | string {
+  if (len !== TIME_FILE_SIZE)
+    return `${len} bytes, expected ${TIME_FILE_SIZE} (truncated or not a time file)`;
+  let i = 0;
+  let value = 0;
+  while (i < len && b[i] >= 0x30 && b[i] <= 0x39) value = value * 10 + (b[i++] - 0x30);
+  if (i === 0) return "no decimal time at the start";
+  if (i > 19) return "time too long";
+  if (i < len && b[i] === 0x0a) i++;
+  for (; i < len; i++) if (b[i] !== 0) return `byte ${i} is 0x${b[i].toString(16)}, expected NUL padding`;
+  return value;
+}
+
+/** Parse `<vmcs>.info`: `key value` lines. Unknown keys are ignored (the format may grow). */
+function parseInfo(text: string): { lastSeenNs?: bigint; firstSeenNs?: bigint; sightings?: number } {
+  const out: { lastSeenNs?: bigint; firstSeenNs?: bigint; sightings?: number } = {};
+  for (const line of text.split("\n")) {
+    const m = /^(\w+)\s+(\d+)$/.exec(line.trim());
+    if (!m) continue;
+    if (m[1] === "last_seen_ns") out.lastSeenNs = BigInt(m[2]);
+    else if (m[1] === "first_seen_ns") out.firstSeenNs = BigInt(m[2]);
+    else if (m[1] === "sightings") out.sightings = Number(m[2]);
+  }
+  return out;
+}
+
+/** Parse `sysregs`: `cr0 0x…` lines. */
+export function parseSysRegs(text: string): SysRegs | null {
+  const regs: SysRegs = {};
+  for (const line of text.split("\n")) {
+    if (line.trim() === "") continue;
+    const m = /^(\w+)\s+0x([0-9a-fA-F]{1,16})$/.exec(line.trim());
+    if (!m) return null;
+    regs[m[1]] = BigInt("0x" + m[2]);
+  }
+  return regs;
+}
+
+export interface ModuleReadOptions {
+  /** Also read `cpu-NNN/sysregs` (the module reads the registers on that CPU: costs an IPI per CPU). */
+  sysregs?: boolean;
+  /** Also read the optional `<vmcs>.info` files. */
+  info?: boolean;
+  /** Read and decode the global files (done once by `watch`, every time by `vcpus`). */
+  globals?: boolean;
+}
+
+function listDir(path: string): Dirent[] | null {
+  try {
+    return readdirSync(path, { withFileTypes: true });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") return null;
+    throw err;
+  }
+}
+
+/** One poll of the module's tree at `root` (`<debugfs>/vmtool` or a copy of it). */
+export function readModuleTree(root: string, opts: ModuleReadOptions = {}): Poll {
+  const takenAt = Date.now();
+  const top = listDir(root);
+  if (top === null) throw Object.assign(new Error(`${root}: no such directory`), { code: "ENOENT" });
+  const problems: Problem[] = [];
+  const sightings: Sighting[] = [];
+  const cpus: number[] = [];
+  const globals: GlobalFile[] = [];
+  const sysregs = new Map<number, SysRegs>();
+
+  for (const ent of top) {
+    const m = CPU_DIR.exec(ent.name);
+    if (m && ent.isDirectory()) {
+      const cpu = Number(m[1]);
+      const dir = join(root, ent.name);
+      let names: string[];
+      try {
+        names = readdirSync(dir);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === "ENOENT") continue; // CPU went offline mid-poll
+        problems.push({ path: dir, reason: errText(err) });
+        continue;
+      }
+      cpus.push(cpu);
+      for (const name of names) {
+        const path = dir + "/" + name;
+        if (VMCS_NAME.test(name)) {
+          let len: number | null;
+          try {
+            len = readSmall(path);
+          } catch (err) {
+            problems.push({ path, reason: errText(err) });
+            continue;
+          }
+          if (len === null) continue;
+          const t = parseTimeFile(buf, len);
+          if (typeof t === "string") {
+            problems.push({ path, reason: t });
+            continue;
+          }
+          const s: Sighting = { cpu, vcpu: name, lastSeen: t };
+          if (opts.info) addInfo(s, path + ".info");
+          sightings.push(s);
+        } else if (name === "sysregs") {
+          if (!opts.sysregs) continue;
+          const text = readText(path, problems);
+          if (text === null) continue;
+          const regs = parseSysRegs(text);
+          if (regs) sysregs.set(cpu, regs);
+          else problems.push({ path, reason: "not `name 0x…` lines" });
+        } else if (name.includes(".")) {
+          // `<vmcs>.info` and future extensions: read on demand above, otherwise ignored by contract.
+        } else {
+          problems.push({ path, reason: "unexpected entry (not a VMCS address, not sysregs)" });
+        }
+      }
+    } else if (opts.globals && ent.isFile()) {
+      const path = join(root, ent.name);
+      const text = readText(path, problems);
+      if (text === null) continue;
+      const v = GLOBAL_VALUE.exec(text);
+      if (!v) {
+        problems.push({ path, reason: `not a 0x%016llx value: ${JSON.stringify(text.slice(0, 40))}` });
+        continue;
+      }
+      globals.push(describeGlobal(ent.name, BigInt("0x" + v[1])));
+    }
+  }
+  cpus.sort((a, b) => a - b);
+  globals.sort((a, b) => a.name.localeCompare(b.name));
+  const poll: Poll = { source: "vmtool", root, takenAt, cpus, sightings, problems };
+  if (opts.globals) poll.globals = globals;
+  if (opts.sysregs) poll.sysregs = sysregs;
+  return poll;
+}
+
+function readText(path: string, problems: Problem[]): string | null {
+  try {
+    const len = readSmall(path);
+    if (len === null) return null;
+    if (len >= buf.length) {
+      problems.push({ path, reason: `larger than ${buf.length} bytes` });
+      return null;
+    }
+    return buf.toString("latin1", 0, len);
+  } catch (err) {
+    problems.push({ path, reason: errText(err) });
+    return null;
+  }
+}
+
+function addInfo(s: Sighting, path: string): void {
+  let len: number | null;
+  try {
+    len = readSmall(path);
+  } catch {
+    return; // optional file: its absence or unreadability is not a problem
+  }
+  if (len === null || len >= buf.length) return;
+  const info = parseInfo(buf.toString("latin1", 0, len));
+  if (info.lastSeenNs !== undefined) s.lastSeen = Number(info.lastSeenNs) / 1e9;
+  if (info.firstSeenNs !== undefined) s.firstSeen = Number(info.firstSeenNs) / 1e9;
+  if (info.sightings !== undefined) s.sightings = info.sightings;
+}
+
+/** The module's tree as a pollable source. */
+export class ModuleSource implements Source {
+  readonly kind = "vmtool" as const;
+  private first = true;
+  constructor(
+    readonly root: string,
+    private readonly opts: ModuleReadOptions = {},
+  ) {}
+  poll(): Poll {
+    // Global values are static: `watch` reads them on its first poll only.
+    const globals = this.opts.globals !== false && this.first;
+    this.first = false;
+    return readModuleTree(this.root, { ...this.opts, globals });
+  }
+}
