@@ -74,17 +74,18 @@ int main(int argc, char **argv) {
   if (ioctl(vm, KVM_SET_TSS_ADDR, TSS_ADDR) < 0) die("KVM_SET_TSS_ADDR");
   uint64_t idmap = IDENTITY_MAP;
   if (ioctl(vm, KVM_SET_IDENTITY_MAP_ADDR, &idmap) < 0) die("KVM_SET_IDENTITY_MAP_ADDR");
-  if (irqchip) {
-    if (ioctl(vm, KVM_CREATE_IRQCHIP, 0) < 0) die("KVM_CREATE_IRQCHIP");
-    struct kvm_pit_config pit = {0};
-    if (ioctl(vm, KVM_CREATE_PIT2, &pit) < 0) die("KVM_CREATE_PIT2");
-  }
   uint8_t *mem = mmap(0, mem_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (mem == MAP_FAILED) die("mmap");
   struct kvm_userspace_memory_region region = {
       .slot = 0, .guest_phys_addr = 0, .memory_size = mem_size, .userspace_addr = (uint64_t)mem};
   if (ioctl(vm, KVM_SET_USER_MEMORY_REGION, &region) < 0) die("KVM_SET_USER_MEMORY_REGION");
 
+  /* After the RAM slot, as vmtool does: a memslot change once an irqchip exists waits for SRCU. */
+  if (irqchip) {
+    if (ioctl(vm, KVM_CREATE_IRQCHIP, 0) < 0) die("KVM_CREATE_IRQCHIP");
+    struct kvm_pit_config pit = {0};
+    if (ioctl(vm, KVM_CREATE_PIT2, &pit) < 0) die("KVM_CREATE_PIT2");
+  }
   FILE *f = fopen(argv[a + 2], "rb");
   if (!f) die(argv[a + 2]);
   size_t n = fread(mem + load, 1, mem_size - load, f);

@@ -184,6 +184,13 @@ describe("devices, trace and stats", () => {
     assert.equal(typeof (stats as unknown as { guestMs: number }).guestMs, "number");
   });
 
+  test("200,000 debug-console bytes arrive whole and in order (buffered output)", () => {
+    const r = vmtool([guests().exits200k]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout.length, 200_000);
+    assert.equal(r.stdout, ".".repeat(199_999) + "\n");
+  });
+
   test("UART input from stdin wakes a guest halted with interrupts on (IRQ 4 through the in-kernel PIC)", () => {
     const g = assemble(ECHO64, 0x100000, 64);
     const r = vmtool(["--mode", "long", g], "hello, uart\nq");

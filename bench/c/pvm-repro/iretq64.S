@@ -1,0 +1,29 @@
+/* 64-bit long mode: #UD (ud2) through the IDT, the handler skips ud2 and IRETQs (the control case). */
+.code64
+.globl _start
+_start:
+  lea handler(%rip), %rax
+  mov $0x200000 + 6*16, %rdi
+  mov %ax, (%rdi)
+  movw $0x18, 2(%rdi)
+  movw $0x8e00, 4(%rdi)
+  shr $16, %rax
+  mov %ax, 6(%rdi)
+  shr $16, %rax
+  mov %eax, 8(%rdi)
+  movl $0, 12(%rdi)
+  lidt idtr(%rip)
+  ud2
+  mov $'B', %al
+  out %al, $0xe9
+  mov $'\n', %al
+  out %al, $0xe9
+  cli
+  hlt
+handler:
+  mov $'A', %al
+  out %al, $0xe9
+  addq $2, (%rsp)
+  iretq
+idtr: .word 0xfff
+  .quad 0x200000
