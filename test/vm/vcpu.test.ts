@@ -2,7 +2,9 @@
 // register access, and each boot mode entering real guest code (the guests report what they see on I/O ports).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Vm } from "../../src/vm/vm.js";
+import { REQUIRED_CAPS, Vm } from "../../src/vm/vm.js";
+import { Kvm } from "../../src/kvm/system.js";
+import { HostError } from "../../src/cli/errors.js";
 import type { Vcpu } from "../../src/vm/vcpu.js";
 import { bootVcpu, MULTIBOOT_BOOTLOADER_MAGIC, SELECTORS } from "../../src/vm/boot-modes.js";
 import { LAYOUT } from "../../src/vm/machine-layout.js";
@@ -68,6 +70,21 @@ test("registers round-trip as 64-bit BigInts; segment and control registers are 
     assert.equal(ev.nmi.pending, 0);
     vcpu.setVcpuEvents(ev);
   });
+});
+
+test("capabilities: every one the VMM needs is present here, and a missing one is named", () => {
+  const kvm = Kvm.open();
+  try {
+    kvm.requireCaps(REQUIRED_CAPS);
+    // An s390-only capability never exists on x86: the error names it, and only it.
+    assert.throws(
+      () => kvm.requireCaps(["IRQCHIP", "S390_PSW"]),
+      (e: Error) =>
+        e instanceof HostError && /lacks KVM_CAP_S390_PSW,/.test(e.message) && !/IRQCHIP/.test(e.message),
+    );
+  } finally {
+    kvm.close();
+  }
 });
 
 test("VM creation refuses RAM sizes outside the layout's bounds", () => {
