@@ -4,7 +4,6 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { HostError } from "../cli/errors.js";
 import { printJson } from "../cli/action.js";
 import { openSource, parseSource } from "./debugfs.js";
-import { loadDecoders } from "./globals.js";
 import { Tracker, type ObserverEvent } from "./tracker.js";
 import {
   eventJson,
@@ -58,7 +57,6 @@ export interface VcpusRun {
 
 export async function runVcpus(opts: VcpusRun): Promise<void> {
   const source = parseSource(opts.source);
-  await loadDecoders();
   const src = openSource({
     source,
     debugfs: opts.debugfs,
@@ -95,6 +93,7 @@ export async function runWatch(opts: WatchRun): Promise<void> {
   const live = !opts.json && process.stdout.isTTY === true;
   const startedAt = Date.now();
   let problemNote: string | undefined;
+  const labels = new Map<string, string>();
 
   let stop: () => void = () => {};
   const stopped = new Promise<void>((resolve) => (stop = resolve));
@@ -131,7 +130,11 @@ export async function runWatch(opts: WatchRun): Promise<void> {
           problemNote = `${problemSummary(tracker.totals.problems)} (latest: ${newProblems[0].path}: ${newProblems[0].reason})`;
         draw();
       } else {
-        emit(events, vcpuLabels(poll), opts.json === true);
+        // Labels outlive their VM: a vanished vCPU is still named by the process it belonged to.
+        const label = vcpuLabels(poll);
+        for (const s of poll.sightings) labels.set(s.vcpu, label(s.vcpu));
+        emit(events, (id) => labels.get(id) ?? id, opts.json === true);
+        for (const e of events) if (e.event === "vanished") labels.delete(e.vcpu);
         if (newProblems.length > 0) warnProblems(newProblems);
       }
       if (opts.count !== undefined && i + 1 >= opts.count) break;

@@ -4,8 +4,8 @@
 // fraction of the promise machinery (see bench/observer-poll.ts). Files may vanish mid-poll: ENOENT is "gone".
 import { closeSync, openSync, readSync, readdirSync, type Dirent } from "node:fs";
 import { join } from "node:path";
-import type { GlobalFile, Poll, Problem, Sighting, Source, SysRegs } from "./types.js";
-import { describeGlobal } from "./globals.js";
+import type { Poll, Problem, Sighting, Source, SysRegs } from "./types.js";
+import { decodeGlobals } from "./globals.js";
 
 /** The module writes exactly this many bytes per VMCS file. */
 export const TIME_FILE_SIZE = 32;
@@ -113,7 +113,7 @@ export function readModuleTree(root: string, opts: ModuleReadOptions = {}): Poll
   const problems: Problem[] = [];
   const sightings: Sighting[] = [];
   const cpus: number[] = [];
-  const globals: GlobalFile[] = [];
+  const globals: Array<{ name: string; value: bigint }> = [];
   const sysregs = new Map<number, SysRegs>();
 
   for (const ent of top) {
@@ -171,13 +171,13 @@ export function readModuleTree(root: string, opts: ModuleReadOptions = {}): Poll
         problems.push({ path, reason: `not a 0x%016llx value: ${JSON.stringify(text.slice(0, 40))}` });
         continue;
       }
-      globals.push(describeGlobal(ent.name, BigInt("0x" + v[1])));
+      globals.push({ name: ent.name, value: BigInt("0x" + v[1]) });
     }
   }
   cpus.sort((a, b) => a - b);
   globals.sort((a, b) => a.name.localeCompare(b.name));
   const poll: Poll = { source: "vmtool", root, takenAt, cpus, sightings, problems };
-  if (opts.globals) poll.globals = globals;
+  if (opts.globals) poll.globals = decodeGlobals(globals);
   if (opts.sysregs) poll.sysregs = sysregs;
   return poll;
 }

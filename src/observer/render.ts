@@ -1,5 +1,6 @@
 // Text and JSON shapes of what the observer saw: the `vcpus` snapshot (a tree by host CPU, like the module's
 // directory), `watch`'s event lines and its live screen. Pure functions of a poll: no I/O.
+import { basename } from "node:path";
 import type { GlobalFile, KvmVm, Poll, Sighting } from "./types.js";
 import type { ObserverEvent, Tracker } from "./tracker.js";
 
@@ -69,8 +70,14 @@ function vmLine(vm: KvmVm): string {
     .map(([k, v]) => `${k} ${v}`)
     .join(", ");
   const tail = stats || (vm.statsError ? `statistics ${vm.statsError}` : "no statistics");
-  const cmd = vm.comm && vm.name !== vm.comm ? ` (${vm.comm})` : "";
-  return `VM ${vm.id}: ${vm.name}${cmd}, pid ${vm.pid}, ${vm.vcpus.length} vCPU${vm.vcpus.length === 1 ? "" : "s"}; ${tail}`;
+  const comm = vm.comm && vm.name !== vm.comm ? ` (${vm.comm})` : "";
+  // The command line tells apart VMs whose processes share a name (every Node VMM is "node").
+  let cmd = vm.cmdline.map((a) => (a.includes("/") && !a.startsWith("-") ? basename(a) : a)).join(" ");
+  if (cmd.length > 72) cmd = cmd.slice(0, 71) + "…";
+  return (
+    `VM ${vm.id}: ${vm.name}${comm}, pid ${vm.pid}, ${vm.vcpus.length} vCPU${vm.vcpus.length === 1 ? "" : "s"}; ${tail}` +
+    (cmd ? `\n  command: ${cmd}` : "")
+  );
 }
 
 /** The `vcpus` snapshot as text: global values, then each host CPU with the vCPUs seen there. */

@@ -98,7 +98,15 @@ test("vcpus reads a module tree: CPUs, VMCS names, last-seen times, empty CPUs, 
   assert.equal(text.status, 0, text.stderr);
   assert.match(text.stdout, /^vmtool module at .*vmtool, read \d{4}-\d\d-\d\d \d\d:\d\d:\d\d$/m);
   assert.match(text.stdout, /^ {2}vmx-basic +0x00da040000000004/m);
-  assert.match(text.stdout, /^ {2}vmx-future-thing +0x0000000000001234/m);
+  assert.match(
+    text.stdout,
+    /^ {2}vmx-future-thing +0x0000000000001234 +\(unknown file: value not decoded\)$/m,
+  );
+  // vmx-basic decoded by the same decoder as `vmtool vmx`: revision 4, 1024-byte VMCS region, write-back.
+  assert.match(text.stdout, /^ {2}vmx-basic +0x00da040000000004 +MSR 0x480\b/m);
+  assert.match(text.stdout, /^ {4}Revision\b.* 4$/m);
+  assert.match(text.stdout, /^ {4}VMCS size.* 1024$/m);
+  assert.match(text.stdout, /^ {4}VMCS memory type.* WB \(6\)$/m);
   assert.match(
     text.stdout,
     /^cpu-000\n {2}├── 373d8000 +last seen \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \([23]s ago\)\n {2}└── c1853000 +last seen .* \(4[01]s ago\)$/m,
