@@ -28,6 +28,8 @@ export interface MachineOptions extends VcpuThreadOptions {
   stdin?: boolean;
   /** Called once the vCPU thread runs, with the handle to pause/kick it and the main thread's vCPU view. */
   onStart?: (machine: RunningMachine) => void;
+  /** Called each time the vCPU enters the paused state (asked by pause(), or an exit hook said "pause"). */
+  onPaused?: (machine: RunningMachine) => void;
 }
 
 export interface RunningMachine {
@@ -88,6 +90,7 @@ async function runVcpuThread(
   const done = new Promise<RunResult>((resolve) => {
     worker.on("message", (m: WorkerMessage) => {
       if (m.type === "done") resolve({ status: m.status, reason: m.reason, fault: m.fault, stats: m.stats });
+      else if (m.type === "paused") opts.onPaused?.({ vm, vcpu, control });
     });
     worker.on("error", (e) =>
       resolve({ status: ExitCode.INTERNAL, reason: `vCPU thread failed: ${e.stack ?? e}`, fault: false }),

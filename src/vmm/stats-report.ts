@@ -34,6 +34,19 @@ export function formatStatsTable(s: StatsSummary, maxAddresses = 30): string {
   );
 }
 
+/** Milliseconds rounded to the microsecond: the JSON stays readable and loses nothing measurable. */
+const round = (v: number) => Math.round(v * 1000) / 1000;
+const roundRow = (r: StatRow): StatRow => ({ ...r, guestMs: round(r.guestMs), vmmMs: round(r.vmmMs) });
+
 export function statsJson(s: StatsSummary, result: { status: number; reason: string }): unknown {
-  return { status: result.status, reason: result.reason, ...s };
+  return {
+    status: result.status,
+    reason: result.reason,
+    exits: s.exits,
+    wallMs: round(s.wallMs),
+    guestMs: round(s.guestMs),
+    vmmMs: round(s.vmmMs),
+    byReason: s.byReason.map(roundRow),
+    byAddress: s.byAddress.map(roundRow),
+  };
 }

@@ -104,3 +104,32 @@ test("an exit hook loaded in the vCPU thread sees every exit and can stop the ru
   assert.match(result.reason, /exit hook/);
   assert.equal(result.stats?.byAddress.find((r) => r.key === "port 0x80 out")?.count, 3);
 });
+
+test("an exit hook can park the vCPU; the main thread inspects it while paused and resumes it", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "vmtool-hook-"));
+  const hook = join(dir, "pause-hook.mjs");
+  writeFileSync(
+    hook,
+    `export default () => (exit) => {
+       if (exit.reasonName === "IO" && exit.seq === 2) return "pause";
+       if (exit.reasonName === "IO" && exit.seq === 4) return "stop";
+     };`,
+  );
+  const code = assembleBytes(`.code64\n xor %eax, %eax\n1: inc %eax\n out %al, $0x80\n jmp 1b`, 0x100000, 64);
+  const pausedAt: bigint[] = [];
+  const result = await runMachine({
+    memSize: 16 << 20,
+    stdin: false,
+    hookModules: [pathToFileURL(hook).href],
+    load: (mem) => {
+      mem.write(0x100000, code);
+      return { mode: "long", entry: 0x100000 };
+    },
+    onPaused: ({ vcpu, control }) => {
+      pausedAt.push(vcpu.getRegs().rax);
+      control.resume();
+    },
+  });
+  assert.equal(result.status, ExitCode.OK);
+  assert.deepEqual(pausedAt, [2n], "paused once, after the second OUT (rax = 2)");
+});
