@@ -129,6 +129,7 @@ find "${dirs[@]}" -name '*.js' -print0 | cpio --null -pdm --quiet "$repo"
 if [ -d data ]; then cp -r data "$repo/"; fi
 # Guest images built on the host by test/helpers/guests.ts (there is no compiler inside).
 if [ -d "$dist/guests" ]; then mkdir -p "$repo/$dist" && cp -r "$dist/guests" "$repo/$dist/"; fi
+if [ -d guest/prebuilt ]; then mkdir -p "$repo/guest" && cp -r guest/prebuilt "$repo/guest/"; fi
 # The runtime dependencies (not the dev ones: no TypeScript, ESLint, Prettier inside).
 npm ls --omit=dev --parseable --all 2>/dev/null | sed -n "s|^$top/||p" | grep '^node_modules/' | while read -r p; do
   mkdir -p "$repo/$p"
