@@ -242,19 +242,17 @@ export function renderScreen(tracker: Tracker, opts: ScreenOptions): string[] {
     nActive = 0,
     nStale = 0;
   const mark = (s: Sighting): { sym: string; style: keyof typeof ANSI } => {
-    const st = tracker.vcpus.get(s.vcpu);
-    if (st && poll.takenAt - st.firstPollAt < opts.newSeconds * 1000 && tracker.totals.polls > 1)
-      return { sym: "+", style: "new" };
+    if (tracker.isNew(s.vcpu, opts.newSeconds)) return { sym: "+", style: "new" };
     return tracker.isStale(s.lastSeen, now) ? { sym: ".", style: "stale" } : { sym: "*", style: "active" };
   };
   for (const st of tracker.vcpus.values()) {
-    if (tracker.totals.polls > 1 && poll.takenAt - st.firstPollAt < opts.newSeconds * 1000) nNew++;
+    if (tracker.isNew(st.vcpu, opts.newSeconds)) nNew++;
     else if (st.stale) nStale++;
     else nActive++;
   }
   const src = poll.source === "vmtool" ? "vmtool module" : "KVM debugfs";
   const header = [
-    `vmtool watch: ${src} at ${poll.root}  every ${opts.intervalSeconds} s, stale after ${opts.staleSeconds} s  ${localTime(now)}  poll ${tracker.totals.polls}`,
+    `vmtool watch  ${localTime(now)}  poll ${tracker.totals.polls}  every ${opts.intervalSeconds} s, stale after ${opts.staleSeconds} s  ${src} at ${poll.root}`,
     `${tracker.vcpus.size} vCPUs: ${nNew} new, ${nActive} active, ${nStale} stale, on ${[...groups.values()].filter((l) => l.length).length} of ${groups.size} host CPUs    (+ new  * active  . stale; q or Ctrl-C quits)`,
   ];
   const body: string[] = [];

@@ -54,6 +54,19 @@ export class Tracker {
   };
   private reported = new Set<string>();
   last: Poll | null = null;
+  /** When the first poll was taken: vCPUs found then were there before watching began, so never "new". */
+  firstPollAt: number | null = null;
+
+  /** Did `vcpu` appear after watching began, less than `seconds` before the latest poll? */
+  isNew(vcpu: string, seconds: number): boolean {
+    const st = this.vcpus.get(vcpu);
+    return (
+      st !== undefined &&
+      this.last !== null &&
+      st.firstPollAt !== this.firstPollAt &&
+      this.last.takenAt - st.firstPollAt < seconds * 1000
+    );
+  }
 
   constructor(private readonly staleSeconds: number) {}
 
@@ -65,6 +78,7 @@ export class Tracker {
   /** Feed one poll; returns its events, and the problems not reported before (each path reported once). */
   update(poll: Poll): { events: ObserverEvent[]; newProblems: Problem[] } {
     const at = poll.takenAt;
+    this.firstPollAt ??= at;
     const now = at / 1000;
     const events: ObserverEvent[] = [];
     const latest = latestByVcpu(poll.sightings);
