@@ -2,7 +2,16 @@
 // directories with one 32-byte NUL-padded decimal time per VMCS, optional `<vmcs>.info`, `sysregs`.
 // Synchronous on purpose: a poll is a burst of tiny reads, and sync calls with one reused buffer cost a
 // fraction of the promise machinery (see bench/observer-poll.ts). Files may vanish mid-poll: ENOENT is "gone".
-import { closeSync, openSync, readSync, readdirSync, type Dirent } from "node:fs";
+import {
+  closeSync,
+  openSync,
+  readFileSync,
+  readSync,
+  readdirSync,
+  statSync,
+  statfsSync,
+  type Dirent,
+} from "node:fs";
 import { join } from "node:path";
 import type { Poll, Problem, Sighting, Source, SysRegs } from "./types.js";
 import { decodeGlobals } from "./globals.js";
@@ -27,15 +36,139 @@ function readSmall(path: string): number | null {
     throw err;
   }
   try {
-    let len = 0;
-    // debugfs may hand out a file in several reads; stop at EOF or when the buffer is full (garbage).
-    for (;;) {
-      const n = readSync(fd, buf, len, buf.length - len, null);
-      if (n === 0 || len + n >= buf.length) return len + n;
-      len += n;
-    }
+    return readAll(fd);
   } finally {
     closeSync(fd);
+  }
+}
+
+/** Read from offset 0 into the shared buffer: one read() for any file shorter than the buffer. */
+function readAll(fd: number): number {
+  let len = 0;
+  for (;;) {
+    const n = readSync(fd, buf, len, buf.length - len, len);
+    // A short read is the end of a regular file, and all of a debugfs one (simple_read_from_buffer).
+    if (n === 0 || len + n >= buf.length || n < buf.length - len) return len + n;
+    len += n;
+  }
+}
+
+const DEBUGFS_MAGIC = 0x64626720;
+
+/** How many descriptors the cache may keep: the soft limit (Node raises it to the hard one) less a margin. */
+function descriptorBudget(): number {
+  try {
+    const line = readFileSync("/proc/self/limits", "latin1")
+      .split("\n")
+      .find((l) => l.startsWith("Max open files"));
+    const soft = Number(line?.split(/\s+/)[3]);
+    if (Number.isFinite(soft)) return Math.max(0, Math.min(soft - 1024, 1 << 16));
+  } catch {
+    // no /proc: be modest
+  }
+  return 512;
+}
+
+/**
+ * Open VMCS files kept between polls, read again with pread at offset 0: one syscall per file instead of
+ * open+read+close, which is what keeps `watch` under 1% of a core (bench/observer-poll.mjs). A file removed
+ * and created again under the same name must not be read through its old descriptor: debugfs answers such a
+ * read with EIO; on other filesystems (copied trees) a change of the CPU directory's mtime (a file created,
+ * removed or renamed there) drops that directory's descriptors: one stat per directory, not per file.
+ */
+export class HandleCache {
+  /** CPU directory -> file name -> kept descriptor and the poll that last saw it. */
+  private dirs = new Map<string, { time: number; files: Map<string, { fd: number; gen: number }> }>();
+  private gen = 0;
+  private count = 0;
+  private readonly checkDirs: boolean;
+  private disabled = false;
+
+  constructor(
+    root: string,
+    private readonly max = descriptorBudget(),
+  ) {
+    let onDebugfs = false;
+    try {
+      onDebugfs = statfsSync(root).type === DEBUGFS_MAGIC;
+    } catch {
+      // cannot tell: check the directories
+    }
+    this.checkDirs = !onDebugfs;
+  }
+
+  /** Before reading a CPU directory's files (after its readdir): returns a reader for its files. */
+  enterDir(dir: string): (name: string) => number | null {
+    let d = this.dirs.get(dir);
+    if (!d) this.dirs.set(dir, (d = { time: NaN, files: new Map() }));
+    if (this.checkDirs) {
+      let t = NaN;
+      try {
+        const st = statSync(dir);
+        t = st.mtimeMs + st.ctimeMs * 1e-3;
+      } catch {
+        // gone: its files will be ENOENT
+      }
+      if (t !== d.time) for (const [name, h] of d.files) this.drop(d.files, name, h.fd);
+      d.time = t;
+    }
+    const files = d.files;
+    const gen = this.gen;
+    return (name) => {
+      const h = files.get(name);
+      if (h !== undefined) {
+        h.gen = gen;
+        try {
+          return readAll(h.fd);
+        } catch {
+          // EIO from a removed debugfs file, or any other trouble: reopen by name below
+          this.drop(files, name, h.fd);
+        }
+      }
+      const path = dir + "/" + name;
+      if (this.disabled || this.count >= this.max) return readSmall(path);
+      let fd: number;
+      try {
+        fd = openSync(path, "r");
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === "ENOENT") return null;
+        if (code === "EMFILE" || code === "ENFILE") {
+          // Out of descriptors: give them all back and read the plain way from now on.
+          this.close();
+          this.disabled = true;
+          return readSmall(path);
+        }
+        throw err;
+      }
+      files.set(name, { fd, gen });
+      this.count++;
+      return readAll(fd);
+    };
+  }
+
+  /** After a poll: close the descriptors of files (and directories) that were not in the tree any more. */
+  endPoll(): void {
+    for (const [dir, d] of this.dirs) {
+      for (const [name, h] of d.files) if (h.gen !== this.gen) this.drop(d.files, name, h.fd);
+      if (d.files.size === 0) this.dirs.delete(dir);
+    }
+    this.gen++;
+  }
+
+  close(): void {
+    for (const d of this.dirs.values()) for (const [name, h] of d.files) this.drop(d.files, name, h.fd);
+    this.dirs.clear();
+  }
+
+  private drop(files: Map<string, unknown>, name: string, fd: number): void {
+    files.delete(name);
+    this.count--;
+    try {
+      closeSync(fd);
+    } catch {
+      // already closed
+    }
   }
 }
 
@@ -106,7 +239,7 @@ function listDir(path: string): Dirent[] | null {
 }
 
 /** One poll of the module's tree at `root` (`<debugfs>/vmtool` or a copy of it). */
-export function readModuleTree(root: string, opts: ModuleReadOptions = {}): Poll {
+export function readModuleTree(root: string, opts: ModuleReadOptions = {}, cache?: HandleCache): Poll {
   const takenAt = Date.now();
   const top = listDir(root);
   if (top === null) throw Object.assign(new Error(`${root}: no such directory`), { code: "ENOENT" });
@@ -130,27 +263,28 @@ export function readModuleTree(root: string, opts: ModuleReadOptions = {}): Poll
         continue;
       }
       cpus.push(cpu);
+      const readVmcs = cache ? cache.enterDir(dir) : (name: string) => readSmall(dir + "/" + name);
       for (const name of names) {
-        const path = dir + "/" + name;
         if (VMCS_NAME.test(name)) {
           let len: number | null;
           try {
-            len = readSmall(path);
+            len = readVmcs(name);
           } catch (err) {
-            problems.push({ path, reason: errText(err) });
+            problems.push({ path: dir + "/" + name, reason: errText(err) });
             continue;
           }
           if (len === null) continue;
           const t = parseTimeFile(buf, len);
           if (typeof t === "string") {
-            problems.push({ path, reason: t });
+            problems.push({ path: dir + "/" + name, reason: t });
             continue;
           }
           const s: Sighting = { cpu, vcpu: name, lastSeen: t };
-          if (opts.info) addInfo(s, path + ".info");
+          if (opts.info) addInfo(s, dir + "/" + name + ".info");
           sightings.push(s);
         } else if (name === "sysregs") {
           if (!opts.sysregs) continue;
+          const path = dir + "/" + name;
           const text = readText(path, problems);
           if (text === null) continue;
           const regs = parseSysRegs(text);
@@ -159,7 +293,10 @@ export function readModuleTree(root: string, opts: ModuleReadOptions = {}): Poll
         } else if (name.includes(".")) {
           // `<vmcs>.info` and future extensions: read on demand above, otherwise ignored by contract.
         } else {
-          problems.push({ path, reason: "unexpected entry (not a VMCS address, not sysregs)" });
+          problems.push({
+            path: dir + "/" + name,
+            reason: "unexpected entry (not a VMCS address, not sysregs)",
+          });
         }
       }
     } else if (opts.globals && ent.isFile()) {
@@ -211,18 +348,28 @@ function addInfo(s: Sighting, path: string): void {
   if (info.sightings !== undefined) s.sightings = info.sightings;
 }
 
-/** The module's tree as a pollable source. */
+/** The module's tree as a pollable source (keeps the VMCS files open between polls). */
 export class ModuleSource implements Source {
   readonly kind = "vmtool" as const;
   private first = true;
+  private readonly cache: HandleCache;
   constructor(
     readonly root: string,
     private readonly opts: ModuleReadOptions = {},
-  ) {}
+  ) {
+    this.cache = new HandleCache(root);
+  }
   poll(): Poll {
     // Global values are static: `watch` reads them on its first poll only.
     const globals = this.opts.globals !== false && this.first;
     this.first = false;
-    return readModuleTree(this.root, { ...this.opts, globals });
+    try {
+      return readModuleTree(this.root, { ...this.opts, globals }, this.cache);
+    } finally {
+      this.cache.endPoll();
+    }
+  }
+  close(): void {
+    this.cache.close();
   }
 }

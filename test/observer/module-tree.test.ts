@@ -2,7 +2,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync, mkdirSync, unlinkSync, cpSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync, mkdirSync, unlinkSync, cpSync, renameSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CLI } from "../helpers/paths.js";
@@ -166,6 +166,30 @@ test("watch's tracker: appeared, seen on another CPU, stale, active again, vanis
   rmSync(cpuDir(root, 1), { recursive: true }); // a CPU going offline takes its vCPUs' files with it
   assert.deepEqual(kinds().sort(), ["vanished 1000 1", "vanished 2000 1"]);
   assert.equal(tracker.totals.polls, 7);
+});
+
+test("kept descriptors never read a replaced file's old content (unlink + create, rename over)", (t) => {
+  const root = join(tmp(t), "vmtool");
+  mkdirSync(root);
+  mkdirSync(cpuDir(root, 0));
+  const f = join(cpuDir(root, 0), "1000");
+  writeFileSync(f, timeFile(100));
+  const src = new ModuleSource(root, { globals: false });
+  t.after(() => src.close());
+  const seen = () => src.poll().sightings.map((s) => s.lastSeen);
+  assert.deepEqual(seen(), [100]);
+  writeFileSync(f, timeFile(200)); // rewritten in place: same file
+  assert.deepEqual(seen(), [200]);
+  unlinkSync(f);
+  writeFileSync(f, timeFile(300)); // a new file under the old name
+  assert.deepEqual(seen(), [300]);
+  writeFileSync(f + ".tmp", timeFile(400));
+  renameSync(f + ".tmp", f); // atomically replaced
+  assert.deepEqual(seen(), [400]);
+  unlinkSync(f);
+  assert.deepEqual(seen(), []);
+  writeFileSync(f, timeFile(500));
+  assert.deepEqual(seen(), [500]);
 });
 
 test("files that appear and vanish while the tree is read are never errors", async (t) => {
