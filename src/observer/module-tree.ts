@@ -2,16 +2,7 @@
 // directories with one 32-byte NUL-padded decimal time per VMCS, optional `<vmcs>.info`, `sysregs`.
 // Synchronous on purpose: a poll is a burst of tiny reads, and sync calls with one reused buffer cost a
 // fraction of the promise machinery (see bench/observer-poll.ts). Files may vanish mid-poll: ENOENT is "gone".
-import {
-  closeSync,
-  openSync,
-  readFileSync,
-  readSync,
-  readdirSync,
-  statSync,
-  statfsSync,
-  type Dirent,
-} from "node:fs";
+import { closeSync, openSync, readFileSync, readSync, readdirSync, statSync, type Dirent } from "node:fs";
 import { join } from "node:path";
 import type { Poll, Problem, Sighting, Source, SysRegs } from "./types.js";
 import { decodeGlobals } from "./globals.js";
@@ -53,8 +44,6 @@ function readAll(fd: number): number {
   }
 }
 
-const DEBUGFS_MAGIC = 0x64626720;
-
 /** How many descriptors the cache may keep: the soft limit (Node raises it to the hard one) less a margin. */
 function descriptorBudget(): number {
   try {
@@ -71,47 +60,33 @@ function descriptorBudget(): number {
 
 /**
  * Open VMCS files kept between polls, read again with pread at offset 0: one syscall per file instead of
- * open+read+close, which is what keeps `watch` under 1% of a core (bench/observer-poll.mjs). A file removed
- * and created again under the same name must not be read through its old descriptor: debugfs answers such a
- * read with EIO; on other filesystems (copied trees) a change of the CPU directory's mtime (a file created,
- * removed or renamed there) drops that directory's descriptors: one stat per directory, not per file.
+ * open+read+close, which makes a steady poll about a third of a plain read of the tree (bench/observer-poll.mjs). A file removed
+ * and created again under the same name must not be read through its old descriptor: a change of the CPU
+ * directory's mtime (a file created, removed or renamed there) drops that directory's descriptors (one stat
+ * per directory, not per file), and a read that fails (debugfs answers EIO for a removed file) reopens by name.
  */
 export class HandleCache {
   /** CPU directory -> file name -> kept descriptor and the poll that last saw it. */
   private dirs = new Map<string, { time: number; files: Map<string, { fd: number; gen: number }> }>();
   private gen = 0;
   private count = 0;
-  private readonly checkDirs: boolean;
   private disabled = false;
 
-  constructor(
-    root: string,
-    private readonly max = descriptorBudget(),
-  ) {
-    let onDebugfs = false;
-    try {
-      onDebugfs = statfsSync(root).type === DEBUGFS_MAGIC;
-    } catch {
-      // cannot tell: check the directories
-    }
-    this.checkDirs = !onDebugfs;
-  }
+  constructor(private readonly max = descriptorBudget()) {}
 
   /** Before reading a CPU directory's files (after its readdir): returns a reader for its files. */
   enterDir(dir: string): (name: string) => number | null {
     let d = this.dirs.get(dir);
     if (!d) this.dirs.set(dir, (d = { time: NaN, files: new Map() }));
-    if (this.checkDirs) {
-      let t = NaN;
-      try {
-        const st = statSync(dir);
-        t = st.mtimeMs + st.ctimeMs * 1e-3;
-      } catch {
-        // gone: its files will be ENOENT
-      }
-      if (t !== d.time) for (const [name, h] of d.files) this.drop(d.files, name, h.fd);
-      d.time = t;
+    let t = NaN;
+    try {
+      const st = statSync(dir);
+      t = st.mtimeMs + st.ctimeMs * 1e-3;
+    } catch {
+      // gone: its files will be ENOENT
     }
+    if (t !== d.time) for (const [name, h] of d.files) this.drop(d.files, name, h.fd);
+    d.time = t;
     const files = d.files;
     const gen = this.gen;
     return (name) => {
@@ -357,7 +332,7 @@ export class ModuleSource implements Source {
     readonly root: string,
     private readonly opts: ModuleReadOptions = {},
   ) {
-    this.cache = new HandleCache(root);
+    this.cache = new HandleCache();
   }
   poll(): Poll {
     // Global values are static: `watch` reads them on its first poll only.

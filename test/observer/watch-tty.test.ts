@@ -37,7 +37,7 @@ test(
     const root = join(dir, "vmtool");
     const now = Math.floor(Date.now() / 1000);
     writeModuleTree(root, { cpus: 4, vcpus: 0, cpusPerVcpu: 1, now });
-    writeFileSync(join(cpuDir(root, 0), "373d8000"), timeFile(now));
+    writeFileSync(join(cpuDir(root, 0), "373d8000"), timeFile(now - 3)); // seen on cpu-001 later: a move
     writeFileSync(join(cpuDir(root, 2), "c1853000"), timeFile(now - 600)); // long gone: stale from the start
     const { tmux, waitFor } = tmuxSession(
       t,
