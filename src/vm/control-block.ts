@@ -16,6 +16,10 @@ export const CTL = {
   EXITS: 4,
   /** Set by the worker when a halt check found the vCPU halted but wakeable (IF=1): the main thread backs off. */
   HALTED_WAKEABLE: 5,
+  /** Several vCPUs: the last halt check's verdict (1 halted for good or never started, 2 wakeable, 3 running). */
+  HALT_VERDICT: 6,
+  /** Bumped after each halt check, so the main thread knows a verdict is fresh. */
+  HALT_SEQ: 7,
 } as const;
 const CTL_WORDS = 8;
 

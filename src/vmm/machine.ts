@@ -1,41 +1,69 @@
-// The machine builder and the main thread's side of a run: create the VM and its vCPU, let the caller load the
-// guest, start the vCPU thread, then keep the main event loop free for the few things only it does:
-//   - standard input → COM1 (a shared ring plus a kick, so the UART sees input while the guest sits in HLT);
+// The machine builder and the main thread's side of a run: create the VM and its vCPUs, let the caller load
+// the guest, start one thread per vCPU and the I/O worker, then keep the main event loop free for the few
+// things only it does:
+//   - standard input → the I/O worker (a shared ring plus its doorbell: no vCPU is kicked, the device there
+//     raises its interrupt and a halted guest wakes);
 //   - halt detection: with the in-kernel irqchip KVM keeps HLT inside the kernel, so the main thread watches
-//     the vCPU thread's state in /proc/self/task/TID/stat; when it sleeps, a kick makes the vCPU thread check
-//     KVM_GET_MP_STATE == HALTED, RFLAGS.IF == 0 and no pending event (docs/run.md, "Halt");
-//   - Ctrl-C / SIGTERM: a clean stop (kick, then let the thread end), exit 130.
-import type { Worker } from "node:worker_threads";
+//     each vCPU thread's state in /proc/self/task/TID/stat; when they sleep, a kick makes each vCPU thread check
+//     KVM_GET_MP_STATE, RFLAGS.IF and pending events (docs/run.md, "Halt");
+//   - Ctrl-C / SIGTERM: a clean stop (kick, then let the threads end), exit 130;
+//   - the end of any vCPU (fault, exit port) stops the others.
+import { Worker } from "node:worker_threads";
 import { readFileSync } from "node:fs";
 import { Vm } from "../vm/vm.js";
 import { bootVcpu, type BootSetup } from "../vm/boot-modes.js";
 import { CTL, REQ, VcpuControl, VcpuState } from "../vm/vcpu-control.js";
+import { addIrqfd, addMmioIoeventfd, newEventfd } from "../vm/eventfds.js";
+import * as libc from "../kvm/libc.js";
+import { MMIO_REG } from "../devices/virtio/constants.js";
+import type { PlannedVirtio } from "../devices/virtio/placement.js";
+import { PORTS } from "../vm/machine-layout.js";
 import { spawnVcpuThread, type VcpuThread, type VcpuThreadOptions } from "./vcpu-thread.js";
 import type { GuestMemory } from "../memory/guest-memory.js";
 import type { Vcpu } from "../vm/vcpu.js";
 import type { StatsSummary } from "./exit-stats.js";
 import type { VcpuStart, WorkerMessage } from "./worker-protocol.js";
+import {
+  IO_CTL,
+  createIoBuffer,
+  ioCtlView,
+  type IoWorkerData,
+  type IoWorkerMessage,
+  type IoWorkerStart,
+  type VirtioDeviceSpec,
+} from "./io-protocol.js";
 import { ExitCode } from "../cli/exit-codes.js";
+import { UsageError } from "../cli/errors.js";
+import { startupMark } from "./startup-marks.js";
 
 export interface MachineOptions extends VcpuThreadOptions {
-  /** A vCPU thread started earlier with spawnVcpuThread (with the same trace/stats/hook options). */
+  /** The BSP's thread, started earlier with spawnVcpuThread (with the same trace/stats/hook options). */
   thread?: VcpuThread;
   /** Guest RAM in bytes. */
   memSize: number;
-  /** Writes the guest into RAM and says how the vCPU starts (mode, entry, boot data addresses). */
+  /** Number of vCPUs (default 1). vCPU 0 is the BSP; the others wait for INIT-SIPI-SIPI. */
+  cpus?: number;
+  /** virtio-mmio devices (placement.ts), owned by the I/O worker. */
+  virtio?: readonly PlannedVirtio[];
+  /** Standard input goes to the virtio-console (one must be in `virtio`) instead of COM1. */
+  stdinToConsole?: boolean;
+  /** Writes the guest into RAM and says how the BSP starts (mode, entry, boot data addresses). */
   load: (mem: GuestMemory) => BootSetup;
-  /** Feed the process's standard input to COM1 (default true). */
+  /** Feed the process's standard input to the guest (default true). */
   stdin?: boolean;
-  /** Called once the vCPU thread runs, with the handle to pause/kick it and the main thread's vCPU view. */
+  /** Called once the vCPU threads run, with the handle to pause/kick the BSP and the main thread's view. */
   onStart?: (machine: RunningMachine) => void;
-  /** Called each time the vCPU enters the paused state (asked by pause(), or an exit hook said "pause"). */
+  /** Called each time a vCPU enters the paused state (asked by pause(), or an exit hook said "pause"). */
   onPaused?: (machine: RunningMachine) => void;
 }
 
 export interface RunningMachine {
   vm: Vm;
+  /** The vCPU concerned (onPaused) or the BSP (onStart). */
   vcpu: Vcpu;
   control: VcpuControl;
+  /** Every vCPU, by index (APIC id = index). */
+  vcpus: { vcpu: Vcpu; control: VcpuControl }[];
 }
 
 export interface RunResult {
@@ -44,63 +72,194 @@ export interface RunResult {
   reason: string;
   fault: boolean;
   stats?: StatsSummary;
+  /** Which vCPU ended the run. */
+  cpu?: number;
+  /** Register accesses vCPUs forwarded to the I/O worker, and queue notifies it got through ioeventfds. */
+  forwarded?: number;
+  notifies?: number;
 }
 
 /** Halt-detection polling: start fast (a guest that halts at once ends in ~1 ms), back off while busy. */
 const POLL_MIN_MS = 1;
 const POLL_BUSY_MAX_MS = 20;
 const POLL_HALTED_MAX_MS = 100;
-/** Flush the guest's partial output line when it has made no exit for this long. */
+/** Flush the guests' partial output lines when no vCPU has made an exit for this long. */
 const QUIET_FLUSH_MS = 50;
+const STDIN_RING = new Uint8Array(new BigUint64Array([1n]).buffer);
+
+interface IoThread {
+  worker: Worker;
+  buffer: SharedArrayBuffer;
+  exited: Promise<void>;
+}
+
+function spawnIoWorker(opts: MachineOptions, cpus: number, stdinQueue: SharedArrayBuffer): IoThread {
+  const buffer = createIoBuffer(cpus);
+  const workerData: IoWorkerData = {
+    io: buffer,
+    vcpus: cpus,
+    stdinQueue,
+    stdinToConsole: opts.stdinToConsole ?? false,
+    trace: opts.trace ?? false,
+  };
+  const worker = new Worker(new URL("./io-worker.js", import.meta.url), { workerData, stdout: false });
+  const exited = new Promise<void>((resolve) => worker.once("exit", () => resolve()));
+  return { worker, buffer, exited };
+}
 
 export async function runMachine(opts: MachineOptions): Promise<RunResult> {
-  // The vCPU thread starts first (unless the caller started it even earlier): its start-up overlaps the
-  // VM's creation here (see vcpu-thread.ts).
-  const thread = opts.thread ?? spawnVcpuThread(opts);
+  const cpus = opts.cpus ?? 1;
+  // Threads start first (unless the caller started the BSP's even earlier): their start-up overlaps the VM's
+  // creation here (see vcpu-thread.ts).
+  const threads: VcpuThread[] = [opts.thread ?? spawnVcpuThread(opts)];
+  for (let i = 1; i < cpus; i++) threads.push(spawnVcpuThread(opts));
+  const io = spawnIoWorker(opts, cpus, threads[0].input.buffer);
   let vm: Vm | undefined;
   let started = false;
   try {
     vm = Vm.create({ memSize: opts.memSize });
-    const vcpu = vm.createVcpu();
-    bootVcpu(vcpu, vm.memory, opts.load(vm.memory));
-    const control = new VcpuControl(thread.control, vcpu);
-    const start: VcpuStart = { vcpu: vcpu.desc, memory: vm.memory.descriptors(), irqchip: vm.irqchip };
-    thread.worker.postMessage(start);
+    const maxCpus = vm.kvm.checkExtension("MAX_VCPUS") || vm.kvm.checkExtension("NR_VCPUS") || 4;
+    if (cpus > maxCpus)
+      throw new UsageError(`--cpus ${cpus}: this host's KVM allows at most ${maxCpus} vCPUs`);
+    const vcpus: Vcpu[] = [];
+    for (let i = 0; i < cpus; i++) vcpus.push(vm.createVcpu());
+    startupMark("VM and vCPU created");
+    // Only the BSP gets registers: the APs start as the in-kernel local APIC makes them (INIT, then SIPI).
+    bootVcpu(vcpus[0], vm.memory, opts.load(vm.memory));
+    startupMark("guest loaded, registers set");
+    const doorbell = newEventfd();
+    const virtio = (opts.virtio ?? []).map((d) => wireVirtio(vm!, d));
+    const ioStart: IoWorkerStart = {
+      vmFd: vm.fd,
+      memory: vm.memory.descriptors(),
+      irqchip: vm.irqchip,
+      doorbell,
+      virtio,
+    };
+    io.worker.postMessage(ioStart);
+    const controls = vcpus.map((v, i) => new VcpuControl(threads[i].control, v));
+    vcpus.forEach((v, i) => {
+      const start: VcpuStart = {
+        vcpu: v.desc,
+        memory: vm!.memory.descriptors(),
+        irqchip: vm!.irqchip,
+        cpuCount: cpus,
+        io: {
+          buffer: io.buffer,
+          doorbell,
+          pio: [{ name: "com1 (I/O worker)", base: PORTS.COM1, size: 8 }],
+          mmio: virtio.map((d) => ({ name: `virtio-${d.type} (I/O worker)`, base: d.base, size: d.size })),
+        },
+      };
+      threads[i].worker.postMessage(start);
+    });
     started = true;
-    return await runVcpuThread(vm, vcpu, control, thread, opts);
+    return await runVcpuThreads(vm, vcpus, controls, threads, io, doorbell, opts);
   } catch (e) {
-    if (!started) await thread.cancel();
+    if (!started) {
+      await Promise.all(threads.map((t) => t.cancel()));
+      await io.worker.terminate();
+    }
     throw e;
   } finally {
     vm?.close();
+    startupMark("VM closed");
   }
 }
 
-async function runVcpuThread(
+/** One eventfd per queue on the QueueNotify register (datamatch = queue index), one irqfd for the line. */
+function wireVirtio(vm: Vm, d: PlannedVirtio): VirtioDeviceSpec {
+  const notifyFds: number[] = [];
+  for (let q = 0; q < d.queues; q++) {
+    const fd = newEventfd();
+    addMmioIoeventfd(vm.fd, d.base + MMIO_REG.QUEUE_NOTIFY, 4, q, fd);
+    notifyFds.push(fd);
+  }
+  let irqFd = -1;
+  if (vm.irqchip) {
+    irqFd = newEventfd();
+    addIrqfd(vm.fd, irqFd, d.irq);
+  }
+  return {
+    type: d.type,
+    base: d.base,
+    size: d.size,
+    irq: d.irq,
+    path: d.path,
+    readOnly: d.readOnly,
+    notifyFds,
+    irqFd,
+  };
+}
+
+async function runVcpuThreads(
   vm: Vm,
-  vcpu: Vcpu,
-  control: VcpuControl,
-  thread: VcpuThread,
+  vcpus: Vcpu[],
+  controls: VcpuControl[],
+  threads: VcpuThread[],
+  io: IoThread,
+  doorbell: number,
   opts: MachineOptions,
 ): Promise<RunResult> {
-  const { worker, exited, input: queue } = thread;
+  const queue = threads[0].input;
+  const ioCtl = ioCtlView(io.buffer);
+  const smp = vcpus.length > 1;
   let pollDelay = POLL_MIN_MS;
   let finished = false;
+  const all = vcpus.map((vcpu, i) => ({ vcpu, control: controls[i] }));
+  let stopping = false;
+  /** Set when the main thread decided the run is over (every vCPU halted for good). */
+  let verdict: RunResult | undefined;
+  const stopAll = () => {
+    stopping = true;
+    for (const c of controls) c.stop();
+  };
 
   const done = new Promise<RunResult>((resolve) => {
-    worker.on("message", (m: WorkerMessage) => {
-      if (m.type === "done") resolve({ status: m.status, reason: m.reason, fault: m.fault, stats: m.stats });
-      else if (m.type === "paused") opts.onPaused?.({ vm, vcpu, control });
+    let remaining = threads.length;
+    let first: RunResult | undefined;
+    const seen = threads.map(() => false);
+    const ended = (i: number, r: RunResult) => {
+      if (seen[i]) return;
+      seen[i] = true;
+      // The first vCPU to end on its own (fault, exit port, halt) decides; the others were stopped by us.
+      if (!first && !(stopping && r.status === ExitCode.INTERRUPTED)) first = r;
+      if (!stopping) stopAll();
+      if (--remaining === 0) resolve(verdict ?? first ?? r);
+    };
+    threads.forEach(({ worker }, i) => {
+      worker.on("message", (m: WorkerMessage) => {
+        if (m.type === "done") {
+          startupMark("vCPU thread's result received");
+          ended(i, { status: m.status, reason: m.reason, fault: m.fault, stats: m.stats, cpu: i });
+        } else if (m.type === "paused")
+          opts.onPaused?.({ vm, vcpu: vcpus[i], control: controls[i], vcpus: all });
+      });
+      worker.on("error", (e) =>
+        ended(i, { status: ExitCode.INTERNAL, reason: `vCPU thread failed: ${e.stack ?? e}`, fault: false }),
+      );
+      worker.on("exit", (code) =>
+        ended(i, {
+          status: ExitCode.INTERNAL,
+          reason: `vCPU thread ended early (code ${code})`,
+          fault: false,
+        }),
+      );
     });
-    worker.on("error", (e) =>
-      resolve({ status: ExitCode.INTERNAL, reason: `vCPU thread failed: ${e.stack ?? e}`, fault: false }),
-    );
-    worker.on("exit", (code) =>
-      resolve({ status: ExitCode.INTERNAL, reason: `vCPU thread ended early (code ${code})`, fault: false }),
-    );
+    io.worker.on("message", (m: IoWorkerMessage) => {
+      if (m.type === "failed" && !first) {
+        first = { status: ExitCode.INTERNAL, reason: m.reason, fault: false };
+        stopAll();
+      }
+    });
+    io.worker.on("error", (e) => {
+      if (!first)
+        first = { status: ExitCode.INTERNAL, reason: `I/O worker failed: ${e.stack ?? e}`, fault: false };
+      stopAll();
+    });
   });
 
-  // Standard input → COM1. Bytes the ring cannot take wait here, with stdin paused, so nothing is lost.
+  // Standard input → the I/O worker. Bytes the ring cannot take wait here, with stdin paused: nothing is lost.
   let held: Buffer | undefined;
   let retry: NodeJS.Timeout | undefined;
   const feed = () => {
@@ -109,7 +268,8 @@ async function runVcpuThread(
     const n = queue.push(held);
     held = n < held.length ? held.subarray(n) : undefined;
     if (n > 0) {
-      control.request(REQ.INPUT);
+      Atomics.store(ioCtl, IO_CTL.INPUT, 1);
+      libc.write(doorbell, STDIN_RING, 8);
       pollDelay = POLL_MIN_MS;
     }
     if (held) retry = setTimeout(feed, 5);
@@ -130,25 +290,61 @@ async function runVcpuThread(
   let lastExits = -1;
   let quietMs = 0;
   let pollTimer: NodeJS.Timeout | undefined;
+  let haltRound = 0;
+  let haltSeqs: number[] = [];
+  let haltConfirmations = 0;
   const readStat = (p: string) => readFileSync(p, "latin1");
-  const poll = () => {
-    if (finished) return;
-    if (control.state === VcpuState.RUNNING) {
-      if (control.threadSleeping(readStat)) {
-        const wakeable = Atomics.load(control.ctl, CTL.HALTED_WAKEABLE) === 1;
-        control.request(REQ.HALT_CHECK);
-        pollDelay = wakeable ? Math.min(pollDelay * 2, POLL_HALTED_MAX_MS) : POLL_MIN_MS;
-      } else {
-        const exits = Atomics.load(control.ctl, CTL.EXITS);
-        quietMs = exits === lastExits ? quietMs + pollDelay : 0;
-        lastExits = exits;
-        if (quietMs >= QUIET_FLUSH_MS) {
-          control.request(REQ.FLUSH);
-          quietMs = -Infinity; // once per quiet spell
-        }
-        pollDelay = Math.min(pollDelay * 2, POLL_BUSY_MAX_MS);
-      }
+  const pollOne = () => {
+    const control = controls[0];
+    if (control.state !== VcpuState.RUNNING) return;
+    if (control.threadSleeping(readStat)) {
+      const wakeable = Atomics.load(control.ctl, CTL.HALTED_WAKEABLE) === 1;
+      control.request(REQ.HALT_CHECK);
+      startupMark("vCPU thread seen asleep: halt check asked");
+      pollDelay = wakeable ? Math.min(pollDelay * 2, POLL_HALTED_MAX_MS) : POLL_MIN_MS;
+    } else busy();
+  };
+  // Several vCPUs: the run is over when every vCPU is halted with nothing left to wake it (or never started),
+  // seen in two check rounds in a row with no exit in between (a vCPU may wake another with an IPI).
+  const pollSmp = () => {
+    if (controls.some((c) => c.state !== VcpuState.RUNNING)) return;
+    if (!controls.every((c) => c.threadSleeping(readStat))) {
+      haltConfirmations = 0;
+      haltRound = 0;
+      return busy();
     }
+    if (haltRound > 0 && controls.every((c, i) => Atomics.load(c.ctl, CTL.HALT_SEQ) !== haltSeqs[i])) {
+      const forGood = controls.every((c) => Atomics.load(c.ctl, CTL.HALT_VERDICT) === 1);
+      haltConfirmations = forGood ? haltConfirmations + 1 : 0;
+      haltRound = 0;
+      if (haltConfirmations >= 2) {
+        verdict = { status: ExitCode.OK, reason: "every vCPU halted with interrupts disabled", fault: false };
+        stopAll();
+        return;
+      }
+      const wakeable = controls.some((c) => Atomics.load(c.ctl, CTL.HALT_VERDICT) === 2);
+      pollDelay = wakeable ? Math.min(pollDelay * 2, POLL_HALTED_MAX_MS) : POLL_MIN_MS;
+    }
+    if (haltRound === 0) {
+      haltSeqs = controls.map((c) => Atomics.load(c.ctl, CTL.HALT_SEQ));
+      haltRound = 1;
+      for (const c of controls) c.request(REQ.HALT_CHECK);
+    }
+  };
+  const busy = () => {
+    const exits = controls.reduce((s, c) => s + Atomics.load(c.ctl, CTL.EXITS), 0);
+    quietMs = exits === lastExits ? quietMs + pollDelay : 0;
+    lastExits = exits;
+    if (quietMs >= QUIET_FLUSH_MS) {
+      for (const c of controls) c.request(REQ.FLUSH);
+      quietMs = -Infinity; // once per quiet spell
+    }
+    pollDelay = Math.min(pollDelay * 2, POLL_BUSY_MAX_MS);
+  };
+  const poll = () => {
+    if (finished || stopping) return;
+    if (smp) pollSmp();
+    else pollOne();
     pollTimer = setTimeout(poll, pollDelay);
   };
   pollTimer = setTimeout(poll, POLL_MIN_MS);
@@ -156,15 +352,17 @@ async function runVcpuThread(
   let interrupted = false;
   const onSignal = () => {
     interrupted = true;
-    control.stop();
+    stopAll();
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
 
-  opts.onStart?.({ vm, vcpu, control });
+  opts.onStart?.({ vm, vcpu: vcpus[0], control: controls[0], vcpus: all });
   try {
     const result = await done;
     if (interrupted && result.status === ExitCode.INTERRUPTED) result.reason = "interrupted";
+    result.forwarded = Atomics.load(ioCtl, IO_CTL.FORWARDED);
+    result.notifies = Atomics.load(ioCtl, IO_CTL.NOTIFIES);
     return result;
   } finally {
     finished = true;
@@ -176,7 +374,13 @@ async function runVcpuThread(
       process.stdin.off("data", onData);
       process.stdin.pause();
     }
-    await stopWorker(worker, control, exited);
+    await Promise.all(threads.map((t, i) => stopWorker(t.worker, controls[i], t.exited)));
+    // The I/O worker last: a vCPU may have been waiting for one of its replies.
+    Atomics.store(ioCtl, IO_CTL.STOP, 1);
+    libc.write(doorbell, STDIN_RING, 8);
+    const timeout = new Promise<"timeout">((resolve) => setTimeout(() => resolve("timeout"), 2000).unref());
+    if ((await Promise.race([io.exited, timeout])) === "timeout") await io.worker.terminate();
+    startupMark("vCPU thread ended");
   }
 }
 

@@ -38,10 +38,23 @@ export function formatStatsTable(s: StatsSummary, maxAddresses = 30): string {
 const round = (v: number) => Math.round(v * 1000) / 1000;
 const roundRow = (r: StatRow): StatRow => ({ ...r, guestMs: round(r.guestMs), vmmMs: round(r.vmmMs) });
 
-export function statsJson(s: StatsSummary, result: { status: number; reason: string }): unknown {
+/** What the I/O worker counted: register accesses forwarded to it, queue notifies it got via ioeventfd. */
+export interface IoCounts {
+  forwarded?: number;
+  notifies?: number;
+}
+
+/** One line about the I/O worker, under the tables. */
+export function formatIoLine(c: IoCounts): string {
+  return `I/O worker: ${c.forwarded ?? 0} register accesses forwarded from vCPUs, ${c.notifies ?? 0} queue notifies through ioeventfds (no exit)\n`;
+}
+
+export function statsJson(s: StatsSummary, result: { status: number; reason: string } & IoCounts): unknown {
   return {
     status: result.status,
     reason: result.reason,
+    forwarded: result.forwarded ?? 0,
+    ioeventfdNotifies: result.notifies ?? 0,
     exits: s.exits,
     wallMs: round(s.wallMs),
     guestMs: round(s.guestMs),

@@ -7,27 +7,30 @@ import { KVM_EXIT, KVM_EXIT_IO_OUT, KVM_MP_STATE, exitReasonName } from "../kvm/
 import { RUN, kvm_run } from "../kvm/structs.js";
 import { EINTR, errnoName, gettid } from "../kvm/libc.js";
 import { Vcpu } from "../vm/vcpu.js";
-import { setIrqLine } from "../vm/irq-line.js";
 import { CTL, REQ, VcpuKickReceiver, VcpuState } from "../vm/vcpu-control.js";
 import { formatVcpuState } from "../vm/state-dump.js";
 import { GuestMemory } from "../memory/guest-memory.js";
 import { BUS_MISS, MissLog, MmioBus, PioBus, allOnes, allOnesBig } from "../devices/bus.js";
-import { SharedByteQueue } from "../devices/byte-queue.js";
-import { attachPcDevices } from "../devices/pc-devices.js";
-import { IRQS } from "../vm/machine-layout.js";
+import { DebugConsole } from "../devices/debug-console.js";
+import { ExitPort } from "../devices/exit-port.js";
+import { PORTS } from "../vm/machine-layout.js";
+import { IoForwarder, IoWorkerGone } from "./io-forward.js";
 import { VmStopRequest } from "../devices/types.js";
 import type { AccessSize } from "../devices/types.js";
 import { Output } from "./output.js";
 import { ExitStats } from "./exit-stats.js";
 import type { ExitHook, HookContext, VcpuStart, VcpuWorkerData, WorkerMessage } from "./worker-protocol.js";
 import { ExitCode } from "../cli/exit-codes.js";
+import { startupMark } from "./startup-marks.js";
 
 const data = workerData as VcpuWorkerData;
 const port = parentPort!;
 const ctl = new Int32Array(data.control);
+startupMark("vCPU thread's modules loaded, waiting for its vCPU");
 // The worker is started before the VM exists, so that its start-up (a new isolate, koffi, these modules)
 // overlaps the main thread's VM creation; the vCPU and RAM arrive in the first message.
 const start = await new Promise<VcpuStart>((resolve) => port.once("message", resolve));
+startupMark("vCPU received");
 const vcpu = Vcpu.attach(start.vcpu);
 const memory = GuestMemory.fromDescriptors(start.memory);
 const run = vcpu.run;
@@ -36,14 +39,15 @@ const out = new Output();
 const pio = new PioBus();
 const mmio = new MmioBus();
 const misses = new MissLog();
-const stdinQueue = new SharedByteQueue(data.stdinQueue);
-const irqchip = start.irqchip;
-const devices = attachPcDevices(pio, {
-  console: out.write,
-  serial: out.write,
-  com1Irq: irqchip ? { setLevel: (high) => setIrqLine(start.vcpu.vmFd, IRQS.COM1, high) } : undefined,
-  com1Input: stdinQueue,
-});
+// Stateless devices stay here, on each vCPU's own bus (the exit-throughput path); the stateful ones (COM1,
+// virtio) live in the I/O worker and get stand-ins that forward each access there (io-forward.ts).
+const debugConsole = new DebugConsole(out.write);
+pio.register(PORTS.DEBUG_CONSOLE, 1, debugConsole);
+pio.register(PORTS.EXIT, 1, new ExitPort());
+const forwarder = new IoForwarder(start.io.buffer, start.vcpu.id, start.io.doorbell);
+for (const r of start.io.pio) pio.register(r.base, r.size, forwarder.pioDevice(r.name, r.base));
+for (const r of start.io.mmio) mmio.register(r.base, r.size, forwarder.mmioDevice(r.name, r.base));
+const smp = start.cpuCount > 1;
 const trace = data.trace;
 const stats = data.stats ? new ExitStats() : undefined;
 
@@ -101,6 +105,7 @@ function handleIo(seq: number): Stop | undefined {
     }
   } catch (e) {
     if (e instanceof VmStopRequest) return { status: e.status, reason: e.message };
+    if (e instanceof IoWorkerGone) return { status: ExitCode.INTERRUPTED, reason: e.message };
     throw e;
   }
   return undefined;
@@ -143,6 +148,7 @@ function handleMmio(seq: number): Stop | undefined {
     }
   } catch (e) {
     if (e instanceof VmStopRequest) return { status: e.status, reason: e.message };
+    if (e instanceof IoWorkerGone) return { status: ExitCode.INTERRUPTED, reason: e.message };
     throw e;
   }
   return undefined;
@@ -219,10 +225,6 @@ function pauseHere(): void {
 function serveRequests(): Stop | undefined {
   const req = Atomics.load(ctl, CTL.REQUEST);
   if (req & REQ.STOP) return { status: ExitCode.INTERRUPTED, reason: "stopped" };
-  if (req & REQ.INPUT) {
-    Atomics.and(ctl, CTL.REQUEST, ~REQ.INPUT);
-    devices.com1.pollInput();
-  }
   if (req & REQ.FLUSH) {
     Atomics.and(ctl, CTL.REQUEST, ~REQ.FLUSH);
     out.flush();
@@ -230,6 +232,16 @@ function serveRequests(): Stop | undefined {
   if (req & REQ.HALT_CHECK) {
     Atomics.and(ctl, CTL.REQUEST, ~REQ.HALT_CHECK);
     out.flush();
+    if (smp) {
+      // The main thread decides once every vCPU says so (machine.ts); an AP never woken counts as halted.
+      const mp = vcpu.getMpState();
+      const h =
+        mp === KVM_MP_STATE.UNINITIALIZED || mp === KVM_MP_STATE.INIT_RECEIVED ? true : haltedForGood();
+      Atomics.store(ctl, CTL.HALT_VERDICT, h === true ? 1 : h === "wakeable" ? 2 : 3);
+      Atomics.store(ctl, CTL.HALTED_WAKEABLE, h === "wakeable" ? 1 : 0);
+      Atomics.add(ctl, CTL.HALT_SEQ, 1);
+      return undefined;
+    }
     const h = haltedForGood();
     if (h === true) return { status: ExitCode.OK, reason: "the guest halted with interrupts disabled" };
     Atomics.store(ctl, CTL.HALTED_WAKEABLE, h === "wakeable" ? 1 : 0);
@@ -303,6 +315,7 @@ Atomics.store(ctl, CTL.TID, gettid());
 Atomics.store(ctl, CTL.STATE, VcpuState.RUNNING);
 Atomics.notify(ctl, CTL.STATE);
 let result: Stop;
+startupMark("first KVM_RUN");
 try {
   result = runLoop();
 } catch (e) {
@@ -313,6 +326,7 @@ try {
   };
 }
 out.flush();
+startupMark(`run loop ended: ${result.reason}`);
 Atomics.store(ctl, CTL.STATE, VcpuState.STOPPED);
 Atomics.notify(ctl, CTL.STATE);
 post({

@@ -24,6 +24,15 @@ export interface VcpuStart {
   vcpu: VcpuDescriptor;
   memory: RegionDescriptor[];
   irqchip: boolean;
+  /** How many vCPUs the VM has (halt detection differs with more than one). */
+  cpuCount: number;
+  /** The I/O worker: request slots, doorbell eventfd, and the ranges whose accesses are forwarded to it. */
+  io: {
+    buffer: SharedArrayBuffer;
+    doorbell: number;
+    pio: { name: string; base: number; size: number }[];
+    mmio: { name: string; base: number; size: number }[];
+  };
 }
 
 export type WorkerMessage =

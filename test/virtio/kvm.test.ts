@@ -6,7 +6,7 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ROOT, DIST } from "../helpers/paths.js";
+import { ROOT, CLI } from "../helpers/paths.js";
 import { GUEST_OUT, guests } from "../helpers/guests.js";
 
 const CFLAGS = (
@@ -53,10 +53,20 @@ function buildVirtioGuest(name: string): string {
   return elf;
 }
 
+/** `vmtool run` with virtio flags (rng, console, disk=PATH, ro, trace), as a user would type them. */
 function run(image: string, ...flags: string[]) {
-  const r = spawnSync(process.execPath, [join(DIST, "test", "virtio", "run-virtio.js"), image, ...flags], {
+  const args = ["run", "--mem", "16M"];
+  const ro = flags.includes("ro");
+  for (const f of flags) {
+    if (f === "rng") args.push("--rng");
+    else if (f === "console") args.push("--console");
+    else if (f === "trace") args.push("--trace");
+    else if (f.startsWith("disk=")) args.push("--disk", f.slice(5) + (ro ? ",ro" : ""));
+  }
+  const r = spawnSync(process.execPath, [CLI, ...args, image], {
     encoding: "utf8",
     timeout: 60_000,
+    input: "",
   });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }

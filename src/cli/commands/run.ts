@@ -21,7 +21,13 @@ interface RunOptions {
   stats?: boolean;
   json?: boolean;
   cpus: string;
+  rng?: boolean;
+  console?: boolean;
+  disk: string[];
 }
+
+/** The most vCPUs `vmtool run` starts (also bounded by the host's KVM_CAP_MAX_VCPUS). */
+export const MAX_CPUS = 64;
 
 const MiB = 1024 * 1024;
 
@@ -30,8 +36,9 @@ export function register(program: Command): void {
     .command("run")
     .summary("run a guest image (flat binary, ELF32/ELF64, Multiboot) on KVM")
     .description(
-      "Run a guest on /dev/kvm with vmtool's own small VMM: one vCPU, the debug console (port 0xE9) and a 16550A " +
-        "UART (COM1, 0x3F8, IRQ 4) on standard output/input, the exit port 0xF4.\n" +
+      "Run a guest on /dev/kvm with vmtool's own small VMM: one vCPU (or --cpus), the debug console (port 0xE9) and a " +
+        "16550A UART (COM1, 0x3F8, IRQ 4) on standard output/input, the exit port 0xF4, and virtio-mmio devices " +
+        "(--rng, --console, --disk) from 0xD0000000 on IRQs 5, 6, 7...\n" +
         "The format comes from the file: Multiboot v1 (protected mode, EAX=0x2BADB002, EBX=info), ELF32 " +
         "(protected mode), ELF64 (long mode), else a flat binary placed with --load/--entry/--mode. Without FILE, " +
         "the built-in demo guest runs.\n" +
@@ -63,7 +70,19 @@ export function register(program: Command): void {
     )
     .option("--stats", "at the end, print exits by reason and by port/address with counts and times (stderr)")
     .option("--json", "with --stats: the statistics as JSON (implies --stats)")
-    .option("--cpus <n>", "number of vCPUs (only 1 in this version)", "1")
+    .option(
+      "--cpus <n>",
+      `number of vCPUs, 1..${MAX_CPUS}: vCPU 0 starts the guest, the others wait for INIT-SIPI-SIPI from it`,
+      "1",
+    )
+    .option("--rng", "add a virtio-rng device (virtio-mmio, entropy from the host)")
+    .option("--console", "add a virtio-console on standard input/output (COM1 then gets no input)")
+    .option(
+      "--disk <file[,ro]>",
+      "add a virtio-blk device backed by FILE (',ro': read-only); repeat for more disks",
+      (v: string, acc: string[]) => [...acc, v],
+      [] as string[],
+    )
     .action(async (file: string | undefined, o: RunOptions) => {
       process.exitCode = await runCommand(file, o);
     });
@@ -75,9 +94,19 @@ async function runCommand(file: string | undefined, o: RunOptions): Promise<numb
     parseIntOption(o.mem, "--mem", { min: BigInt(LAYOUT.MIN_RAM), max: BigInt(LAYOUT.MAX_RAM) }),
   );
   if (memSize % 4096 !== 0) throw new UsageError(`--mem: ${o.mem} is not a multiple of 4 KiB`);
-  const cpus = parseIntOption(o.cpus, "--cpus", { min: 1n, max: 1024n });
-  if (cpus !== 1n)
-    throw new UsageError(`--cpus ${o.cpus}: this version runs 1 vCPU only (SMP comes in a later version)`);
+  const cpus = Number(parseIntOption(o.cpus, "--cpus", { min: 1n, max: BigInt(MAX_CPUS) }));
+  const disks = o.disk.map(parseDisk);
+  const { planVirtio, linuxCmdline, MAX_VIRTIO_DEVICES } = await import("../../devices/virtio/placement.js");
+  const virtio = planVirtio({ rng: o.rng, console: o.console, disks });
+  if (virtio.length > MAX_VIRTIO_DEVICES)
+    throw new UsageError(`${virtio.length} virtio devices: at most ${MAX_VIRTIO_DEVICES}`);
+  if (disks.length > 0) {
+    // Refuse a missing, unreadable or too small file now, with one line, before any VM exists.
+    const { FileBlockBackend } = await import("../../devices/virtio/blk-file-backend.js");
+    for (const d of disks) new FileBlockBackend(d.path, d.readOnly).close();
+  }
+  // A Linux guest finds virtio-mmio devices only through its command line.
+  const cmdline = [o.cmdline, linuxCmdline(virtio)].filter((p) => p !== "").join(" ");
   const addr = (v: string | undefined, what: string) =>
     v === undefined ? undefined : Number(parseIntOption(v, what, { max: 0xffff_ffffn }));
   const load = addr(o.load, "--load");
@@ -87,28 +116,50 @@ async function runCommand(file: string | undefined, o: RunOptions): Promise<numb
 
   // The vCPU thread starts now, before the heavy modules load: its start-up overlaps the rest.
   const { spawnVcpuThread } = await import("../../vmm/vcpu-thread.js");
+  const { startupMark } = await import("../../vmm/startup-marks.js");
+  startupMark("options checked");
   const thread = spawnVcpuThread({ trace: o.trace, stats });
+  startupMark("vCPU thread spawned");
   let loader: typeof import("../../loader/index.js");
   let plan: import("../../loader/index.js").LoadPlan;
   try {
     loader = await import("../../loader/index.js");
-    loader.checkCmdline(o.cmdline);
+    loader.checkCmdline(cmdline);
     plan = loader.planLoad(path, { memSize, load, entry, mode: o.mode });
+    startupMark("image read and checked");
   } catch (e) {
     await thread.cancel();
     throw e;
   }
   const { runMachine } = await import("../../vmm/machine.js");
+  startupMark("VM layer loaded");
   if (o.trace) writeSync(2, `vmtool: ${plan.describe}\n`);
 
+  const devices = [
+    ...loader.STANDARD_DEVICES,
+    ...virtio.map((d) => ({
+      kind: "virtio-mmio" as const,
+      name: d.name,
+      space: "mmio" as const,
+      base: d.base,
+      size: d.size,
+      irq: d.irq,
+      deviceId: d.deviceId,
+    })),
+  ];
   const result = await runMachine({
     memSize,
     thread,
+    trace: o.trace,
+    stats,
+    cpus,
+    virtio,
+    stdinToConsole: o.console ?? false,
     load: (mem) => {
       loader.applyPlan(mem, plan);
-      const bootInfo = loader.writeBootInfo(mem, { memSize, cpus: 1, cmdline: o.cmdline, plan });
+      const bootInfo = loader.writeBootInfo(mem, { memSize, cpus, devices, cmdline, plan });
       const multibootInfo = plan.multiboot
-        ? loader.writeMultibootInfo(mem, { memSize, cmdline: o.cmdline, plan })
+        ? loader.writeMultibootInfo(mem, { memSize, cmdline, plan })
         : undefined;
       return { mode: plan.mode, entry: plan.entry, bootInfo, multibootInfo };
     },
@@ -120,7 +171,19 @@ async function runCommand(file: string | undefined, o: RunOptions): Promise<numb
   if (stats && result.stats) {
     const report = await import("../../vmm/stats-report.js");
     if (o.json) writeSync(2, JSON.stringify(report.statsJson(result.stats, result)) + "\n");
-    else writeSync(2, report.formatStatsTable(result.stats));
+    else writeSync(2, report.formatStatsTable(result.stats) + report.formatIoLine(result));
   }
   return result.status;
+}
+
+/** `--disk FILE[,ro]`: the file, read-only when it ends in ",ro" (",rw" is accepted too). */
+function parseDisk(v: string): { path: string; readOnly: boolean } {
+  let path = v;
+  let readOnly = false;
+  if (v.endsWith(",ro")) {
+    path = v.slice(0, -3);
+    readOnly = true;
+  } else if (v.endsWith(",rw")) path = v.slice(0, -3);
+  if (path === "") throw new UsageError(`--disk ${v}: no file name`);
+  return { path, readOnly };
 }
