@@ -176,10 +176,10 @@ int main(void) {
   let out = "";
   watcher.stdout.on("data", (d: Buffer) => (out += d.toString()));
   const done = new Promise((res) => watcher.on("exit", res));
-  for (let i = 0; i < 100 && !out.includes(`vm2[${child.pid}]/vcpu1`); i++)
+  for (let i = 0; i < 300 && !out.includes(`vm2[${child.pid}]/vcpu1`); i++)
     await new Promise((res) => setTimeout(res, 100));
   child.kill("SIGKILL");
-  for (let i = 0; i < 100 && (out.match(/vanished/g) ?? []).length < 2; i++)
+  for (let i = 0; i < 300 && (out.match(/vanished/g) ?? []).length < 2; i++)
     await new Promise((res) => setTimeout(res, 100));
   watcher.kill("SIGINT");
   assert.equal(await done, 0);
