@@ -120,7 +120,19 @@ export class Vcpu {
       throw new libc.SysError("mmap of kvm_run", e);
     }
     const vcpu = new Vcpu({ id, fd, vmFd: vm.fd, runAddr, runSize });
-    vcpu.setCpuid(vm.kvm.cpuid());
+    // KVM reports one CPUID table for the host; each vCPU's own APIC id (= its vCPU id, as the in-kernel local
+    // APIC has it) goes into leaf 1 EBX[31:24] and the x2APIC id of leaves 0xB / 0x1F, as on real CPUs.
+    vcpu.setCpuid(
+      vm.kvm
+        .cpuid()
+        .map((e) =>
+          e.function === 1
+            ? { ...e, ebx: ((e.ebx & 0x00ff_ffff) | ((id & 0xff) << 24)) >>> 0 }
+            : e.function === 0xb || e.function === 0x1f
+              ? { ...e, edx: id }
+              : e,
+        ),
+    );
     return vcpu;
   }
 

@@ -5,7 +5,7 @@
 import { parentPort, workerData } from "node:worker_threads";
 import { KVM_EXIT, KVM_EXIT_IO_OUT, KVM_MP_STATE, exitReasonName } from "../kvm/ioctls.js";
 import { RUN, kvm_run } from "../kvm/structs.js";
-import { EINTR, errnoName, gettid } from "../kvm/libc.js";
+import { EAGAIN, EINTR, errnoName, gettid } from "../kvm/libc.js";
 import { Vcpu } from "../vm/vcpu.js";
 import { CTL, REQ, VcpuKickReceiver, VcpuState } from "../vm/vcpu-control.js";
 import { formatVcpuState } from "../vm/state-dump.js";
@@ -156,6 +156,7 @@ function handleMmio(seq: number): Stop | undefined {
 
 /** Print why the guest cannot go on, and its state. */
 function fault(what: string): Stop {
+  if (smp) what = `vCPU ${start.vcpu.id}: ${what}`;
   out.line(`vmtool: guest fault: ${what}`);
   try {
     for (const l of formatVcpuState(vcpu.getRegs(), vcpu.getSregs(), vcpu.getVcpuEvents()))
@@ -261,7 +262,10 @@ function runLoop(): Stop {
       if (s) return s;
     }
     if (stats) t0 = performance.now();
-    const rc = vcpu.runOnce();
+    let rc = vcpu.runOnce();
+    // An AP waiting for INIT/SIPI (KVM_MP_STATE_UNINITIALIZED) returns EAGAIN once the in-kernel local APIC
+    // has woken it: simply run it again.
+    while (rc === -EAGAIN) rc = vcpu.runOnce();
     if (stats) t1 = performance.now();
     const reason = rc === 0 ? run.getUint32(kvm_run.off.exit_reason, true) : KVM_EXIT.INTR;
     if (rc !== 0 && rc !== -EINTR) return fault(`KVM_RUN failed: ${errnoName(-rc)}`);
