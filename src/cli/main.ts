@@ -2,6 +2,7 @@
 // The `vmtool` command: parses the command line and hands each subcommand to its module.
 // Subcommand modules (commands/*.ts) only declare options; the heavy layers load lazily inside the action,
 // so `vmtool --help` and start-up stay fast.
+import "../vmm/startup-marks.js"; // first: its mark says when the static imports were loaded
 import { Command, CommanderError } from "commander";
 import { commands } from "./commands/index.js";
 import { reportError } from "./action.js";

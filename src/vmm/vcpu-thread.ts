@@ -9,6 +9,20 @@ import type { VcpuWorkerData } from "./worker-protocol.js";
 
 const STDIN_QUEUE = 64 * 1024;
 
+// Defined only in the bundled CLI (scripts/bundle.mjs): the bundled vCPU thread script, relative to this
+// module's compiled file. One file for the new thread to load instead of ~30 (docs/run.md, "Start-up").
+declare const VMTOOL_WORKER_BUNDLE: string | undefined;
+
+/**
+ * The vCPU thread's script. Exit-hook modules are loaded from the compiled modules and share their classes
+ * (errors are told apart with instanceof), so a thread with hooks runs the compiled modules too.
+ */
+function workerScript(hookModules: readonly string[]): URL {
+  if (typeof VMTOOL_WORKER_BUNDLE === "string" && hookModules.length === 0)
+    return new URL(VMTOOL_WORKER_BUNDLE, import.meta.url);
+  return new URL("./vcpu-worker.js", import.meta.url);
+}
+
 export interface VcpuThreadOptions {
   trace?: boolean;
   stats?: boolean;
@@ -37,7 +51,7 @@ export function spawnVcpuThread(opts: VcpuThreadOptions = {}): VcpuThread {
     stats: opts.stats ?? false,
     hookModules: opts.hookModules ?? [],
   };
-  const worker = new Worker(new URL("./vcpu-worker.js", import.meta.url), { workerData, stdout: false });
+  const worker = new Worker(workerScript(workerData.hookModules), { workerData, stdout: false });
   const exited = new Promise<void>((resolve) => worker.once("exit", () => resolve()));
   // Until the start message, the worker is not inside KVM_RUN: terminate() is safe.
   const cancel = async () => {

@@ -1,0 +1,102 @@
+// The bundled `vmtool` command (package.json "bin": scripts/bundle.mjs packs the compiled modules into
+// bundle/vmtool.js and bundle/vcpu-worker.js): the same guests as the compiled modules, the same output and
+// statuses, files found next to the original modules (the demo guest), and the start-up timeline marks.
+import { before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync, spawnSync, type SpawnSyncReturns } from "node:child_process";
+import { join } from "node:path";
+import { CLI, DIST, ROOT } from "../helpers/paths.js";
+import { guests } from "../helpers/guests.js";
+
+const BUNDLE = join(DIST, "bundle", "vmtool.js");
+
+function run(cli: string, args: string[], env: NodeJS.ProcessEnv = {}): SpawnSyncReturns<string> {
+  return spawnSync(process.execPath, [cli, ...args], {
+    encoding: "utf8",
+    timeout: 60_000,
+    env: { ...process.env, VMTOOL_STARTUP_MARKS: "", ...env },
+  });
+}
+
+describe("the bundled vmtool command", () => {
+  // Built here from this output folder's compiled modules, so that it is never older than they are.
+  before(() => {
+    execFileSync(process.execPath, [join(ROOT, "scripts", "bundle.mjs"), DIST], { stdio: "pipe" });
+  });
+
+  test("runs the built-in demo guest exactly as the compiled modules do", () => {
+    const a = run(BUNDLE, ["run"]);
+    const b = run(CLI, ["run"]);
+    assert.equal(a.status, 0, a.stderr);
+    assert.match(a.stdout, /Hello from vmtool's demo guest/);
+    assert.equal(a.stdout, b.stdout);
+    assert.equal(a.stderr, "");
+  });
+
+  test("halt (0), exit port ((V << 1) | 1) and a triple fault (4, register dump) end with their statuses", () => {
+    const g = guests();
+    assert.equal(run(BUNDLE, ["run", g.halt]).status, 0);
+    const exitPort = run(BUNDLE, ["run", g.exits200k]);
+    assert.equal(exitPort.status, 0, exitPort.stderr);
+    assert.equal(exitPort.stdout.length, 200_000);
+    const f = run(BUNDLE, ["run", g.tripleFault]);
+    assert.equal(f.status, 4);
+    assert.match(f.stderr, /guest fault: triple fault/);
+    assert.match(f.stderr, /rip=/i);
+  });
+
+  test("--trace and --stats --json reach the bundled vCPU thread", () => {
+    const r = run(BUNDLE, ["run", "--trace", "--json", guests().helloReal]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /hello from real mode/);
+    assert.match(r.stderr, /^#1 IO port=0xe9 size=1 out data=0x68 /m);
+    const json = JSON.parse(r.stderr.trim().split("\n").at(-1)!) as {
+      exits: number;
+      byAddress: { key: string }[];
+    };
+    assert.ok(json.exits > 10);
+    assert.ok(
+      json.byAddress.some((a) => a.key === "port 0xe9 out"),
+      JSON.stringify(json),
+    );
+  });
+
+  test("bad input: one error line, exit 2; --help exits 0", () => {
+    const r = run(BUNDLE, ["run", "/nonexistent/guest.bin"]);
+    assert.equal(r.status, 2);
+    assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+    assert.match(r.stderr, /^vmtool: error: .*guest\.bin/);
+    const h = run(BUNDLE, ["run", "--help"]);
+    assert.equal(h.status, 0);
+    assert.match(h.stdout, /Usage: vmtool run/);
+  });
+
+  test("VMTOOL_STARTUP_MARKS=1 prints a timeline from both threads, in order; without it nothing", () => {
+    const r = run(BUNDLE, ["run", guests().halt], { VMTOOL_STARTUP_MARKS: "1" });
+    assert.equal(r.status, 0, r.stderr);
+    const marks = r.stderr
+      .trim()
+      .split("\n")
+      .map((l) => /^startup: +([\d.]+) (main|vcpu) (.+)$/.exec(l));
+    assert.ok(
+      marks.every((m) => m !== null),
+      r.stderr,
+    );
+    const seen = marks.map((m) => `${m![2]} ${m![3]}`);
+    for (const want of [
+      "main options checked",
+      "main VM and vCPU created",
+      "vcpu vCPU received",
+      "vcpu first KVM_RUN",
+      "main vCPU thread's result received",
+      "main VM closed",
+      "main process exit",
+    ])
+      assert.ok(seen.includes(want), `${want} missing in:\n${r.stderr}`);
+    // One clock for both threads: the vCPU thread receives its vCPU after the main thread created it.
+    const at = (what: string) => Number(marks[seen.indexOf(what)]![1]);
+    assert.ok(at("vcpu vCPU received") >= at("main VM and vCPU created"), r.stderr);
+    assert.ok(at("main process exit") >= at("vcpu first KVM_RUN"), r.stderr);
+    assert.equal(run(BUNDLE, ["run", guests().halt]).stderr, "");
+  });
+});
