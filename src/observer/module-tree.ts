@@ -2,7 +2,16 @@
 // directories with one 32-byte NUL-padded decimal time per VMCS, optional `<vmcs>.info`, `sysregs`.
 // Synchronous on purpose: a poll is a burst of tiny reads, and sync calls with one reused buffer cost a
 // fraction of the promise machinery (see bench/observer-poll.ts). Files may vanish mid-poll: ENOENT is "gone".
-import { closeSync, openSync, readFileSync, readSync, readdirSync, statSync, type Dirent } from "node:fs";
+import {
+  closeSync,
+  openSync,
+  readFileSync,
+  readSync,
+  readdirSync,
+  statSync,
+  statfsSync,
+  type Dirent,
+} from "node:fs";
 import { join } from "node:path";
 import type { Poll, Problem, Sighting, Source, SysRegs } from "./types.js";
 import { decodeGlobals } from "./globals.js";
@@ -60,7 +69,8 @@ function descriptorBudget(): number {
 
 /**
  * Open VMCS files kept between polls, read again with pread at offset 0: one syscall per file instead of
- * open+read+close, which makes a steady poll about a third of a plain read of the tree (bench/observer-poll.mjs). A file removed
+ * open+read+close, which makes a steady poll about a third of a plain read of the tree (bench/observer-poll.mjs).
+ * Used for copied trees only (see ModuleSource). A file removed
  * and created again under the same name must not be read through its old descriptor: a change of the CPU
  * directory's mtime (a file created, removed or renamed there) drops that directory's descriptors (one stat
  * per directory, not per file), and a read that fails (debugfs answers EIO for a removed file) reopens by name.
@@ -323,16 +333,31 @@ function addInfo(s: Sighting, path: string): void {
   if (info.sightings !== undefined) s.sightings = info.sightings;
 }
 
-/** The module's tree as a pollable source (keeps the VMCS files open between polls). */
+const DEBUGFS_MAGIC = 0x64626720;
+
+/** Is `path` on a debugfs mount (rather than a copied tree)? */
+export function onDebugfs(path: string): boolean {
+  try {
+    return statfsSync(path).type === DEBUGFS_MAGIC;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The module's tree as a pollable source. On a copied tree the VMCS files are kept open between polls; on the
+ * live debugfs they are not, because an open debugfs file holds a reference on its module: a `watch` left
+ * running would make `rmmod vmtool` fail.
+ */
 export class ModuleSource implements Source {
   readonly kind = "vmtool" as const;
   private first = true;
-  private readonly cache: HandleCache;
+  private readonly cache: HandleCache | undefined;
   constructor(
     readonly root: string,
-    private readonly opts: ModuleReadOptions = {},
+    private readonly opts: ModuleReadOptions & { keepOpen?: boolean } = {},
   ) {
-    this.cache = new HandleCache();
+    if (opts.keepOpen ?? !onDebugfs(root)) this.cache = new HandleCache();
   }
   poll(): Poll {
     // Global values are static: `watch` reads them on its first poll only.
@@ -341,10 +366,10 @@ export class ModuleSource implements Source {
     try {
       return readModuleTree(this.root, { ...this.opts, globals }, this.cache);
     } finally {
-      this.cache.endPoll();
+      this.cache?.endPoll();
     }
   }
   close(): void {
-    this.cache.close();
+    this.cache?.close();
   }
 }
