@@ -66,3 +66,28 @@ export class ExitStats {
     };
   }
 }
+
+/** Several vCPUs' summaries as one: counts and times added row by row; wall time is the longest vCPU's. */
+export function mergeStats(list: readonly StatsSummary[]): StatsSummary | undefined {
+  if (list.length <= 1) return list[0];
+  const add = (rows: StatRow[][]) => {
+    const m = new Map<string, StatRow>();
+    for (const r of rows.flat()) {
+      const a = m.get(r.key);
+      if (a) {
+        a.count += r.count;
+        a.guestMs += r.guestMs;
+        a.vmmMs += r.vmmMs;
+      } else m.set(r.key, { ...r });
+    }
+    return [...m.values()].sort((a, b) => b.count - a.count);
+  };
+  return {
+    exits: list.reduce((s, x) => s + x.exits, 0),
+    wallMs: Math.max(...list.map((x) => x.wallMs)),
+    guestMs: list.reduce((s, x) => s + x.guestMs, 0),
+    vmmMs: list.reduce((s, x) => s + x.vmmMs, 0),
+    byReason: add(list.map((x) => x.byReason)),
+    byAddress: add(list.map((x) => x.byAddress)),
+  };
+}
