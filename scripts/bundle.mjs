@@ -1,13 +1,14 @@
 #!/usr/bin/env node
 // Bundles the compiled CLI into one file, and the vCPU thread's script into another, so that `vmtool` loads
-// 2 files instead of ~60 modules (about half of vmtool's own start-up time: docs/run.md, "Start-up").
+// a few files instead of ~60 modules (about half of vmtool's own start-up time: docs/run.md, "Start-up").
 // Input: tsc's output (OUTDIR/src/**.js), so that each module keeps the place it has there.
-//   OUTDIR/bundle/vmtool.js       the `vmtool` command (package.json "bin")
-//   OUTDIR/bundle/vcpu-worker.js  the vCPU thread, started by the bundled CLI
+//   OUTDIR/bundle/vmtool.js       the `vmtool` command (package.json "bin"), and its lazily loaded chunks
+//   OUTDIR/bundle/vcpu-worker.js  a vCPU thread, started by the bundled command
+//   OUTDIR/bundle/io-worker.js    the I/O worker, started by the bundled command
 // koffi stays outside (a native addon that finds its binary at run time).
 // Usage: node scripts/bundle.mjs [OUTDIR]     (default dist; run after tsc into the same folder)
 import { build } from "esbuild";
-import { chmodSync, readFileSync } from "node:fs";
+import { chmodSync, readFileSync, rmSync } from "node:fs";
 import { dirname, join, relative, resolve, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -49,21 +50,25 @@ const common = {
   },
 };
 
+rmSync(bundleDir, { recursive: true, force: true });
+// Each thread's script is one file of its own (a new thread loads nothing it does not run).
+for (const name of ["vcpu-worker", "io-worker"])
+  await build({
+    ...common,
+    entryPoints: [join(srcDir, "vmm", `${name}.js`)],
+    outfile: join(bundleDir, `${name}.js`),
+  });
+// The command: the modules every subcommand needs in vmtool.js, each lazily imported layer (the loaders, the
+// VM, the stats tables, the other subcommands' work) in a chunk of its own, loaded only when used.
 await build({
   ...common,
-  entryPoints: [join(srcDir, "vmm", "vcpu-worker.js")],
-  outfile: join(bundleDir, "vcpu-worker.js"),
-});
-const cli = join(bundleDir, "vmtool.js");
-await build({
-  ...common,
-  entryPoints: [join(srcDir, "cli", "main.js")],
-  outfile: cli,
-  // vcpu-thread.ts starts this file instead of the separate modules (relative to vcpu-thread's own URL).
+  entryPoints: { vmtool: join(srcDir, "cli", "main.js") },
+  outdir: bundleDir,
+  splitting: true,
+  chunkNames: "[name]-[hash]",
+  // The threads' scripts, relative to src/vmm/ (vcpu-thread.ts and machine.ts start them from there).
   define: {
-    VMTOOL_WORKER_BUNDLE: JSON.stringify(
-      relative(join(srcDir, "vmm"), join(bundleDir, "vcpu-worker.js")).split(sep).join("/"),
-    ),
+    VMTOOL_THREAD_BUNDLES: JSON.stringify(relative(join(srcDir, "vmm"), bundleDir).split(sep).join("/")),
   },
 });
-chmodSync(cli, 0o755);
+chmodSync(join(bundleDir, "vmtool.js"), 0o755);

@@ -22,6 +22,7 @@ import { VirtioConsole } from "../devices/virtio/console.js";
 import { VirtioBlk } from "../devices/virtio/blk.js";
 import { FileBlockBackend } from "../devices/virtio/blk-file-backend.js";
 import { Output } from "./output.js";
+import { startupMark } from "./startup-marks.js";
 import {
   IO_CTL,
   IO_OP,
@@ -47,7 +48,9 @@ const QUIET_FLUSH_MS = 50;
 const data = workerData as IoWorkerData;
 const port = parentPort!;
 const ctl = ioCtlView(data.io);
+startupMark("I/O worker's modules loaded");
 const start = await new Promise<IoWorkerStart>((resolve) => port.once("message", resolve));
+startupMark("I/O worker started");
 const memory = GuestMemory.fromDescriptors(start.memory);
 const out = new Output();
 const pio = new PioBus();

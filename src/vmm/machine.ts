@@ -18,13 +18,14 @@ import * as libc from "../kvm/libc.js";
 import { MMIO_REG } from "../devices/virtio/constants.js";
 import type { PlannedVirtio } from "../devices/virtio/placement.js";
 import { PORTS } from "../vm/machine-layout.js";
-import { spawnVcpuThread, type VcpuThread, type VcpuThreadOptions } from "./vcpu-thread.js";
+import { spawnVcpuThread, threadScript, type VcpuThread, type VcpuThreadOptions } from "./vcpu-thread.js";
 import type { GuestMemory } from "../memory/guest-memory.js";
 import type { Vcpu } from "../vm/vcpu.js";
 import type { StatsSummary } from "./exit-stats.js";
 import type { VcpuStart, WorkerMessage } from "./worker-protocol.js";
 import {
   IO_CTL,
+  IoState,
   createIoBuffer,
   ioCtlView,
   type IoWorkerData,
@@ -102,7 +103,7 @@ function spawnIoWorker(opts: MachineOptions, cpus: number, stdinQueue: SharedArr
     stdinToConsole: opts.stdinToConsole ?? false,
     trace: opts.trace ?? false,
   };
-  const worker = new Worker(new URL("./io-worker.js", import.meta.url), { workerData, stdout: false });
+  const worker = new Worker(threadScript("io-worker"), { workerData, stdout: false });
   const exited = new Promise<void>((resolve) => worker.once("exit", () => resolve()));
   return { worker, buffer, exited };
 }
@@ -375,12 +376,16 @@ async function runVcpuThreads(
       process.stdin.pause();
     }
     await Promise.all(threads.map((t, i) => stopWorker(t.worker, controls[i], t.exited)));
+    startupMark("vCPU threads ended");
     // The I/O worker last: a vCPU may have been waiting for one of its replies.
     Atomics.store(ioCtl, IO_CTL.STOP, 1);
     libc.write(doorbell, STDIN_RING, 8);
+    // An I/O worker still starting (a guest that ended at once) has done nothing: end it rather than wait for
+    // its start-up, the longest part of a short run (docs/run.md, "Start-up").
+    if (Atomics.load(ioCtl, IO_CTL.STATE) === IoState.STARTING) await io.worker.terminate();
     const timeout = new Promise<"timeout">((resolve) => setTimeout(() => resolve("timeout"), 2000).unref());
     if ((await Promise.race([io.exited, timeout])) === "timeout") await io.worker.terminate();
-    startupMark("vCPU thread ended");
+    startupMark("I/O worker ended");
   }
 }
 

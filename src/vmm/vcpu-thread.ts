@@ -9,18 +9,20 @@ import type { VcpuWorkerData } from "./worker-protocol.js";
 
 const STDIN_QUEUE = 64 * 1024;
 
-// Defined only in the bundled CLI (scripts/bundle.mjs): the bundled vCPU thread script, relative to this
-// module's compiled file. One file for the new thread to load instead of ~30 (docs/run.md, "Start-up").
-declare const VMTOOL_WORKER_BUNDLE: string | undefined;
+// Defined only in the bundled command (scripts/bundle.mjs): the folder of the threads' bundled scripts,
+// relative to this module's compiled file. A new thread then loads one file instead of ~30 modules
+// (docs/run.md, "Start-up").
+declare const VMTOOL_THREAD_BUNDLES: string | undefined;
 
 /**
- * The vCPU thread's script. Exit-hook modules are loaded from the compiled modules and share their classes
- * (errors are told apart with instanceof), so a thread with hooks runs the compiled modules too.
+ * The script of a thread ("vcpu-worker" or "io-worker"): the bundled one under the bundled command, else the
+ * compiled module next to this one. Exit-hook modules are loaded from the compiled modules and share their
+ * classes (errors are told apart with instanceof), so a thread with hooks runs the compiled modules too.
  */
-function workerScript(hookModules: readonly string[]): URL {
-  if (typeof VMTOOL_WORKER_BUNDLE === "string" && hookModules.length === 0)
-    return new URL(VMTOOL_WORKER_BUNDLE, import.meta.url);
-  return new URL("./vcpu-worker.js", import.meta.url);
+export function threadScript(name: "vcpu-worker" | "io-worker", hookModules: readonly string[] = []): URL {
+  if (typeof VMTOOL_THREAD_BUNDLES === "string" && hookModules.length === 0)
+    return new URL(`${VMTOOL_THREAD_BUNDLES}/${name}.js`, import.meta.url);
+  return new URL(`./${name}.js`, import.meta.url);
 }
 
 export interface VcpuThreadOptions {
@@ -51,7 +53,10 @@ export function spawnVcpuThread(opts: VcpuThreadOptions = {}): VcpuThread {
     stats: opts.stats ?? false,
     hookModules: opts.hookModules ?? [],
   };
-  const worker = new Worker(workerScript(workerData.hookModules), { workerData, stdout: false });
+  const worker = new Worker(threadScript("vcpu-worker", workerData.hookModules), {
+    workerData,
+    stdout: false,
+  });
   const exited = new Promise<void>((resolve) => worker.once("exit", () => resolve()));
   // Until the start message, the worker is not inside KVM_RUN: terminate() is safe.
   const cancel = async () => {
