@@ -21,7 +21,7 @@ import { PORTS } from "../vm/machine-layout.js";
 import { spawnVcpuThread, threadScript, type VcpuThread, type VcpuThreadOptions } from "./vcpu-thread.js";
 import type { GuestMemory } from "../memory/guest-memory.js";
 import type { Vcpu } from "../vm/vcpu.js";
-import type { StatsSummary } from "./exit-stats.js";
+import { mergeStats, type StatsSummary } from "./exit-stats.js";
 import type { VcpuStart, WorkerMessage } from "./worker-protocol.js";
 import {
   IO_CTL,
@@ -220,13 +220,19 @@ async function runVcpuThreads(
     let remaining = threads.length;
     let first: RunResult | undefined;
     const seen = threads.map(() => false);
+    const allStats: StatsSummary[] = [];
     const ended = (i: number, r: RunResult) => {
       if (seen[i]) return;
       seen[i] = true;
       // The first vCPU to end on its own (fault, exit port, halt) decides; the others were stopped by us.
       if (!first && !(stopping && r.status === ExitCode.INTERRUPTED)) first = r;
       if (!stopping) stopAll();
-      if (--remaining === 0) resolve(verdict ?? first ?? r);
+      if (r.stats) allStats.push(r.stats);
+      if (--remaining === 0) {
+        // With several vCPUs, --stats counts the exits of all of them.
+        const result = verdict ?? first ?? r;
+        resolve({ ...result, stats: mergeStats(allStats) ?? result.stats });
+      }
     };
     threads.forEach(({ worker }, i) => {
       worker.on("message", (m: WorkerMessage) => {
