@@ -6,18 +6,20 @@
 //       computed from wall times minus each program's own time for a guest that exits at once, so that
 //       start-up does not count. Goal: ratio >= 0.9.
 //   (b) start-up: a guest that halts at once (cli; hlt): wall time of vmtool, of the C reference and of a bare
-//       `node -e 0`; vmtool's own part is vmtool minus node. Goal: under 50 ms.
+//       `node -e 0`; vmtool's own part is vmtool minus node. Goal: under 50 ms. bench/startup.mjs breaks it down.
 // Usage: npm run bench            (VMTOOL_DIST=.dist-x node bench/run-all.mjs uses another output folder)
 //        BENCH_RUNS=7 node bench/run-all.mjs
 import { execFileSync, spawnSync } from "node:child_process";
-import { mkdtempSync, writeFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, writeFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const DIST = join(ROOT, process.env.VMTOOL_DIST || "dist");
-const CLI = join(DIST, "src", "cli", "main.js");
+// The command as installed (package.json "bin": the bundle), else the separate compiled modules.
+const BUNDLE = join(DIST, "bundle", "vmtool.js");
+const CLI = existsSync(BUNDLE) ? BUNDLE : join(DIST, "src", "cli", "main.js");
 const RUNS = Number(process.env.BENCH_RUNS || 5);
 const EXITS = 200_000;
 
@@ -89,7 +91,7 @@ for (let i = 0; i < RUNS; i++) {
 const m = Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, median(v)]));
 
 const fmt = (v) => v.toFixed(1).padStart(8);
-console.log(`\nmedians of ${RUNS} alternating runs (wall ms):`);
+console.log(`\n${CLI}\nmedians of ${RUNS} alternating runs (wall ms):`);
 for (const [k, v] of Object.entries(m))
   console.log(`  ${k.padEnd(22)} ${fmt(v)}   [${samples[k].map((x) => x.toFixed(0)).join(" ")}]`);
 
