@@ -19,6 +19,9 @@
 volatile uint32_t ap_count;
 /* Set from the command line word "ap-fault": the AP with APIC id 1 then triple-faults (a test of vmtool). */
 static volatile uint32_t fault_ap;
+/* Set from the command line word "stay": the BSP then sleeps in `sti; hlt` for good instead of ending (a VM
+ * that stays up with all its vCPUs started, for the observer's tests). */
+static uint32_t stay;
 static volatile uint32_t print_lock;
 
 static void lock(void) {
@@ -95,6 +98,7 @@ int main(const struct vmtool_boot_info *bi) {
     const char *c = vmtool_cmdline(bi);
     for (; *c; c++)
       if (c[0] == 'a' && c[1] == 'p' && c[2] == '-' && c[3] == 'f' && c[4] == 'a' && c[5] == 'u') fault_ap = 1;
+      else if (c[0] == 's' && c[1] == 't' && c[2] == 'a' && c[3] == 'y') stay = 1;
   }
   volatile uint8_t *dst = (volatile uint8_t *)TRAMPOLINE;
   for (const uint8_t *p = tramp_start; p < tramp_end; p++) *dst++ = *p;
@@ -111,5 +115,6 @@ int main(const struct vmtool_boot_info *bi) {
   lock();
   printf("BSP: %u of %u APs up\n", ap_count, cpus - 1);
   unlock();
+  while (stay) __asm__ volatile("sti; hlt"); /* nothing ever interrupts: the halt stays wakeable, the VM up */
   return ap_count == cpus - 1 ? 0 : 3;
 }
