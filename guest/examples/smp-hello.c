@@ -22,6 +22,10 @@ static volatile uint32_t fault_ap;
 /* Set from the command line word "stay": the BSP then sleeps in `sti; hlt` for good instead of ending (a VM
  * that stays up with all its vCPUs started, for the observer's tests). */
 static uint32_t stay;
+/* Set from the command line word "uart": every AP also writes 64 copies of its id digit to COM1 at the same
+ * time, without any lock (vmtool's UART lives in one thread: no byte may be lost or duplicated). */
+static volatile uint32_t uart_test;
+#define UART_BYTES 64
 static volatile uint32_t print_lock;
 
 static void lock(void) {
@@ -38,6 +42,12 @@ void __attribute__((used, regparm(1))) ap_main(uint32_t apic_id) {
     static const struct __attribute__((packed)) { uint16_t limit; uint32_t base; } no_idt = {0, 0};
     __asm__ volatile("lidt %0; ud2" : : "m"(no_idt)); /* #UD with no IDT: triple fault */
   }
+  if (uart_test)
+    for (int i = 0; i < UART_BYTES; i++) {
+      while (!(inb(0x3F8 + 5) & 0x20)) /* LSR.THRE */
+        ;
+      outb(0x3F8, (uint8_t)('0' + apic_id % 10));
+    }
   __atomic_add_fetch(&ap_count, 1, __ATOMIC_SEQ_CST);
   for (;;) __asm__ volatile("cli; hlt");
 }
@@ -99,6 +109,7 @@ int main(const struct vmtool_boot_info *bi) {
     for (; *c; c++)
       if (c[0] == 'a' && c[1] == 'p' && c[2] == '-' && c[3] == 'f' && c[4] == 'a' && c[5] == 'u') fault_ap = 1;
       else if (c[0] == 's' && c[1] == 't' && c[2] == 'a' && c[3] == 'y') stay = 1;
+      else if (c[0] == 'u' && c[1] == 'a' && c[2] == 'r' && c[3] == 't') uart_test = 1;
   }
   volatile uint8_t *dst = (volatile uint8_t *)TRAMPOLINE;
   for (const uint8_t *p = tramp_start; p < tramp_end; p++) *dst++ = *p;
