@@ -19,6 +19,7 @@ static const char *kind_name(uint32_t kind) {
     case VMTOOL_DEV_EXIT_PORT: return "exit-port";
     case VMTOOL_DEV_UART_16550: return "uart-16550";
     case VMTOOL_DEV_VIRTIO_MMIO: return "virtio-mmio";
+    case VMTOOL_DEV_CPU: return "cpu";
     default: return "?";
   }
 }
@@ -42,6 +43,8 @@ void vmtool_print_boot_info(const struct vmtool_boot_info *bi) {
            d->space == VMTOOL_SPACE_PIO ? "pio " : "mmio", (unsigned long long)d->base,
            (unsigned long long)d->size);
     if (d->irq != VMTOOL_IRQ_NONE) printf(" irq %u", (unsigned)d->irq);
+    if (d->kind == VMTOOL_DEV_CPU) printf(" apic id %u", (unsigned)d->device_id);
+    if (d->kind == VMTOOL_DEV_VIRTIO_MMIO) printf(" virtio id %u", (unsigned)d->device_id);
     printf("\n");
   }
   printf("cmdline: '%s'\n", vmtool_cmdline(bi));

@@ -47,7 +47,14 @@ const D = BOOT_INFO_LAYOUT.vmtool_dev_entry;
 export const DEV_NAME_MAX = 15;
 
 /** Device kinds (VMTOOL_DEV_* in the C header). */
-export const DeviceKind = { "debug-console": 1, "exit-port": 2, "uart-16550": 3, "virtio-mmio": 4 } as const;
+export const DeviceKind = {
+  "debug-console": 1,
+  "exit-port": 2,
+  "uart-16550": 3,
+  "virtio-mmio": 4,
+  /** A CPU: its local APIC's window (base, size); device_id is its APIC id. */
+  cpu: 5,
+} as const;
 export type DeviceKindName = keyof typeof DeviceKind;
 export const IRQ_NONE = 0xffffffff;
 
@@ -70,6 +77,22 @@ export const STANDARD_DEVICES: readonly DeviceDescription[] = [
   { kind: "exit-port", name: "exit", space: "pio", base: PORTS.EXIT, size: 1 },
   { kind: "uart-16550", name: "com1", space: "pio", base: PORTS.COM1, size: 8, irq: IRQS.COM1 },
 ];
+
+/**
+ * The CPUs of a machine with several: one entry each (name "cpuN", its local APIC at LAYOUT.LAPIC, device_id =
+ * APIC id = N). A one-CPU machine lists none (cpu_count 1, APIC id 0), so its description is as before.
+ */
+export function cpuDevices(cpus: number): DeviceDescription[] {
+  if (cpus <= 1) return [];
+  return Array.from({ length: cpus }, (_, i) => ({
+    kind: "cpu" as const,
+    name: `cpu${i}`,
+    space: "mmio" as const,
+    base: LAYOUT.LAPIC,
+    size: 0x1000,
+    deviceId: i,
+  }));
+}
 
 /** Longest --cmdline accepted (bytes, UTF-8, without the NUL): it must also fit the Multiboot area. */
 export const CMDLINE_MAX = 4095;

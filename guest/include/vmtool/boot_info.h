@@ -59,6 +59,7 @@ struct vmtool_mem_entry {
 #define VMTOOL_DEV_EXIT_PORT 2     /* port 0xF4: writing V ends the run with status (V << 1) | 1 */
 #define VMTOOL_DEV_UART_16550 3    /* 16550A UART: 8 registers */
 #define VMTOOL_DEV_VIRTIO_MMIO 4   /* virtio-mmio transport (device_id: the virtio device ID) */
+#define VMTOOL_DEV_CPU 5           /* a CPU, with --cpus N > 1: its local APIC (base, size); device_id: APIC id */
 
 /* Device address spaces. */
 #define VMTOOL_SPACE_PIO 0  /* port I/O: base is a port number */
