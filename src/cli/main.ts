@@ -8,6 +8,9 @@ import { commands } from "./commands/index.js";
 import { reportError } from "./action.js";
 import { ExitCode } from "./exit-codes.js";
 
+// `vmtool run` starts its vCPU thread before anything else: see src/vmm/early-thread.ts.
+if (process.argv[2] === "run") (await import("../vmm/early-thread.js")).startEarlyVcpuThread(process.argv);
+
 const program = new Command("vmtool")
   .description(
     "Learn, explore and introspect hardware virtualization on Linux: what the CPU and KVM can do, " +

@@ -71,6 +71,22 @@ describe("the bundled vmtool command", () => {
     assert.match(h.stdout, /Usage: vmtool run/);
   });
 
+  test("the early vCPU thread: a wrong guess of its options is replaced, a failing command does not hang", () => {
+    // "--trace" here is the value of --cmdline: the thread started with tracing is ended and a right one runs.
+    const r = run(BUNDLE, ["run", "--cmdline", "--trace", guests().helloReal]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /hello from real mode/);
+    assert.equal(r.stderr, "");
+    for (const cli of [BUNDLE, CLI]) {
+      const bad = run(cli, ["run", "--mem", "1", guests().halt]);
+      assert.equal(bad.status, 2);
+      assert.match(bad.stderr, /^vmtool: error: --mem/);
+      const missing = run(cli, ["run", "--stats", "/nonexistent/guest.bin"]);
+      assert.equal(missing.status, 2);
+      assert.equal(missing.stderr.trim().split("\n").length, 1, missing.stderr);
+    }
+  });
+
   test("VMTOOL_STARTUP_MARKS=1 prints a timeline from both threads, in order; without it nothing", () => {
     const r = run(BUNDLE, ["run", guests().halt], { VMTOOL_STARTUP_MARKS: "1" });
     assert.equal(r.status, 0, r.stderr);
@@ -84,6 +100,7 @@ describe("the bundled vmtool command", () => {
     );
     const seen = marks.map((m) => `${m![2]} ${m![3]}`);
     for (const want of [
+      "main vCPU thread spawned",
       "main options checked",
       "main VM and vCPU created",
       "vcpu vCPU received",

@@ -114,12 +114,12 @@ async function runCommand(file: string | undefined, o: RunOptions): Promise<numb
   const stats = o.stats || o.json;
   const path = file ?? DEMO_GUEST;
 
-  // The vCPU thread starts now, before the heavy modules load: its start-up overlaps the rest.
-  const { spawnVcpuThread } = await import("../../vmm/vcpu-thread.js");
+  // The vCPU thread was started before the options were parsed (or starts now, before the heavy modules
+  // load): its start-up overlaps the rest.
+  const { takeVcpuThread } = await import("../../vmm/early-thread.js");
   const { startupMark } = await import("../../vmm/startup-marks.js");
   startupMark("options checked");
-  const thread = spawnVcpuThread({ trace: o.trace, stats });
-  startupMark("vCPU thread spawned");
+  const thread = takeVcpuThread({ trace: o.trace ?? false, stats: stats ?? false });
   let loader: typeof import("../../loader/index.js");
   let plan: import("../../loader/index.js").LoadPlan;
   try {
@@ -135,8 +135,10 @@ async function runCommand(file: string | undefined, o: RunOptions): Promise<numb
   startupMark("VM layer loaded");
   if (o.trace) writeSync(2, `vmtool: ${plan.describe}\n`);
 
+  const { cpuDevices } = await import("../../loader/boot-info.js"); // already loaded by the loader's index
   const devices = [
     ...loader.STANDARD_DEVICES,
+    ...cpuDevices(cpus),
     ...virtio.map((d) => ({
       kind: "virtio-mmio" as const,
       name: d.name,

@@ -1,0 +1,41 @@
+// `vmtool run` starts its (first) vCPU thread before the command line is parsed: a new thread's start-up (a V8
+// isolate, koffi, its script) is the longest part of a short run, and it then overlaps everything the main
+// thread does (docs/run.md, "Start-up"). The thread's options (--trace, --stats) are guessed from the raw
+// arguments; the run command takes the early thread only if the guess matches what commander parsed, else it
+// ends it and starts a right one. Until taken, the thread is unref'd: a command that fails first (bad option,
+// bad image) exits as if it had never been started.
+import { spawnVcpuThread, type VcpuThread } from "./vcpu-thread.js";
+import { startupMark } from "./startup-marks.js";
+
+interface ThreadOptions {
+  trace: boolean;
+  stats: boolean;
+}
+
+let early: { thread: VcpuThread; opts: ThreadOptions } | undefined;
+
+/** Start the vCPU thread of `vmtool run ...` now (argv as in process.argv); nothing for --help. */
+export function startEarlyVcpuThread(argv: readonly string[]): void {
+  const args = argv.slice(2);
+  if (args[0] !== "run" || args.includes("--help") || args.includes("-h")) return;
+  const opts = {
+    trace: args.includes("--trace"),
+    stats: args.includes("--stats") || args.includes("--json"),
+  };
+  const thread = spawnVcpuThread(opts);
+  thread.worker.unref();
+  early = { thread, opts };
+  startupMark("vCPU thread spawned");
+}
+
+/** The vCPU thread for these options: the early one when it was started with them, else a new one. */
+export function takeVcpuThread(opts: ThreadOptions): VcpuThread {
+  const e = early;
+  early = undefined;
+  if (e && e.opts.trace === opts.trace && e.opts.stats === opts.stats) {
+    e.thread.worker.ref();
+    return e.thread;
+  }
+  if (e) void e.thread.cancel();
+  return spawnVcpuThread(opts);
+}
