@@ -260,6 +260,8 @@ async function runVcpuThreads(
       }
     });
     io.worker.on("error", (e) => {
+      // Failed before its loop (a device it could not build): a vCPU waiting for a reply must give up.
+      Atomics.store(ioCtl, IO_CTL.STATE, IoState.FAILED);
       if (!first)
         first = { status: ExitCode.INTERNAL, reason: `I/O worker failed: ${e.stack ?? e}`, fault: false };
       stopAll();

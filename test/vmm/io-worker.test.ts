@@ -1,0 +1,51 @@
+// The I/O worker on a real VM (runMachine in this process): a register access a vCPU makes to a virtio device
+// is forwarded to the I/O worker and answered; an I/O worker that cannot build its devices ends the run with an
+// internal error instead of leaving the vCPU waiting for a reply forever.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { runMachine } from "../../src/vmm/machine.js";
+import { planVirtio } from "../../src/devices/virtio/placement.js";
+import { ExitCode } from "../../src/cli/exit-codes.js";
+import { assembleBytes } from "../vm/asm.js";
+
+// Reads MagicValue of the device at 0xD0000000 (a forwarded MMIO read), then writes 1 to the exit port when it
+// is "virt", 2 otherwise.
+const READ_MAGIC = assembleBytes(
+  `.code64
+  mov $0xd0000000, %eax
+  mov (%rax), %ebx
+  mov $2, %al
+  cmp $0x74726976, %ebx
+  jne 1f
+  mov $1, %al
+1: out %al, $0xf4
+  cli
+  hlt`,
+  0x100000,
+  64,
+);
+
+function load(mem: { write(addr: number, bytes: Uint8Array): void }) {
+  mem.write(0x100000, READ_MAGIC);
+  return { mode: "long" as const, entry: 0x100000 };
+}
+
+test("a vCPU's MMIO read of a virtio register is answered by the I/O worker", async () => {
+  const r = await runMachine({ memSize: 16 << 20, stdin: false, virtio: planVirtio({ rng: true }), load });
+  assert.equal(r.status, (1 << 1) | 1, r.reason);
+  assert.equal(r.forwarded, 1);
+  assert.equal(r.notifies, 0);
+});
+
+test("with no device there, the read is all ones (nobody claims it) and nothing is forwarded", async () => {
+  const r = await runMachine({ memSize: 16 << 20, stdin: false, load });
+  assert.equal(r.status, (2 << 1) | 1, r.reason);
+  assert.equal(r.forwarded, 0);
+});
+
+test("an I/O worker that fails to start (disk file gone) ends the run with status 8, no hang", async () => {
+  const virtio = planVirtio({ disks: [{ path: "/nonexistent/vmtool-disk.img", readOnly: false }] });
+  const r = await runMachine({ memSize: 16 << 20, stdin: false, virtio, load });
+  assert.equal(r.status, ExitCode.INTERNAL, r.reason);
+  assert.match(r.reason, /I\/O worker failed: .*--disk \/nonexistent\/vmtool-disk.img/s);
+});
