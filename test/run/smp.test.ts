@@ -58,3 +58,20 @@ test("COM1 written by three APs at once, with no lock in the guest: every byte a
   // 64 bytes per AP, each a THR write after at least one LSR read: all forwarded to the I/O worker.
   assert.ok(stats.forwarded >= 3 * 64 * 2, `forwarded ${stats.forwarded}`);
 });
+
+test("the machine description lists each CPU of --cpus 3 with its APIC id (and none for one CPU)", () => {
+  guests();
+  const run = (...a: string[]) =>
+    spawnSync(process.execPath, [CLI, "run", ...a, join(GUEST_OUT, "hello-long.elf")], {
+      encoding: "utf8",
+      timeout: 60_000,
+      input: "",
+    });
+  const r = run("--cpus", "3");
+  assert.equal(r.status, 0, r.stderr);
+  for (let i = 0; i < 3; i++)
+    assert.match(r.stdout, new RegExp(`^dev cpu${i} +cpu +mmio 0xfee00000\\+4096 apic id ${i}$`, "m"));
+  const one = run();
+  assert.equal(one.status, 0, one.stderr);
+  assert.doesNotMatch(one.stdout, /^dev cpu/m);
+});
