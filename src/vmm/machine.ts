@@ -388,9 +388,9 @@ async function runVcpuThreads(
     // The I/O worker last: a vCPU may have been waiting for one of its replies.
     Atomics.store(ioCtl, IO_CTL.STOP, 1);
     libc.write(doorbell, STDIN_RING, 8);
-    // An I/O worker still starting (a guest that ended at once) has done nothing: end it rather than wait for
-    // its start-up, the longest part of a short run (docs/run.md, "Start-up").
-    if (Atomics.load(ioCtl, IO_CTL.STATE) === IoState.STARTING) await io.worker.terminate();
+    // Not terminate(), even for an I/O worker still starting (a guest that ended at once): a worker ended while
+    // it initialises koffi aborts the whole process (koffi's native init throws into a terminating isolate,
+    // a fatal error). So a short run waits for the I/O worker's start-up (docs/run.md, "Start-up").
     const timeout = new Promise<"timeout">((resolve) => setTimeout(() => resolve("timeout"), 2000).unref());
     if ((await Promise.race([io.exited, timeout])) === "timeout") await io.worker.terminate();
     startupMark("I/O worker ended");
