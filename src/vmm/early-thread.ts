@@ -25,6 +25,14 @@ export function startEarlyVcpuThread(argv: readonly string[]): void {
   const thread = spawnVcpuThread(opts);
   thread.worker.unref();
   early = { thread, opts };
+  // A command that failed before taking it: end the thread through cancel() (which waits until it may be
+  // terminated), not through the process's exit, which would terminate it at any point.
+  process.once("beforeExit", () => {
+    if (early?.thread === thread) {
+      early = undefined;
+      void thread.cancel();
+    }
+  });
   startupMark("vCPU thread spawned");
 }
 

@@ -5,7 +5,7 @@
 import { Worker } from "node:worker_threads";
 import { createControlBuffer } from "../vm/control-block.js";
 import { SharedByteQueue } from "../devices/byte-queue.js";
-import type { VcpuWorkerData } from "./worker-protocol.js";
+import type { VcpuWorkerData, WorkerMessage } from "./worker-protocol.js";
 
 const STDIN_QUEUE = 64 * 1024;
 
@@ -58,8 +58,15 @@ export function spawnVcpuThread(opts: VcpuThreadOptions = {}): VcpuThread {
     stdout: false,
   });
   const exited = new Promise<void>((resolve) => worker.once("exit", () => resolve()));
-  // Until the start message, the worker is not inside KVM_RUN: terminate() is safe.
+  const loaded = new Promise<void>((resolve) =>
+    worker.on("message", (m: WorkerMessage) => {
+      if (m.type === "loaded") resolve();
+    }),
+  );
+  // Until the start message the worker is not inside KVM_RUN, but it must be past its modules: a worker
+  // terminated while koffi's native part initialises aborts the whole process (a fatal error in koffi).
   const cancel = async () => {
+    await Promise.race([loaded, exited]);
     await worker.terminate();
   };
   return { worker, control, input, exited, cancel };

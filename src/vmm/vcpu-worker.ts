@@ -27,6 +27,7 @@ const data = workerData as VcpuWorkerData;
 const port = parentPort!;
 const ctl = new Int32Array(data.control);
 startupMark("vCPU thread's modules loaded, waiting for its vCPU");
+port.postMessage({ type: "loaded" } satisfies WorkerMessage);
 // The worker is started before the VM exists, so that its start-up (a new isolate, koffi, these modules)
 // overlaps the main thread's VM creation; the vCPU and RAM arrive in the first message.
 const start = await new Promise<VcpuStart>((resolve) => port.once("message", resolve));

@@ -36,7 +36,9 @@ export interface VcpuStart {
 }
 
 export type WorkerMessage =
-  { type: "paused" } | { type: "done"; status: number; reason: string; fault: boolean; stats?: StatsSummary };
+  | { type: "loaded" } // its modules (koffi among them) are loaded: from now on terminate() is safe
+  | { type: "paused" }
+  | { type: "done"; status: number; reason: string; fault: boolean; stats?: StatsSummary };
 
 /** What an exit hook sees. The vCPU may be inspected (registers, memory) from inside the hook. */
 export interface ExitEvent {
