@@ -65,3 +65,9 @@ test("bad virtio options: one line, exit 2", () => {
   assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
   assert.match(r.stderr, /--disk \/nonexistent.img/);
 });
+
+test("virtio-rng's used-buffer interrupt (irqfd from the I/O worker) wakes a guest sleeping in HLT", () => {
+  const r = vmtool(["--rng", img("virtio-rng-irq.elf")]);
+  assert.equal(r.status, 0, r.stdout + r.stderr);
+  assert.match(r.stdout, /virtio-rng-irq: used 1 len 4096 after 1 interrupt\(s\), status bits 0x1/);
+});
