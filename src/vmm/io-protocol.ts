@@ -88,4 +88,7 @@ export interface IoWorkerData {
   trace: boolean;
 }
 
-export type IoWorkerMessage = { type: "failed"; reason: string } | { type: "done" };
+export type IoWorkerMessage =
+  | { type: "loaded" } // its modules (koffi among them) are loaded: from now on terminate() is safe
+  | { type: "failed"; reason: string }
+  | { type: "done" };

@@ -49,6 +49,7 @@ const data = workerData as IoWorkerData;
 const port = parentPort!;
 const ctl = ioCtlView(data.io);
 startupMark("I/O worker's modules loaded");
+port.postMessage({ type: "loaded" } satisfies IoWorkerMessage);
 const start = await new Promise<IoWorkerStart>((resolve) => port.once("message", resolve));
 startupMark("I/O worker started");
 const memory = GuestMemory.fromDescriptors(start.memory);

@@ -18,7 +18,8 @@ import * as libc from "../kvm/libc.js";
 import { MMIO_REG } from "../devices/virtio/constants.js";
 import type { PlannedVirtio } from "../devices/virtio/placement.js";
 import { PORTS } from "../vm/machine-layout.js";
-import { spawnVcpuThread, threadScript, type VcpuThread, type VcpuThreadOptions } from "./vcpu-thread.js";
+import { spawnVcpuThread, type VcpuThread, type VcpuThreadOptions } from "./vcpu-thread.js";
+import { spawnIoThread, type IoThread } from "./io-thread.js";
 import type { GuestMemory } from "../memory/guest-memory.js";
 import type { Vcpu } from "../vm/vcpu.js";
 import { mergeStats, type StatsSummary } from "./exit-stats.js";
@@ -26,9 +27,7 @@ import type { VcpuStart, WorkerMessage } from "./worker-protocol.js";
 import {
   IO_CTL,
   IoState,
-  createIoBuffer,
   ioCtlView,
-  type IoWorkerData,
   type IoWorkerMessage,
   type IoWorkerStart,
   type VirtioDeviceSpec,
@@ -88,33 +87,16 @@ const POLL_HALTED_MAX_MS = 100;
 const QUIET_FLUSH_MS = 50;
 const STDIN_RING = new Uint8Array(new BigUint64Array([1n]).buffer);
 
-interface IoThread {
-  worker: Worker;
-  buffer: SharedArrayBuffer;
-  exited: Promise<void>;
-}
-
-function spawnIoWorker(opts: MachineOptions, cpus: number, stdinQueue: SharedArrayBuffer): IoThread {
-  const buffer = createIoBuffer(cpus);
-  const workerData: IoWorkerData = {
-    io: buffer,
-    vcpus: cpus,
-    stdinQueue,
-    stdinToConsole: opts.stdinToConsole ?? false,
-    trace: opts.trace ?? false,
-  };
-  const worker = new Worker(threadScript("io-worker"), { workerData, stdout: false });
-  const exited = new Promise<void>((resolve) => worker.once("exit", () => resolve()));
-  return { worker, buffer, exited };
-}
-
 export async function runMachine(opts: MachineOptions): Promise<RunResult> {
   const cpus = opts.cpus ?? 1;
   // Threads start first (unless the caller started the BSP's even earlier): their start-up overlaps the VM's
   // creation here (see vcpu-thread.ts).
   const threads: VcpuThread[] = [opts.thread ?? spawnVcpuThread(opts)];
   for (let i = 1; i < cpus; i++) threads.push(spawnVcpuThread(opts));
-  const io = spawnIoWorker(opts, cpus, threads[0].input.buffer);
+  const io = spawnIoThread(
+    { cpus, stdinToConsole: opts.stdinToConsole ?? false, trace: opts.trace ?? false },
+    threads[0].input.buffer,
+  );
   let vm: Vm | undefined;
   let started = false;
   try {
@@ -158,8 +140,7 @@ export async function runMachine(opts: MachineOptions): Promise<RunResult> {
     return await runVcpuThreads(vm, vcpus, controls, threads, io, doorbell, opts);
   } catch (e) {
     if (!started) {
-      await Promise.all(threads.map((t) => t.cancel()));
-      await io.worker.terminate();
+      await Promise.all([...threads.map((t) => t.cancel()), io.cancel()]);
     }
     throw e;
   } finally {
