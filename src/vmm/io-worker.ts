@@ -52,7 +52,9 @@ startupMark("I/O worker's modules loaded");
 port.postMessage({ type: "loaded" } satisfies IoWorkerMessage);
 const start = await new Promise<IoWorkerStart>((resolve) => port.once("message", resolve));
 startupMark("I/O worker started");
-const memory = GuestMemory.fromDescriptors(start.memory);
+// Guest RAM is viewed only for virtio devices (their queues): V8 counts a 64 MiB view as external memory and
+// collects garbage at once, 5-10 ms of a short run (docs/run.md, "Start-up").
+let memory: GuestMemory | undefined;
 const out = new Output();
 const pio = new PioBus();
 const mmio = new MmioBus();
@@ -80,6 +82,7 @@ for (const spec of start.virtio) {
   else if (spec.type === "console") device = console_ = new VirtioConsole(out.write);
   else device = new VirtioBlk(new FileBlockBackend(spec.path!, spec.readOnly ?? false));
   const irqFd = spec.irqFd;
+  memory ??= GuestMemory.fromDescriptors(start.memory);
   const t = new VirtioMmioTransport(device, {
     memory,
     name: `${device.type}@0x${spec.base.toString(16)}`,

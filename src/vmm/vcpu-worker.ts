@@ -33,7 +33,6 @@ port.postMessage({ type: "loaded" } satisfies WorkerMessage);
 const start = await new Promise<VcpuStart>((resolve) => port.once("message", resolve));
 startupMark("vCPU received");
 const vcpu = Vcpu.attach(start.vcpu);
-const memory = GuestMemory.fromDescriptors(start.memory);
 const run = vcpu.run;
 const kicks = new VcpuKickReceiver(vcpu);
 const out = new Output();
@@ -53,7 +52,18 @@ const trace = data.trace;
 const stats = data.stats ? new ExitStats() : undefined;
 
 const hooks: ExitHook[] = [];
-const hookCtx: HookContext = { vcpu, memory, pio, mmio, out: (line) => out.line(line) };
+// Guest RAM is viewed here only when a hook asks for it: V8 counts a 64 MiB view as external memory and
+// collects garbage at once (two scavenges and a mark-compact, 5-10 ms of a short run: docs/run.md, "Start-up").
+let memory: GuestMemory | undefined;
+const hookCtx: HookContext = {
+  vcpu,
+  get memory() {
+    return (memory ??= GuestMemory.fromDescriptors(start.memory));
+  },
+  pio,
+  mmio,
+  out: (line) => out.line(line),
+};
 for (const url of data.hookModules) {
   const mod = (await import(url)) as { default: (ctx: HookContext) => ExitHook };
   hooks.push(mod.default(hookCtx));
