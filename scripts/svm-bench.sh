@@ -1,59 +1,79 @@
 #!/usr/bin/env bash
-# Per-exit cost of the same guest on each KVM backend, Node (vmtool's src/kvm, through test/svm/tiny-vm.ts)
-# beside a C reference (scripts/svm-exit-ref.c) on each: the host's backend, then kvm_amd (SVM + NPT) inside
-# QEMU TCG (docs/svm.md). The guest is a long-mode loop of OUT instructions; each OUT is one exit to user space.
+# Per-exit cost of the same guest on each KVM backend, `vmtool run` beside the project's C reference VMM
+# (bench/c/ref-vmm.c, built `gcc -O2 -static` here so that the same binary also runs inside): first on the
+# host's backend, then under kvm_amd (SVM + NPT) inside QEMU TCG (docs/svm.md). The guest is a long-mode loop of
+# OUT instructions to the debug console (one exit to user space each) ending through the exit port; start-up is
+# taken out by subtracting a guest that only writes the exit port (scripts/svm-exit-cost.mjs).
 #
-#   scripts/svm-bench.sh [DIST] [EXITS_HOST] [EXITS_SVM]     defaults: dist 50000 20000
+#   scripts/svm-bench.sh [DIST] [EXITS_HOST] [EXITS_SVM] [RUNS]     defaults: dist 100000 5000 3
 #
-# Prints one line per run and a table of medians (3 runs each) with the Node/C ratio per backend.
-# Absolute numbers inside QEMU TCG are those of a software CPU running a hypervisor: compare ratios.
+# Prints the medians per backend and a table with the vmtool/C ratio on each. Absolute numbers inside QEMU
+# TCG are those of a software CPU running a hypervisor: compare the ratios.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 dist=${1:-dist}
-nhost=${2:-50000}
-nsvm=${3:-20000}
-[ -f "$dist/test/svm/probe.js" ] || {
-  echo "svm-bench: $dist/test/svm/probe.js missing: build first (npm run build)" >&2
+nhost=${2:-100000}
+nsvm=${3:-5000}
+runs=${4:-3}
+[ -f "$dist/src/cli/main.js" ] || {
+  echo "svm-bench: $dist/src/cli/main.js missing: build first (npm run build)" >&2
   exit 2
 }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-mkdir -p "$tmp/extra"
-gcc -O2 -static -o "$tmp/extra/exitref" scripts/svm-exit-ref.c
+x="$tmp/extra"
+mkdir -p "$x"
+gcc -O2 -static -o "$x/ref-vmm" bench/c/ref-vmm.c
+cp scripts/svm-exit-cost.mjs "$x/"
+# flat long-mode guests at 1 MiB, the same bytes on both backends
+guest() { # NAME EXITS (0: only the exit-port write)
+  {
+    printf '.code64\n.globl _start\n_start:\n'
+    if [ "$2" -gt 0 ]; then
+      printf ' mov $%d, %%ecx\n mov $0x2e, %%al\n1: out %%al, $0xe9\n dec %%ecx\n jnz 1b\n' "$2"
+    fi
+    printf ' xor %%eax, %%eax\n out %%al, $0xf4\n'
+  } >"$tmp/$1.S"
+  as --64 "$tmp/$1.S" -o "$tmp/$1.o"
+  ld -Ttext=0x100000 --oformat binary "$tmp/$1.o" -o "$x/$1.bin"
+}
+guest quit 0
+guest exits-host "$nhost"
+guest exits-svm "$nsvm"
 
-median() { sort -n | sed -n 2p; }
+echo "host backend ($(uname -r)): $runs runs of $nhost exits each..." >&2
+host=$(node "$x/svm-exit-cost.mjs" "$dist/src/cli/main.js" "$x/ref-vmm" "$x/exits-host.bin" "$x/quit.bin" "$nhost" "$runs")
+echo "host: $host"
 
-echo "host backend ($(uname -r)): 3 runs of $nhost exits each" >&2
-for i in 1 2 3; do "$tmp/extra/exitref" "$nhost" | awk '{print $3}'; done >"$tmp/host-c"
-for i in 1 2 3; do
-  node "$dist/test/svm/probe.js" --exits "$nhost" | sed -n 's/.*"nsPerExit":\([0-9]*\).*/\1/p'
-done >"$tmp/host-node"
-
-echo "kvm_amd in QEMU TCG: building the initramfs and booting (about 20 s)..." >&2
+echo "kvm_amd in QEMU TCG: building the initramfs, booting, $runs runs of $nsvm exits each..." >&2
 cat >"$tmp/job" <<JOB
-for i in 1 2 3; do /svm/extra/exitref $nsvm | sed 's/^/SVM bench /' >&3; done
-for i in 1 2 3; do
-  node "\$dist/test/svm/probe.js" --exits $nsvm | sed -n 's/.*"nsPerExit":\([0-9]*\).*/SVM bench node $nsvm \1/p' >&3
-done
+e=/svm/extra
+node \$e/svm-exit-cost.mjs "\$dist/src/cli/main.js" \$e/ref-vmm \$e/exits-svm.bin \$e/quit.bin $nsvm $runs >/tmp/cost 2>&1
+sed 's/^/SVM bench /' /tmp/cost >&3
 JOB
-kernel=$(scripts/svm-build-initramfs.sh "$dist" "$tmp/initrd.gz" "$tmp/job" "$tmp/extra")
-timeout 600 qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 2048 -display none -monitor none -no-reboot \
+kernel=$(scripts/svm-build-initramfs.sh "$dist" "$tmp/initrd.gz" "$tmp/job" "$x")
+timeout 900 qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 2048 -display none -monitor none -no-reboot \
   -nodefaults -serial "file:$tmp/console.log" -serial "file:$tmp/results.log" \
   -kernel "$kernel" -initrd "$tmp/initrd.gz" -append "console=ttyS0 panic=-1 quiet"
-tr -d '\r' <"$tmp/results.log" | awk '$2=="bench" && $3=="c" {print $5}' >"$tmp/svm-c"
-tr -d '\r' <"$tmp/results.log" | awk '$2=="bench" && $3=="node" {print $5}' >"$tmp/svm-node"
-if [ "$(wc -l <"$tmp/svm-c")" -ne 3 ] || [ "$(wc -l <"$tmp/svm-node")" -ne 3 ]; then
-  echo "svm-bench: the runs inside the VM did not all report; its console log:" >&2
-  tail -n 30 "$tmp/console.log" >&2
-  exit 1
-fi
+svm=$(tr -d '\r' <"$tmp/results.log" | sed -n 's/^SVM bench //p')
+echo "kvm_amd: $svm"
+case $svm in
+  '{'*) ;;
+  *)
+    echo "svm-bench: the run inside the VM did not report; its console log:" >&2
+    tail -n 30 "$tmp/console.log" >&2
+    exit 1
+    ;;
+esac
 
-for f in host-c host-node svm-c svm-node; do echo "$f: $(tr '\n' ' ' <"$tmp/$f")ns per exit"; done
-hc=$(median <"$tmp/host-c")
-hn=$(median <"$tmp/host-node")
-sc=$(median <"$tmp/svm-c")
-sn=$(median <"$tmp/svm-node")
-printf '\n%-28s %12s %12s %10s\n' "backend" "C ns/exit" "Node ns/exit" "Node/C"
-printf '%-28s %12d %12d %10.2f\n' "host ($(uname -r | cut -c1-18))" "$hc" "$hn" "$(echo "$hn / $hc" | bc -l)"
-printf '%-28s %12d %12d %10.2f\n' "kvm_amd in QEMU TCG" "$sc" "$sn" "$(echo "$sn / $sc" | bc -l)"
+field() { sed -n "s/.*\"$2\":\([0-9-]*\).*/\1/p" <<<"$1"; }
+printf '\n%-30s %12s %14s %12s\n' "backend" "C ns/exit" "vmtool ns/exit" "vmtool / C"
+for b in host svm; do
+  j=${!b}
+  c=$(field "$j" refNsPerExit)
+  v=$(field "$j" vmtoolNsPerExit)
+  name="host $(uname -r | cut -c1-20)"
+  [ $b = svm ] && name="kvm_amd in QEMU TCG"
+  printf '%-30s %12d %14d %12.2f\n' "$name" "$c" "$v" "$(echo "$v / $c" | bc -l)"
+done

@@ -12,10 +12,13 @@
 #
 # Two archives, because the Linux initramfs loader unpacks concatenated archives one after the other:
 #   1. base (cached in .cache/svm/): busybox, the KVM modules (decompressed: busybox insmod reads plain .ko),
-#      /usr/bin/node and the shared libraries it links, and the init. Rebuilt when the kernel release, the
-#      Node binary or this script changes.
+#      /usr/bin/node, a freestanding guest toolchain (gcc's driver, cc1 and its own headers, binutils' as and
+#      ld: the tests that assemble or compile their guests at run time then run inside unchanged), the
+#      shared libraries these link, and the init. Rebuilt when the kernel release, a carried binary or this
+#      script changes.
 #   2. project (built every time, a few MB): package.json, DIST (its JavaScript and
-#      its guests/ folder of guest images), the runtime node_modules, the job and EXTRA_DIR.
+#      its guests/ folder of guest images), the guest SDK's tracked files, the runtime node_modules, the job
+#      and EXTRA_DIR.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 [ $# -ge 3 ] || {
@@ -31,7 +34,7 @@ cd "$top"
   echo "svm-build-initramfs: $dist/src does not exist: build first (npm run build)" >&2
   exit 2
 }
-for tool in busybox cpio gzip; do
+for tool in busybox cpio gzip gcc as ld; do
   command -v "$tool" >/dev/null || {
     echo "svm-build-initramfs: $tool not found: apt-get install busybox-static cpio gzip" >&2
     exit 2
@@ -42,8 +45,17 @@ kdir=$(scripts/fetch-debian-kernel.sh | tail -n1)
 release=$(cat "$kdir/release")
 node_bin=$(readlink -f "$(command -v node)")
 busybox_bin=$(readlink -f "$(command -v busybox)")
+# The guest toolchain: enough for `gcc -ffreestanding -c` (32- and 64-bit), `as` and `ld` as the tests call
+# them; no libc headers or start files (host C programs are not built inside).
+gcc_bin=$(readlink -f "$(command -v gcc)")
+cc1_bin=$(gcc -print-prog-name=cc1)
+gcc_include=$(gcc -print-file-name=include)
+as_bin=$(readlink -f "$(command -v as)")
+ld_bin=$(readlink -f "$(command -v ld)")
 # The base archive's name changes with everything it is made of.
-key=$(cat "$0" "$kdir/release" | cat - <(stat -c '%s %Y' "$node_bin" "$busybox_bin") | sha256sum | cut -c1-16)
+key=$(cat "$0" "$kdir/release" |
+  cat - <(stat -c '%s %Y' "$node_bin" "$busybox_bin" "$gcc_bin" "$cc1_bin" "$as_bin" "$ld_bin") |
+  sha256sum | cut -c1-16)
 cache="$top/.cache/svm"
 base="$cache/base-$release-$key.cpio.gz"
 mkdir -p "$cache"
@@ -72,11 +84,20 @@ if [ ! -f "$base" ]; then
       exit 1
     fi
   done
-  # Node and the libraries it links, at the same paths (the loader path is baked into the binary).
+  # Node, the toolchain, and the libraries they link, at the same paths (the loader path is baked into the
+  # binaries; gcc finds cc1 and its headers at the paths it was configured with).
   cp "$node_bin" "$root/usr/bin/node"
-  for lib in $(ldd "$node_bin" | grep -o '/[^ ]*'); do
-    mkdir -p "$root$(dirname "$lib")"
-    cp -L "$lib" "$root$lib"
+  cp "$gcc_bin" "$root/usr/bin/gcc"
+  cp "$as_bin" "$root/usr/bin/as"
+  cp "$ld_bin" "$root/usr/bin/ld"
+  mkdir -p "$root$(dirname "$cc1_bin")"
+  cp "$cc1_bin" "$root$cc1_bin"
+  cp -r "$gcc_include" "$root$gcc_include"
+  for bin in "$node_bin" "$gcc_bin" "$cc1_bin" "$as_bin" "$ld_bin"; do
+    for lib in $(ldd "$bin" | grep -o '/[^ ]*'); do
+      mkdir -p "$root$(dirname "$lib")"
+      [ -f "$root$lib" ] || cp -L "$lib" "$root$lib"
+    done
   done
   # koffi dlopens libc.so.6 by name: the loader finds it in the default paths above.
   echo 'root:x:0:0:root:/:/bin/sh' >"$root/etc/passwd"
@@ -129,7 +150,9 @@ find "${dirs[@]}" -name '*.js' -print0 | cpio --null -pdm --quiet "$repo"
 if [ -d data ]; then cp -r data "$repo/"; fi
 # Guest images built on the host by test/helpers/guests.ts (there is no compiler inside).
 if [ -d "$dist/guests" ]; then mkdir -p "$repo/$dist" && cp -r "$dist/guests" "$repo/$dist/"; fi
-if [ -d guest/prebuilt ]; then mkdir -p "$repo/guest" && cp -r guest/prebuilt "$repo/guest/"; fi
+# The guest SDK (sources, headers, linker scripts, the prebuilt demo): tests that build a guest of their own
+# at run time compile it inside with the carried toolchain. Tracked files only (no host build outputs).
+git ls-files -z guest | cpio --null -pdm --quiet "$repo"
 # The runtime dependencies (not the dev ones: no TypeScript, ESLint, Prettier inside).
 npm ls --omit=dev --parseable --all 2>/dev/null | sed -n "s|^$top/||p" | grep '^node_modules/' | while read -r p; do
   mkdir -p "$repo/$p"
