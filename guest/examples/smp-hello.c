@@ -102,9 +102,11 @@ static uint64_t rdtsc(void) {
   __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
   return ((uint64_t)hi << 32) | lo;
 }
-static void pause_a_little(void) {
-  for (volatile int i = 0; i < 200; i++) {
-  }
+/* The MP specification's delays: 10 ms after INIT, 200 us after each STARTUP. They matter under kvm_amd: a
+ * STARTUP that arrives while the AP has not yet taken the INIT is lost (docs/svm.md). By TSC time, not by spins
+ * (2^25 ticks is >= 10 ms on any TSC below 3.3 GHz; 2^21 >= 200 us likewise). */
+static void wait_tsc(uint64_t ticks) {
+  for (uint64_t t0 = rdtsc(); rdtsc() - t0 < ticks;) __asm__ volatile("pause");
 }
 
 int main(const struct vmtool_boot_info *bi) {
@@ -122,14 +124,15 @@ int main(const struct vmtool_boot_info *bi) {
   lapic_write(LAPIC_SVR, 0x1FF);                        /* software-enable the local APIC */
   lapic_write(LAPIC_ICR_HI, 0);
   lapic_write(LAPIC_ICR_LO, 0x000C4500);                /* INIT, assert, all excluding self */
-  pause_a_little();
+  wait_tsc(1ull << 25);
   for (int i = 0; i < 2; i++) {
     lapic_write(LAPIC_ICR_LO, 0x000C4600 | (TRAMPOLINE >> 12)); /* STARTUP, vector 0x10 */
-    pause_a_little();
+    wait_tsc(1ull << 21);
   }
   /* Wait by time, not by a count of spins: how long an AP takes to start depends on the KVM backend (under
-   * kvm_amd in QEMU's software CPU it is far more than 2,000,000 spins; docs/svm.md). ~2^33 TSC ticks: a few s. */
-  for (uint64_t t0 = rdtsc(); ap_count < cpus - 1 && rdtsc() - t0 < (1ull << 33);) __asm__ volatile("pause");
+   * kvm_amd in QEMU's software CPU three APs take well over 2^33 ticks; docs/svm.md). ~2^36 TSC ticks: tens of
+   * seconds at most, and only when an AP never comes. */
+  for (uint64_t t0 = rdtsc(); ap_count < cpus - 1 && rdtsc() - t0 < (1ull << 36);) __asm__ volatile("pause");
   lock();
   printf("BSP: %u of %u APs up\n", ap_count, cpus - 1);
   unlock();
