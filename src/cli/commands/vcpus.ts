@@ -11,20 +11,27 @@ export interface VcpusOptions {
   sample: string;
 }
 
-export function register(program: Command): void {
-  program
-    .command("vcpus")
-    .description(
-      "Snapshot of the vCPUs seen on each host CPU, with last-seen time and age: from the vmtool module's " +
-        "debugfs tree (<debugfs>/vmtool) or, on any KVM host, from KVM's debugfs and /proc",
-    )
+/** The options that say where the vCPUs are read from, shared by `vcpus` and `watch`. */
+export function withDebugfsSource(cmd: Command): Command {
+  return cmd
     .option(
       "--source <source>",
       "vmtool (the module's tree), kvm (KVM's debugfs), or auto: the module if loaded",
       "auto",
     )
     .option("--debugfs <path>", "another debugfs mount point, or a copied tree (default /sys/kernel/debug)")
-    .option("--mount", "mount debugfs at /sys/kernel/debug first when it is not (root only)")
+    .option("--mount", "mount debugfs at /sys/kernel/debug first when it is not (root only)");
+}
+
+export function register(program: Command): void {
+  withDebugfsSource(
+    program
+      .command("vcpus")
+      .description(
+        "Snapshot of the vCPUs seen on each host CPU, with last-seen time and age: from the vmtool module's " +
+          "debugfs tree (<debugfs>/vmtool) or, on any KVM host, from KVM's debugfs and /proc",
+      ),
+  )
     .option("--sysregs", "module only: also show each CPU's control registers (cpu-NNN/sysregs)")
     .option("--sample <ms>", "kvm only: watch the vCPU threads this long to see which are running", "200")
     .option("--json", "print the snapshot as JSON")

@@ -1,6 +1,7 @@
 // `vmtool watch`: the vCPU observer, live: a screen on a terminal, one line (or JSON object) per event otherwise.
 import type { Command } from "commander";
 import { UsageError, parseIntOption } from "../errors.js";
+import { withDebugfsSource } from "./vcpus.js";
 
 export interface WatchOptions {
   source: string;
@@ -21,19 +22,14 @@ function seconds(text: string, what: string, min: number, max: number): number {
 }
 
 export function register(program: Command): void {
-  program
-    .command("watch")
-    .description(
-      "Watch vCPUs live: on a terminal, host CPUs × vCPUs marked new, active and stale; otherwise one line per " +
-        "event (appeared, seen on another CPU, went stale, active again, vanished). Ctrl-C ends with a summary",
-    )
-    .option(
-      "--source <source>",
-      "vmtool (the module's tree), kvm (KVM's debugfs), or auto: the module if loaded",
-      "auto",
-    )
-    .option("--debugfs <path>", "another debugfs mount point, or a copied tree (default /sys/kernel/debug)")
-    .option("--mount", "mount debugfs at /sys/kernel/debug first when it is not (root only)")
+  withDebugfsSource(
+    program
+      .command("watch")
+      .description(
+        "Watch vCPUs live: on a terminal, host CPUs × vCPUs marked new, active and stale; otherwise one line per " +
+          "event (appeared, seen on another CPU, went stale, active again, vanished). Ctrl-C ends with a summary",
+      ),
+  )
     .option("--interval <seconds>", "time between polls (the module looks once a second by default)", "1")
     .option("--stale <seconds>", "a vCPU not seen for longer than this is stale", "10")
     .option("--count <polls>", "stop after this many polls (default: until Ctrl-C)")

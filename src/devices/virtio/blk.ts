@@ -59,12 +59,7 @@ export class VirtioBlk implements VirtioDevice {
   processQueue(q: SplitQueue): void {
     const ctx = this.ctx;
     if (!ctx) return;
-    do {
-      q.disableNotifications();
-      for (let chain = q.pop(ctx.memory); chain; chain = q.pop(ctx.memory)) {
-        q.pushUsed(ctx.memory, chain.head, this.handle(ctx, chain));
-      }
-    } while (q.enableNotifications());
+    q.serveAll(ctx.memory, (chain) => this.handle(ctx, chain));
     ctx.notifyUsed(q);
   }
 

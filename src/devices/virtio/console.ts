@@ -69,14 +69,10 @@ export class VirtioConsole implements VirtioDevice {
   private transmit(q: SplitQueue): void {
     const ctx = this.ctx;
     if (!ctx) return;
-    do {
-      q.disableNotifications();
-      for (let chain = q.pop(ctx.memory); chain; chain = q.pop(ctx.memory)) {
-        if (chain.readableLength > 0)
-          this.output(gather(ctx.memory, chain.readable, 0, chain.readableLength));
-        q.pushUsed(ctx.memory, chain.head, 0);
-      }
-    } while (q.enableNotifications());
+    q.serveAll(ctx.memory, (chain) => {
+      if (chain.readableLength > 0) this.output(gather(ctx.memory, chain.readable, 0, chain.readableLength));
+      return 0;
+    });
     ctx.notifyUsed(q);
   }
 

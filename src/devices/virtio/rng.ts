@@ -40,16 +40,13 @@ export class VirtioRng implements VirtioDevice {
   processQueue(q: SplitQueue): void {
     const ctx = this.ctx;
     if (!ctx) return;
-    do {
-      q.disableNotifications();
-      for (let chain = q.pop(ctx.memory); chain; chain = q.pop(ctx.memory)) {
-        const want = Math.min(chain.writableLength, RNG_MAX_BYTES_PER_REQUEST);
-        if (chain.writableLength === 0) ctx.trace(`request ${chain.head} has no device-writable buffer`);
-        const n = forEachRange(ctx.memory, chain.writable, 0, want, (view) => this.entropy(view));
-        this.bytesServed += n;
-        q.pushUsed(ctx.memory, chain.head, n);
-      }
-    } while (q.enableNotifications());
+    q.serveAll(ctx.memory, (chain) => {
+      const want = Math.min(chain.writableLength, RNG_MAX_BYTES_PER_REQUEST);
+      if (chain.writableLength === 0) ctx.trace(`request ${chain.head} has no device-writable buffer`);
+      const n = forEachRange(ctx.memory, chain.writable, 0, want, (view) => this.entropy(view));
+      this.bytesServed += n;
+      return n;
+    });
     ctx.notifyUsed(q);
   }
 }

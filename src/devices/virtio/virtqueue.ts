@@ -245,6 +245,18 @@ export class SplitQueue {
    * Return a chain to the driver: write the used element, then publish it by moving used.idx. `len` is the
    * number of bytes the device wrote into the chain's writable buffers.
    */
+  /**
+   * Serve every available chain: `handle` does one request and returns the bytes it wrote into the chain.
+   * Notifications stay off while busy; enableNotifications() re-checks for chains that raced in meanwhile.
+   */
+  serveAll(memory: GuestMemory, handle: (chain: DescriptorChain) => number): void {
+    do {
+      this.disableNotifications();
+      for (let chain = this.pop(memory); chain; chain = this.pop(memory))
+        this.pushUsed(memory, chain.head, handle(chain));
+    } while (this.enableNotifications());
+  }
+
   pushUsed(memory: GuestMemory, head: number, len: number): void {
     if (!this.usedIdx) throw new VirtqueueError(`queue ${this.index}: used before it was activated`);
     const slot = this.deviceAddr + 4 + 8 * (this.nextUsed % this.size);
