@@ -20,6 +20,7 @@ static const char *kind_name(uint32_t kind) {
     case VMTOOL_DEV_UART_16550: return "uart-16550";
     case VMTOOL_DEV_VIRTIO_MMIO: return "virtio-mmio";
     case VMTOOL_DEV_CPU: return "cpu";
+    case VMTOOL_DEV_PIT_8254: return "pit-8254";
     default: return "?";
   }
 }

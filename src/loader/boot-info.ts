@@ -54,6 +54,8 @@ export const DeviceKind = {
   "virtio-mmio": 4,
   /** A CPU: its local APIC's window (base, size); device_id is its APIC id. */
   cpu: 5,
+  /** The in-kernel i8254 PIT (`--pit`): ports 0x40..0x43, channel 0 on IRQ 0. */
+  "pit-8254": 6,
 } as const;
 export type DeviceKindName = keyof typeof DeviceKind;
 export const IRQ_NONE = 0xffffffff;
@@ -77,6 +79,16 @@ export const STANDARD_DEVICES: readonly DeviceDescription[] = [
   { kind: "exit-port", name: "exit", space: "pio", base: PORTS.EXIT, size: 1 },
   { kind: "uart-16550", name: "com1", space: "pio", base: PORTS.COM1, size: 8, irq: IRQS.COM1 },
 ];
+
+/** The PIT's entry, listed only when the machine has one (`--pit`). */
+export const PIT_DEVICE: DeviceDescription = {
+  kind: "pit-8254",
+  name: "pit",
+  space: "pio",
+  base: PORTS.PIT,
+  size: 4,
+  irq: IRQS.PIT,
+};
 
 /**
  * The CPUs of a machine with several: one entry each (name "cpuN", its local APIC at LAYOUT.LAPIC, device_id =

@@ -53,5 +53,6 @@ export const PORTS = {
   DEBUG_CONSOLE: 0xe9, // Bochs/QEMU debug console
   EXIT: 0xf4, // QEMU isa-debug-exit
   COM1: 0x3f8,
+  PIT: 0x40, // i8254, only with --pit (in the kernel: its ports never reach vmtool)
 } as const;
-export const IRQS = { COM1: 4 } as const;
+export const IRQS = { PIT: 0, COM1: 4 } as const;

@@ -1,5 +1,5 @@
 // A KVM virtual machine: the VM fd, its guest RAM (mmap'ed and registered as one memory slot), the in-kernel
-// interrupt controllers (PIC + IOAPIC, and the PIT) and the addresses Intel needs for real mode (TSS and
+// interrupt controllers (PIC + IOAPIC + local APICs, and on request the PIT) and the addresses Intel needs for real mode (TSS and
 // identity-map page, both outside RAM, see machine-layout.ts). Created on the main thread; vCPU workers get
 // plain descriptors (fds and addresses) and rebuild their views of the same memory.
 import { HostError, UsageError } from "../cli/errors.js";
@@ -20,7 +20,6 @@ export const REQUIRED_CAPS = [
   "SET_TSS_ADDR",
   "SET_IDENTITY_MAP_ADDR",
   "IRQCHIP",
-  "PIT2",
   "MP_STATE",
   "VCPU_EVENTS",
   "IMMEDIATE_EXIT",
@@ -30,8 +29,14 @@ export const REQUIRED_CAPS = [
 export interface VmOptions {
   /** Guest RAM in bytes: a multiple of 4 KiB between LAYOUT.MIN_RAM and LAYOUT.MAX_RAM. */
   memSize: number;
-  /** Create the in-kernel PIC/IOAPIC and PIT (default true). */
+  /** Create the in-kernel PIC/IOAPIC and local APICs (default true). */
   irqchip?: boolean;
+  /**
+   * Also create the in-kernel i8254 PIT (default false; needs the irqchip). Off by default because no device
+   * of vmtool's needs it and the kernel's teardown of a PIT costs 15-20 ms of every run here (two SRCU grace
+   * periods and a kthread; docs/run.md, "Start-up").
+   */
+  pit?: boolean;
 }
 
 export class Vm {
@@ -45,6 +50,7 @@ export class Vm {
     private readonly ramAddr: bigint,
     readonly memSize: number,
     readonly irqchip: boolean,
+    readonly pit: boolean,
   ) {}
 
   static create(opts: VmOptions, kvm: Kvm = Kvm.open()): Vm {
@@ -55,7 +61,10 @@ export class Vm {
       );
     if (memSize % 4096 !== 0)
       throw new UsageError(`guest RAM of ${memSize} bytes is not a multiple of 4 KiB`);
-    kvm.requireCaps(REQUIRED_CAPS);
+    const irqchip = opts.irqchip ?? true;
+    const pit = opts.pit ?? false;
+    if (pit && !irqchip) throw new UsageError("the PIT needs the in-kernel irqchip");
+    kvm.requireCaps(pit ? [...REQUIRED_CAPS, "PIT2"] : REQUIRED_CAPS);
     const fd = libc.ioctlInt(kvm.fd, KVM.CREATE_VM, 0);
     if (fd < 0) throw new HostError(`KVM_CREATE_VM failed: ${new libc.SysError("", libc.errno()).message}`);
     let ramAddr = libc.MAP_FAILED;
@@ -85,15 +94,13 @@ export class Vm {
       check(libc.ioctlPtr(fd, KVM.SET_USER_MEMORY_REGION, region), "KVM_SET_USER_MEMORY_REGION");
       // The irqchip after the RAM slot: changing memslots once an irqchip exists waits for an SRCU grace
       // period (~7 ms measured here), registering RAM first does not.
-      const irqchip = opts.irqchip ?? true;
-      if (irqchip) {
-        check(libc.ioctlInt(fd, KVM.CREATE_IRQCHIP, 0), "KVM_CREATE_IRQCHIP");
+      if (irqchip) check(libc.ioctlInt(fd, KVM.CREATE_IRQCHIP, 0), "KVM_CREATE_IRQCHIP");
+      if (pit)
         check(libc.ioctlPtr(fd, KVM.CREATE_PIT2, Buffer.alloc(kvm_pit_config.size)), "KVM_CREATE_PIT2");
-      }
       const memory = new GuestMemory([
         { gpa: 0, hostAddr: ramAddr, bytes: new Uint8Array(libc.viewOf(ramAddr, memSize)) },
       ]);
-      return new Vm(kvm, fd, memory, ramAddr, memSize, irqchip);
+      return new Vm(kvm, fd, memory, ramAddr, memSize, irqchip, pit);
     } catch (e) {
       if (ramAddr !== libc.MAP_FAILED) libc.munmap(ramAddr, memSize);
       libc.close(fd);

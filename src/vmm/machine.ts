@@ -47,6 +47,8 @@ export interface MachineOptions extends VcpuThreadOptions {
   virtio?: readonly PlannedVirtio[];
   /** Standard input goes to the virtio-console (one must be in `virtio`) instead of COM1. */
   stdinToConsole?: boolean;
+  /** Add the in-kernel i8254 PIT (vm.ts says why it is off by default). */
+  pit?: boolean;
   /** Writes the guest into RAM and says how the BSP starts (mode, entry, boot data addresses). */
   load: (mem: GuestMemory) => BootSetup;
   /** Feed the process's standard input to the guest (default true). */
@@ -100,7 +102,7 @@ export async function runMachine(opts: MachineOptions): Promise<RunResult> {
   let vm: Vm | undefined;
   let started = false;
   try {
-    vm = Vm.create({ memSize: opts.memSize });
+    vm = Vm.create({ memSize: opts.memSize, pit: opts.pit });
     const maxCpus = vm.kvm.checkExtension("MAX_VCPUS") || vm.kvm.checkExtension("NR_VCPUS") || 4;
     if (cpus > maxCpus)
       throw new UsageError(`--cpus ${cpus}: this host's KVM allows at most ${maxCpus} vCPUs`);

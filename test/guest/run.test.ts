@@ -106,6 +106,20 @@ describe("examples", () => {
     assert.equal(r.status, 1, r.stderr); // exit port value 0 -> (0 << 1) | 1
   });
 
+  test("pit-ticks: --pit adds the in-kernel i8254 (described, counting, IRQ 0); without it ports 0x40-0x43 are nobody's", () => {
+    const r = vmtool(["--pit", g.pitTicks]);
+    assert.equal(
+      r.stdout,
+      "pit-ticks: PIT at port 0x40, irq 0\n" +
+        "pit-ticks: counter counts (divisor 1193)\n" +
+        "pit-ticks: 10 timer interrupts on IRQ 0\n",
+    );
+    assert.equal(r.status, 0, r.stderr);
+    const none = vmtool([g.pitTicks]);
+    assert.equal(none.stdout, "pit-ticks: no PIT in the machine description; port 0x40 reads 0xff\n");
+    assert.equal(none.status, 3, none.stderr); // main returned 1: exit port 1 -> (1 << 1) | 1
+  });
+
   test("halt: cli; hlt ends with status 0 in real, protected and long mode", () => {
     for (const mode of ["real", "protected", "long"]) {
       const r = vmtool(["--mode", mode, g.halt]);

@@ -22,6 +22,8 @@ export const GUEST_IMAGES = {
   multiboot: "multiboot.elf",
   /** Multiboot v1 a.out kludge (flag bit 16), flat: checks EAX and a zeroed .bss, prints one line. */
   multibootAout: "multiboot-aout.bin",
+  /** ELF32: finds the PIT (`--pit`) in the machine description, checks its counter, takes 10 IRQ 0 ticks. */
+  pitTicks: "pit-ticks.elf",
   /** ELF64: prints "!" on the debug console, then triple-faults (empty IDT, ud2). */
   tripleFault: "triple-fault.elf",
   /** ELF64: 200,000 OUTs to port 0xE9 (199,999 dots and a newline), then halts. The benchmark guest. */

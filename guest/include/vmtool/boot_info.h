@@ -60,6 +60,7 @@ struct vmtool_mem_entry {
 #define VMTOOL_DEV_UART_16550 3    /* 16550A UART: 8 registers */
 #define VMTOOL_DEV_VIRTIO_MMIO 4   /* virtio-mmio transport (device_id: the virtio device ID) */
 #define VMTOOL_DEV_CPU 5           /* a CPU, with --cpus N > 1: its local APIC (base, size); device_id: APIC id */
+#define VMTOOL_DEV_PIT_8254 6      /* i8254 PIT, with --pit: ports 0x40-0x43, channel 0 on IRQ 0 */
 
 /* Device address spaces. */
 #define VMTOOL_SPACE_PIO 0  /* port I/O: base is a port number */
