@@ -14,10 +14,13 @@ export class IoForwarder {
   private readonly ctl: Int32Array;
   private readonly ring = new Uint8Array(new BigUint64Array([1n]).buffer);
 
+  /** `wake`: ask the main thread to start the I/O worker (called once per machine, by whichever vCPU first
+   * finds it dormant). */
   constructor(
     io: SharedArrayBuffer,
     vcpuIndex: number,
     private readonly doorbell: number,
+    private readonly wake: () => void = () => {},
   ) {
     this.slot = slotView(io, vcpuIndex);
     this.ctl = ioCtlView(io);
@@ -33,6 +36,11 @@ export class IoForwarder {
     s[SLOT.VALUE_LO] = Number(value & 0xffff_ffffn);
     s[SLOT.VALUE_HI] = Number((value >> 32n) & 0xffff_ffffn);
     Atomics.store(s, SLOT.STATE, SLOT_STATE.REQUEST);
+    if (
+      Atomics.load(this.ctl, IO_CTL.STATE) === IoState.DORMANT &&
+      Atomics.compareExchange(this.ctl, IO_CTL.STATE, IoState.DORMANT, IoState.STARTING) === IoState.DORMANT
+    )
+      this.wake();
     libc.write(this.doorbell, this.ring, 8);
     while (Atomics.load(s, SLOT.STATE) !== SLOT_STATE.REPLY) {
       const st = Atomics.load(this.ctl, IO_CTL.STATE);

@@ -39,7 +39,12 @@ export const IO_CTL = {
 } as const;
 const IO_CTL_WORDS = 8;
 
-export const IoState = { STARTING: 0, RUNNING: 1, STOPPED: 2, FAILED: 3 } as const;
+/**
+ * DORMANT: not started (a machine without virtio devices starts its I/O worker on the first access to COM1,
+ * which many short runs never make: docs/run.md, "Start-up"). The vCPU that finds it DORMANT swaps in STARTING
+ * and asks the main thread to start it; its request waits in its slot meanwhile.
+ */
+export const IoState = { STARTING: 0, RUNNING: 1, STOPPED: 2, FAILED: 3, DORMANT: 4 } as const;
 
 export function createIoBuffer(vcpus: number): SharedArrayBuffer {
   return new SharedArrayBuffer((IO_CTL_WORDS + vcpus * SLOT_WORDS) * 4);

@@ -2,7 +2,7 @@
 // the KVM bindings like vcpu-thread.ts. (Starting it as early as the first vCPU thread was measured and gained
 // nothing on this machine: docs/run.md, "Start-up".)
 import { Worker } from "node:worker_threads";
-import { createIoBuffer, type IoWorkerData, type IoWorkerMessage } from "./io-protocol.js";
+import type { IoWorkerData, IoWorkerMessage } from "./io-protocol.js";
 import { threadScript } from "./vcpu-thread.js";
 
 export interface IoThreadOptions {
@@ -23,9 +23,15 @@ export interface IoThread {
   cancel(): Promise<void>;
 }
 
-/** `stdinQueue`: the SharedByteQueue buffer of the first vCPU thread (standard input for the guest). */
-export function spawnIoThread(options: IoThreadOptions, stdinQueue: SharedArrayBuffer): IoThread {
-  const buffer = createIoBuffer(options.cpus);
+/**
+ * `buffer`: the request slots (createIoBuffer), made before the worker since the vCPUs get it even while the
+ * I/O worker is dormant; `stdinQueue`: the SharedByteQueue buffer of the first vCPU thread (standard input).
+ */
+export function spawnIoThread(
+  options: IoThreadOptions,
+  buffer: SharedArrayBuffer,
+  stdinQueue: SharedArrayBuffer,
+): IoThread {
   const workerData: IoWorkerData = {
     io: buffer,
     vcpus: options.cpus,

@@ -187,14 +187,17 @@ function loop(): void {
 
 Atomics.store(ctl, IO_CTL.STATE, IoState.RUNNING);
 let msg: IoWorkerMessage = { type: "done" };
+let final: number = IoState.STOPPED;
 try {
   loop();
-  Atomics.store(ctl, IO_CTL.STATE, IoState.STOPPED);
 } catch (e) {
   msg = { type: "failed", reason: `internal error in the I/O worker: ${(e as Error).stack ?? e}` };
-  Atomics.store(ctl, IO_CTL.STATE, IoState.FAILED);
+  final = IoState.FAILED;
 }
 out.flush();
+port.postMessage(msg);
+// The final state only once the output is flushed: the main thread then lets this thread end on its own.
+Atomics.store(ctl, IO_CTL.STATE, final);
+Atomics.notify(ctl, IO_CTL.STATE);
 // Wake any vCPU still waiting for a reply: it sees FAILED/STOPPED and gives up.
 for (const s of slots) Atomics.notify(s, SLOT.STATE);
-port.postMessage(msg);

@@ -8,7 +8,6 @@
 //     KVM_GET_MP_STATE, RFLAGS.IF and pending events (docs/run.md, "Halt");
 //   - Ctrl-C / SIGTERM: a clean stop (kick, then let the threads end), exit 130;
 //   - the end of any vCPU (fault, exit port) stops the others.
-import { Worker } from "node:worker_threads";
 import { readFileSync } from "node:fs";
 import { Vm } from "../vm/vm.js";
 import { bootVcpu, type BootSetup } from "../vm/boot-modes.js";
@@ -27,6 +26,9 @@ import type { VcpuStart, WorkerMessage } from "./worker-protocol.js";
 import {
   IO_CTL,
   IoState,
+  SLOT,
+  slotView,
+  createIoBuffer,
   ioCtlView,
   type IoWorkerMessage,
   type IoWorkerStart,
@@ -79,6 +81,8 @@ export interface RunResult {
   /** Register accesses vCPUs forwarded to the I/O worker, and queue notifies it got through ioeventfds. */
   forwarded?: number;
   notifies?: number;
+  /** Whether the I/O worker ran: from the start (virtio devices) or on a first access to COM1. */
+  ioStarted?: boolean;
 }
 
 /** Halt-detection polling: start fast (a guest that halts at once ends in ~1 ms), back off while busy. */
@@ -95,10 +99,14 @@ export async function runMachine(opts: MachineOptions): Promise<RunResult> {
   // creation here (see vcpu-thread.ts).
   const threads: VcpuThread[] = [opts.thread ?? spawnVcpuThread(opts)];
   for (let i = 1; i < cpus; i++) threads.push(spawnVcpuThread(opts));
-  const io = spawnIoThread(
-    { cpus, stdinToConsole: opts.stdinToConsole ?? false, trace: opts.trace ?? false },
-    threads[0].input.buffer,
-  );
+  // The I/O worker starts now only for virtio devices (their queues are served without any vCPU asking);
+  // else on the first access to COM1 (a vCPU asks for it), which a short run may never make.
+  const ioBuffer = createIoBuffer(cpus);
+  const ioOptions = { cpus, stdinToConsole: opts.stdinToConsole ?? false, trace: opts.trace ?? false };
+  const spawnIo = () => spawnIoThread(ioOptions, ioBuffer, threads[0].input.buffer);
+  let io: IoThread | undefined;
+  if ((opts.virtio ?? []).length > 0) io = spawnIo();
+  else Atomics.store(ioCtlView(ioBuffer), IO_CTL.STATE, IoState.DORMANT);
   let vm: Vm | undefined;
   let started = false;
   try {
@@ -121,7 +129,12 @@ export async function runMachine(opts: MachineOptions): Promise<RunResult> {
       doorbell,
       virtio,
     };
-    io.worker.postMessage(ioStart);
+    io?.worker.postMessage(ioStart);
+    const startIo = (): IoThread => {
+      io = spawnIo();
+      io.worker.postMessage(ioStart);
+      return io;
+    };
     const controls = vcpus.map((v, i) => new VcpuControl(threads[i].control, v));
     vcpus.forEach((v, i) => {
       const start: VcpuStart = {
@@ -130,7 +143,7 @@ export async function runMachine(opts: MachineOptions): Promise<RunResult> {
         irqchip: vm!.irqchip,
         cpuCount: cpus,
         io: {
-          buffer: io.buffer,
+          buffer: ioBuffer,
           doorbell,
           pio: [{ name: "com1 (I/O worker)", base: PORTS.COM1, size: 8 }],
           mmio: virtio.map((d) => ({ name: `virtio-${d.type} (I/O worker)`, base: d.base, size: d.size })),
@@ -139,10 +152,18 @@ export async function runMachine(opts: MachineOptions): Promise<RunResult> {
       threads[i].worker.postMessage(start);
     });
     started = true;
-    return await runVcpuThreads(vm, vcpus, controls, threads, io, doorbell, opts);
+    return await runVcpuThreads(
+      vm,
+      vcpus,
+      controls,
+      threads,
+      { buffer: ioBuffer, io, startIo },
+      doorbell,
+      opts,
+    );
   } catch (e) {
     if (!started) {
-      await Promise.all([...threads.map((t) => t.cancel()), io.cancel()]);
+      await Promise.all([...threads.map((t) => t.cancel()), io?.cancel()]);
     }
     throw e;
   } finally {
@@ -176,17 +197,25 @@ function wireVirtio(vm: Vm, d: PlannedVirtio): VirtioDeviceSpec {
   };
 }
 
+/** The I/O worker as runVcpuThreads sees it: running from the start (virtio), or started on demand. */
+interface IoHandle {
+  buffer: SharedArrayBuffer;
+  io: IoThread | undefined;
+  startIo: () => IoThread;
+}
+
 async function runVcpuThreads(
   vm: Vm,
   vcpus: Vcpu[],
   controls: VcpuControl[],
   threads: VcpuThread[],
-  io: IoThread,
+  ioHandle: IoHandle,
   doorbell: number,
   opts: MachineOptions,
 ): Promise<RunResult> {
   const queue = threads[0].input;
-  const ioCtl = ioCtlView(io.buffer);
+  const ioCtl = ioCtlView(ioHandle.buffer);
+  let io = ioHandle.io;
   const smp = vcpus.length > 1;
   let pollDelay = POLL_MIN_MS;
   let finished = false;
@@ -199,6 +228,7 @@ async function runVcpuThreads(
     for (const c of controls) c.stop();
   };
 
+  let watchIo: (t: IoThread) => void = () => {};
   const done = new Promise<RunResult>((resolve) => {
     let remaining = threads.length;
     let first: RunResult | undefined;
@@ -224,6 +254,7 @@ async function runVcpuThreads(
           ended(i, { status: m.status, reason: m.reason, fault: m.fault, stats: m.stats, cpu: i });
         } else if (m.type === "paused")
           opts.onPaused?.({ vm, vcpu: vcpus[i], control: controls[i], vcpus: all });
+        else if (m.type === "io-wanted" && !io && !finished) watchIo((io = ioHandle.startIo()));
       });
       worker.on("error", (e) =>
         ended(i, { status: ExitCode.INTERNAL, reason: `vCPU thread failed: ${e.stack ?? e}`, fault: false }),
@@ -236,19 +267,23 @@ async function runVcpuThreads(
         }),
       );
     });
-    io.worker.on("message", (m: IoWorkerMessage) => {
-      if (m.type === "failed" && !first) {
-        first = { status: ExitCode.INTERNAL, reason: m.reason, fault: false };
+    watchIo = (t: IoThread) => {
+      t.worker.on("message", (m: IoWorkerMessage) => {
+        if (m.type === "failed" && !first) {
+          first = { status: ExitCode.INTERNAL, reason: m.reason, fault: false };
+          stopAll();
+        }
+      });
+      t.worker.on("error", (e) => {
+        // Failed before its loop (a device it could not build): a vCPU waiting for a reply must give up.
+        Atomics.store(ioCtl, IO_CTL.STATE, IoState.FAILED);
+        Atomics.notify(ioCtl, IO_CTL.STATE);
+        if (!first)
+          first = { status: ExitCode.INTERNAL, reason: `I/O worker failed: ${e.stack ?? e}`, fault: false };
         stopAll();
-      }
-    });
-    io.worker.on("error", (e) => {
-      // Failed before its loop (a device it could not build): a vCPU waiting for a reply must give up.
-      Atomics.store(ioCtl, IO_CTL.STATE, IoState.FAILED);
-      if (!first)
-        first = { status: ExitCode.INTERNAL, reason: `I/O worker failed: ${e.stack ?? e}`, fault: false };
-      stopAll();
-    });
+      });
+    };
+    if (io) watchIo(io);
   });
 
   // Standard input → the I/O worker. Bytes the ring cannot take wait here, with stdin paused: nothing is lost.
@@ -355,6 +390,7 @@ async function runVcpuThreads(
     if (interrupted && result.status === ExitCode.INTERRUPTED) result.reason = "interrupted";
     result.forwarded = Atomics.load(ioCtl, IO_CTL.FORWARDED);
     result.notifies = Atomics.load(ioCtl, IO_CTL.NOTIFIES);
+    result.ioStarted = io !== undefined;
     return result;
   } finally {
     finished = true;
@@ -366,26 +402,68 @@ async function runVcpuThreads(
       process.stdin.off("data", onData);
       process.stdin.pause();
     }
-    await Promise.all(threads.map((t, i) => stopWorker(t.worker, controls[i], t.exited)));
-    startupMark("vCPU threads ended");
+    // An I/O worker never started: a vCPU waiting for it (the run ended meanwhile) must give up.
+    if (!io) {
+      Atomics.store(ioCtl, IO_CTL.STATE, IoState.STOPPED);
+      for (let i = 0; i < threads.length; i++) Atomics.notify(slotView(ioHandle.buffer, i), SLOT.STATE);
+    }
+    await Promise.all(threads.map((t, i) => stopVcpuThread(t, controls[i])));
+    startupMark("vCPU threads stopped");
     // The I/O worker last: a vCPU may have been waiting for one of its replies.
-    Atomics.store(ioCtl, IO_CTL.STOP, 1);
-    libc.write(doorbell, STDIN_RING, 8);
-    // Not terminate(), even for an I/O worker still starting (a guest that ended at once): a worker ended while
-    // it initialises koffi aborts the whole process (koffi's native init throws into a terminating isolate,
-    // a fatal error). So a short run waits for the I/O worker's start-up (docs/run.md, "Start-up").
-    const timeout = new Promise<"timeout">((resolve) => setTimeout(() => resolve("timeout"), 2000).unref());
-    if ((await Promise.race([io.exited, timeout])) === "timeout") await io.worker.terminate();
-    startupMark("I/O worker ended");
+    if (io) {
+      Atomics.store(ioCtl, IO_CTL.STOP, 1);
+      libc.write(doorbell, STDIN_RING, 8);
+      // Not terminate(), even for an I/O worker still starting: a worker ended while it initialises koffi
+      // aborts the whole process (koffi's native init throws into a terminating isolate, a fatal error). It
+      // leaves its loop at its first wake-up; once it says STOPPED its output is flushed.
+      await stopIoThread(io, ioCtl);
+      startupMark("I/O worker stopped");
+    }
   }
 }
 
-/** Let the worker end on its own; a worker still inside KVM_RUN would hang terminate(), so kick it first. */
-async function stopWorker(worker: Worker, control: VcpuControl, exited: Promise<void>): Promise<void> {
-  if (control.state !== VcpuState.STOPPED) control.stop();
-  const timeout = new Promise<"timeout">((resolve) => setTimeout(() => resolve("timeout"), 2000).unref());
-  if ((await Promise.race([exited, timeout])) === "timeout") {
-    control.kick();
-    await worker.terminate();
+/** How long a thread that was asked to stop may take before it is terminated. */
+const STOP_TIMEOUT_MS = 2000;
+
+/**
+ * Stop a vCPU thread. One that already said STOPPED (it posted "done" right after) has flushed its output
+ * and will not touch the VM again: it is not waited for (its isolate's teardown, ~4 ms, overlaps the VM's
+ * close; the process's exit joins it). Any other is asked to stop, then kicked and terminated if it does not:
+ * a worker still inside KVM_RUN would hang terminate().
+ */
+async function stopVcpuThread(t: VcpuThread, control: VcpuControl): Promise<void> {
+  if (control.state === VcpuState.STOPPED) {
+    t.worker.unref();
+    return;
   }
+  control.stop();
+  const timeout = new Promise<"timeout">((resolve) =>
+    setTimeout(() => resolve("timeout"), STOP_TIMEOUT_MS).unref(),
+  );
+  if ((await Promise.race([t.exited, timeout])) === "timeout") {
+    control.kick();
+    await t.worker.terminate();
+  }
+}
+
+/** Wait until the I/O worker has left its loop (STOPPED or FAILED: output flushed), then let it end alone. */
+async function stopIoThread(io: IoThread, ioCtl: Int32Array): Promise<void> {
+  const deadline = Date.now() + STOP_TIMEOUT_MS;
+  for (;;) {
+    const st = Atomics.load(ioCtl, IO_CTL.STATE);
+    if (st === IoState.STOPPED) {
+      io.worker.unref();
+      return;
+    }
+    if (st === IoState.FAILED) break; // its "failed" message must reach the main thread: let it end
+    const left = deadline - Date.now();
+    if (left <= 0) break;
+    const w = Atomics.waitAsync(ioCtl, IO_CTL.STATE, st, left);
+    if (w.async && (await Promise.race([w.value, io.exited.then(() => "exited" as const)])) === "exited")
+      return;
+  }
+  const timeout = new Promise<"timeout">((resolve) =>
+    setTimeout(() => resolve("timeout"), STOP_TIMEOUT_MS).unref(),
+  );
+  if ((await Promise.race([io.exited, timeout])) === "timeout") await io.worker.terminate();
 }

@@ -44,7 +44,9 @@ const misses = new MissLog();
 const debugConsole = new DebugConsole(out.write);
 pio.register(PORTS.DEBUG_CONSOLE, 1, debugConsole);
 pio.register(PORTS.EXIT, 1, new ExitPort());
-const forwarder = new IoForwarder(start.io.buffer, start.vcpu.id, start.io.doorbell);
+const forwarder = new IoForwarder(start.io.buffer, start.vcpu.id, start.io.doorbell, () =>
+  post({ type: "io-wanted" }),
+);
 for (const r of start.io.pio) pio.register(r.base, r.size, forwarder.pioDevice(r.name, r.base));
 for (const r of start.io.mmio) mmio.register(r.base, r.size, forwarder.mmioDevice(r.name, r.base));
 const smp = start.cpuCount > 1;

@@ -38,6 +38,7 @@ export interface VcpuStart {
 export type WorkerMessage =
   | { type: "loaded" } // its modules (koffi among them) are loaded: from now on terminate() is safe
   | { type: "paused" }
+  | { type: "io-wanted" } // an access to a device of the I/O worker, which has not been started yet
   | { type: "done"; status: number; reason: string; fault: boolean; stats?: StatsSummary };
 
 /** What an exit hook sees. The vCPU may be inspected (registers, memory) from inside the hook. */

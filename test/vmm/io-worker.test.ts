@@ -43,6 +43,41 @@ test("with no device there, the read is all ones (nobody claims it) and nothing 
   assert.equal(r.forwarded, 0);
 });
 
+// Reads COM1's line status register (a forwarded port read) and writes it to the exit port.
+const READ_LSR = assembleBytes(
+  `.code64
+  mov $0x3fd, %dx
+  in %dx, %al
+  out %al, $0xf4
+  cli
+  hlt`,
+  0x100000,
+  64,
+);
+
+test("without virtio devices the I/O worker starts only on a first access to COM1", async () => {
+  const quiet = await runMachine({ memSize: 16 << 20, stdin: false, load });
+  assert.equal(quiet.ioStarted, false, "a guest that never touches COM1 runs without it");
+  const r = await runMachine({
+    memSize: 16 << 20,
+    stdin: false,
+    load: (mem) => {
+      mem.write(0x100000, READ_LSR);
+      return { mode: "long" as const, entry: 0x100000 };
+    },
+  });
+  assert.equal(r.ioStarted, true);
+  assert.equal(r.forwarded, 1, "the access that woke it was served by it");
+  assert.equal(r.status, (0x60 << 1) | 1, r.reason); // LSR after reset: THR empty, transmitter empty
+  const eager = await runMachine({
+    memSize: 16 << 20,
+    stdin: false,
+    virtio: planVirtio({ rng: true }),
+    load,
+  });
+  assert.equal(eager.ioStarted, true, "virtio devices need it from the start");
+});
+
 test("an I/O worker that fails to start (disk file gone) ends the run with status 8, no hang", async () => {
   const virtio = planVirtio({ disks: [{ path: "/nonexistent/vmtool-disk.img", readOnly: false }] });
   const r = await runMachine({ memSize: 16 << 20, stdin: false, virtio, load });
