@@ -1,7 +1,7 @@
 // CPUID as this process sees it. The instruction is unprivileged, so vmtool runs it directly: a 27-byte stub
 // (push rbx; cpuid; store eax/ebx/ecx/edx; pop rbx; ret) in an executable page, called through koffi. That way
 // `vmtool host` needs no root and no cpuid driver; /dev/cpu/N/cpuid (root only) is the fallback.
-import koffi from "koffi";
+import koffi from "../kvm/koffi.js";
 import { openSync, readSync } from "node:fs";
 
 export interface CpuidRegs {

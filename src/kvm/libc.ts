@@ -1,7 +1,7 @@
 // The few libc functions the KVM layer needs, bound through koffi (see shared notes: koffi calls cost
 // ~0.1-0.3 us, the same as C for our exit path). Every function here is synchronous on purpose: a vCPU
 // thread blocks in KVM_RUN, and koffi's async mode would hop between libuv threads.
-import koffi from "koffi";
+import koffi from "./koffi.js";
 
 const lib = koffi.load("libc.so.6");
 
@@ -71,6 +71,12 @@ export const sigtimedwait = lib.func("sigtimedwait", "int", ["void *", "void *",
   set: Uint8Array,
   info: Uint8Array | null,
   timeout: Uint8Array | null,
+) => number;
+/** poll(2) over a caller-built array of struct pollfd (8 bytes each: int fd, short events, short revents). */
+export const poll = lib.func("int poll(void *fds, unsigned long nfds, int timeout)") as (
+  fds: Uint8Array,
+  nfds: number,
+  timeout: number,
 ) => number;
 export const strerror = lib.func("const char *strerror(int errnum)") as (errnum: number) => string;
 
