@@ -18,7 +18,7 @@ import { fileURLToPath } from "node:url";
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const DIST = join(ROOT, process.env.VMTOOL_DIST || "dist");
 // The command as installed (package.json "bin": the bundle), else the separate compiled modules.
-const BUNDLE = join(DIST, "bundle", "vmtool.js");
+const BUNDLE = join(DIST, "bundle", "vmtool.cjs");
 const CLI = existsSync(BUNDLE) ? BUNDLE : join(DIST, "src", "cli", "main.js");
 const RUNS = Number(process.env.BENCH_RUNS || 5);
 const EXITS = 200_000;

@@ -17,7 +17,7 @@ import { fileURLToPath } from "node:url";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const DIST = join(ROOT, process.env.VMTOOL_DIST || "dist");
-const BUNDLE = join(DIST, "bundle", "vmtool.js");
+const BUNDLE = join(DIST, "bundle", "vmtool.cjs");
 const MODULES = join(DIST, "src", "cli", "main.js");
 const RUNS = Number(process.env.BENCH_RUNS || 11);
 if (!existsSync(BUNDLE)) throw new Error(`${BUNDLE} is missing: run npm run build (or scripts/bundle.mjs)`);

@@ -4,10 +4,10 @@
  * tables and stack addresses, see src/vm/machine-layout.ts and src/vm/boot-modes.ts) and runs a KVM_RUN loop
  * on one thread that handles the debug console (0xE9, output buffered per line like vmtool), the exit port
  * (0xF4: exit status (V << 1) | 1) and HLT. Without --irqchip, HLT comes back to user space and ends the run;
- * with it (the same in-kernel PIC/IOAPIC/PIT as vmtool), a halt is not seen: use a guest that ends through the
- * exit port, or one that exits enough for the measurement.
+ * with it (the same in-kernel PIC/IOAPIC/local APIC as vmtool; --pit adds the PIT like `vmtool run --pit`), a
+ * halt is not seen: use a guest that ends through the exit port, or one that exits enough for the measurement.
  *
- * usage: ref-vmm [--irqchip] [--mem BYTES] real|protected|long LOAD_ADDR IMAGE
+ * usage: ref-vmm [--irqchip [--pit]] [--mem BYTES] real|protected|long LOAD_ADDR IMAGE
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -52,16 +52,17 @@ static struct kvm_segment flat(uint16_t sel, uint8_t type, int code64) {
 }
 
 int main(int argc, char **argv) {
-  int irqchip = 0;
+  int irqchip = 0, pit = 0;
   size_t mem_size = 64 << 20;
   int a = 1;
   for (; a < argc && argv[a][0] == '-'; a++) {
     if (!strcmp(argv[a], "--irqchip")) irqchip = 1;
+    else if (!strcmp(argv[a], "--pit")) pit = 1;
     else if (!strcmp(argv[a], "--mem") && a + 1 < argc) mem_size = strtoull(argv[++a], 0, 0);
     else break;
   }
   if (argc - a != 3) {
-    fprintf(stderr, "usage: ref-vmm [--irqchip] [--mem BYTES] real|protected|long LOAD_ADDR IMAGE\n");
+    fprintf(stderr, "usage: ref-vmm [--irqchip [--pit]] [--mem BYTES] real|protected|long LOAD_ADDR IMAGE\n");
     return 2;
   }
   const char *mode = argv[a];
@@ -81,10 +82,10 @@ int main(int argc, char **argv) {
   if (ioctl(vm, KVM_SET_USER_MEMORY_REGION, &region) < 0) die("KVM_SET_USER_MEMORY_REGION");
 
   /* After the RAM slot, as vmtool does: a memslot change once an irqchip exists waits for SRCU. */
-  if (irqchip) {
-    if (ioctl(vm, KVM_CREATE_IRQCHIP, 0) < 0) die("KVM_CREATE_IRQCHIP");
-    struct kvm_pit_config pit = {0};
-    if (ioctl(vm, KVM_CREATE_PIT2, &pit) < 0) die("KVM_CREATE_PIT2");
+  if (irqchip && ioctl(vm, KVM_CREATE_IRQCHIP, 0) < 0) die("KVM_CREATE_IRQCHIP");
+  if (irqchip && pit) {
+    struct kvm_pit_config config = {0};
+    if (ioctl(vm, KVM_CREATE_PIT2, &config) < 0) die("KVM_CREATE_PIT2");
   }
   FILE *f = fopen(argv[a + 2], "rb");
   if (!f) die(argv[a + 2]);

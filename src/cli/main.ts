@@ -7,9 +7,12 @@ import { Command, CommanderError } from "commander";
 import { commands } from "./commands/index.js";
 import { reportError } from "./action.js";
 import { ExitCode } from "./exit-codes.js";
+import { startEarlyVcpuThread } from "../vmm/early-thread.js";
 
-// `vmtool run` starts its vCPU thread before anything else: see src/vmm/early-thread.ts.
-if (process.argv[2] === "run") (await import("../vmm/early-thread.js")).startEarlyVcpuThread(process.argv);
+// `vmtool run` starts its vCPU thread before anything else (vmtool.ts, the installed entry, did it already):
+// see src/vmm/early-thread.ts. No top-level await in this file: the installed command is a CommonJS bundle
+// (scripts/bundle.mjs says why).
+if (process.argv[2] === "run") startEarlyVcpuThread(process.argv);
 
 const program = new Command("vmtool")
   .description(
@@ -20,11 +23,12 @@ const program = new Command("vmtool")
   .showHelpAfterError("(run with --help for usage)")
   .exitOverride();
 
-for (const register of commands) register(program);
+// Only the subcommand asked for is declared (building all of them is ~5 ms of every run); anything else
+// (--help, a typo that wants a suggestion) gets them all.
+const asked = Object.hasOwn(commands, process.argv[2] ?? "") ? commands[process.argv[2]] : undefined;
+for (const register of asked ? [asked] : Object.values(commands)) register(program);
 
-try {
-  await program.parseAsync(process.argv);
-} catch (err) {
+program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof CommanderError) {
     // Commander already printed the message (or the help text).
     const ok =
@@ -35,4 +39,4 @@ try {
   } else {
     process.exitCode = reportError(err);
   }
-}
+});

@@ -20,8 +20,19 @@ export const CTL = {
   HALT_VERDICT: 6,
   /** Bumped after each halt check, so the main thread knows a verdict is fresh. */
   HALT_SEQ: 7,
+  /** StartSignal: the worker waits on this word for its start message (or to be cancelled before it). */
+  START: 8,
 } as const;
-const CTL_WORDS = 8;
+const CTL_WORDS = 9;
+
+/** Values of CTL.START. */
+export const StartSignal = {
+  WAITING: 0,
+  /** The main thread has posted VcpuStart: it is in the worker's port. */
+  POSTED: 1,
+  /** The run failed before starting this vCPU: the worker ends itself. */
+  CANCELLED: 2,
+} as const;
 
 export const VcpuState = {
   STARTING: 0,

@@ -12,24 +12,31 @@ interface ThreadOptions {
   stats: boolean;
 }
 
-let early: { thread: VcpuThread; opts: ThreadOptions } | undefined;
+interface Early {
+  thread: VcpuThread;
+  opts: ThreadOptions;
+}
+// Kept on the global object, not in a module variable: the installed command is two bundles (the tiny entry
+// that starts the thread, and the CLI that takes it: scripts/bundle.mjs), each with its own copy of this module.
+const KEY = Symbol.for("vmtool.earlyVcpuThread");
+const slot = globalThis as { [KEY]?: Early };
 
 /** Start the vCPU thread of `vmtool run ...` now (argv as in process.argv); nothing for --help. */
 export function startEarlyVcpuThread(argv: readonly string[]): void {
   const args = argv.slice(2);
-  if (args[0] !== "run" || args.includes("--help") || args.includes("-h")) return;
+  if (slot[KEY] || args[0] !== "run" || args.includes("--help") || args.includes("-h")) return;
   const opts = {
     trace: args.includes("--trace"),
     stats: args.includes("--stats") || args.includes("--json"),
   };
   const thread = spawnVcpuThread(opts);
   thread.worker.unref();
-  early = { thread, opts };
+  slot[KEY] = { thread, opts };
   // A command that failed before taking it: end the thread through cancel() (which waits until it may be
   // terminated), not through the process's exit, which would terminate it at any point.
   process.once("beforeExit", () => {
-    if (early?.thread === thread) {
-      early = undefined;
+    if (slot[KEY]?.thread === thread) {
+      slot[KEY] = undefined;
       void thread.cancel();
     }
   });
@@ -38,8 +45,8 @@ export function startEarlyVcpuThread(argv: readonly string[]): void {
 
 /** The vCPU thread for these options: the early one when it was started with them, else a new one. */
 export function takeVcpuThread(opts: ThreadOptions): VcpuThread {
-  const e = early;
-  early = undefined;
+  const e = slot[KEY];
+  slot[KEY] = undefined;
   if (e && e.opts.trace === opts.trace && e.opts.stats === opts.stats) {
     e.thread.worker.ref();
     return e.thread;

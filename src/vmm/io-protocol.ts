@@ -36,7 +36,10 @@ export const IO_CTL = {
   FORWARDED: 3,
   /** How many ioeventfd notifications the I/O worker served. */
   NOTIFIES: 4,
+  /** StartSignal (control-block.ts): the I/O worker waits on this word for its start message. */
+  START: 5,
 } as const;
+export { StartSignal } from "../vm/control-block.js";
 const IO_CTL_WORDS = 8;
 
 /**

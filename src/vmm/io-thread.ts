@@ -2,7 +2,14 @@
 // the KVM bindings like vcpu-thread.ts. (Starting it as early as the first vCPU thread was measured and gained
 // nothing on this machine: docs/run.md, "Start-up".)
 import { Worker } from "node:worker_threads";
-import type { IoWorkerData, IoWorkerMessage } from "./io-protocol.js";
+import {
+  IO_CTL,
+  StartSignal,
+  ioCtlView,
+  type IoWorkerData,
+  type IoWorkerMessage,
+  type IoWorkerStart,
+} from "./io-protocol.js";
 import { threadScript } from "./vcpu-thread.js";
 
 export interface IoThreadOptions {
@@ -19,6 +26,8 @@ export interface IoThread {
   options: IoThreadOptions;
   /** Resolves when the worker has ended. */
   exited: Promise<void>;
+  /** Hand the worker its VM and devices (it waits for this, blocked, once its modules are loaded). */
+  start(msg: IoWorkerStart): void;
   /** End a worker that never got its start message, once that is safe (see vcpu-thread.ts, cancel). */
   cancel(): Promise<void>;
 }
@@ -46,10 +55,22 @@ export function spawnIoThread(
       if (m.type === "loaded") resolve();
     }),
   );
-  // Terminated while koffi's native part initialises, a worker aborts the whole process: wait until loaded.
-  const cancel = async () => {
-    await Promise.race([loaded, exited]);
-    await worker.terminate();
+  const ctl = ioCtlView(buffer);
+  const signal = (v: number) => {
+    Atomics.store(ctl, IO_CTL.START, v);
+    Atomics.notify(ctl, IO_CTL.START);
   };
-  return { worker, buffer, options, exited, cancel };
+  const start = (msg: IoWorkerStart) => {
+    worker.postMessage(msg);
+    signal(StartSignal.POSTED);
+  };
+  // A cancelled worker ends itself once past its modules; terminated while koffi's native part initialises,
+  // a worker would abort the whole process, so it is not terminated before that.
+  const cancel = async () => {
+    signal(StartSignal.CANCELLED);
+    await Promise.race([loaded, exited]);
+    const timeout = new Promise<"timeout">((resolve) => setTimeout(() => resolve("timeout"), 2000).unref());
+    if ((await Promise.race([exited, timeout])) === "timeout") await worker.terminate();
+  };
+  return { worker, buffer, options, exited, start, cancel };
 }

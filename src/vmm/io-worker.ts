@@ -6,9 +6,9 @@
 // and raises interrupts itself: virtio devices through their irqfd (KVM_IRQFD, an edge on the ISA line), the
 // UART through KVM_IRQ_LINE, because its line is level-triggered and must fall when the guest reads IIR/RBR.
 // With one owner, device state needs no lock however many vCPUs touch it (docs/run.md, "Devices and threads").
-import { parentPort, workerData } from "node:worker_threads";
-import koffi from "koffi";
+import { parentPort, receiveMessageOnPort, workerData } from "node:worker_threads";
 import * as libc from "../kvm/libc.js";
+import { StartSignal } from "../vm/control-block.js";
 import { setIrqLine } from "../vm/irq-line.js";
 import { GuestMemory } from "../memory/guest-memory.js";
 import { MmioBus, PioBus, allOnes, allOnesBig } from "../devices/bus.js";
@@ -36,11 +36,6 @@ import {
   type IoWorkerStart,
 } from "./io-protocol.js";
 
-const libcPoll = koffi.load("libc.so.6").func("int poll(void *fds, unsigned long nfds, int timeout)") as (
-  fds: Uint8Array,
-  nfds: number,
-  timeout: number,
-) => number;
 const POLLIN = 1;
 /** Flush a partial output line after this long without new work. */
 const QUIET_FLUSH_MS = 50;
@@ -50,7 +45,17 @@ const port = parentPort!;
 const ctl = ioCtlView(data.io);
 startupMark("I/O worker's modules loaded");
 port.postMessage({ type: "loaded" } satisfies IoWorkerMessage);
-const start = await new Promise<IoWorkerStart>((resolve) => port.once("message", resolve));
+// Waited for synchronously, like the vCPU thread's (vcpu-worker.ts says why).
+function receiveStart(): IoWorkerStart {
+  for (;;) {
+    const m = receiveMessageOnPort(port);
+    if (m) return m.message as IoWorkerStart;
+    const signal = Atomics.load(ctl, IO_CTL.START);
+    if (signal === StartSignal.CANCELLED) process.exit(0); // ends this thread only
+    Atomics.wait(ctl, IO_CTL.START, signal, 1000);
+  }
+}
+const start = receiveStart();
 startupMark("I/O worker started");
 // Guest RAM is viewed only for virtio devices (their queues): V8 counts a 64 MiB view as external memory and
 // collects garbage at once, 5-10 ms of a short run (docs/run.md, "Start-up").
@@ -160,7 +165,7 @@ function takeInput(): void {
 function loop(): void {
   let quiet = 0;
   for (;;) {
-    const n = libcPoll(pollBuf, pollFds.length, quiet === 0 ? QUIET_FLUSH_MS : -1);
+    const n = libc.poll(pollBuf, pollFds.length, quiet === 0 ? QUIET_FLUSH_MS : -1);
     if (n < 0) {
       if (libc.errno() === libc.EINTR) continue;
       throw new libc.SysError("poll", libc.errno());

@@ -129,10 +129,10 @@ export async function runMachine(opts: MachineOptions): Promise<RunResult> {
       doorbell,
       virtio,
     };
-    io?.worker.postMessage(ioStart);
+    io?.start(ioStart);
     const startIo = (): IoThread => {
       io = spawnIo();
-      io.worker.postMessage(ioStart);
+      io.start(ioStart);
       return io;
     };
     const controls = vcpus.map((v, i) => new VcpuControl(threads[i].control, v));
@@ -149,7 +149,7 @@ export async function runMachine(opts: MachineOptions): Promise<RunResult> {
           mmio: virtio.map((d) => ({ name: `virtio-${d.type} (I/O worker)`, base: d.base, size: d.size })),
         },
       };
-      threads[i].worker.postMessage(start);
+      threads[i].start(start);
     });
     started = true;
     return await runVcpuThreads(

@@ -18,7 +18,14 @@ export function startupMark(what: string): void {
   writeSync(2, `startup: ${ms.toFixed(1).padStart(6)} ${isMainThread ? "main" : "vcpu"} ${what}\n`);
 }
 
+// The installed command is two bundles, each with a copy of this module (scripts/bundle.mjs): the first one
+// loaded says when the process reached vmtool's code, the second when the CLI was loaded.
+const FIRST = Symbol.for("vmtool.startupMarks");
 if (enabled && isMainThread) {
-  startupMark("first module evaluated (node's own start-up and the static imports are behind)");
-  process.on("exit", () => startupMark("process exit"));
+  const g = globalThis as { [FIRST]?: true };
+  if (!g[FIRST]) {
+    g[FIRST] = true;
+    startupMark("first module evaluated (node's own start-up and the static imports are behind)");
+    process.on("exit", () => startupMark("process exit"));
+  } else startupMark("command line interface loaded");
 }

@@ -3,9 +3,9 @@
 // largest part of vmtool's start-up time) runs on another core while the main thread loads the image and
 // creates the VM. The worker then waits for its VcpuStart message.
 import { Worker } from "node:worker_threads";
-import { createControlBuffer } from "../vm/control-block.js";
+import { CTL, StartSignal, createControlBuffer } from "../vm/control-block.js";
 import { SharedByteQueue } from "../devices/byte-queue.js";
-import type { VcpuWorkerData, WorkerMessage } from "./worker-protocol.js";
+import type { VcpuStart, VcpuWorkerData, WorkerMessage } from "./worker-protocol.js";
 
 const STDIN_QUEUE = 64 * 1024;
 
@@ -21,7 +21,7 @@ declare const VMTOOL_THREAD_BUNDLES: string | undefined;
  */
 export function threadScript(name: "vcpu-worker" | "io-worker", hookModules: readonly string[] = []): URL {
   if (typeof VMTOOL_THREAD_BUNDLES === "string" && hookModules.length === 0)
-    return new URL(`${VMTOOL_THREAD_BUNDLES}/${name}.js`, import.meta.url);
+    return new URL(`${VMTOOL_THREAD_BUNDLES}/${name}.cjs`, import.meta.url);
   return new URL(`./${name}.js`, import.meta.url);
 }
 
@@ -39,6 +39,8 @@ export interface VcpuThread {
   input: SharedByteQueue;
   /** Resolves when the worker has ended. */
   exited: Promise<void>;
+  /** Hand the worker its vCPU (it waits for this, blocked, once its modules are loaded). */
+  start(msg: VcpuStart): void;
   /** End a thread that never got its start message (bad input found after spawning it). */
   cancel(): Promise<void>;
 }
@@ -63,11 +65,22 @@ export function spawnVcpuThread(opts: VcpuThreadOptions = {}): VcpuThread {
       if (m.type === "loaded") resolve();
     }),
   );
-  // Until the start message the worker is not inside KVM_RUN, but it must be past its modules: a worker
+  const ctl = new Int32Array(control);
+  const signal = (v: number) => {
+    Atomics.store(ctl, CTL.START, v);
+    Atomics.notify(ctl, CTL.START);
+  };
+  const start = (msg: VcpuStart) => {
+    worker.postMessage(msg);
+    signal(StartSignal.POSTED); // after the post: the worker then finds the message in its port
+  };
+  // A cancelled worker ends itself once past its modules. It is not terminated before that: a worker
   // terminated while koffi's native part initialises aborts the whole process (a fatal error in koffi).
   const cancel = async () => {
+    signal(StartSignal.CANCELLED);
     await Promise.race([loaded, exited]);
-    await worker.terminate();
+    const timeout = new Promise<"timeout">((resolve) => setTimeout(() => resolve("timeout"), 2000).unref());
+    if ((await Promise.race([exited, timeout])) === "timeout") await worker.terminate();
   };
-  return { worker, control, input, exited, cancel };
+  return { worker, control, input, exited, start, cancel };
 }

@@ -2,12 +2,13 @@
 // dispatching port and MMIO accesses to its own buses and devices (handing exits to another thread would cost
 // ~10x, see docs/run.md). The main thread talks to it only through the control block (vcpu-control.ts):
 // requests plus a kick, never a message per exit. Kept small and free of CLI code: it is loaded on every run.
-import { parentPort, workerData } from "node:worker_threads";
+import { parentPort, receiveMessageOnPort, workerData } from "node:worker_threads";
 import { KVM_EXIT, KVM_EXIT_IO_OUT, KVM_MP_STATE, exitReasonName } from "../kvm/ioctls.js";
 import { RUN, kvm_run } from "../kvm/structs.js";
 import { EAGAIN, EINTR, errnoName, gettid } from "../kvm/libc.js";
 import { Vcpu } from "../vm/vcpu.js";
 import { CTL, REQ, VcpuKickReceiver, VcpuState } from "../vm/vcpu-control.js";
+import { StartSignal } from "../vm/control-block.js";
 import { formatVcpuState } from "../vm/state-dump.js";
 import { GuestMemory } from "../memory/guest-memory.js";
 import { BUS_MISS, MissLog, MmioBus, PioBus, allOnes, allOnesBig } from "../devices/bus.js";
@@ -29,8 +30,19 @@ const ctl = new Int32Array(data.control);
 startupMark("vCPU thread's modules loaded, waiting for its vCPU");
 port.postMessage({ type: "loaded" } satisfies WorkerMessage);
 // The worker is started before the VM exists, so that its start-up (a new isolate, koffi, these modules)
-// overlaps the main thread's VM creation; the vCPU and RAM arrive in the first message.
-const start = await new Promise<VcpuStart>((resolve) => port.once("message", resolve));
+// overlaps the main thread's VM creation; the vCPU and RAM arrive in the first message. It is waited for
+// synchronously (this thread has nothing else to do, and the bundled thread script is CommonJS: no top-level
+// await, scripts/bundle.mjs).
+function receiveStart(): VcpuStart {
+  for (;;) {
+    const m = receiveMessageOnPort(port);
+    if (m) return m.message as VcpuStart;
+    const signal = Atomics.load(ctl, CTL.START);
+    if (signal === StartSignal.CANCELLED) process.exit(0); // ends this thread only
+    Atomics.wait(ctl, CTL.START, signal, 1000);
+  }
+}
+const start = receiveStart();
 startupMark("vCPU received");
 const vcpu = Vcpu.attach(start.vcpu);
 const run = vcpu.run;
@@ -66,10 +78,6 @@ const hookCtx: HookContext = {
   mmio,
   out: (line) => out.line(line),
 };
-for (const url of data.hookModules) {
-  const mod = (await import(url)) as { default: (ctx: HookContext) => ExitHook };
-  hooks.push(mod.default(hookCtx));
-}
 
 function post(msg: WorkerMessage): void {
   port.postMessage(msg);
@@ -334,28 +342,52 @@ function runLoop(): Stop {
   }
 }
 
-Atomics.store(ctl, CTL.TID, gettid());
-Atomics.store(ctl, CTL.STATE, VcpuState.RUNNING);
-Atomics.notify(ctl, CTL.STATE);
-let result: Stop;
-startupMark("first KVM_RUN");
-try {
-  result = runLoop();
-} catch (e) {
+/** Run the vCPU until the guest or the main thread ends it, then say how it ended. */
+function runThread(): void {
+  Atomics.store(ctl, CTL.TID, gettid());
+  Atomics.store(ctl, CTL.STATE, VcpuState.RUNNING);
+  Atomics.notify(ctl, CTL.STATE);
+  let result: Stop;
+  startupMark("first KVM_RUN");
+  try {
+    result = runLoop();
+  } catch (e) {
+    out.flush();
+    result = {
+      status: ExitCode.INTERNAL,
+      reason: `internal error in the vCPU thread: ${(e as Error).stack ?? e}`,
+    };
+  }
   out.flush();
-  result = {
-    status: ExitCode.INTERNAL,
-    reason: `internal error in the vCPU thread: ${(e as Error).stack ?? e}`,
-  };
+  startupMark(`run loop ended: ${result.reason}`);
+  Atomics.store(ctl, CTL.STATE, VcpuState.STOPPED);
+  Atomics.notify(ctl, CTL.STATE);
+  post({
+    type: "done",
+    status: result.status,
+    reason: result.reason,
+    fault: result.fault ?? false,
+    stats: stats?.summary(),
+  });
 }
-out.flush();
-startupMark(`run loop ended: ${result.reason}`);
-Atomics.store(ctl, CTL.STATE, VcpuState.STOPPED);
-Atomics.notify(ctl, CTL.STATE);
-post({
-  type: "done",
-  status: result.status,
-  reason: result.reason,
-  fault: result.fault ?? false,
-  stats: stats?.summary(),
-});
+
+// Exit hooks are ES modules (loaded by URL, with the compiled modules rather than the bundle: vcpu-thread.ts),
+// so the run waits for their import; without hooks it starts at once.
+if (data.hookModules.length === 0) runThread();
+else
+  Promise.all(
+    data.hookModules.map((url) => import(url) as Promise<{ default: (ctx: HookContext) => ExitHook }>),
+  )
+    .then((mods) => {
+      for (const mod of mods) hooks.push(mod.default(hookCtx));
+      runThread();
+    })
+    .catch((e: unknown) => {
+      Atomics.store(ctl, CTL.STATE, VcpuState.STOPPED);
+      post({
+        type: "done",
+        status: ExitCode.INTERNAL,
+        reason: `exit hook module failed to load: ${(e as Error).stack ?? e}`,
+        fault: false,
+      });
+    });

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { CLI, DIST, ROOT } from "../helpers/paths.js";
 import { guests } from "../helpers/guests.js";
 
-const BUNDLE = join(DIST, "bundle", "vmtool.js");
+const BUNDLE = join(DIST, "bundle", "vmtool.cjs");
 
 function run(cli: string, args: string[], env: NodeJS.ProcessEnv = {}): SpawnSyncReturns<string> {
   return spawnSync(process.execPath, [cli, ...args], {

@@ -8,4 +8,11 @@ import { register as explain } from "./explain.js";
 import { register as vcpus } from "./vcpus.js";
 import { register as watch } from "./watch.js";
 
-export const commands: Array<(program: Command) => void> = [run, host, vmx, explain, vcpus, watch];
+export const commands: Readonly<Record<string, (program: Command) => void>> = {
+  run,
+  host,
+  vmx,
+  explain,
+  vcpus,
+  watch,
+};
