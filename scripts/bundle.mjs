@@ -66,7 +66,11 @@ for (const name of ["vcpu-worker", "io-worker"])
   });
 // The CLI: everything in one file; the layers it imports lazily (loaders, VM, other subcommands) are only
 // evaluated when used.
-await build({ ...common, entryPoints: [join(srcDir, "cli", "main.js")], outfile: join(bundleDir, "cli.cjs") });
+await build({
+  ...common,
+  entryPoints: [join(srcDir, "cli", "main.js")],
+  outfile: join(bundleDir, "cli.cjs"),
+});
 // The entry: its own small modules, and the CLI as an external file.
 const cliExternal = {
   name: "cli-external",
