@@ -1,7 +1,12 @@
-// Guest physical memory: a set of RAM regions, each a host mapping seen through a Uint8Array with no copy.
+// Guest physical memory: a set of RAM regions, each a host mapping seen through Uint8Arrays with no copy.
 // Every access is bounds-checked against the regions: a guest-supplied address or length that falls outside
 // RAM (or wraps around) throws GuestMemoryError instead of touching host memory. This is the only way the
 // VMM, loaders and devices reach guest RAM.
+//
+// A host-mapped region is viewed in windows of GUEST_RAM_WINDOW bytes, each created on first access, and not
+// as one view of the whole mapping: V8 counts a view's length as external memory, and a single 64 MiB view
+// reaches its limit and makes it collect garbage at once (two scavenges and a mark-compact, 5-10 ms on every
+// run; docs/run.md, "Start-up"). A short run touches a few windows only.
 import { viewOf } from "../kvm/libc.js";
 
 export class GuestMemoryError extends Error {
@@ -14,6 +19,13 @@ export class GuestMemoryError extends Error {
   }
 }
 
+/**
+ * Bytes per window of a host-mapped region (windows start at the region's start). 1 MiB: a short run
+ * touches 2 (boot data and page tables below 1 MiB, the image at 1 MiB), each costs 10-20 us to create, and an access that
+ * crosses a boundary (rare: devices use aligned structures) gets a view of its own.
+ */
+export const GUEST_RAM_WINDOW = 1 << 20;
+
 /** What a worker thread needs to rebuild the same GuestMemory: addresses only, no buffers. */
 export interface RegionDescriptor {
   gpa: number;
@@ -22,30 +34,87 @@ export interface RegionDescriptor {
   hostAddr?: bigint;
 }
 
+/** A region as given to the constructor: a host mapping (gpa, size, hostAddr) or a plain buffer (tests). */
+export type RegionSource =
+  { gpa: number; size: number; hostAddr: bigint } | { gpa: number; bytes: Uint8Array; hostAddr?: bigint };
+
 export interface Region {
   readonly gpa: number;
   readonly size: number;
   readonly hostAddr?: bigint;
+}
+
+/** One contiguous view of part of a region. */
+interface Window {
+  /** Offset of the window in its region. */
+  readonly start: number;
   readonly bytes: Uint8Array;
   readonly view: DataView;
+  /** A window of the region's own (false: a one-off view of a range that crosses windows). */
+  readonly kept: boolean;
+}
+
+function windowOver(start: number, bytes: Uint8Array, kept: boolean): Window {
+  return { start, bytes, view: new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength), kept };
+}
+
+class RegionViews implements Region {
+  /** Windows by index; a region over a plain buffer has exactly one, the buffer itself. */
+  private readonly windows: (Window | undefined)[];
+  private readonly windowSize: number;
+
+  constructor(
+    readonly gpa: number,
+    readonly size: number,
+    readonly hostAddr: bigint | undefined,
+    bytes: Uint8Array | undefined,
+  ) {
+    if (bytes) {
+      this.windowSize = Math.max(size, 1);
+      this.windows = [windowOver(0, bytes, true)];
+    } else {
+      this.windowSize = GUEST_RAM_WINDOW;
+      this.windows = new Array<Window | undefined>(Math.ceil(size / GUEST_RAM_WINDOW)).fill(undefined);
+    }
+  }
+
+  /**
+   * A window holding all of [off, off+len) (offsets in the region, already checked against its size): the
+   * window of `off` when the range ends inside it, else a view of exactly the range, not kept.
+   */
+  windowFor(off: number, len: number): Window {
+    const i = Math.floor(off / this.windowSize);
+    const w = this.windows[i] ?? this.open(i);
+    if (off - w.start + len <= w.bytes.length) return w;
+    // Crosses into the next window(s): only a host-mapped region has more than one.
+    return windowOver(off, new Uint8Array(viewOf(this.hostAddr! + BigInt(off), len)), false);
+  }
+
+  private open(i: number): Window {
+    const start = i * this.windowSize;
+    const len = Math.min(this.windowSize, this.size - start);
+    const w = windowOver(start, new Uint8Array(viewOf(this.hostAddr! + BigInt(start), len)), true);
+    this.windows[i] = w;
+    return w;
+  }
 }
 
 export class GuestMemory {
-  readonly regions: readonly Region[];
+  private readonly views: readonly RegionViews[];
 
-  constructor(regions: readonly { gpa: number; bytes: Uint8Array; hostAddr?: bigint }[]) {
-    const sorted = [...regions].sort((a, b) => a.gpa - b.gpa);
+  constructor(regions: readonly RegionSource[]) {
+    const built = regions.map((r) => {
+      if ("bytes" in r) return new RegionViews(r.gpa, r.bytes.length, r.hostAddr, r.bytes);
+      if (!Number.isSafeInteger(r.size) || r.size <= 0)
+        throw new Error(`bad guest memory region size ${r.size}`);
+      return new RegionViews(r.gpa, r.size, r.hostAddr, undefined);
+    });
+    const sorted = built.sort((a, b) => a.gpa - b.gpa);
     for (let i = 1; i < sorted.length; i++) {
-      if (sorted[i - 1].gpa + sorted[i - 1].bytes.length > sorted[i].gpa)
+      if (sorted[i - 1].gpa + sorted[i - 1].size > sorted[i].gpa)
         throw new Error("guest memory regions overlap");
     }
-    this.regions = sorted.map((r) => ({
-      gpa: r.gpa,
-      size: r.bytes.length,
-      hostAddr: r.hostAddr,
-      bytes: r.bytes,
-      view: new DataView(r.bytes.buffer, r.bytes.byteOffset, r.bytes.byteLength),
-    }));
+    this.views = sorted;
   }
 
   /** Rebuild from descriptors in another thread of the same process (views over the same host mappings). */
@@ -53,30 +122,70 @@ export class GuestMemory {
     return new GuestMemory(
       descs.map((d) => {
         if (d.hostAddr === undefined) throw new Error("region descriptor without a host address");
-        return { gpa: d.gpa, hostAddr: d.hostAddr, bytes: new Uint8Array(viewOf(d.hostAddr, d.size)) };
+        return { gpa: d.gpa, size: d.size, hostAddr: d.hostAddr };
       }),
     );
   }
 
+  /** The regions, sorted by guest address. */
+  get regions(): readonly Region[] {
+    return this.views;
+  }
+
   descriptors(): RegionDescriptor[] {
-    return this.regions.map((r) => ({ gpa: r.gpa, size: r.size, hostAddr: r.hostAddr }));
+    return this.views.map((r) => ({ gpa: r.gpa, size: r.size, hostAddr: r.hostAddr }));
   }
 
   /** Total bytes of RAM. */
   get size(): number {
-    return this.regions.reduce((s, r) => s + r.size, 0);
+    return this.views.reduce((s, r) => s + r.size, 0);
   }
 
   /** The region holding all of [gpa, gpa+len), or undefined. Zero-length ranges must still start inside RAM. */
-  private find(gpa: number, len: number): Region | undefined {
+  private find(gpa: number, len: number): RegionViews | undefined {
     if (!Number.isSafeInteger(gpa) || !Number.isSafeInteger(len) || gpa < 0 || len < 0) return undefined;
-    for (const r of this.regions) {
-      if (gpa >= r.gpa && gpa - r.gpa <= r.size && gpa - r.gpa + len <= r.size) {
-        if (len === 0 && gpa - r.gpa === r.size) continue;
-        return r;
-      }
+    for (const r of this.views) {
+      const o = gpa - r.gpa;
+      if (o >= 0 && o + len <= r.size && (o < r.size || len > 0)) return r;
     }
     return undefined;
+  }
+
+  /** Offset of the last at()'s range in the window it returned (a field: no pair allocated per access). */
+  private offset = 0;
+  /** The window at()'s fast path checks first, and its guest-physical range [lastLo, lastHi). */
+  private last: Window = windowOver(0, new Uint8Array(0), false);
+  private lastLo = 0;
+  private lastHi = 0;
+
+  /** The window holding [gpa, gpa+len), gpa's offset in it left in `offset`; GuestMemoryError outside RAM. */
+  private at(gpa: number, len: number): Window {
+    // Most accesses fall in the window used last (a virtqueue's rings, one buffer): checked against it alone.
+    // An integer gpa inside it and an integer len >= 0 ending inside it are safe integers, so the checks are
+    // as strict as find()'s.
+    const hit = this.last;
+    if (
+      gpa >= this.lastLo &&
+      gpa < this.lastHi &&
+      gpa + len <= this.lastHi &&
+      len >= 0 &&
+      Number.isInteger(gpa) &&
+      Number.isInteger(len)
+    ) {
+      this.offset = gpa - this.lastLo;
+      return hit;
+    }
+    const r = this.find(gpa, len);
+    if (r === undefined) throw new GuestMemoryError(gpa, len);
+    const o = gpa - r.gpa;
+    const w = r.windowFor(o, len);
+    this.offset = o - w.start;
+    if (w.kept) {
+      this.last = w;
+      this.lastLo = r.gpa + w.start;
+      this.lastHi = this.lastLo + w.bytes.length;
+    }
+    return w;
   }
 
   contains(gpa: number, len: number): boolean {
@@ -85,10 +194,8 @@ export class GuestMemory {
 
   /** A live view (no copy) of [gpa, gpa+len); throws GuestMemoryError if any byte is outside one region. */
   slice(gpa: number, len: number): Uint8Array {
-    const r = this.find(gpa, len);
-    if (!r) throw new GuestMemoryError(gpa, len);
-    const o = gpa - r.gpa;
-    return r.bytes.subarray(o, o + len);
+    const w = this.at(gpa, len);
+    return w.bytes.subarray(this.offset, this.offset + len);
   }
 
   /** A copy of [gpa, gpa+len). */
@@ -104,42 +211,36 @@ export class GuestMemory {
     this.slice(gpa, len).fill(value);
   }
 
-  private at(gpa: number, len: number): [DataView, number] {
-    const r = this.find(gpa, len);
-    if (!r) throw new GuestMemoryError(gpa, len);
-    return [r.view, gpa - r.gpa];
-  }
-
   readU8(gpa: number): number {
-    const [v, o] = this.at(gpa, 1);
-    return v.getUint8(o);
+    const v = this.at(gpa, 1).view;
+    return v.getUint8(this.offset);
   }
   readU16(gpa: number): number {
-    const [v, o] = this.at(gpa, 2);
-    return v.getUint16(o, true);
+    const v = this.at(gpa, 2).view;
+    return v.getUint16(this.offset, true);
   }
   readU32(gpa: number): number {
-    const [v, o] = this.at(gpa, 4);
-    return v.getUint32(o, true);
+    const v = this.at(gpa, 4).view;
+    return v.getUint32(this.offset, true);
   }
   readU64(gpa: number): bigint {
-    const [v, o] = this.at(gpa, 8);
-    return v.getBigUint64(o, true);
+    const v = this.at(gpa, 8).view;
+    return v.getBigUint64(this.offset, true);
   }
   writeU8(gpa: number, value: number): void {
-    const [v, o] = this.at(gpa, 1);
-    v.setUint8(o, value);
+    const v = this.at(gpa, 1).view;
+    v.setUint8(this.offset, value);
   }
   writeU16(gpa: number, value: number): void {
-    const [v, o] = this.at(gpa, 2);
-    v.setUint16(o, value, true);
+    const v = this.at(gpa, 2).view;
+    v.setUint16(this.offset, value, true);
   }
   writeU32(gpa: number, value: number): void {
-    const [v, o] = this.at(gpa, 4);
-    v.setUint32(o, value >>> 0, true);
+    const v = this.at(gpa, 4).view;
+    v.setUint32(this.offset, value >>> 0, true);
   }
   writeU64(gpa: number, value: bigint): void {
-    const [v, o] = this.at(gpa, 8);
-    v.setBigUint64(o, BigInt.asUintN(64, value), true);
+    const v = this.at(gpa, 8).view;
+    v.setBigUint64(this.offset, BigInt.asUintN(64, value), true);
   }
 }

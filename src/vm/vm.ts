@@ -97,9 +97,8 @@ export class Vm {
       if (irqchip) check(libc.ioctlInt(fd, KVM.CREATE_IRQCHIP, 0), "KVM_CREATE_IRQCHIP");
       if (pit)
         check(libc.ioctlPtr(fd, KVM.CREATE_PIT2, Buffer.alloc(kvm_pit_config.size)), "KVM_CREATE_PIT2");
-      const memory = new GuestMemory([
-        { gpa: 0, hostAddr: ramAddr, bytes: new Uint8Array(libc.viewOf(ramAddr, memSize)) },
-      ]);
+      // Viewed lazily, window by window (GuestMemory): a view of all RAM at once makes V8 collect garbage.
+      const memory = new GuestMemory([{ gpa: 0, size: memSize, hostAddr: ramAddr }]);
       return new Vm(kvm, fd, memory, ramAddr, memSize, irqchip, pit);
     } catch (e) {
       if (ramAddr !== libc.MAP_FAILED) libc.munmap(ramAddr, memSize);
