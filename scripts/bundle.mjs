@@ -81,6 +81,9 @@ const cliExternal = {
 await build({
   ...common,
   plugins: [ownUrl, cliExternal],
+  // import() of the CLI becomes require(): through the ESM loader a CommonJS file of this size costs ~40 ms
+  // more (the loader's start-up, and cjs-module-lexer scanning the whole file for its exports).
+  supported: { "dynamic-import": false },
   entryPoints: [join(srcDir, "cli", "vmtool.js")],
   outfile: join(bundleDir, "vmtool.cjs"),
 });

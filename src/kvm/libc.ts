@@ -78,6 +78,8 @@ export const poll = lib.func("int poll(void *fds, unsigned long nfds, int timeou
   nfds: number,
   timeout: number,
 ) => number;
+/** Ends the process at once (no atexit handlers, no Node teardown): see src/cli/commands/run.ts. */
+export const _exit = lib.func("void _exit(int status)") as (status: number) => void;
 export const strerror = lib.func("const char *strerror(int errnum)") as (errnum: number) => string;
 
 /** errno of the last failed call on this thread. */

@@ -48,7 +48,8 @@ export function spawnIoThread(
     stdinToConsole: options.stdinToConsole,
     trace: options.trace,
   };
-  const worker = new Worker(threadScript("io-worker"), { workerData, stdout: false });
+  // stdout/stderr not piped: see vcpu-thread.ts.
+  const worker = new Worker(threadScript("io-worker"), { workerData, stdout: true, stderr: true });
   const exited = new Promise<void>((resolve) => worker.once("exit", () => resolve()));
   const loaded = new Promise<void>((resolve) =>
     worker.on("message", (m: IoWorkerMessage) => {

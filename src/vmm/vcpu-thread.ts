@@ -57,7 +57,10 @@ export function spawnVcpuThread(opts: VcpuThreadOptions = {}): VcpuThread {
   };
   const worker = new Worker(threadScript("vcpu-worker", workerData.hookModules), {
     workerData,
-    stdout: false,
+    // Not piped to the process's own streams: the threads write with writeSync (output.ts), and setting up
+    // that piping touches process.stdout/stderr in the main thread, ~2 ms of `new Worker` here.
+    stdout: true,
+    stderr: true,
   });
   const exited = new Promise<void>((resolve) => worker.once("exit", () => resolve()));
   const loaded = new Promise<void>((resolve) =>
