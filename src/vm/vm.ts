@@ -65,7 +65,9 @@ export class Vm {
     const pit = opts.pit ?? false;
     if (pit && !irqchip) throw new UsageError("the PIT needs the in-kernel irqchip");
     kvm.requireCaps(pit ? [...REQUIRED_CAPS, "PIT2"] : REQUIRED_CAPS);
-    const fd = libc.ioctlInt(kvm.fd, KVM.CREATE_VM, 0);
+    // A signal can interrupt KVM_CREATE_VM (EINTR: seen here under a profiler's SIGPROF); QEMU retries too.
+    let fd = libc.ioctlInt(kvm.fd, KVM.CREATE_VM, 0);
+    while (fd < 0 && libc.errno() === libc.EINTR) fd = libc.ioctlInt(kvm.fd, KVM.CREATE_VM, 0);
     if (fd < 0) throw new HostError(`KVM_CREATE_VM failed: ${new libc.SysError("", libc.errno()).message}`);
     let ramAddr = libc.MAP_FAILED;
     try {
