@@ -229,6 +229,7 @@ async function runVcpuThreads(
   };
 
   let watchIo: (t: IoThread) => void = () => {};
+  let attachStdin: () => void = () => {};
   const done = new Promise<RunResult>((resolve) => {
     let remaining = threads.length;
     let first: RunResult | undefined;
@@ -254,7 +255,10 @@ async function runVcpuThreads(
           ended(i, { status: m.status, reason: m.reason, fault: m.fault, stats: m.stats, cpu: i });
         } else if (m.type === "paused")
           opts.onPaused?.({ vm, vcpu: vcpus[i], control: controls[i], vcpus: all });
-        else if (m.type === "io-wanted" && !io && !finished) watchIo((io = ioHandle.startIo()));
+        else if (m.type === "io-wanted" && !io && !finished) {
+          watchIo((io = ioHandle.startIo()));
+          attachStdin();
+        }
       });
       worker.on("error", (e) =>
         ended(i, { status: ExitCode.INTERNAL, reason: `vCPU thread failed: ${e.stack ?? e}`, fault: false }),
@@ -286,7 +290,9 @@ async function runVcpuThreads(
     if (io) watchIo(io);
   });
 
-  // Standard input → the I/O worker. Bytes the ring cannot take wait here, with stdin paused: nothing is lost.
+  // Standard input → the I/O worker, read once the I/O worker runs (nothing else would take it; and setting
+  // up process.stdin is ~2 ms of the main thread, which a short run does not spend). Bytes the ring cannot
+  // take wait here, with stdin paused: nothing is lost.
   let held: Buffer | undefined;
   let retry: NodeJS.Timeout | undefined;
   const feed = () => {
@@ -307,11 +313,14 @@ async function runVcpuThreads(
     process.stdin.pause();
     feed();
   };
-  const useStdin = opts.stdin ?? true;
-  if (useStdin) {
+  let stdinAttached = false;
+  attachStdin = () => {
+    if (stdinAttached || !(opts.stdin ?? true)) return;
+    stdinAttached = true;
     process.stdin.on("data", onData);
     process.stdin.on("error", () => {});
-  }
+  };
+  if (io) attachStdin();
 
   // Halt detection and quiet-time flushes.
   let lastExits = -1;
@@ -398,7 +407,7 @@ async function runVcpuThreads(
     if (retry) clearTimeout(retry);
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
-    if (useStdin) {
+    if (stdinAttached) {
       process.stdin.off("data", onData);
       process.stdin.pause();
     }

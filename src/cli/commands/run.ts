@@ -190,14 +190,15 @@ async function runCommand(file: string | undefined, o: RunOptions): Promise<numb
  * End the process once a run is over. Node's own exit would first join every worker thread's isolate teardown
  * and dispose of V8, ~10 ms of a short run here (docs/run.md, "Start-up"), for nothing: the VM is closed, the
  * threads have said they stopped, and everything vmtool and the guest wrote went out through writeSync. The
- * 'exit' listeners still run, as with process.exit().
+ * 'exit' listeners still run, as with process.exit(). Node started with options of its own (--cpu-prof,
+ * --inspect, ...) exits normally: those write their results during Node's teardown.
  */
-async function exitNow(status: number): Promise<never> {
+async function exitNow(status: number): Promise<void> {
   process.exitCode = status;
+  if (process.execArgv.length > 0) return;
   process.emit("exit", status);
   const libc = await import("../../kvm/libc.js");
   libc._exit(status);
-  throw new Error("_exit returned");
 }
 
 /** `--disk FILE[,ro]`: the file, read-only when it ends in ",ro" (",rw" is accepted too). */
