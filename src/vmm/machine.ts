@@ -51,6 +51,8 @@ export interface MachineOptions extends VcpuThreadOptions {
   stdinToConsole?: boolean;
   /** Add the in-kernel i8254 PIT (vm.ts says why it is off by default). */
   pit?: boolean;
+  /** A VM the caller created (Vm.create with this memSize and pit, no vCPU yet); the run closes it. */
+  vm?: Vm;
   /** Writes the guest into RAM and says how the BSP starts (mode, entry, boot data addresses). */
   load: (mem: GuestMemory) => BootSetup;
   /** Feed the process's standard input to the guest (default true). */
@@ -110,13 +112,13 @@ export async function runMachine(opts: MachineOptions): Promise<RunResult> {
   let vm: Vm | undefined;
   let started = false;
   try {
-    vm = Vm.create({ memSize: opts.memSize, pit: opts.pit });
+    vm = opts.vm ?? Vm.create({ memSize: opts.memSize, pit: opts.pit });
     const maxCpus = vm.kvm.checkExtension("MAX_VCPUS") || vm.kvm.checkExtension("NR_VCPUS") || 4;
     if (cpus > maxCpus)
       throw new UsageError(`--cpus ${cpus}: this host's KVM allows at most ${maxCpus} vCPUs`);
     const vcpus: Vcpu[] = [];
     for (let i = 0; i < cpus; i++) vcpus.push(vm.createVcpu());
-    startupMark("VM and vCPU created");
+    startupMark("vCPUs created");
     // Only the BSP gets registers: the APs start as the in-kernel local APIC makes them (INIT, then SIPI).
     bootVcpu(vcpus[0], vm.memory, opts.load(vm.memory));
     startupMark("guest loaded, registers set");
