@@ -68,6 +68,7 @@ export function spawnIoThread(
   // A cancelled worker ends itself once past its modules; terminated while koffi's native part initialises,
   // a worker would abort the whole process, so it is not terminated before that.
   const cancel = async () => {
+    worker.ref(); // the process must not exit (terminating it) before it has ended: see vcpu-thread.ts
     signal(StartSignal.CANCELLED);
     await Promise.race([loaded, exited]);
     const timeout = new Promise<"timeout">((resolve) => setTimeout(() => resolve("timeout"), 2000).unref());

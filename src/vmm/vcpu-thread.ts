@@ -78,8 +78,11 @@ export function spawnVcpuThread(opts: VcpuThreadOptions = {}): VcpuThread {
     signal(StartSignal.POSTED); // after the post: the worker then finds the message in its port
   };
   // A cancelled worker ends itself once past its modules. It is not terminated before that: a worker
-  // terminated while koffi's native part initialises aborts the whole process (a fatal error in koffi).
+  // terminated while koffi's native part initialises aborts the whole process (a fatal error in koffi), and
+  // so does the process's exit, which terminates its workers: the worker is ref'd so that the process waits
+  // (an early thread is unref'd until taken, and a command that failed has nothing else keeping it alive).
   const cancel = async () => {
+    worker.ref();
     signal(StartSignal.CANCELLED);
     await Promise.race([loaded, exited]);
     const timeout = new Promise<"timeout">((resolve) => setTimeout(() => resolve("timeout"), 2000).unref());
