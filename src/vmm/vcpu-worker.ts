@@ -325,8 +325,12 @@ function runLoop(): Stop {
         stop = fault(exitDetail(reason));
       }
     }
-    if (reason !== KVM_EXIT.INTR) Atomics.store(ctl, CTL.HALTED_WAKEABLE, 0);
-    Atomics.store(ctl, CTL.EXITS, seq & 0x7fff_ffff);
+    // Per-exit bookkeeping without a locked instruction on the fast path: the flag is read first and rarely
+    // set; the exit count is a progress hint the main thread samples (an aligned 32-bit plain store never
+    // tears, and a stale value only delays a quiet-time flush).
+    if (reason !== KVM_EXIT.INTR && ctl[CTL.HALTED_WAKEABLE] !== 0)
+      Atomics.store(ctl, CTL.HALTED_WAKEABLE, 0);
+    ctl[CTL.EXITS] = seq & 0x7fff_ffff;
     if (hooks.length > 0 && !stop) {
       for (const h of hooks) {
         const verdict = h({ seq, reason, reasonName: exitReasonName(reason) });
