@@ -39,7 +39,6 @@ export const IO_CTL = {
   /** StartSignal (control-block.ts): the I/O worker waits on this word for its start message. */
   START: 5,
 } as const;
-export { StartSignal } from "../vm/control-block.js";
 const IO_CTL_WORDS = 8;
 
 /**

@@ -2,15 +2,9 @@
 // the KVM bindings like vcpu-thread.ts. (Starting it as early as the first vCPU thread was measured and gained
 // nothing on this machine: docs/run.md, "Start-up".)
 import { Worker } from "node:worker_threads";
-import {
-  IO_CTL,
-  StartSignal,
-  ioCtlView,
-  type IoWorkerData,
-  type IoWorkerMessage,
-  type IoWorkerStart,
-} from "./io-protocol.js";
+import { IO_CTL, ioCtlView, type IoWorkerData, type IoWorkerStart } from "./io-protocol.js";
 import { threadScript } from "./vcpu-thread.js";
+import { threadStart, type ThreadStart } from "./thread-start.js";
 
 export interface IoThreadOptions {
   /** Number of vCPUs (one request slot each). */
@@ -20,16 +14,10 @@ export interface IoThreadOptions {
   trace: boolean;
 }
 
-export interface IoThread {
+export interface IoThread extends ThreadStart<IoWorkerStart> {
   worker: Worker;
   buffer: SharedArrayBuffer;
   options: IoThreadOptions;
-  /** Resolves when the worker has ended. */
-  exited: Promise<void>;
-  /** Hand the worker its VM and devices (it waits for this, blocked, once its modules are loaded). */
-  start(msg: IoWorkerStart): void;
-  /** End a worker that never got its start message, once that is safe (see vcpu-thread.ts, cancel). */
-  cancel(): Promise<void>;
 }
 
 /**
@@ -50,29 +38,5 @@ export function spawnIoThread(
   };
   // stdout/stderr not piped: see vcpu-thread.ts.
   const worker = new Worker(threadScript("io-worker"), { workerData, stdout: true, stderr: true });
-  const exited = new Promise<void>((resolve) => worker.once("exit", () => resolve()));
-  const loaded = new Promise<void>((resolve) =>
-    worker.on("message", (m: IoWorkerMessage) => {
-      if (m.type === "loaded") resolve();
-    }),
-  );
-  const ctl = ioCtlView(buffer);
-  const signal = (v: number) => {
-    Atomics.store(ctl, IO_CTL.START, v);
-    Atomics.notify(ctl, IO_CTL.START);
-  };
-  const start = (msg: IoWorkerStart) => {
-    worker.postMessage(msg);
-    signal(StartSignal.POSTED);
-  };
-  // A cancelled worker ends itself once past its modules; terminated while koffi's native part initialises,
-  // a worker would abort the whole process, so it is not terminated before that.
-  const cancel = async () => {
-    worker.ref(); // the process must not exit (terminating it) before it has ended: see vcpu-thread.ts
-    signal(StartSignal.CANCELLED);
-    await Promise.race([loaded, exited]);
-    const timeout = new Promise<"timeout">((resolve) => setTimeout(() => resolve("timeout"), 2000).unref());
-    if ((await Promise.race([exited, timeout])) === "timeout") await worker.terminate();
-  };
-  return { worker, buffer, options, exited, start, cancel };
+  return { worker, buffer, options, ...threadStart<IoWorkerStart>(worker, ioCtlView(buffer), IO_CTL.START) };
 }

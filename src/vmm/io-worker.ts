@@ -6,9 +6,9 @@
 // and raises interrupts itself: virtio devices through their irqfd (KVM_IRQFD, an edge on the ISA line), the
 // UART through KVM_IRQ_LINE, because its line is level-triggered and must fall when the guest reads IIR/RBR.
 // With one owner, device state needs no lock however many vCPUs touch it (docs/run.md, "Devices and threads").
-import { parentPort, receiveMessageOnPort, workerData } from "node:worker_threads";
+import { parentPort, workerData } from "node:worker_threads";
 import * as libc from "../kvm/libc.js";
-import { StartSignal } from "../vm/control-block.js";
+import { receiveStart } from "./thread-start.js";
 import { setIrqLine } from "../vm/irq-line.js";
 import { GuestMemory } from "../memory/guest-memory.js";
 import { MmioBus, PioBus, allOnes, allOnesBig } from "../devices/bus.js";
@@ -45,17 +45,7 @@ const port = parentPort!;
 const ctl = ioCtlView(data.io);
 startupMark("I/O worker's modules loaded");
 port.postMessage({ type: "loaded" } satisfies IoWorkerMessage);
-// Waited for synchronously, like the vCPU thread's (vcpu-worker.ts says why).
-function receiveStart(): IoWorkerStart {
-  for (;;) {
-    const m = receiveMessageOnPort(port);
-    if (m) return m.message as IoWorkerStart;
-    const signal = Atomics.load(ctl, IO_CTL.START);
-    if (signal === StartSignal.CANCELLED) process.exit(0); // ends this thread only
-    Atomics.wait(ctl, IO_CTL.START, signal, 1000);
-  }
-}
-const start = receiveStart();
+const start = receiveStart<IoWorkerStart>(port, ctl, IO_CTL.START);
 startupMark("I/O worker started");
 // Guest RAM is viewed only for virtio devices (their queues): V8 counts a 64 MiB view as external memory and
 // collects garbage at once, 5-10 ms of a short run (docs/run.md, "Start-up").

@@ -3,9 +3,10 @@
 // largest part of vmtool's start-up time) runs on another core while the main thread loads the image and
 // creates the VM. The worker then waits for its VcpuStart message.
 import { Worker } from "node:worker_threads";
-import { CTL, StartSignal, createControlBuffer } from "../vm/control-block.js";
+import { CTL, createControlBuffer } from "../vm/control-block.js";
+import { threadStart, type ThreadStart } from "./thread-start.js";
 import { SharedByteQueue } from "../devices/byte-queue.js";
-import type { VcpuStart, VcpuWorkerData, WorkerMessage } from "./worker-protocol.js";
+import type { VcpuStart, VcpuWorkerData } from "./worker-protocol.js";
 
 const STDIN_QUEUE = 64 * 1024;
 
@@ -32,17 +33,11 @@ export interface VcpuThreadOptions {
   hookModules?: string[];
 }
 
-export interface VcpuThread {
+export interface VcpuThread extends ThreadStart<VcpuStart> {
   worker: Worker;
   control: SharedArrayBuffer;
   /** Standard input for COM1 (main thread pushes, the vCPU thread's UART pulls). */
   input: SharedByteQueue;
-  /** Resolves when the worker has ended. */
-  exited: Promise<void>;
-  /** Hand the worker its vCPU (it waits for this, blocked, once its modules are loaded). */
-  start(msg: VcpuStart): void;
-  /** End a thread that never got its start message (bad input found after spawning it). */
-  cancel(): Promise<void>;
 }
 
 export function spawnVcpuThread(opts: VcpuThreadOptions = {}): VcpuThread {
@@ -62,31 +57,5 @@ export function spawnVcpuThread(opts: VcpuThreadOptions = {}): VcpuThread {
     stdout: true,
     stderr: true,
   });
-  const exited = new Promise<void>((resolve) => worker.once("exit", () => resolve()));
-  const loaded = new Promise<void>((resolve) =>
-    worker.on("message", (m: WorkerMessage) => {
-      if (m.type === "loaded") resolve();
-    }),
-  );
-  const ctl = new Int32Array(control);
-  const signal = (v: number) => {
-    Atomics.store(ctl, CTL.START, v);
-    Atomics.notify(ctl, CTL.START);
-  };
-  const start = (msg: VcpuStart) => {
-    worker.postMessage(msg);
-    signal(StartSignal.POSTED); // after the post: the worker then finds the message in its port
-  };
-  // A cancelled worker ends itself once past its modules. It is not terminated before that: a worker
-  // terminated while koffi's native part initialises aborts the whole process (a fatal error in koffi), and
-  // so does the process's exit, which terminates its workers: the worker is ref'd so that the process waits
-  // (an early thread is unref'd until taken, and a command that failed has nothing else keeping it alive).
-  const cancel = async () => {
-    worker.ref();
-    signal(StartSignal.CANCELLED);
-    await Promise.race([loaded, exited]);
-    const timeout = new Promise<"timeout">((resolve) => setTimeout(() => resolve("timeout"), 2000).unref());
-    if ((await Promise.race([exited, timeout])) === "timeout") await worker.terminate();
-  };
-  return { worker, control, input, exited, start, cancel };
+  return { worker, control, input, ...threadStart<VcpuStart>(worker, new Int32Array(control), CTL.START) };
 }

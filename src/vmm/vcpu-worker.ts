@@ -2,13 +2,13 @@
 // dispatching port and MMIO accesses to its own buses and devices (handing exits to another thread would cost
 // ~10x, see docs/run.md). The main thread talks to it only through the control block (vcpu-control.ts):
 // requests plus a kick, never a message per exit. Kept small and free of CLI code: it is loaded on every run.
-import { parentPort, receiveMessageOnPort, workerData } from "node:worker_threads";
+import { parentPort, workerData } from "node:worker_threads";
 import { KVM_EXIT, KVM_EXIT_IO_OUT, KVM_MP_STATE, exitReasonName } from "../kvm/ioctls.js";
 import { RUN, kvm_run } from "../kvm/structs.js";
 import { EAGAIN, EINTR, errnoName, gettid } from "../kvm/libc.js";
 import { Vcpu } from "../vm/vcpu.js";
 import { CTL, REQ, VcpuKickReceiver, VcpuState } from "../vm/vcpu-control.js";
-import { StartSignal } from "../vm/control-block.js";
+import { receiveStart } from "./thread-start.js";
 import { formatVcpuState } from "../vm/state-dump.js";
 import { GuestMemory } from "../memory/guest-memory.js";
 import { BUS_MISS, MissLog, MmioBus, PioBus, allOnes, allOnesBig } from "../devices/bus.js";
@@ -30,19 +30,8 @@ const ctl = new Int32Array(data.control);
 startupMark("vCPU thread's modules loaded, waiting for its vCPU");
 port.postMessage({ type: "loaded" } satisfies WorkerMessage);
 // The worker is started before the VM exists, so that its start-up (a new isolate, koffi, these modules)
-// overlaps the main thread's VM creation; the vCPU and RAM arrive in the first message. It is waited for
-// synchronously (this thread has nothing else to do, and the bundled thread script is CommonJS: no top-level
-// await, scripts/bundle.mjs).
-function receiveStart(): VcpuStart {
-  for (;;) {
-    const m = receiveMessageOnPort(port);
-    if (m) return m.message as VcpuStart;
-    const signal = Atomics.load(ctl, CTL.START);
-    if (signal === StartSignal.CANCELLED) process.exit(0); // ends this thread only
-    Atomics.wait(ctl, CTL.START, signal, 1000);
-  }
-}
-const start = receiveStart();
+// overlaps the main thread's VM creation; the vCPU and RAM arrive in the first message (thread-start.ts).
+const start = receiveStart<VcpuStart>(port, ctl, CTL.START);
 startupMark("vCPU received");
 const vcpu = Vcpu.attach(start.vcpu);
 const run = vcpu.run;
