@@ -82,6 +82,10 @@ export const NOT_INSIDE: Readonly<Record<string, string>> = {
   "test/kvm/struct-layout.test.ts":
     "compiles C against <linux/kvm.h> with gcc (not inside); struct layouts do not depend on the backend",
   "test/svm/kvm-amd.test.ts": "this harness itself: it boots the QEMU VM",
+  "test/kvm/koffi-loader.test.ts":
+    "how koffi's native addon is found and opened (Node and the package layout, no KVM); every file run inside loads it the same way",
+  "test/memory/guest-memory-windows.test.ts":
+    "guest RAM views are host mappings seen from JavaScript; the backend only writes into them, as the guests of the files run inside already do",
   // No /dev/kvm in these: pure decoders and device state machines give the same results on any backend.
   "test/arch/vmx-decode.test.ts": "decodes saved VMX MSR dumps; no KVM",
   "test/devices/bus.test.ts": "device bus state machine; no KVM",
