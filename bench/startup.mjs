@@ -94,6 +94,9 @@ const node = m["node -e 0"];
 const vmtool = m["vmtool, halt"];
 console.log(`\nvmtool run, a guest that halts at once:`);
 console.log(`  vmtool's own part (vmtool - node -e 0)   ${(vmtool - node).toFixed(1)} ms   (goal < 50 ms)`);
+// The same from each round's pair (the two runs are seconds apart): steadier when the machine's speed drifts.
+const paired = median(samples["vmtool, halt"].map((v, i) => v - samples["node -e 0"][i]));
+console.log(`  the same, median of the rounds' own differences  ${paired.toFixed(1)} ms`);
 console.log(`  ratio vmtool / node -e 0                 ${(vmtool / node).toFixed(2)}`);
 console.log(`  ratio vmtool / C reference               ${(vmtool / m["C ref, halt"]).toFixed(1)}`);
 console.log(
