@@ -18,18 +18,6 @@ export { CTL, REQ, VcpuState, createControlBuffer, type VcpuStateValue } from ".
 
 export const KICK_SIGNAL = libc.SIGUSR2;
 
-// Atomics.waitAsync is in Node 20's V8 but not in the ES2023 type library this project compiles against.
-const waitAsync = (
-  Atomics as unknown as {
-    waitAsync(
-      a: Int32Array,
-      i: number,
-      v: number,
-      t?: number,
-    ): { async: false; value: string } | { async: true; value: Promise<string> };
-  }
-).waitAsync;
-
 /** The main thread's handle on one vCPU thread. */
 export class VcpuControl {
   readonly ctl: Int32Array;
@@ -85,7 +73,7 @@ export class VcpuControl {
     for (;;) {
       const s = this.state;
       if (ok(s)) return s;
-      const w = waitAsync(this.ctl, CTL.STATE, s, 1000);
+      const w = Atomics.waitAsync(this.ctl, CTL.STATE, s, 1000);
       if (w.async) await w.value;
     }
   }
