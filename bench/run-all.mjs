@@ -9,13 +9,10 @@
 //       `node -e 0`; vmtool's own part is vmtool minus node. Goal: under 50 ms. bench/startup.mjs breaks it down.
 // Usage: npm run bench            (VMTOOL_DIST=.dist-x node bench/run-all.mjs uses another output folder)
 //        BENCH_RUNS=7 node bench/run-all.mjs
-import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, writeFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join, dirname } from "node:path";
-import { fileURLToPath } from "node:url";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { ROOT, buildRefVmm, flatLongGuest, median, timed as timedRun, workDir } from "./lib.mjs";
 
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const DIST = join(ROOT, process.env.VMTOOL_DIST || "dist");
 // The command as installed (package.json "bin": the bundle), else the separate compiled modules.
 const BUNDLE = join(DIST, "bundle", "vmtool.cjs");
@@ -23,19 +20,8 @@ const CLI = existsSync(BUNDLE) ? BUNDLE : join(DIST, "src", "cli", "main.js");
 const RUNS = Number(process.env.BENCH_RUNS || 5);
 const EXITS = 200_000;
 
-const work = mkdtempSync(join(tmpdir(), "vmtool-bench-"));
-process.on("exit", () => rmSync(work, { recursive: true, force: true }));
-
-/** Assemble a flat long-mode binary at 1 MiB. */
-function guest(name, source) {
-  const s = join(work, `${name}.S`);
-  const o = join(work, `${name}.o`);
-  const bin = join(work, `${name}.bin`);
-  writeFileSync(s, `.code64\n.globl _start\n_start:\n${source}\n`);
-  execFileSync("as", ["--64", s, "-o", o]);
-  execFileSync("ld", ["-Ttext=0x100000", "--oformat", "binary", o, "-o", bin]);
-  return bin;
-}
+const work = workDir("vmtool-bench-");
+const guest = (name, source) => flatLongGuest(work, name, source);
 
 const exitsGuest = guest(
   "exits",
@@ -52,23 +38,10 @@ const exitsGuest = guest(
 const quitGuest = guest("quit", "xor %eax, %eax\n out %al, $0xf4");
 const haltGuest = guest("halt", "cli\n hlt");
 
-const refVmm = join(work, "ref-vmm");
-execFileSync("gcc", ["-O2", "-o", refVmm, join(ROOT, "bench", "c", "ref-vmm.c")]);
+const refVmm = buildRefVmm(work);
 
 /** Wall time in ms of one run; checks the exit status. */
-function timed(cmd, args, wantStatus) {
-  const t0 = process.hrtime.bigint();
-  const r = spawnSync(cmd, args, { stdio: ["ignore", "ignore", "pipe"] });
-  const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-  if (r.status !== wantStatus)
-    throw new Error(`${cmd} ${args.join(" ")}: status ${r.status}, wanted ${wantStatus}: ${r.stderr}`);
-  return ms;
-}
-
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
+const timed = (cmd, args, wantStatus) => timedRun(cmd, args, wantStatus).ms;
 
 const vmtoolRun = (bin) => [CLI, "run", "--mode", "long", "--load", "0x100000", bin];
 const cases = {

@@ -9,44 +9,21 @@
 // Prints vmtool's own part (vmtool - node -e 0, goal < 50 ms) and the ratios, then a median timeline of one
 // vmtool run from its VMTOOL_STARTUP_MARKS marks (ms since the process started, both threads).
 // Usage: node bench/startup.mjs            (VMTOOL_DIST=.dist-x for another output folder; BENCH_RUNS=15)
-import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { ROOT, buildRefVmm, flatLongGuest, median, timed, workDir } from "./lib.mjs";
 
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const DIST = join(ROOT, process.env.VMTOOL_DIST || "dist");
 const BUNDLE = join(DIST, "bundle", "vmtool.cjs");
 const MODULES = join(DIST, "src", "cli", "main.js");
 const RUNS = Number(process.env.BENCH_RUNS || 11);
 if (!existsSync(BUNDLE)) throw new Error(`${BUNDLE} is missing: run npm run build (or scripts/bundle.mjs)`);
 
-const work = mkdtempSync(join(tmpdir(), "vmtool-startup-"));
-process.on("exit", () => rmSync(work, { recursive: true, force: true }));
-
-function guest(name, source) {
-  const s = join(work, `${name}.S`);
-  const o = join(work, `${name}.o`);
-  const bin = join(work, `${name}.bin`);
-  writeFileSync(s, `.code64\n.globl _start\n_start:\n${source}\n`);
-  execFileSync("as", ["--64", s, "-o", o]);
-  execFileSync("ld", ["-Ttext=0x100000", "--oformat", "binary", o, "-o", bin]);
-  return bin;
-}
+const work = workDir("vmtool-startup-");
+const guest = (name, source) => flatLongGuest(work, name, source);
 const haltGuest = guest("halt", "cli\n hlt");
 const quitGuest = guest("quit", "xor %eax, %eax\n out %al, $0xf4");
-const refVmm = join(work, "ref-vmm");
-execFileSync("gcc", ["-O2", "-o", refVmm, join(ROOT, "bench", "c", "ref-vmm.c")]);
-
-function timed(cmd, args, wantStatus, env) {
-  const t0 = process.hrtime.bigint();
-  const r = spawnSync(cmd, args, { stdio: ["ignore", "ignore", "pipe"], env: env ?? process.env });
-  const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-  if (r.status !== wantStatus)
-    throw new Error(`${cmd} ${args.join(" ")}: status ${r.status}, wanted ${wantStatus}: ${r.stderr}`);
-  return { ms, stderr: r.stderr.toString() };
-}
+const refVmm = buildRefVmm(work);
 
 const run = (cli, bin) => [cli, "run", "--mode", "long", "--load", "0x100000", bin];
 const cases = {
@@ -59,11 +36,6 @@ const cases = {
 };
 const markEnv = { ...process.env, VMTOOL_STARTUP_MARKS: "1" };
 const marked = () => timed(process.execPath, run(BUNDLE, haltGuest), 0, markEnv);
-
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 const samples = Object.fromEntries(Object.keys(cases).map((k) => [k, []]));
 /** mark name -> ms since process start, per run; plus the wall time seen from here. */
