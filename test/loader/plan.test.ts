@@ -1,12 +1,12 @@
 // planLoad/applyPlan on real images built by the guest SDK, and on every kind of bad file: real files made in
-// a temporary folder by truncating or patching those images. Each bad input must be one UsageError line.
+// a temporary folder by truncating or patching those images. Each bad input must be one InputError line (exit 2).
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { UsageError } from "../../src/cli/errors.js";
+import { InputError } from "../../src/errors.js";
 import { GuestMemory } from "../../src/memory/guest-memory.js";
 import { applyPlan, planLoad, type LoadOptions } from "../../src/loader/index.js";
 import { guests } from "../helpers/guests.js";
@@ -35,7 +35,7 @@ function refuses(path: string, parts: (string | RegExp)[], opts: Partial<LoadOpt
   assert.throws(
     () => planLoad(path, { memSize: MEM, ...opts }),
     (err: unknown) => {
-      assert.ok(err instanceof UsageError, `expected a UsageError, got ${String(err)}`);
+      assert.ok(err instanceof InputError, `expected an InputError, got ${String(err)}`);
       assert.ok(!err.message.includes("\n"), `more than one line: ${err.message}`);
       for (const p of parts) {
         if (typeof p === "string") assert.ok(err.message.includes(p), `'${err.message}' lacks '${p}'`);

@@ -109,7 +109,7 @@ export function register(program: Command): void {
     .option("--json", "print JSON")
     .action(async (index: string, value: string | undefined, opts: Json) => {
       const { explainMsr } = await import("../../arch/explain.js");
-      const { groupsText } = await import("../../host/vmx-command.js");
+      const { groupsText } = await import("../../host/vmx-text.js");
       const m = explainMsr(index, value);
       await show(
         opts.json,
