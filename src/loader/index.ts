@@ -5,7 +5,7 @@ import { ImageError, LoadOptionError } from "./errors.js";
 import type { GuestMemory } from "../memory/guest-memory.js";
 import { LAYOUT, RESERVED_AREAS } from "../vm/machine-layout.js";
 import { elfSegments, isElf, parseElf } from "./elf.js";
-import { readImageFile } from "./image-file.js";
+import { guestRamText, readImageFile } from "./image-file.js";
 import { findMultibootHeader, planMultibootImage } from "./multiboot.js";
 import type { BootMode, LoadOptions, LoadPlan, Segment } from "./types.js";
 
@@ -42,7 +42,7 @@ export function defaultFlatLoad(mode: BootMode): number {
 /** Read, recognise and validate a guest image; touches no VM. Throws ImageError or LoadOptionError (one line) on bad input. */
 export function planLoad(path: string, opts: LoadOptions): LoadPlan {
   checkMemSize(opts.memSize);
-  const bytes = readImageFile(path);
+  const bytes = readImageFile(path, opts.memSize);
   return planImage(bytes, path, opts);
 }
 
@@ -70,7 +70,7 @@ export function planImage(bytes: Uint8Array, name: string, opts: LoadOptions): L
     const { segments, tooHigh } = elfSegments(elf);
     if (tooHigh !== undefined)
       throw new ImageError(
-        `${name}: segment at ${hex(tooHigh)} is outside guest RAM (${ramText(opts.memSize)})`,
+        `${name}: segment at ${hex(tooHigh)} is outside guest RAM (${guestRamText(opts.memSize)})`,
       );
     if (elf.entry > BigInt(Number.MAX_SAFE_INTEGER))
       throw new ImageError(`${name}: entry point ${hex(elf.entry)} is outside the loaded segments`);
@@ -117,17 +117,13 @@ function checkMemSize(memSize: number): void {
     );
 }
 
-function ramText(memSize: number): string {
-  return memSize % (1 << 20) === 0 ? `${memSize >> 20} MiB, --mem` : `${hex(memSize)} bytes, --mem`;
-}
-
 /** Every segment inside RAM, clear of vmtool's areas and of each other; the entry inside a segment. */
 function checkPlacement(plan: LoadPlan, name: string, memSize: number): void {
   const segs = plan.segments.filter((s) => s.memSize > 0);
   const range = (s: Segment) => `${hex(s.gpa)}-${hex(s.gpa + s.memSize - 1)}`;
   for (const s of segs) {
     if (!Number.isSafeInteger(s.gpa) || s.gpa < 0 || s.gpa + s.memSize > memSize)
-      throw new ImageError(`${name}: segment ${range(s)} is outside guest RAM (${ramText(memSize)})`);
+      throw new ImageError(`${name}: segment ${range(s)} is outside guest RAM (${guestRamText(memSize)})`);
     for (const r of RESERVED_AREAS) {
       if (s.gpa < r.base + r.size && r.base < s.gpa + s.memSize)
         throw new ImageError(

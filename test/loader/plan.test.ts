@@ -3,7 +3,18 @@
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  truncateSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { InputError } from "../../src/errors.js";
@@ -166,6 +177,52 @@ describe("bad files", () => {
   });
 
   test("an empty file", () => refuses(variant("empty.bin", new Uint8Array(0)), ["empty.bin", "empty file"]));
+
+  test("an image larger than guest RAM is refused by its size, before reading, whatever the size (2, 3, 4 GiB)", () => {
+    for (const gib of [2, 3, 4]) {
+      const p = join(dir, `sparse-${gib}g.img`);
+      writeFileSync(p, "");
+      truncateSync(p, gib * 2 ** 30); // sparse: reading it whole would take seconds and gigabytes
+      refuses(p, [`${p}: ${gib * 2 ** 30} bytes: larger than guest RAM (64 MiB, --mem)`]);
+      refuses(p, [`${gib * 2 ** 30} bytes: larger than guest RAM (64 MiB, --mem)`], { mode: "protected" });
+    }
+    const odd = variant("odd-ram.bin", new Uint8Array(0x281000));
+    refuses(odd, ["2625536 bytes: larger than guest RAM (0x280000 bytes, --mem)"], { memSize: 0x280000 });
+  });
+
+  test("an image of 2 GiB and more is read whole when guest RAM holds it (reads in chunks below 2 GiB)", () => {
+    const p = join(dir, "just-over-2g.bin");
+    const size = 2 ** 31 + 4096;
+    writeFileSync(p, "");
+    truncateSync(p, size);
+    const marks = [
+      [0, 0xf4],
+      [2 ** 31 - 1, 0x5a],
+      [2 ** 31, 0xa5],
+      [size - 1, 0x99],
+    ] as const;
+    const fd = openSync(p, "r+");
+    for (const [at, v] of marks) writeSync(fd, Buffer.of(v), 0, 1, at);
+    closeSync(fd);
+    const plan = planLoad(p, { memSize: 3 * 2 ** 30, mode: "long" });
+    const data = plan.segments[0].data;
+    assert.equal(data.length, size);
+    for (const [at, v] of marks) assert.equal(data[at], v, `byte at ${at}`);
+  });
+
+  test("a procfs file (it reports size 0) is read for what it holds, not called empty", () => {
+    const plan = planLoad("/proc/version", { memSize: MEM });
+    assert.equal(plan.format, "flat");
+    assert.equal(Buffer.from(plan.segments[0].data).toString(), readFileSync("/proc/version", "utf8"));
+    if (existsSync("/proc/kallsyms") && readFileSync("/proc/kallsyms").length > 0x200000)
+      refuses(
+        "/proc/kallsyms",
+        ["/proc/kallsyms: more than 2097152 bytes: larger than guest RAM (2 MiB, --mem)"],
+        {
+          memSize: 0x200000,
+        },
+      );
+  });
 
   test("an ELF cut inside its identification, its header, its program headers, its segment data", () => {
     refuses(
