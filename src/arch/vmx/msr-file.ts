@@ -1,7 +1,7 @@
 // Saved VMX capability values (`vmtool vmx --msr-file FILE`): a JSON object {"0x480": "0xda040000000004", ...}
 // or text lines "0x480 0xda040000000004" (also "480 da040000000004", what a loop over `rdmsr -x` prints).
 // Indices and values are hexadecimal, with or without 0x. Every problem is one MsrFileError naming file and line.
-import { readFileSync } from "node:fs";
+import { readInputFile } from "../../files/input-file.js";
 import { MsrFileError } from "../errors.js";
 import { hex, isVmxCapabilityMsr } from "./decode.js";
 
@@ -70,14 +70,11 @@ export function parseMsrText(text: string, name: string): Map<number, bigint> {
   return out;
 }
 
-/** Read and parse a saved-values file. */
+/** The most a file of saved values is read: all the VMX MSRs in any spelling, with comments, fit many times. */
+export const MAX_MSR_FILE = 1 << 20;
+
+/** Read and parse a saved-values file: a regular file (or a procfs-like one) of at most MAX_MSR_FILE bytes. */
 export function readMsrFile(path: string): Map<number, bigint> {
-  let text: string;
-  try {
-    text = readFileSync(path, "utf8");
-  } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    throw new MsrFileError(`${path}: cannot read: ${e.code === "ENOENT" ? "no such file" : e.message}`);
-  }
-  return parseMsrText(text, path);
+  const bytes = readInputFile(path, MAX_MSR_FILE, "the 1 MiB a file of saved MSR values may have");
+  return parseMsrText(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("utf8"), path);
 }
