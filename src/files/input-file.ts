@@ -2,14 +2,24 @@
 // careful way for every input:
 //   - the open never blocks: O_NONBLOCK, so a FIFO does not wait for a writer (it is then refused by kind);
 //   - only the kinds of file the input accepts (regular files; block devices for a disk; character devices
-//     where asked), checked with fstat on the open descriptor, so the answer is about the file actually read;
+//     where asked): a path of another kind is not even opened, and fstat on the open descriptor confirms it,
+//     so the answer is about the file actually read;
 //   - the size is known before anything is read (a block device's by seeking to its end: fstat says 0), so a
 //     file too large for its purpose is refused by size, with that reason, before a byte is read;
 //   - what is read is bounded: a file that reports no size (procfs, sysfs, debugfs, a character device) is
 //     read with a cap, and reads go in chunks below the 2 GiB that one read() may return;
 //   - every failure is one FileInputError line naming the file and the rule.
 // O_NONBLOCK stays set: it changes nothing for regular files and block devices.
-import { closeSync, constants, fstatSync, openSync, readSync, writeSync, type Stats } from "node:fs";
+import {
+  closeSync,
+  constants,
+  fstatSync,
+  openSync,
+  readSync,
+  statSync,
+  writeSync,
+  type Stats,
+} from "node:fs";
 import * as libc from "../kvm/libc.js";
 import { FileInputError, type FileProblem } from "./errors.js";
 
@@ -24,6 +34,11 @@ export interface OpenInputOptions {
   name?: string;
   /** What the input is, for "is a directory, not a guest image" (default: "is a directory"). */
   what?: string;
+  /**
+   * Judge the kind by the path before opening (default true), so that a refused device is never opened. Off
+   * only where every file is the kernel's own (a live debugfs): the descriptor's fstat still decides.
+   */
+  pathCheck?: boolean;
 }
 
 /** The most one read() or write() is given: Node refuses lengths of 2 GiB and more. */
@@ -55,6 +70,16 @@ function acceptedText(accept: readonly FileKind[]): string {
 function errnoCode(err: unknown): string {
   const e = err as NodeJS.ErrnoException;
   return e.code ?? (err instanceof Error ? err.message : String(err));
+}
+
+/** The file's kind if the input accepts it; else a FileInputError naming what it is and what was expected. */
+function checkKind(st: Stats, name: string, accept: readonly FileKind[], what?: string): FileKind {
+  if (st.isDirectory())
+    throw new FileInputError(name, what ? `is a directory, not ${what}` : "is a directory", "kind");
+  const kind = kindOf(st);
+  if (!(accept as readonly string[]).includes(kind))
+    throw new FileInputError(name, `is ${withArticle(kind)}, not ${acceptedText(accept)}`, "kind");
+  return kind as FileKind;
 }
 
 /** Why open() failed, in words a user can act on. */
@@ -113,6 +138,17 @@ export class InputFile {
     const name = opts.name ?? path;
     const accept = opts.accept ?? ["regular file"];
     const write = opts.write ?? false;
+    // Judged by the path first, so that a kind the input refuses is never opened: opening some devices acts
+    // (a watchdog starts, a tape rewinds, a serial line raises DTR). The descriptor's own fstat below decides.
+    if (opts.pathCheck ?? true) {
+      let before: Stats | undefined;
+      try {
+        before = statSync(path, { throwIfNoEntry: false });
+      } catch {
+        // a symlink loop, no permission on a folder, ...: open() says it below
+      }
+      if (before) checkKind(before, name, accept, opts.what);
+    }
     let fd: number;
     try {
       fd = openSync(
@@ -124,19 +160,11 @@ export class InputFile {
     }
     try {
       const st = fstatSync(fd);
-      if (st.isDirectory())
-        throw new FileInputError(
-          name,
-          opts.what ? `is a directory, not ${opts.what}` : "is a directory",
-          "kind",
-        );
-      const kind = kindOf(st);
-      if (!(accept as readonly string[]).includes(kind))
-        throw new FileInputError(name, `is ${withArticle(kind)}, not ${acceptedText(accept)}`, "kind");
+      const kind = checkKind(st, name, accept, opts.what);
       let size: number | undefined;
       if (kind === "regular file") size = st.size;
       else if (kind === "block device") size = blockDeviceSize(fd, name);
-      return new InputFile(fd, path, name, kind as FileKind, size, write);
+      return new InputFile(fd, path, name, kind, size, write);
     } catch (err) {
       closeSync(fd);
       throw err;
@@ -150,15 +178,17 @@ export class InputFile {
 
   /**
    * Read into `into` from byte `position` until it is full or the file ends, in chunks below 2 GiB; returns
-   * the number of bytes read. A character device ignores `position` (it is read where it stands).
+   * the number of bytes read. A file that reports no size (a character device, a procfs or debugfs file)
+   * ignores `position` and is read where its offset stands: some of them cannot seek (pread fails, ESPIPE).
    */
   readAt(into: Uint8Array, position: number): number {
+    const sequential = !this.sizeKnown;
     let done = 0;
     while (done < into.length) {
       const len = Math.min(into.length - done, IO_CHUNK);
       let n: number;
       try {
-        n = readSync(this.fd, into, done, len, this.kind === "character device" ? null : position + done);
+        n = readSync(this.fd, into, done, len, sequential ? null : position + done);
       } catch (err) {
         throw new FileInputError(this.name, `cannot read (${errnoCode(err)})`, "io", errnoCode(err));
       }
@@ -190,6 +220,7 @@ export class InputFile {
         more: size > max && got === max,
       };
     }
+    // Read from where a fresh open stands (the start), in order: see readAt.
     let buf = new Uint8Array(Math.min(FIRST_READ, max + 1));
     let got = 0;
     for (;;) {

@@ -18,6 +18,7 @@ import { InputFile, readInputFile } from "../../src/files/input-file.js";
 import { FileInputError } from "../../src/files/errors.js";
 import { InputError } from "../../src/errors.js";
 import { loopDevice } from "./loop-device.js";
+import { DIST } from "../helpers/paths.js";
 
 let dir: string;
 before(() => (dir = mkdtempSync(join(tmpdir(), "vmtool-files-"))));
@@ -97,6 +98,23 @@ test("directories, character devices, symlinks to them, symlink loops, a path th
     join(file, "x"),
     /no such file \(a part of the path is not a directory\)/,
   );
+});
+
+test("a kind the input refuses is judged by its path and never opened", () => {
+  // /dev/tty opens only for a process with a controlling terminal (else ENXIO): in a new session without
+  // one, a refusal that names the kind proves no open() was tried; an open would have said "no such device".
+  const script = `
+    const { InputFile } = await import(${JSON.stringify(join(DIST, "src/files/input-file.js"))});
+    for (const pathCheck of [true, false])
+      try { InputFile.open("/dev/tty", { pathCheck }); } catch (e) { console.log(e.rule); }`;
+  const out = execFileSync("setsid", ["-w", process.execPath, "--input-type=module", "-e", script], {
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  assert.deepEqual(out.trim().split("\n"), [
+    "is a character device, not a regular file",
+    "no such device (a device file with no device behind it, or a socket)",
+  ]);
 });
 
 test("a character device where one is accepted is read with the cap: /dev/zero never fills memory", () => {
