@@ -2,8 +2,10 @@
 // host, with or without the vmtool module. KVM does not say where a vCPU ran; its thread does: /proc stat
 // field 39 is the CPU it last ran on, and a vCPU counts as "seen" on that CPU at a poll where its CPU time
 // advanced (or, the first time it is polled, when it is running right now).
-import { readFileSync, readdirSync } from "node:fs";
+import { readdirSync } from "node:fs";
 import { join } from "node:path";
+import { FileInputError } from "../files/errors.js";
+import { InputFile } from "../files/input-file.js";
 import type { KvmVcpu, KvmVm, Poll, Problem, Sighting, Source } from "./types.js";
 
 const VM_DIR = /^(\d+)-(\d+)$/;
@@ -11,9 +13,27 @@ const VCPU_DIR = /^vcpu(\d+)$/;
 /** The per-VM statistics worth showing (KVM has ~60; these say what the guest is doing). */
 export const MAIN_STATS = ["exits", "io_exits", "mmio_exits", "halt_exits"] as const;
 
-function readOr(path: string): string | null {
+/**
+ * The most read of one file: KVM's statistics and pid files hold one number, /proc stat and schedstat one
+ * line. A file in a copied tree may be anything (a FIFO, a symlink to /dev/zero): only regular files are read.
+ */
+const SMALL_FILE_MAX = 4096;
+/** /proc/<pid>/cmdline is shown cut anyway and searched for `-name`: the rest of a longer one is not read. */
+const CMDLINE_MAX = 64 * 1024;
+
+/** The start of a file, at most `max` bytes; throws FileInputError (missing, not a regular file, unreadable). */
+function readText(path: string, max = SMALL_FILE_MAX): string {
+  const file = InputFile.open(path);
   try {
-    return readFileSync(path, "latin1");
+    return Buffer.from(file.readHead(max).bytes).toString("latin1");
+  } finally {
+    file.close();
+  }
+}
+
+function readOr(path: string, max?: number): string | null {
+  try {
+    return readText(path, max);
   } catch {
     return null;
   }
@@ -93,14 +113,13 @@ export class KvmSource implements Source {
       for (const stat of MAIN_STATS) {
         if (!inside.includes(stat)) continue;
         try {
-          vm.stats[stat] = Number(readFileSync(join(dir, stat), "latin1").trim());
+          vm.stats[stat] = Number(readText(join(dir, stat)).trim());
         } catch (err) {
-          const code = (err as NodeJS.ErrnoException).code;
           // Kernel lockdown forbids reading debugfs files that are writable (the stats are clearable).
           vm.statsError =
-            code === "EPERM"
+            err instanceof FileInputError && err.code === "EPERM"
               ? "not readable (EPERM: the kernel's lockdown restricts debugfs)"
-              : `not readable (${code ?? String(err)})`;
+              : `not readable (${err instanceof FileInputError ? err.rule : String(err)})`;
           break;
         }
       }
@@ -154,7 +173,7 @@ export class KvmSource implements Source {
     let d = this.names.get(id);
     if (!d) {
       const comm = readOr(join(this.proc, String(pid), "comm"))?.trim() ?? null;
-      const raw = readOr(join(this.proc, String(pid), "cmdline")) ?? "";
+      const raw = readOr(join(this.proc, String(pid), "cmdline"), CMDLINE_MAX) ?? "";
       const cmdline = raw.split("\0").filter((s, i, a) => s !== "" || i < a.length - 1);
       d = { comm, cmdline, name: qemuName(cmdline) ?? comm ?? `pid ${pid}` };
       // A process that is gone may come back as another with the same pid: only cache what was found.
@@ -164,8 +183,17 @@ export class KvmSource implements Source {
   }
 
   private readVcpu(id: string, index: number, dir: string, pid: number, problems: Problem[]): KvmVcpu | null {
-    const pidText = readOr(join(dir, "pid"));
-    if (pidText === null) return null; // vanished mid-poll
+    let pidText: string;
+    try {
+      pidText = readText(join(dir, "pid"));
+    } catch (err) {
+      if (!(err instanceof FileInputError) || err.code !== "ENOENT")
+        problems.push({
+          path: join(dir, "pid"),
+          reason: err instanceof FileInputError ? err.rule : String(err),
+        });
+      return null; // vanished mid-poll, or not a pid file
+    }
     const tid = Number(pidText.trim());
     if (!Number.isInteger(tid) || tid < 0) {
       problems.push({

@@ -1,8 +1,13 @@
 // The vmtool module's debugfs files that hold VMX/SVM capability values, and a reader for them.
 // The table follows docs/debugfs-interface.md ("Global files") exactly: a change there changes this file.
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync } from "node:fs";
 import { join } from "node:path";
+import { FileInputError } from "../../files/errors.js";
+import { readInputFile } from "../../files/input-file.js";
 import { ModuleFilesError } from "../errors.js";
+
+/** A global file holds `0x%016llx\n` (19 bytes); anything longer than this is garbage and not read further. */
+const GLOBAL_FILE_MAX = 4096;
 
 /** MSR index -> debugfs file name under `<debugfs>/vmtool/` (the MSR-valued global files). */
 export const MODULE_MSR_FILES: ReadonlyMap<number, string> = new Map([
@@ -98,10 +103,16 @@ export function readModuleFiles(debugfsRoot: string): ModuleFiles {
   for (const name of names) {
     let text: string;
     try {
-      text = readFileSync(join(dir, name), "latin1");
+      const bytes = readInputFile(join(dir, name), GLOBAL_FILE_MAX, `${GLOBAL_FILE_MAX} bytes`);
+      text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("latin1");
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") continue; // vanished between readdir and read
-      throw new ModuleFilesError(`${join(dir, name)}: cannot read: ${(err as Error).message}`);
+      if (!(err instanceof FileInputError)) throw err;
+      if (err.code === "ENOENT") continue; // vanished between readdir and read
+      if (err.problem === "kind" || err.problem === "too-large") {
+        out.garbage.push(name); // a FIFO, a device, a huge file in a copied tree: not a value
+        continue;
+      }
+      throw new ModuleFilesError(`${join(dir, name)}: cannot read: ${err.rule}`);
     }
     const value = parseModuleValue(text);
     if (value === undefined) {
