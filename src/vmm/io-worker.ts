@@ -20,7 +20,7 @@ import type { VirtioDevice } from "../devices/virtio/device.js";
 import { VirtioRng } from "../devices/virtio/rng.js";
 import { VirtioConsole } from "../devices/virtio/console.js";
 import { VirtioBlk } from "../devices/virtio/blk.js";
-import { FileBlockBackend } from "../devices/virtio/blk-file-backend.js";
+import { FileBlockBackend } from "../backends/block-file.js";
 import { Output } from "./output.js";
 import { startupMark } from "./startup-marks.js";
 import {

@@ -30,6 +30,7 @@ function importedLayers(file: string): string[] {
 
 const ALLOWED: Record<string, string[]> = {
   files: ["files", "kvm", "errors.ts"],
+  backends: ["backends", "files", "devices", "kvm", "errors.ts"],
   loader: ["loader", "files", "memory", "vm", "kvm", "errors.ts"],
   arch: ["arch", "files", "errors.ts"],
   host: ["host", "arch", "files", "kvm", "errors.ts"],

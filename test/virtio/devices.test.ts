@@ -9,9 +9,9 @@ import { VirtioMmioTransport } from "../../src/devices/virtio/mmio-transport.js"
 import { VirtioRng, cryptoEntropy } from "../../src/devices/virtio/rng.js";
 import { VirtioConsole, CONSOLE_INPUT_LIMIT } from "../../src/devices/virtio/console.js";
 import { VirtioBlk, type BlockBackend } from "../../src/devices/virtio/blk.js";
-import { FileBlockBackend } from "../../src/devices/virtio/blk-file-backend.js";
+import { FileBlockBackend } from "../../src/backends/block-file.js";
 import type { VirtioDevice } from "../../src/devices/virtio/device.js";
-import { UsageError } from "../../src/cli/errors.js";
+import { InputError } from "../../src/errors.js";
 import { FEAT, IrqRecorder, MmioDriver, REG, TestRam, type DriverQueue } from "./driver.js";
 
 const ALL = FEAT.VERSION_1 | FEAT.INDIRECT | FEAT.EVENT_IDX;
@@ -271,16 +271,15 @@ test("virtio-blk over a real file: guest writes are in the file byte for byte; r
     );
     ro.close();
 
-    assert.throws(() => new FileBlockBackend(join(dir, "missing.img"), false), UsageError);
+    assert.throws(() => new FileBlockBackend(join(dir, "missing.img"), false), InputError);
     writeFileSync(join(dir, "tiny.img"), new Uint8Array(100));
     assert.throws(
       () => new FileBlockBackend(join(dir, "tiny.img"), false),
       /smaller than one 512-byte sector/,
     );
-    assert.throws(() => new FileBlockBackend(dir, true), UsageError);
+    assert.throws(() => new FileBlockBackend(dir, true), InputError);
     chmodSync(path, 0o444);
-    if (process.getuid?.() !== 0)
-      assert.throws(() => new FileBlockBackend(path, false), /cannot open for writing/);
+    if (process.getuid?.() !== 0) assert.throws(() => new FileBlockBackend(path, false), /permission denied/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -128,7 +128,7 @@ async function runWithVm(
     throw new UsageError(`${virtio.length} virtio devices: at most ${MAX_VIRTIO_DEVICES}`);
   if (disks.length > 0) {
     // Refuse a missing, unreadable or too small file now, with one line, before any guest code runs.
-    const { FileBlockBackend } = await import("../../devices/virtio/blk-file-backend.js");
+    const { FileBlockBackend } = await import("../../backends/block-file.js");
     for (const d of disks) new FileBlockBackend(d.path, d.readOnly).close();
   }
   // A Linux guest finds virtio-mmio devices only through its command line.

@@ -1,0 +1,60 @@
+// A BlockBackend over a host file or block device (`vmtool run --disk FILE[,ro]`), with synchronous fs calls:
+// the I/O that the virtio-blk state machine does not do itself. Opened through src/files (never blocks, regular
+// files and block devices only, a block device sized by seeking to its end). Flush is fdatasync, so data is on
+// the disk before the guest's flush request completes.
+import { fdatasyncSync } from "node:fs";
+import { basename } from "node:path";
+import { InputFile } from "../files/input-file.js";
+import type { BlockBackend } from "../devices/virtio/blk.js";
+import { DiskImageError } from "./errors.js";
+
+const SECTOR = 512;
+
+export class FileBlockBackend implements BlockBackend {
+  readonly size: number;
+  readonly id: string;
+  private readonly file: InputFile;
+
+  /** Throws an InputError (one line, "--disk PATH: ...") for a file that cannot back a disk. */
+  constructor(
+    readonly path: string,
+    readonly readOnly: boolean,
+  ) {
+    const file = InputFile.open(path, {
+      accept: ["regular file", "block device"],
+      write: !readOnly,
+      name: `--disk ${path}`,
+      what: "a disk image",
+    });
+    try {
+      this.size = file.size ?? 0;
+      if (this.size < SECTOR)
+        throw new DiskImageError(
+          `--disk ${path}: ${this.size} bytes, smaller than one ${SECTOR}-byte sector`,
+        );
+    } catch (err) {
+      file.close();
+      throw err;
+    }
+    this.file = file;
+    this.id = basename(path).slice(0, 20);
+  }
+
+  read(offset: number, into: Uint8Array): void {
+    const got = this.file.readAt(into, offset);
+    if (got < into.length) into.fill(0, got); // the file shrank under us: the rest reads as zeros
+  }
+
+  write(offset: number, data: Uint8Array): void {
+    this.file.writeAt(data, offset);
+  }
+
+  flush(): void {
+    fdatasyncSync(this.file.fd);
+  }
+
+  /** Close the file (which releases its lock). Idempotent. */
+  close(): void {
+    this.file.close();
+  }
+}
