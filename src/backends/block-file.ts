@@ -1,10 +1,13 @@
 // A BlockBackend over a host file or block device (`vmtool run --disk FILE[,ro]`), with synchronous fs calls:
 // the I/O that the virtio-blk state machine does not do itself. Opened through src/files (never blocks, regular
-// files and block devices only, a block device sized by seeking to its end). Flush is fdatasync, so data is on
-// the disk before the guest's flush request completes.
+// files and block devices only, a block device sized by seeking to its end) and locked as QEMU and Cloud
+// Hypervisor lock disks: a write lock on a read-write disk, a read lock on a read-only one (an OFD lock, so a
+// second open in the same process conflicts too). Flush is fdatasync, so data is on the disk before the
+// guest's flush request completes.
 import { fdatasyncSync } from "node:fs";
 import { basename } from "node:path";
 import { InputFile } from "../files/input-file.js";
+import { lockFile } from "../files/lock.js";
 import type { BlockBackend } from "../devices/virtio/blk.js";
 import { DiskImageError } from "./errors.js";
 
@@ -15,7 +18,7 @@ export class FileBlockBackend implements BlockBackend {
   readonly id: string;
   private readonly file: InputFile;
 
-  /** Throws an InputError (one line, "--disk PATH: ...") for a file that cannot back a disk. */
+  /** Throws an InputError (one line, "--disk PATH: ...") for a file that cannot back a disk, or is in use. */
   constructor(
     readonly path: string,
     readonly readOnly: boolean,
@@ -27,6 +30,7 @@ export class FileBlockBackend implements BlockBackend {
       what: "a disk image",
     });
     try {
+      lockFile(file, readOnly ? "read" : "write");
       this.size = file.size ?? 0;
       if (this.size < SECTOR)
         throw new DiskImageError(

@@ -1,12 +1,17 @@
 // The disk backend (`--disk FILE[,ro]`, src/backends/block-file.ts) on real files, a real loop device and real
-// runs: block devices sized by seeking, a FIFO refused at once, a missing file called missing.
+// runs: block devices sized by seeking, a FIFO refused at once, a missing file called missing, and a write lock
+// on every read-write disk, read locks on read-only ones, held for the whole run.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync, spawnSync } from "node:child_process";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { once } from "node:events";
 import { FileBlockBackend } from "../../src/backends/block-file.js";
+import { FileInUseError } from "../../src/files/errors.js";
+import { InputFile } from "../../src/files/input-file.js";
+import * as libc from "../../src/kvm/libc.js";
 import { InputError } from "../../src/errors.js";
 import { CLI, ROOT } from "../helpers/paths.js";
 import { GUEST_OUT, guests } from "../helpers/guests.js";
@@ -65,6 +70,14 @@ function virtioBlkGuest(): string {
     ...["-static", "-T", join(ROOT, "guest", "ld", "protected.ld"), ...lib, obj, "-o", elf],
   ]);
   return elf;
+}
+
+/** The type of the lock another description holds on the file (F_OFD_GETLK, taking none), or F_UNLCK. */
+function heldLock(fd: number): number {
+  const fl = new Uint8Array(libc.FLOCK.size);
+  new DataView(fl.buffer).setInt16(libc.FLOCK.l_type, libc.F_RDLCK, true);
+  assert.equal(libc.fcntlPtr(fd, libc.F_OFD_GETLK, fl), 0);
+  return new DataView(fl.buffer).getInt16(libc.FLOCK.l_type, true);
 }
 
 /** The bytes the guest writes at sectors 2-3. */
@@ -127,4 +140,56 @@ test("F14: a block device (a real loop device) is sized by seeking to its end an
   } finally {
     loop.detach();
   }
+});
+
+test("F12: one image twice in a run, read-write: refused with one line; two read-only opens share it", () => {
+  const d = disk("twice.img");
+  const halt = guests().halt;
+  const inUse = (lock: string) => `--disk ${d}: in use by another vmtool or VMM (a ${lock} lock is held)`;
+  refusedWith(vmtool(["--disk", d, "--disk", d, halt]), inUse("write"));
+  refusedWith(vmtool(["--disk", d, "--disk", `${d},ro`, halt]), inUse("write"));
+  refusedWith(vmtool(["--disk", `${d},ro`, "--disk", d, halt]), inUse("read"));
+  const shared = vmtool(["--disk", `${d},ro`, "--disk", `${d},ro`, halt]);
+  assert.equal(shared.status, 0, shared.stderr);
+  // In the library: the second writer is refused, the lock goes with the first one's close.
+  const a = new FileBlockBackend(d, false);
+  assert.throws(() => new FileBlockBackend(d, false), FileInUseError);
+  a.close();
+  new FileBlockBackend(d, false).close();
+});
+
+test("F12: a running vmtool holds the write lock: a second vmtool, or another VMM's reader, is refused", async () => {
+  const d = disk("running.img");
+  // serial-echo runs until it reads EOT from COM1: standard input stays open, so it runs until killed.
+  const first = spawn(process.execPath, [CLI, "run", "--mem", "16M", "--disk", d, guests().serialEcho], {
+    stdio: ["pipe", "ignore", "pipe"],
+  });
+  let stderr = "";
+  first.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
+  try {
+    // Wait on the state itself: until F_OFD_GETLK sees a write lock, the run has not taken its lock yet.
+    const probe = InputFile.open(d);
+    try {
+      for (let i = 0; heldLock(probe.fd) !== libc.F_WRLCK; i++) {
+        assert.equal(first.exitCode, null, `the first run ended: ${stderr}`);
+        assert.ok(i < 3000, "the first run never locked its disk");
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    } finally {
+      probe.close();
+    }
+    refusedWith(
+      vmtool(["--disk", d, guests().halt]),
+      `--disk ${d}: in use by another vmtool or VMM (a write lock is held)`,
+    );
+    refusedWith(
+      vmtool(["--disk", `${d},ro`, guests().halt]),
+      `--disk ${d}: in use by another vmtool or VMM (a write lock is held)`,
+    );
+  } finally {
+    first.kill("SIGKILL");
+    if (first.exitCode === null) await once(first, "exit");
+  }
+  const after = vmtool(["--disk", d, guests().halt]);
+  assert.equal(after.status, 0, after.stderr);
 });

@@ -127,9 +127,15 @@ async function runWithVm(
   if (virtio.length > MAX_VIRTIO_DEVICES)
     throw new UsageError(`${virtio.length} virtio devices: at most ${MAX_VIRTIO_DEVICES}`);
   if (disks.length > 0) {
-    // Refuse a missing, unreadable or too small file now, with one line, before any guest code runs.
+    // Refuse a missing, unreadable, too small or locked file now, with one line, before any guest code runs;
+    // all are open at once, so that one image given twice is refused too.
     const { FileBlockBackend } = await import("../../backends/block-file.js");
-    for (const d of disks) new FileBlockBackend(d.path, d.readOnly).close();
+    const opened: { close(): void }[] = [];
+    try {
+      for (const d of disks) opened.push(new FileBlockBackend(d.path, d.readOnly));
+    } finally {
+      for (const b of opened) b.close();
+    }
   }
   // A Linux guest finds virtio-mmio devices only through its command line.
   const cmdline = [o.cmdline, linuxCmdline(virtio)].filter((p) => p !== "").join(" ");
