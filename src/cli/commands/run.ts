@@ -193,7 +193,8 @@ async function runWithVm(
     stdinToConsole: o.console ?? false,
     pit: o.pit ?? false,
     load: (mem) => {
-      loader.applyPlan(mem, plan);
+      // The VM was made for this run and no guest code has run yet: its RAM still reads as zero.
+      loader.applyPlan(mem, plan, { freshRam: true });
       const bootInfo = loader.writeBootInfo(mem, { memSize, cpus, devices, cmdline, plan });
       const multibootInfo = plan.multiboot
         ? loader.writeMultibootInfo(mem, { memSize, cmdline, plan })
