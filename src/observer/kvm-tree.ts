@@ -6,6 +6,7 @@ import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { FileInputError } from "../files/errors.js";
 import { InputFile } from "../files/input-file.js";
+import { INT_MAX, PID_MAX, parseDecimal } from "./numbers.js";
 import type { KvmVcpu, KvmVm, Poll, Problem, Sighting, Source } from "./types.js";
 
 const VM_DIR = /^(\d+)-(\d+)$/;
@@ -45,10 +46,10 @@ export function parseStat(text: string): { state: string; cpu: number; cpuTicks:
   if (close < 0) return null;
   const f = text.slice(close + 2).split(" ");
   // f[0] is field 3 (state); field n is f[n - 3].
-  const utime = Number(f[14 - 3]);
-  const stime = Number(f[15 - 3]);
-  const cpu = Number(f[39 - 3]);
-  if (!f[0] || !Number.isFinite(utime) || !Number.isFinite(stime) || !Number.isInteger(cpu)) return null;
+  const utime = parseDecimal(f[14 - 3] ?? "");
+  const stime = parseDecimal(f[15 - 3] ?? "");
+  const cpu = parseDecimal(f[39 - 3] ?? "", INT_MAX);
+  if (!f[0] || utime === null || stime === null || cpu === null) return null;
   return { state: f[0], cpu, cpuTicks: utime + stime };
 }
 
@@ -101,19 +102,28 @@ export class KvmSource implements Source {
           problems.push({ path: dir, reason: String(err) });
         continue; // the VM went away mid-poll
       }
-      const pid = Number(m[1]);
+      const pid = parseDecimal(m[1], PID_MAX);
+      const fd = parseDecimal(m[2], INT_MAX);
+      if (pid === null || fd === null) {
+        problems.push({
+          path: dir,
+          reason: `not a VM folder of KVM's: ${pid === null ? `pid ${m[1]}` : `fd ${m[2]}`} is out of range`,
+        });
+        continue;
+      }
       const vm: KvmVm = {
         id: name,
         pid,
-        fd: Number(m[2]),
+        fd,
         ...this.describe(name, pid),
         stats: {},
         vcpus: [],
       };
       for (const stat of MAIN_STATS) {
         if (!inside.includes(stat)) continue;
+        let text: string;
         try {
-          vm.stats[stat] = Number(readText(join(dir, stat)).trim());
+          text = readText(join(dir, stat));
         } catch (err) {
           // Kernel lockdown forbids reading debugfs files that are writable (the stats are clearable).
           vm.statsError =
@@ -122,11 +132,23 @@ export class KvmSource implements Source {
               : `not readable (${err instanceof FileInputError ? err.rule : String(err)})`;
           break;
         }
+        const count = parseDecimal(text.trim());
+        if (count === null)
+          problems.push({
+            path: join(dir, stat),
+            reason: `not a count: ${JSON.stringify(text.slice(0, 24))}`,
+          });
+        else vm.stats[stat] = count;
       }
       for (const sub of inside) {
         const v = VCPU_DIR.exec(sub);
         if (!v) continue;
-        const vcpu = this.readVcpu(`${name}/${sub}`, Number(v[1]), join(dir, sub), pid, problems);
+        const index = parseDecimal(v[1], INT_MAX);
+        if (index === null) {
+          problems.push({ path: join(dir, sub), reason: `not a vCPU folder: vCPU ${v[1]} is out of range` });
+          continue;
+        }
+        const vcpu = this.readVcpu(`${name}/${sub}`, index, join(dir, sub), pid, problems);
         if (vcpu) {
           vm.vcpus.push(vcpu);
           live.add(vcpu.id);
@@ -194,8 +216,8 @@ export class KvmSource implements Source {
         });
       return null; // vanished mid-poll, or not a pid file
     }
-    const tid = Number(pidText.trim());
-    if (!Number.isInteger(tid) || tid < 0) {
+    const tid = parseDecimal(pidText.trim(), PID_MAX);
+    if (tid === null) {
       problems.push({
         path: join(dir, "pid"),
         reason: `not a thread id: ${JSON.stringify(pidText.slice(0, 20))}`,
@@ -212,8 +234,8 @@ export class KvmSource implements Source {
     v.state = parsed.state;
     // schedstat's first field is on-CPU time in ns: far finer than stat's 10 ms ticks.
     const sched = readOr(join(task, "schedstat"));
-    const ns = sched === null ? NaN : Number(sched.split(" ")[0]);
-    v.cpuTimeNs = Number.isFinite(ns) ? ns : parsed.cpuTicks * NS_PER_TICK;
+    const ns = sched === null ? null : parseDecimal(sched.split(" ")[0]);
+    v.cpuTimeNs = ns ?? parsed.cpuTicks * NS_PER_TICK;
     return v;
   }
 }

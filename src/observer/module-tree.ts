@@ -10,6 +10,7 @@ import { FileInputError } from "../files/errors.js";
 import { InputFile } from "../files/input-file.js";
 import type { Poll, Problem, Sighting, Source, SysRegs } from "./types.js";
 import { decodeGlobals } from "./globals.js";
+import { INT_MAX, parseDecimal } from "./numbers.js";
 
 /** The module writes exactly this many bytes per VMCS file. */
 export const TIME_FILE_SIZE = 32;
@@ -178,6 +179,7 @@ export function parseTimeFile(b: Buffer, len: number): number | string {
   while (i < len && b[i] >= 0x30 && b[i] <= 0x39) value = value * 10 + (b[i++] - 0x30);
   if (i === 0) return "no decimal time at the start";
   if (i > 19) return "time too long";
+  if (value > Number.MAX_SAFE_INTEGER) return "time too large to be exact";
   if (i < len && b[i] === 0x0a) i++;
   for (; i < len; i++) if (b[i] !== 0) return `byte ${i} is 0x${b[i].toString(16)}, expected NUL padding`;
   return value;
@@ -189,9 +191,11 @@ function parseInfo(text: string): { lastSeenNs?: bigint; firstSeenNs?: bigint; s
   for (const line of text.split("\n")) {
     const m = /^(\w+)\s+(\d+)$/.exec(line.trim());
     if (!m) continue;
-    if (m[1] === "last_seen_ns") out.lastSeenNs = BigInt(m[2]);
-    else if (m[1] === "first_seen_ns") out.firstSeenNs = BigInt(m[2]);
-    else if (m[1] === "sightings") out.sightings = Number(m[2]);
+    // Times are u64 nanoseconds: a longer number is not one the module wrote.
+    const ns = m[2].length <= 20 && BigInt(m[2]) < 1n << 64n ? BigInt(m[2]) : undefined;
+    if (m[1] === "last_seen_ns") out.lastSeenNs = ns;
+    else if (m[1] === "first_seen_ns") out.firstSeenNs = ns;
+    else if (m[1] === "sightings") out.sightings = parseDecimal(m[2]) ?? undefined;
   }
   return out;
 }
@@ -243,8 +247,12 @@ export function readModuleTree(root: string, opts: ModuleReadOptions = {}, cache
   for (const ent of top) {
     const m = CPU_DIR.exec(ent.name);
     if (m && ent.isDirectory()) {
-      const cpu = Number(m[1]);
       const dir = join(root, ent.name);
+      const cpu = parseDecimal(m[1], INT_MAX);
+      if (cpu === null) {
+        problems.push({ path: dir, reason: `not a CPU folder: CPU ${m[1]} is out of range` });
+        continue;
+      }
       let names: string[];
       try {
         names = readdirSync(dir);

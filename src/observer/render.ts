@@ -75,7 +75,9 @@ function vmLine(vm: KvmVm): string {
   let cmd = vm.cmdline.map((a) => (a.includes("/") && !a.startsWith("-") ? basename(a) : a)).join(" ");
   if (cmd.length > 72) cmd = cmd.slice(0, 71) + "…";
   return (
-    `VM ${vm.id}: ${vm.name}${comm}, pid ${vm.pid}, ${vm.vcpus.length} vCPU${vm.vcpus.length === 1 ? "" : "s"}; ${tail}` +
+    // A VM whose process is gone is named by its pid already: say it once.
+    `VM ${vm.id}: ${vm.name === `pid ${vm.pid}` ? vm.name : `${vm.name}${comm}, pid ${vm.pid}`}, ` +
+    `${vm.vcpus.length} vCPU${vm.vcpus.length === 1 ? "" : "s"}; ${tail}` +
     (cmd ? `\n  command: ${cmd}` : "")
   );
 }
