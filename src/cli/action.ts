@@ -27,6 +27,11 @@ export function writeStdout(text: string): void {
   if (code !== undefined) throw new StdoutError(code);
 }
 
+/** Write `text` to standard output, ignoring a failure (for help texts: nothing depends on them). */
+export function writeStdoutQuietly(text: string): void {
+  writeAll(1, text);
+}
+
 /** Write `text` to standard error; never throws (see the top of this file). */
 export function writeStderr(text: string): void {
   writeAll(2, text);
