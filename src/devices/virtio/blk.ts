@@ -1,8 +1,9 @@
 // virtio-blk (id 2) over an injected BlockBackend: read, write, flush and get-id requests on one queue,
 // capacity in the configuration space. A request the device cannot do fails with the spec's status
 // (IOERR for writes to a read-only disk, for ranges past the end and for backend errors; UNSUPP for unknown
-// types) and the queue goes on; only a malformed chain (no room for the status byte) is not completed with
-// a status, and then it is returned with length 0 and traced.
+// types, IOERR too for a request of more than BLK_MAX_DATA_BYTES) and the queue goes on; only a malformed
+// chain (no room for the status byte) is not completed with a status, and then it is returned with length 0
+// and traced. Data moves between the guest's buffers and the backend through views of guest RAM, no copy.
 import { BLK, DEVICE_ID, bit } from "./constants.js";
 import type { VirtioContext, VirtioDevice } from "./device.js";
 import type { ChainBuffers, ViewVisitor } from "./chain-io.js";
