@@ -24,11 +24,9 @@ export class ChainBuffers {
   head = 0;
   readonly reader: ChainReader;
   readonly writer: ChainWriter;
-  /** Segment addresses and lengths; readable ones in [0, firstWritable), writable ones after. */
+  /** Segment addresses and lengths (for the cursors): the readable ones first, then the writable ones. */
   readonly gpas: Float64Array;
   readonly lens: Uint32Array;
-  count = 0;
-  firstWritable = 0;
   memory!: GuestMemory;
 
   constructor(readonly capacity: number) {
@@ -61,10 +59,8 @@ export class ChainBuffers {
       this.lens[count] = d.len;
       count++;
     }
-    this.count = count;
-    this.firstWritable = firstWritable < 0 ? count : firstWritable;
     this.reader.reset(0, readable);
-    this.writer.reset(this.firstWritable, writable);
+    this.writer.reset(firstWritable < 0 ? count : firstWritable, writable);
     return this;
   }
 }
@@ -99,11 +95,11 @@ abstract class ChainCursor {
   }
 
   /**
-   * Call `visit` with views of the next bytes, up to `limit` of them, and move past them; returns how many
+   * Call `fn` with views of the next bytes, up to `limit` of them, and move past them; returns how many
    * were visited. A view never crosses a segment or a GUEST_RAM_WINDOW boundary, so slicing it costs the
    * same as any small access to RAM.
    */
-  protected visit(limit: number, visit: ViewVisitor | undefined): number {
+  protected visit(limit: number, fn: ViewVisitor | undefined): number {
     const b = this.buffers;
     const want = Math.min(limit, this.remaining);
     let done = 0;
@@ -111,10 +107,10 @@ abstract class ChainCursor {
       const segLen = b.lens[this.seg];
       const gpa = b.gpas[this.seg] + this.off;
       let n = Math.min(segLen - this.off, want - done);
-      if (visit) {
+      if (fn) {
         const toWindowEnd = GUEST_RAM_WINDOW - (gpa % GUEST_RAM_WINDOW);
         if (n > toWindowEnd) n = toWindowEnd;
-        visit(b.memory.slice(gpa, n), done);
+        fn(b.memory.slice(gpa, n), done);
       }
       done += n;
       this.off += n;
