@@ -35,6 +35,8 @@ export interface Descriptor {
 export const MAX_INDIRECT_DESCRIPTORS = 1024;
 /** The spec's limit on a chain's total length ("Drivers MUST NOT add a descriptor chain longer than 2^32 bytes"). */
 const MAX_CHAIN_BYTES = 2 ** 32;
+/** The largest high half of a 64-bit address that keeps the address a safe integer (below 2^53). */
+const MAX_SAFE_HIGH = 2 ** 21 - 1;
 
 function hex(n: number | bigint): string {
   return `0x${n.toString(16)}`;
@@ -101,36 +103,37 @@ export class DescriptorChain {
   next(): Descriptor | undefined {
     if (this.ended) return undefined;
     const memory = this.memory;
-    const where = `queue ${this.queueIndex}`;
     for (;;) {
       const idx = this.idx;
       if (idx >= this.tableSize)
         throw new VirtqueueError(
-          `${where}: chain ${this.head} links to descriptor ${idx}, past the ${this.inIndirect ? "indirect table" : "queue"} size ${this.tableSize}`,
+          `${this.where}: chain ${this.head} links to descriptor ${idx}, past the ${this.inIndirect ? "indirect table" : "queue"} size ${this.tableSize}`,
         );
       if (++this.visited > this.tableSize)
         throw new VirtqueueError(
-          `${where}: chain ${this.head} is longer than its ${this.inIndirect ? "indirect table" : "descriptor table"} (${this.tableSize}): a loop`,
+          `${this.where}: chain ${this.head} is longer than its ${this.inIndirect ? "indirect table" : "descriptor table"} (${this.tableSize}): a loop`,
         );
       const d = this.table + VIRTQ.DESC_SIZE * idx;
-      const addr = memory.readU64(d);
+      // The 64-bit address as two halves: no BigInt per descriptor.
+      const addrLow = memory.readU32(d);
+      const addrHigh = memory.readU32(d + 4);
       const len = memory.readU32(d + 8);
       const flags = memory.readU16(d + 12);
       const next = memory.readU16(d + 14);
       if (flags & VIRTQ.DESC_F_INDIRECT) {
-        this.enterIndirect(idx, addr, len, flags);
+        this.enterIndirect(idx, addrLow, addrHigh, len, flags);
         continue;
       }
-      const gpa = this.checkedAddress(addr, len, `buffer of descriptor ${idx}`);
+      const gpa = this.checkedAddress(addrLow, addrHigh, len, "buffer", idx);
       const writable = (flags & VIRTQ.DESC_F_WRITE) !== 0;
       if (writable) this.seenWritable = true;
       else if (this.seenWritable)
         throw new VirtqueueError(
-          `${where}: chain ${this.head} has a device-readable buffer after a writable one`,
+          `${this.where}: chain ${this.head} has a device-readable buffer after a writable one`,
         );
       this.total += len;
       if (this.total > MAX_CHAIN_BYTES)
-        throw new VirtqueueError(`${where}: chain ${this.head} is more than 4 GiB long`);
+        throw new VirtqueueError(`${this.where}: chain ${this.head} is more than 4 GiB long`);
       if (flags & VIRTQ.DESC_F_NEXT) this.idx = next;
       else this.ended = true;
       const c = this.current;
@@ -142,8 +145,8 @@ export class DescriptorChain {
   }
 
   /** Continue in the indirect table that descriptor `idx` names, after checking the spec's rules for it. */
-  private enterIndirect(idx: number, addr: bigint, len: number, flags: number): void {
-    const where = `queue ${this.queueIndex}`;
+  private enterIndirect(idx: number, addrLow: number, addrHigh: number, len: number, flags: number): void {
+    const where = this.where;
     if (!this.indirectAllowed)
       throw new VirtqueueError(
         `${where}: descriptor ${idx} is indirect but VIRTIO_F_INDIRECT_DESC was not negotiated`,
@@ -159,19 +162,28 @@ export class DescriptorChain {
       throw new VirtqueueError(
         `${where}: indirect table of ${len / VIRTQ.DESC_SIZE} descriptors, more than ${MAX_INDIRECT_DESCRIPTORS}`,
       );
-    this.table = this.checkedAddress(addr, len, `indirect table of descriptor ${idx}`);
+    this.table = this.checkedAddress(addrLow, addrHigh, len, "indirect table", idx);
     this.tableSize = len / VIRTQ.DESC_SIZE;
     this.inIndirect = true;
     this.idx = 0;
     this.visited = 0;
   }
 
-  private checkedAddress(addr: bigint, len: number, what: string): number {
-    if (addr > BigInt(Number.MAX_SAFE_INTEGER) || !this.memory.contains(Number(addr), len))
+  /** "queue N", for messages (built only when one is needed). */
+  private get where(): string {
+    return `queue ${this.queueIndex}`;
+  }
+
+  /** The address `addrHigh:addrLow` of descriptor `idx`'s `what`, once [addr, addr+len) is known to be RAM. */
+  private checkedAddress(addrLow: number, addrHigh: number, len: number, what: string, idx: number): number {
+    const addr = addrHigh * 2 ** 32 + addrLow; // exact below 2^53; anything above is outside RAM anyway
+    if (addrHigh > MAX_SAFE_HIGH || !this.memory.contains(addr, len)) {
+      const full = (BigInt(addrHigh) << 32n) | BigInt(addrLow);
       throw new VirtqueueError(
-        `queue ${this.queueIndex}: ${what} ${hex(addr)}+${hex(len)} is outside guest RAM`,
+        `${this.where}: ${what} of descriptor ${idx} ${hex(full)}+${hex(len)} is outside guest RAM`,
       );
-    return Number(addr);
+    }
+    return addr;
   }
 }
 
