@@ -6,11 +6,11 @@
 // completed, the device still working, status 0.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync, spawnSync } from "node:child_process";
-import { mkdirSync } from "node:fs";
+import { spawnSync } from "node:child_process";
 import { join } from "node:path";
-import { CLI, ROOT } from "../helpers/paths.js";
-import { GUEST_OUT, guests } from "../helpers/guests.js";
+import { CLI } from "../helpers/paths.js";
+import { GUEST_OUT } from "../helpers/guests.js";
+import { buildSdkGuest } from "../helpers/sdk-guest.js";
 import { createMemoryCgroup } from "../helpers/memory-cgroup.js";
 import { CONSOLE_TRANSMIT_LIMIT } from "../../src/devices/virtio/console.js";
 
@@ -21,41 +21,6 @@ const CGROUP_LIMIT = 512 * MiB;
  * bytes (the same Node, worker threads and 64 MiB guest): far less than one copy of the guest's RAM.
  */
 const EXTRA_BOUND = 32 * MiB;
-
-/** Build guest/tests/NAME.c as a 32-bit protected-mode ELF with the SDK's library (built by guests()). */
-function buildTestGuest(name: string): string {
-  guests();
-  const dir = join(GUEST_OUT, "tests");
-  mkdirSync(dir, { recursive: true });
-  const obj = join(dir, `${name}.o`);
-  const elf = join(dir, `${name}.elf`);
-  const cflags = (
-    "-std=gnu11 -O2 -Wall -Wextra -Werror -ffreestanding -nostdlib -fno-pic -fno-pie -fno-stack-protector " +
-    "-fno-asynchronous-unwind-tables -fno-unwind-tables -fno-builtin -mgeneral-regs-only -fno-ident -m32 -march=i686"
-  ).split(" ");
-  execFileSync("gcc", [
-    ...cflags,
-    "-I",
-    join(ROOT, "guest", "include"),
-    "-c",
-    join(ROOT, "guest", "tests", `${name}.c`),
-    "-o",
-    obj,
-  ]);
-  const lib = ["printf", "string", "boot_info_print", "start32"].map((n) =>
-    join(GUEST_OUT, "obj32", `${n}.o`),
-  );
-  execFileSync("ld", [
-    ..."-m elf_i386 --build-id=none -z max-page-size=0x1000 -z noexecstack -nostdlib -static".split(" "),
-    "-T",
-    join(ROOT, "guest", "ld", "protected.ld"),
-    ...lib,
-    obj,
-    "-o",
-    elf,
-  ]);
-  return elf;
-}
 
 /** Run `vmtool run ARGS` inside a new 512 MiB memory cgroup; `skip` says why when none can be made. */
 function runInCgroup(name: string, args: string[], input: string) {
@@ -76,7 +41,7 @@ function runInCgroup(name: string, args: string[], input: string) {
 }
 
 test("a 64 x 64 MiB virtio-console chain in a 512 MiB memory cgroup: no OOM kill, bounded peak, 1 MiB out, status 0", (t) => {
-  const elf = buildTestGuest("virtio-console-4g");
+  const elf = buildSdkGuest("guest/tests/virtio-console-4g.c");
   const base = runInCgroup(
     "echo",
     ["--mem", "64M", "--console", join(GUEST_OUT, "virtio-console.elf")],

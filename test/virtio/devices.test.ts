@@ -363,8 +363,8 @@ test("virtio-blk: data is streamed between guest RAM and the backend; a request 
   };
   const env = bring(new VirtioBlk(backend), ALL, 1, BIG_RAM);
   const { ram, qs } = env;
-  assert.equal(env.t.mmioRead(REG.CONFIG + 8, 4), 1n << 20n, "size_max");
-  assert.equal(env.t.mmioRead(REG.CONFIG + 12, 4), 126n, "seg_max");
+  assert.equal(readMmio(env.t, REG.CONFIG + 8, 4), 1n << 20n, "size_max");
+  assert.equal(readMmio(env.t, REG.CONFIG + 12, 4), 126n, "seg_max");
   assert.equal(BLK_MAX_DATA_BYTES, 126 << 20);
   const request = (type: number, data: { addr: number; len: number; write?: boolean }[]) => {
     ram.mem.writeU32(HDR, type);
