@@ -1,7 +1,6 @@
 // `vmtool host`: can this machine run VMs, and how well (kvm-ok / virt-host-validate style).
 import type { Command } from "commander";
-import { writeSync } from "node:fs";
-import { printJson } from "../action.js";
+import { printJson, writeStdout } from "../action.js";
 import { ExitCode } from "../exit-codes.js";
 
 export function register(program: Command): void {
@@ -26,7 +25,7 @@ export function register(program: Command): void {
       if (opts.json === true) printJson(r);
       else {
         const { hostText } = await import("../../host/host-text.js");
-        writeSync(1, hostText(r, opts.caps === true));
+        writeStdout(hostText(r, opts.caps === true));
       }
       if (!r.canRunVms) process.exitCode = ExitCode.HOST_UNSUPPORTED;
     });

@@ -1,8 +1,7 @@
 // The actions behind `vmtool vcpus` and `vmtool watch` (loaded lazily by vcpus.ts and watch.ts): poll the
 // observer's source, print snapshots, events and the live screen.
-import { writeSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
-import { printJson } from "../action.js";
+import { printJson, writeStderr, writeStdout, writeStdoutQuietly } from "../action.js";
 import { openSource, parseSource } from "../../observer/debugfs.js";
 import { DebugfsUnavailableError } from "../../observer/errors.js";
 import { Tracker, type ObserverEvent } from "../../observer/tracker.js";
@@ -17,8 +16,8 @@ import {
 } from "../../observer/render.js";
 import type { Poll, Problem, Source } from "../../observer/types.js";
 
-const out = (text: string) => writeSync(1, text);
-const err = (text: string) => writeSync(2, text);
+const out = writeStdout;
+const err = writeStderr;
 
 /** One poll, with the tree vanishing (module unloaded) read as "nothing there" and permissions as DebugfsUnavailableError. */
 function pollOnce(src: Source): Poll {
@@ -212,6 +211,7 @@ class Screen {
       process.stdin.setRawMode(false);
       process.stdin.pause();
     }
-    out("\x1b[?25h\x1b[?1049l");
+    // Quietly: this runs in a finally, after standard output may have failed already.
+    writeStdoutQuietly("\x1b[?25h\x1b[?1049l");
   }
 }

@@ -1,7 +1,6 @@
 // `vmtool vmx`: the VMX capability MSRs, decoded field by field (QEMU's vmxcap, and the MSRs it does not read).
 import { Command, Option } from "commander";
-import { writeSync } from "node:fs";
-import { printJson } from "../action.js";
+import { printJson, writeStderr, writeStdout } from "../action.js";
 import { parseIntOption } from "../errors.js";
 import { ExitCode } from "../exit-codes.js";
 
@@ -57,14 +56,14 @@ export function register(program: Command): void {
           // Not an error of vmtool's: a clean "this host has no VMX" answer, as text or as JSON.
           const reason = text.noVmxReason(err);
           if (opts.json === true) printJson({ vmx: false, source: null, reason, tried: err.reasons });
-          else writeSync(2, `vmtool: ${reason}\n`);
+          else writeStderr(`vmtool: ${reason}\n`);
           process.exitCode = ExitCode.HOST_UNSUPPORTED;
           return;
         }
         const { decodeAll } = await import("../../arch/vmx/decode.js");
         const groups = decodeAll(values.msrs);
         if (opts.json === true) printJson(text.vmxJson(values, groups));
-        else writeSync(1, `source: ${values.source} (${values.from})\n\n${text.groupsText(groups)}`);
+        else writeStdout(`source: ${values.source} (${values.from})\n\n${text.groupsText(groups)}`);
       },
     );
 }
