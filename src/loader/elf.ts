@@ -2,6 +2,7 @@
 // against the file, so a truncated or hostile file is refused with one line instead of being half-loaded.
 // Only PT_LOAD program headers matter; each is loaded at its physical address (p_paddr), as QEMU does.
 import { ImageError } from "./errors.js";
+import { hex } from "../format.js";
 import type { Segment } from "./types.js";
 
 export const ELF_MAGIC = [0x7f, 0x45, 0x4c, 0x46] as const;
@@ -43,10 +44,6 @@ export interface ElfImage {
   entry: bigint;
   /** PT_LOAD segments with a non-zero p_memsz, addresses as BigInt (validated: no wrap-around). */
   loads: { paddr: bigint; vaddr: bigint; data: Uint8Array; memSize: bigint }[];
-}
-
-function hex(v: bigint | number): string {
-  return `0x${v.toString(16)}`;
 }
 
 /** Parse and validate an x86 ELF executable (ELF32 for i386 or ELF64 for x86-64, little-endian, ET_EXEC). */

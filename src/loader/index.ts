@@ -2,6 +2,7 @@
 // binary), and planLoad validates everything against the machine before any VM exists, so bad input ends
 // with one line (an ImageError or LoadOptionError). applyPlan then copies the segments into guest RAM.
 import { ImageError, LoadOptionError } from "./errors.js";
+import { hex } from "../format.js";
 import type { GuestMemory } from "../memory/guest-memory.js";
 import { LAYOUT, RESERVED_AREAS } from "../vm/machine-layout.js";
 import { elfSegments, isElf, parseElf } from "./elf.js";
@@ -29,10 +30,6 @@ export { MULTIBOOT_BOOTLOADER_MAGIC, writeMultibootInfo, type MultibootInfoInput
 export { MemUse, buildMemoryMap, type MemoryMapEntry } from "./memory-map.js";
 
 const BOOT_MODES: readonly BootMode[] = ["real", "protected", "long"];
-
-function hex(v: number | bigint): string {
-  return `0x${v.toString(16)}`;
-}
 
 /** Default load address of a flat binary in each mode (machine-layout.ts). */
 export function defaultFlatLoad(mode: BootMode): number {

@@ -3,6 +3,7 @@
 // when flag bit 16, the "a.out kludge", is set), starts it in 32-bit protected mode with EAX = 0x2BADB002 and
 // EBX = the Multiboot information written here at LAYOUT.MULTIBOOT_INFO.
 import { ImageError } from "./errors.js";
+import { hex } from "../format.js";
 import type { GuestMemory } from "../memory/guest-memory.js";
 import { LAYOUT } from "../vm/machine-layout.js";
 import { checkCmdline } from "./boot-info.js";
@@ -38,10 +39,6 @@ export interface MultibootHeader {
   flags: number;
   /** Present when flag bit 16 is set. */
   aout?: { headerAddr: number; loadAddr: number; loadEndAddr: number; bssEndAddr: number; entryAddr: number };
-}
-
-function hex(v: number | bigint): string {
-  return `0x${v.toString(16)}`;
 }
 
 /**
