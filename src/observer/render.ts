@@ -1,5 +1,6 @@
 // Text and JSON shapes of what the observer saw: the `vcpus` snapshot (a tree by host CPU, like the module's
 // directory), `watch`'s event lines and its live screen. Pure functions of a poll: no I/O.
+import { hex } from "../format.js";
 import { basename } from "node:path";
 import type { GlobalFile, KvmVm, Poll, Sighting } from "./types.js";
 import type { ObserverEvent, Tracker } from "./tracker.js";
@@ -50,7 +51,7 @@ function groupByCpu(poll: Poll): Map<number, Sighting[]> {
   return new Map([...by].sort((a, b) => a[0] - b[0]));
 }
 
-const hex16 = (v: bigint) => `0x${v.toString(16).padStart(16, "0")}`;
+const hex16 = (v: bigint) => hex(v, 16);
 
 function globalLines(globals: GlobalFile[]): string[] {
   const out = ["global files:"];
