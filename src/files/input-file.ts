@@ -3,7 +3,8 @@
 //   - the open never blocks: O_NONBLOCK, so a FIFO does not wait for a writer (it is then refused by kind);
 //   - only the kinds of file the input accepts (regular files; block devices for a disk; character devices
 //     where asked): a path of another kind is not even opened, and fstat on the open descriptor confirms it,
-//     so the answer is about the file actually read;
+//     so the answer is about the file actually read (a live debugfs, whose files are all the kernel's, skips
+//     both: kernelFile);
 //   - the size is known before anything is read (a block device's by seeking to its end: fstat says 0), so a
 //     file too large for its purpose is refused by size, with that reason, before a byte is read;
 //   - what is read is bounded: a file that reports no size (procfs, sysfs, debugfs, a character device) is
@@ -35,10 +36,12 @@ export interface OpenInputOptions {
   /** What the input is, for "is a directory, not a guest image" (default: "is a directory"). */
   what?: string;
   /**
-   * Judge the kind by the path before opening (default true), so that a refused device is never opened. Off
-   * only where every file is the kernel's own (a live debugfs): the descriptor's fstat still decides.
+   * The file is the kernel's own, in a tree no user can put anything into (a live debugfs mount): it is
+   * opened non-blocking, read as a file that reports no size, and its kind is not checked (neither stat nor
+   * fstat: a poll of the observer opens thousands of such files). Never for a path a user could point
+   * elsewhere.
    */
-  pathCheck?: boolean;
+  kernelFile?: boolean;
 }
 
 /** The most one read() or write() is given: Node refuses lengths of 2 GiB and more. */
@@ -140,7 +143,7 @@ export class InputFile {
     const write = opts.write ?? false;
     // Judged by the path first, so that a kind the input refuses is never opened: opening some devices acts
     // (a watchdog starts, a tape rewinds, a serial line raises DTR). The descriptor's own fstat below decides.
-    if (opts.pathCheck ?? true) {
+    if (opts.kernelFile !== true) {
       let before: Stats | undefined;
       try {
         before = statSync(path, { throwIfNoEntry: false });
@@ -158,6 +161,7 @@ export class InputFile {
     } catch (err) {
       throw openFailure(name, err, write, opts.what);
     }
+    if (opts.kernelFile === true) return new InputFile(fd, path, name, "regular file", 0, write);
     try {
       const st = fstatSync(fd);
       const kind = checkKind(st, name, accept, opts.what);

@@ -24,11 +24,11 @@ const buf = Buffer.alloc(4096);
 
 /**
  * Open a file of the tree: null when it vanished (ENOENT); throws FileInputError when it is not a regular file.
- * `kernelTree`: the live debugfs, where every file is the module's (no check by path before the open).
+ * `kernelTree`: the live debugfs, where every file is the module's (opened without checking its kind).
  */
 function openTreeFile(path: string, kernelTree = false): InputFile | null {
   try {
-    return InputFile.open(path, { pathCheck: !kernelTree });
+    return InputFile.open(path, { kernelFile: kernelTree });
   } catch (err) {
     if (err instanceof FileInputError && err.code === "ENOENT") return null;
     throw err;
@@ -219,7 +219,7 @@ export interface ModuleReadOptions {
   info?: boolean;
   /** Read and decode the global files (done once by `watch`, every time by `vcpus`). */
   globals?: boolean;
-  /** The tree is the live debugfs, where every file is the module's: no check of each path before its open. */
+  /** The tree is the live debugfs, where every file is the module's: opened without checking each one's kind. */
   kernelTree?: boolean;
 }
 

@@ -105,8 +105,8 @@ test("a kind the input refuses is judged by its path and never opened", () => {
   // one, a refusal that names the kind proves no open() was tried; an open would have said "no such device".
   const script = `
     const { InputFile } = await import(${JSON.stringify(join(DIST, "src/files/input-file.js"))});
-    for (const pathCheck of [true, false])
-      try { InputFile.open("/dev/tty", { pathCheck }); } catch (e) { console.log(e.rule); }`;
+    for (const kernelFile of [false, true])
+      try { InputFile.open("/dev/tty", { kernelFile }); } catch (e) { console.log(e.rule); }`;
   const out = execFileSync("setsid", ["-w", process.execPath, "--input-type=module", "-e", script], {
     encoding: "utf8",
     stdio: ["ignore", "pipe", "pipe"],
