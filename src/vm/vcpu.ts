@@ -202,11 +202,6 @@ export class Vcpu {
     return this.mpBuf.readUInt32LE(kvm_mp_state.off.mp_state);
   }
 
-  setMpState(state: number): void {
-    this.mpBuf.writeUInt32LE(state, kvm_mp_state.off.mp_state);
-    this.ioctl(KVM.SET_MP_STATE, this.mpBuf, "KVM_SET_MP_STATE");
-  }
-
   getVcpuEvents(): VcpuEvents {
     const b = Buffer.alloc(kvm_vcpu_events.size);
     this.ioctl(KVM.GET_VCPU_EVENTS, b, "KVM_GET_VCPU_EVENTS");
@@ -288,6 +283,7 @@ export class Vcpu {
     return this.run.getUint32(kvm_run.off.exit_reason, true);
   }
 
+  /** kvm_run.immediate_exit: KVM_RUN returns EINTR at once instead of entering the guest (the kick). */
   set immediateExit(on: boolean) {
     this.run.setUint8(kvm_run.off.immediate_exit, on ? 1 : 0);
   }

@@ -108,4 +108,12 @@ export type IoWorkerMessage =
   | { type: "failed"; reason: string }
   /** Its output could not be written (standard output closed or failing): the run must end. */
   | { type: "output"; end: RunEnd }
-  | { type: "done" };
+  | { type: "done"; devices: DeviceReport[] };
+
+/** What a device of the I/O worker counted during the run (for --stats). */
+export interface DeviceReport {
+  name: string;
+  counters: Record<string, number>;
+  /** Why the device stopped (DEVICE_NEEDS_RESET) and was not reset since, if it did. */
+  broken?: string;
+}

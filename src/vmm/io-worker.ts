@@ -222,7 +222,7 @@ function loop(): void {
 }
 
 Atomics.store(ctl, IO_CTL.STATE, IoState.RUNNING);
-let msg: IoWorkerMessage = { type: "done" };
+let msg: IoWorkerMessage = { type: "done", devices: [] };
 let final: number = IoState.STOPPED;
 try {
   loop();
@@ -231,6 +231,12 @@ try {
   final = IoState.FAILED;
 }
 out.flush();
+if (msg.type === "done")
+  msg.devices = transports.map((t) => ({
+    name: t.name,
+    counters: t.device.counters?.() ?? {},
+    broken: t.brokenReason,
+  }));
 for (const c of closables) {
   try {
     c.close();

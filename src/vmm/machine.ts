@@ -29,6 +29,7 @@ import {
   IoState,
   createIoBuffer,
   ioCtlView,
+  type DeviceReport,
   type IoWorkerStart,
   type VirtioDeviceSpec,
 } from "./io-protocol.js";
@@ -93,6 +94,8 @@ export interface RunResult {
   notifies: number;
   /** Whether the I/O worker ran: from the start (virtio devices) or on a first access to COM1. */
   ioStarted: boolean;
+  /** What each virtio device counted (requests, bytes, drops), when the I/O worker ran. */
+  devices: DeviceReport[];
 }
 
 /** Standard input waiting for the I/O worker: what the guest has not taken yet. */
@@ -270,5 +273,6 @@ async function supervise(
     forwarded: Atomics.load(ioCtl, IO_CTL.FORWARDED),
     notifies: Atomics.load(ioCtl, IO_CTL.NOTIFIES),
     ioStarted: io !== undefined,
+    devices: supervisor.devices ?? [],
   };
 }

@@ -54,3 +54,18 @@ test("several vCPUs' tables merged keep the same bound and the same totals", () 
     2 * MAX_ADDRESS_ROWS,
   );
 });
+
+test("--stats and --json report what each virtio device counted", () => {
+  const elf = buildSdkGuest("guest/examples/virtio-rng.c");
+  const r = spawnSync(process.execPath, [CLI, "run", "--json", "--rng", elf], {
+    encoding: "utf8",
+    timeout: 60_000,
+  });
+  assert.equal(r.status, 0, r.stderr);
+  const stats = JSON.parse(r.stderr.trim().split("\n").pop()!) as {
+    devices: { name: string; counters: Record<string, number>; broken?: string }[];
+  };
+  assert.deepEqual(stats.devices, [{ name: "virtio-rng@0xd0000000", counters: { "bytes served": 4096 } }]);
+  const text = spawnSync(process.execPath, [CLI, "run", "--stats", "--rng", elf], { encoding: "utf8" });
+  assert.match(text.stderr, /^ {2}virtio-rng@0xd0000000: 4096 bytes served$/m);
+});

@@ -48,6 +48,14 @@ export class VirtioBlk implements VirtioDevice {
   private ctx?: VirtioContext;
   /** Requests completed, by status. */
   readonly completed = { ok: 0, ioerr: 0, unsupp: 0 };
+
+  counters(): Record<string, number> {
+    return {
+      "requests ok": this.completed.ok,
+      "requests failed (IOERR)": this.completed.ioerr,
+      "requests unsupported": this.completed.unsupp,
+    };
+  }
   /** The request header of the request being served (type u32, reserved u32, sector u64). */
   private readonly header = new Uint8Array(BLK.HEADER_SIZE);
   private readonly statusByte = new Uint8Array(1);

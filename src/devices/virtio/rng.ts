@@ -29,6 +29,10 @@ export class VirtioRng implements VirtioDevice {
   private ctx?: VirtioContext;
   /** Bytes handed to the guest so far. */
   bytesServed = 0;
+
+  counters(): Record<string, number> {
+    return { "bytes served": this.bytesServed };
+  }
   private readonly fillView: (view: Uint8Array) => void;
 
   constructor(entropy: EntropySource = cryptoEntropy) {
