@@ -82,6 +82,7 @@ export const NOT_INSIDE: Readonly<Record<string, string>> = {
   "test/kvm/struct-layout.test.ts":
     "compiles C against <linux/kvm.h> with gcc (not inside); struct layouts do not depend on the backend",
   "test/svm/kvm-amd.test.ts": "this harness itself: it boots the QEMU VM",
+  "test/svm/classification.test.ts": "checks this list against the test files; no KVM",
   "test/kvm/koffi-loader.test.ts":
     "how koffi's native addon is found and opened (Node and the package layout, no KVM); every file run inside loads it the same way",
   "test/memory/guest-memory-windows.test.ts":
