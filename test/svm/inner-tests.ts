@@ -97,6 +97,8 @@ export const NOT_INSIDE: Readonly<Record<string, string>> = {
   "test/virtio/transport.test.ts": "virtio-mmio transport state machine; no KVM",
   "test/virtio/virtqueue.test.ts": "split virtqueue over plain buffers; no KVM",
   "test/observer/module-tree.test.ts": "reads a fake vmtool.ko debugfs tree; no KVM",
+  "test/guest/sdk.test.ts":
+    "builds guests from the documented recipes with make and gcc's full driver (not inside); vmtool run itself is covered by the other files",
   "test/guest/build.test.ts":
     "builds the guests with gcc and make (not inside); the images themselves are carried in",
   "test/loader/plan.test.ts": "plans and loads images into plain buffers; no KVM",
