@@ -5,7 +5,7 @@
 import "../vmm/startup-marks.js"; // first: its mark says when the static imports were loaded
 import { Command, CommanderError } from "commander";
 import { commands } from "./commands/index.js";
-import { reportError } from "./action.js";
+import { reportError, writeStderr, writeStdoutQuietly } from "./action.js";
 import { ExitCode } from "./exit-codes.js";
 import { startEarlyVcpuThread } from "../vmm/early-thread.js";
 
@@ -21,6 +21,8 @@ const program = new Command("vmtool")
   )
   .version("0.1.0")
   .showHelpAfterError("(run with --help for usage)")
+  // Commander's own messages (errors, help) through writeSync: a closed or full stream never throws later.
+  .configureOutput({ writeOut: writeStdoutQuietly, writeErr: writeStderr })
   .exitOverride();
 
 // Only the subcommand asked for is declared (building all of them is ~5 ms of every run); anything else
@@ -28,15 +30,22 @@ const program = new Command("vmtool")
 const asked = Object.hasOwn(commands, process.argv[2] ?? "") ? commands[process.argv[2]] : undefined;
 for (const register of asked ? [asked] : Object.values(commands)) register(program);
 
-program.parseAsync(process.argv).catch((err: unknown) => {
-  if (err instanceof CommanderError) {
-    // Commander already printed the message (or the help text).
-    const ok =
-      err.code === "commander.helpDisplayed" ||
-      err.code === "commander.version" ||
-      err.code === "commander.help";
-    process.exitCode = ok ? ExitCode.OK : ExitCode.USAGE;
-  } else {
-    process.exitCode = reportError(err);
-  }
-});
+const [verb, topic] = process.argv.slice(2);
+if (verb === "help" && topic !== undefined && !Object.hasOwn(commands, topic)) {
+  writeStderr(`vmtool: error: unknown command '${topic}' (vmtool --help lists them)\n`);
+  process.exitCode = ExitCode.USAGE;
+} else
+  program.parseAsync(process.argv).catch((err: unknown) => {
+    if (err instanceof CommanderError) {
+      // Commander already printed the message (or the help text). Help asked for (--help, `help run`) is a
+      // success; help shown because something was missing (`vmtool` alone, a command without its argument) is
+      // bad usage.
+      const ok =
+        err.code === "commander.helpDisplayed" ||
+        err.code === "commander.version" ||
+        (err.code === "commander.help" && err.exitCode === 0);
+      process.exitCode = ok ? ExitCode.OK : ExitCode.USAGE;
+    } else {
+      process.exitCode = reportError(err);
+    }
+  });

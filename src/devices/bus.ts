@@ -5,10 +5,10 @@
 // claims is not an error: it is reported to the caller (BUS_MISS / undefined / false), which reads all ones,
 // ignores the write and, under --trace, reports it once per address (see MissLog).
 //
-// An access is delivered whole to the device that owns its FIRST address, with its size; the device decides
-// what a wide access means (the UART splits it into byte accesses like an ISA bus would). Registration is
-// refused when two ranges overlap.
-import { UsageError } from "../cli/errors.js";
+// An access is delivered whole to the device that owns its FIRST address, with its size (port I/O) or its bytes
+// (MMIO); the device decides what a wide access means (the UART splits it into byte accesses like an ISA bus
+// would). Registration is refused when two ranges overlap: a bug in how the machine was built.
+import { VmtoolError } from "../errors.js";
 import type { AccessSize, MmioDevice, PioDevice } from "./types.js";
 
 /** What PioBus.read returns when no device claims the port (device values are never negative). */
@@ -19,11 +19,6 @@ export function allOnes(size: AccessSize): number {
   return size >= 4 ? 0xffff_ffff : (1 << (size * 8)) - 1;
 }
 
-/** The same for MMIO reads, which may be 8 bytes wide. */
-export function allOnesBig(size: AccessSize): bigint {
-  return (1n << BigInt(size * 8)) - 1n;
-}
-
 /** One registered range, as listed by `entries()` (for the machine description, --stats and docs). */
 export interface BusEntry<D> {
   readonly base: number;
@@ -31,8 +26,11 @@ export interface BusEntry<D> {
   readonly device: D;
 }
 
-/** Two devices claimed the same addresses (a bad device configuration: exit 2). */
-export class BusOverlapError extends UsageError {}
+/** A device was registered on addresses that are not valid or not free: a bug in how the machine is built. */
+export class BusConfigError extends VmtoolError {}
+
+/** Two devices claimed the same addresses. */
+export class BusOverlapError extends BusConfigError {}
 
 const PORT_COUNT = 0x1_0000;
 /** Port bus slots are 16-bit; slot 0 means "nobody". */
@@ -59,7 +57,7 @@ export class PioBus {
       base < 0 ||
       base + size > PORT_COUNT
     )
-      throw new UsageError(
+      throw new BusConfigError(
         `${device.name}: port range ${hex(base)}+${size} is not inside the I/O port space 0x0..0xffff`,
       );
     for (let p = base; p < base + size; p++) {
@@ -70,7 +68,8 @@ export class PioBus {
             `${hex(this.bases[other])}..${hex(this.bases[other] + this.sizes[other] - 1)}`,
         );
     }
-    if (this.devices.length > MAX_PIO_DEVICES) throw new UsageError(`${device.name}: too many port devices`);
+    if (this.devices.length > MAX_PIO_DEVICES)
+      throw new BusConfigError(`${device.name}: too many port devices`);
     const slot = this.devices.length;
     this.devices.push(device);
     this.bases.push(base);
@@ -125,7 +124,7 @@ export class MmioBus {
       base < 0 ||
       base + size > MMIO_LIMIT
     )
-      throw new UsageError(
+      throw new BusConfigError(
         `${device.name}: MMIO range ${hex(base)}+${hex(size)} is not a valid physical range`,
       );
     const end = base + size;
@@ -143,18 +142,25 @@ export class MmioBus {
     this.devices.splice(i, 0, device);
   }
 
-  /** Reads `size` bytes at `addr`: the value, or undefined when no device claims the address. */
-  read(addr: number, size: AccessSize): bigint | undefined {
+  /**
+   * Reads `data.length` bytes at `addr` into `data`; false when no device claims the address (then `data` is
+   * filled with all ones, what the CPU sees).
+   */
+  read(addr: number, data: Uint8Array): boolean {
     const i = this.indexOf(addr);
-    if (i < 0) return undefined;
-    return this.devices[i].mmioRead(addr - this.bases[i], size);
+    if (i < 0) {
+      data.fill(0xff);
+      return false;
+    }
+    this.devices[i].mmioRead(addr - this.bases[i], data);
+    return true;
   }
 
-  /** Writes at `addr`; false when no device claims the address (the write is then ignored). */
-  write(addr: number, size: AccessSize, value: bigint): boolean {
+  /** Writes `data` at `addr`; false when no device claims the address (the write is then ignored). */
+  write(addr: number, data: Uint8Array): boolean {
     const i = this.indexOf(addr);
     if (i < 0) return false;
-    this.devices[i].mmioWrite(addr - this.bases[i], size, value);
+    this.devices[i].mmioWrite(addr - this.bases[i], data);
     return true;
   }
 

@@ -12,11 +12,16 @@ export interface PioDevice {
   pioWrite(offset: number, size: AccessSize, value: number): void;
 }
 
-/** A device on the MMIO bus. `offset` is relative to the base address it was registered at. */
+/**
+ * A device on the MMIO bus. `offset` is relative to the base address it was registered at; `data` holds exactly
+ * the bytes of the access, lowest address first (1 to 8 of them: KVM splits an access that crosses a page into
+ * pieces of other lengths, 3 and 5 for example, and a device sees each piece as it is). A read fills `data`.
+ * `data` is a view the caller reuses: a device must not keep it.
+ */
 export interface MmioDevice {
   readonly name: string;
-  mmioRead(offset: number, size: AccessSize): bigint;
-  mmioWrite(offset: number, size: AccessSize, value: bigint): void;
+  mmioRead(offset: number, data: Uint8Array): void;
+  mmioWrite(offset: number, data: Uint8Array): void;
 }
 
 /** An interrupt line a device drives (level-triggered, like an ISA IRQ into the in-kernel PIC/IOAPIC). */
@@ -27,13 +32,13 @@ export interface IrqLine {
 /** Where a device's output bytes go (standard output in `vmtool run`, a buffer in tests). */
 export type ByteSink = (bytes: Uint8Array) => void;
 
-/** Thrown by a device to stop the whole VM with an exit status (the exit port does this). */
-export class VmStopRequest extends Error {
+/** Thrown by a device whose access ends the run at the guest's request (the exit port: the value written). */
+export class GuestExitRequest extends Error {
   constructor(
-    readonly status: number,
-    readonly reason: string,
+    /** What the guest wrote, whole (its width is the access's). */
+    readonly value: number,
   ) {
-    super(reason);
-    this.name = "VmStopRequest";
+    super(`the guest wrote ${value} (0x${value.toString(16)}) to the exit port`);
+    this.name = "GuestExitRequest";
   }
 }

@@ -2,6 +2,7 @@
 // ~0.1-0.3 us, the same as C for our exit path). Every function here is synchronous on purpose: a vCPU
 // thread blocks in KVM_RUN, and koffi's async mode would hop between libuv threads.
 import koffi from "./koffi.js";
+import { VmtoolError } from "../errors.js";
 
 const lib = koffi.load("libc.so.6");
 
@@ -119,13 +120,12 @@ export const EACCES = 13;
 export const EPERM = 1;
 
 /** A syscall error with errno's symbolic name, for messages like "KVM_RUN failed: EFAULT (Bad address)". */
-export class SysError extends Error {
+export class SysError extends VmtoolError {
   constructor(
     readonly call: string,
     readonly errno: number,
   ) {
     super(`${call} failed: ${errnoName(errno)} (${strerror(errno)})`);
-    this.name = "SysError";
   }
 }
 

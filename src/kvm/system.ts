@@ -1,7 +1,7 @@
 // The KVM system fd (/dev/kvm): opening it with actionable errors, API version, capabilities, and the
 // host-wide queries (supported CPUID, MSR lists) that `vmtool host`/`vmx` and the VMM share.
 import { existsSync } from "node:fs";
-import { HostError } from "../cli/errors.js";
+import { KvmCapabilityError, KvmUnavailableError } from "./errors.js";
 import * as libc from "./libc.js";
 import { KVM, KVM_API_VERSION } from "./ioctls.js";
 import { KVM_CAP } from "./caps.js";
@@ -26,7 +26,7 @@ export class Kvm {
   /** Open /dev/kvm (or `path`) and check the API version; errors say what to do about them. */
   static open(path = "/dev/kvm"): Kvm {
     if (!existsSync(path)) {
-      throw new HostError(
+      throw new KvmUnavailableError(
         `${path} does not exist: load the KVM module for this CPU (modprobe kvm_intel or kvm_amd), ` +
           `and enable VT-x/AMD-V in the firmware (BIOS/UEFI) setup`,
       );
@@ -35,17 +35,17 @@ export class Kvm {
     if (fd < 0) {
       const e = libc.errno();
       if (e === libc.EACCES || e === libc.EPERM)
-        throw new HostError(
+        throw new KvmUnavailableError(
           `${path}: permission denied: add your user to the group that owns it (usually 'kvm': ` +
             `sudo usermod -aG kvm $USER, then log in again), or run as root`,
         );
-      throw new HostError(`${path}: cannot open: ${libc.errnoName(e)} (${libc.strerror(e)})`);
+      throw new KvmUnavailableError(`${path}: cannot open: ${libc.errnoName(e)} (${libc.strerror(e)})`);
     }
     const kvm = new Kvm(fd, path);
     const version = kvm.apiVersion();
     if (version !== KVM_API_VERSION) {
       kvm.close();
-      throw new HostError(`${path}: KVM API version ${version}, vmtool needs ${KVM_API_VERSION}`);
+      throw new KvmUnavailableError(`${path}: KVM API version ${version}, vmtool needs ${KVM_API_VERSION}`);
     }
     return kvm;
   }
@@ -66,7 +66,7 @@ export class Kvm {
   requireCaps(caps: readonly string[], why = "vmtool's VMM"): void {
     const missing = caps.filter((c) => this.checkExtension(c) === 0);
     if (missing.length > 0)
-      throw new HostError(
+      throw new KvmCapabilityError(
         `${this.path} lacks ${missing.map((c) => `KVM_CAP_${c}`).join(", ")}, which ${why} needs`,
       );
   }

@@ -14,9 +14,13 @@ export const CTL = {
   KICKS: 3,
   /** Exits since start (low 31 bits), so the main thread sees activity without asking. */
   EXITS: 4,
-  /** Set by the worker when a halt check found the vCPU halted but wakeable (IF=1): the main thread backs off. */
-  HALTED_WAKEABLE: 5,
-  /** Several vCPUs: the last halt check's verdict (1 halted for good or never started, 2 wakeable, 3 running). */
+  /** 1 while the worker holds guest output not written yet (a partial line): the main thread asks for a flush. */
+  OUTPUT_PENDING: 5,
+  /**
+   * The last halt check's verdict (HaltVerdict), reset to UNKNOWN by the worker at its next exit other than a
+   * kick: the main thread backs off while a guest sleeps wakeable, and with several vCPUs ends the run once
+   * every one is halted for good.
+   */
   HALT_VERDICT: 6,
   /** Bumped after each halt check, so the main thread knows a verdict is fresh. */
   HALT_SEQ: 7,
@@ -24,6 +28,16 @@ export const CTL = {
   START: 8,
 } as const;
 const CTL_WORDS = 9;
+
+/** Values of CTL.HALT_VERDICT. */
+export const HaltVerdict = {
+  UNKNOWN: 0,
+  /** Halted with nothing left to wake it (or, with several vCPUs, an AP never started). */
+  FOR_GOOD: 1,
+  /** Halted, but an interrupt can wake it (IF=1 or an event pending). */
+  WAKEABLE: 2,
+  RUNNING: 3,
+} as const;
 
 /** Values of CTL.START. */
 export const StartSignal = {
@@ -50,8 +64,8 @@ export const REQ = {
   STOP: 2,
   /** The thread was seen sleeping: is the guest halted with nothing left to wake it? */
   HALT_CHECK: 4,
-  /** New host input is waiting (standard input for the UART). */
-  INPUT: 8,
+  /** Set by the worker itself: writing the guest's output failed, the run must end. */
+  OUTPUT_FAILED: 8,
   /** Flush buffered output now. */
   FLUSH: 16,
 } as const;

@@ -2,9 +2,9 @@
 // general registers, segment registers, descriptor tables, control registers and pending events.
 import type { Regs, Segment, Sregs, VcpuEvents } from "./vcpu.js";
 import { SEGMENT_NAMES } from "./vcpu.js";
+import { hex } from "../format.js";
 
-const hex64 = (v: bigint) => `0x${v.toString(16).padStart(16, "0")}`;
-const hex = (v: number | bigint, w = 0) => `0x${v.toString(16).padStart(w, "0")}`;
+const hex64 = (v: bigint) => hex(v, 16);
 
 const RFLAGS_BITS: [number, string][] = [
   [0, "CF"],

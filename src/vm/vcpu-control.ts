@@ -14,7 +14,14 @@ import type { Vcpu } from "./vcpu.js";
 
 import { CTL, REQ, VcpuState, type VcpuStateValue } from "./control-block.js";
 
-export { CTL, REQ, VcpuState, createControlBuffer, type VcpuStateValue } from "./control-block.js";
+export {
+  CTL,
+  HaltVerdict,
+  REQ,
+  VcpuState,
+  createControlBuffer,
+  type VcpuStateValue,
+} from "./control-block.js";
 
 export const KICK_SIGNAL = libc.SIGUSR2;
 

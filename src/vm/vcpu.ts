@@ -22,7 +22,7 @@ import {
   type SegmentName,
 } from "../kvm/structs.js";
 import type { CpuidEntry } from "../kvm/system.js";
-import { HostError } from "../cli/errors.js";
+import { VmResourceError } from "./errors.js";
 
 export type Regs = Record<RegName, bigint>;
 export const REG_NAMES = Object.keys(kvm_regs.off) as RegName[];
@@ -109,10 +109,11 @@ export class Vcpu {
     id: number,
   ): Vcpu {
     const fd = libc.ioctlInt(vm.fd, KVM.CREATE_VCPU, id);
-    if (fd < 0) throw new HostError(`KVM_CREATE_VCPU ${id}: ${new libc.SysError("", libc.errno()).message}`);
+    if (fd < 0)
+      throw new VmResourceError(`KVM_CREATE_VCPU ${id}: ${new libc.SysError("", libc.errno()).message}`);
     const runSize = vm.kvm.vcpuMmapSize();
     if (runSize < kvm_run.size)
-      throw new HostError(`KVM's vCPU mapping (${runSize} bytes) is smaller than kvm_run`);
+      throw new VmResourceError(`KVM's vCPU mapping (${runSize} bytes) is smaller than kvm_run`);
     const runAddr = libc.mmap(null, runSize, libc.PROT_READ | libc.PROT_WRITE, libc.MAP_SHARED, fd, 0);
     if (runAddr === libc.MAP_FAILED) {
       const e = libc.errno();

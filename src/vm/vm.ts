@@ -2,7 +2,7 @@
 // interrupt controllers (PIC + IOAPIC + local APICs, and on request the PIT) and the addresses Intel needs for real mode (TSS and
 // identity-map page, both outside RAM, see machine-layout.ts). Created on the main thread; vCPU workers get
 // plain descriptors (fds and addresses) and rebuild their views of the same memory.
-import { HostError, UsageError } from "../cli/errors.js";
+import { VmConfigError, VmResourceError } from "./errors.js";
 import { Kvm } from "../kvm/system.js";
 import * as libc from "../kvm/libc.js";
 import { KVM } from "../kvm/ioctls.js";
@@ -11,6 +11,7 @@ import { GuestMemory } from "../memory/guest-memory.js";
 import { LAYOUT } from "./machine-layout.js";
 import { Vcpu } from "./vcpu.js";
 import { setIrqLine } from "./irq-line.js";
+import { newEventfd } from "./eventfds.js";
 
 export { setIrqLine } from "./irq-line.js";
 
@@ -42,9 +43,13 @@ export interface VmOptions {
 export class Vm {
   readonly vcpus: Vcpu[] = [];
   private closed = false;
+  /** eventfds made for this VM (ioeventfds, irqfds, doorbells), closed with it. */
+  private readonly eventfds: number[] = [];
 
   private constructor(
     readonly kvm: Kvm,
+    /** Whether the Kvm handle was opened for this VM (and is closed with it). */
+    private readonly ownsKvm: boolean,
     readonly fd: number,
     readonly memory: GuestMemory,
     private readonly ramAddr: bigint,
@@ -53,22 +58,35 @@ export class Vm {
     readonly pit: boolean,
   ) {}
 
-  static create(opts: VmOptions, kvm: Kvm = Kvm.open()): Vm {
+  /** Create a VM on `kvm`, or on a /dev/kvm handle of its own (closed with the VM). */
+  static create(opts: VmOptions, kvm?: Kvm): Vm {
     const { memSize } = opts;
     if (!Number.isSafeInteger(memSize) || memSize < LAYOUT.MIN_RAM || memSize > LAYOUT.MAX_RAM)
-      throw new UsageError(
+      throw new VmConfigError(
         `guest RAM of ${memSize} bytes is outside 0x${LAYOUT.MIN_RAM.toString(16)}..0x${LAYOUT.MAX_RAM.toString(16)}`,
       );
     if (memSize % 4096 !== 0)
-      throw new UsageError(`guest RAM of ${memSize} bytes is not a multiple of 4 KiB`);
+      throw new VmConfigError(`guest RAM of ${memSize} bytes is not a multiple of 4 KiB`);
     const irqchip = opts.irqchip ?? true;
     const pit = opts.pit ?? false;
-    if (pit && !irqchip) throw new UsageError("the PIT needs the in-kernel irqchip");
+    if (pit && !irqchip) throw new VmConfigError("the PIT needs the in-kernel irqchip");
+    const ownsKvm = kvm === undefined;
+    kvm ??= Kvm.open();
+    try {
+      return Vm.createOn(kvm, ownsKvm, memSize, irqchip, pit);
+    } catch (e) {
+      if (ownsKvm) kvm.close();
+      throw e;
+    }
+  }
+
+  private static createOn(kvm: Kvm, ownsKvm: boolean, memSize: number, irqchip: boolean, pit: boolean): Vm {
     kvm.requireCaps(pit ? [...REQUIRED_CAPS, "PIT2"] : REQUIRED_CAPS);
     // A signal can interrupt KVM_CREATE_VM (EINTR: seen here under a profiler's SIGPROF); QEMU retries too.
     let fd = libc.ioctlInt(kvm.fd, KVM.CREATE_VM, 0);
     while (fd < 0 && libc.errno() === libc.EINTR) fd = libc.ioctlInt(kvm.fd, KVM.CREATE_VM, 0);
-    if (fd < 0) throw new HostError(`KVM_CREATE_VM failed: ${new libc.SysError("", libc.errno()).message}`);
+    if (fd < 0)
+      throw new VmResourceError(`KVM_CREATE_VM failed: ${new libc.SysError("", libc.errno()).message}`);
     let ramAddr = libc.MAP_FAILED;
     try {
       // Intel VT-x runs real mode through a TSS and an identity-mapped page; both sit outside RAM.
@@ -84,7 +102,7 @@ export class Vm {
         -1,
         0,
       );
-      if (ramAddr === libc.MAP_FAILED) throw new HostError(`cannot map ${memSize} bytes of guest RAM`);
+      if (ramAddr === libc.MAP_FAILED) throw new VmResourceError(`cannot map ${memSize} bytes of guest RAM`);
       // A child process (gcc, gdb...) must not get a copy of guest RAM.
       libc.madvise(ramAddr, memSize, libc.MADV_DONTFORK);
       const region = Buffer.alloc(kvm_userspace_memory_region.size);
@@ -101,7 +119,7 @@ export class Vm {
         check(libc.ioctlPtr(fd, KVM.CREATE_PIT2, Buffer.alloc(kvm_pit_config.size)), "KVM_CREATE_PIT2");
       // Viewed lazily, window by window (GuestMemory): a view of all RAM at once makes V8 collect garbage.
       const memory = new GuestMemory([{ gpa: 0, size: memSize, hostAddr: ramAddr }]);
-      return new Vm(kvm, fd, memory, ramAddr, memSize, irqchip, pit);
+      return new Vm(kvm, ownsKvm, fd, memory, ramAddr, memSize, irqchip, pit);
     } catch (e) {
       if (ramAddr !== libc.MAP_FAILED) libc.munmap(ramAddr, memSize);
       libc.close(fd);
@@ -114,6 +132,13 @@ export class Vm {
     const vcpu = Vcpu.create(this, id);
     this.vcpus.push(vcpu);
     return vcpu;
+  }
+
+  /** A new non-blocking eventfd that lives as long as the VM (closed by close()). */
+  eventfd(): number {
+    const fd = newEventfd();
+    this.eventfds.push(fd);
+    return fd;
   }
 
   /** Drive an interrupt line of the in-kernel PIC/IOAPIC (ISA IRQs 0..15 go to both). */
@@ -130,7 +155,11 @@ export class Vm {
     this.closed = true;
     for (const v of this.vcpus) v.close();
     libc.munmap(this.ramAddr, this.memSize);
+    // The VM fd first: KVM drops its references to the ioeventfds and irqfds with it.
     libc.close(this.fd);
+    for (const fd of this.eventfds) libc.close(fd);
+    this.eventfds.length = 0;
+    if (this.ownsKvm) this.kvm.close();
   }
 }
 

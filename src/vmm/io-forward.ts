@@ -4,37 +4,63 @@
 // acknowledgement); virtio queue notifies never reach a vCPU thread: they are ioeventfds.
 import * as libc from "../kvm/libc.js";
 import type { AccessSize, MmioDevice, PioDevice } from "../devices/types.js";
-import { IO_CTL, IO_OP, IoState, SLOT, SLOT_STATE, ioCtlView, slotView } from "./io-protocol.js";
+import { CTL, REQ } from "../vm/control-block.js";
+import {
+  IO_CTL,
+  IO_OP,
+  IoState,
+  SLOT,
+  SLOT_STATE,
+  ioCtlView,
+  slotDataViews,
+  slotView,
+} from "./io-protocol.js";
 
-/** Thrown when the I/O worker is gone: the vCPU cannot go on without its devices. */
-export class IoWorkerGone extends Error {}
+/**
+ * Thrown when a forwarded access cannot be answered: the I/O worker is gone, or this vCPU was asked to stop
+ * while it waited (a busy I/O worker must not delay a stop; its late reply to the abandoned slot is harmless).
+ */
+export class ForwardAbandoned extends Error {
+  constructor(readonly why: "io-worker-gone" | "stop-requested") {
+    super(
+      why === "io-worker-gone" ? "the I/O worker has stopped" : "stopped while waiting for the I/O worker",
+    );
+    this.name = "ForwardAbandoned";
+  }
+}
+
+/** How long one wait for a reply lasts before the vCPU looks at its own requests and the worker's state. */
+const WAIT_SLICE_MS = 50;
 
 export class IoForwarder {
   private readonly slot: Int32Array;
   private readonly ctl: Int32Array;
+  private readonly data: Uint8Array[];
   private readonly ring = new Uint8Array(new BigUint64Array([1n]).buffer);
 
-  /** `wake`: ask the main thread to start the I/O worker (called once per machine, by whichever vCPU first
-   * finds it dormant). */
+  /**
+   * `vcpuCtl`: this vCPU's control block (a stop request ends a wait); `wake`: ask the main thread to start
+   * the I/O worker (called once per machine, by whichever vCPU first finds it dormant).
+   */
   constructor(
     io: SharedArrayBuffer,
     vcpuIndex: number,
     private readonly doorbell: number,
+    private readonly vcpuCtl: Int32Array,
     private readonly wake: () => void = () => {},
   ) {
     this.slot = slotView(io, vcpuIndex);
     this.ctl = ioCtlView(io);
+    this.data = slotDataViews(io, vcpuIndex);
   }
 
-  /** Forward one access; returns the value read (reads) and whether a device claimed it. */
-  access(op: number, addr: number, size: AccessSize, value: bigint): { value: bigint; handled: boolean } {
+  /** Forward one access whose data is already in the slot; returns whether a device claimed it. */
+  private forward(op: number, addr: number, size: number): boolean {
     const s = this.slot;
     s[SLOT.OP] = op;
     s[SLOT.SIZE] = size;
-    s[SLOT.ADDR_LO] = addr % 2 ** 32;
-    s[SLOT.ADDR_HI] = Math.floor(addr / 2 ** 32);
-    s[SLOT.VALUE_LO] = Number(value & 0xffff_ffffn);
-    s[SLOT.VALUE_HI] = Number((value >> 32n) & 0xffff_ffffn);
+    s[SLOT.ADDR_LO] = addr % 0x1_0000_0000;
+    s[SLOT.ADDR_HI] = Math.floor(addr / 0x1_0000_0000);
     Atomics.store(s, SLOT.STATE, SLOT_STATE.REQUEST);
     if (
       Atomics.load(this.ctl, IO_CTL.STATE) === IoState.DORMANT &&
@@ -44,22 +70,25 @@ export class IoForwarder {
     libc.write(this.doorbell, this.ring, 8);
     while (Atomics.load(s, SLOT.STATE) !== SLOT_STATE.REPLY) {
       const st = Atomics.load(this.ctl, IO_CTL.STATE);
-      if (st === IoState.FAILED || st === IoState.STOPPED)
-        throw new IoWorkerGone("the I/O worker has stopped");
-      Atomics.wait(s, SLOT.STATE, SLOT_STATE.REQUEST, 200);
+      if (st === IoState.FAILED || st === IoState.STOPPED) throw new ForwardAbandoned("io-worker-gone");
+      if (Atomics.load(this.vcpuCtl, CTL.REQUEST) & REQ.STOP) throw new ForwardAbandoned("stop-requested");
+      Atomics.wait(s, SLOT.STATE, SLOT_STATE.REQUEST, WAIT_SLICE_MS);
     }
     Atomics.store(s, SLOT.STATE, SLOT_STATE.IDLE);
-    const v = BigInt(s[SLOT.VALUE_LO] >>> 0) | (BigInt(s[SLOT.VALUE_HI] >>> 0) << 32n);
-    return { value: v, handled: s[SLOT.HANDLED] === 1 };
+    return s[SLOT.HANDLED] === 1;
   }
 
   /** A port-bus stand-in for the device at `base` (offsets are turned back into port numbers). */
   pioDevice(name: string, base: number): PioDevice {
     return {
       name,
-      pioRead: (offset, size) => Number(this.access(IO_OP.PIO_READ, base + offset, size, 0n).value),
-      pioWrite: (offset, size, value) => {
-        this.access(IO_OP.PIO_WRITE, base + offset, size, BigInt(value >>> 0));
+      pioRead: (offset: number, size: AccessSize) => {
+        this.forward(IO_OP.PIO_READ, base + offset, size);
+        return this.slot[SLOT.DATA_LO] >>> 0;
+      },
+      pioWrite: (offset: number, size: AccessSize, value: number) => {
+        this.slot[SLOT.DATA_LO] = value;
+        this.forward(IO_OP.PIO_WRITE, base + offset, size);
       },
     };
   }
@@ -68,9 +97,13 @@ export class IoForwarder {
   mmioDevice(name: string, base: number): MmioDevice {
     return {
       name,
-      mmioRead: (offset, size) => this.access(IO_OP.MMIO_READ, base + offset, size, 0n).value,
-      mmioWrite: (offset, size, value) => {
-        this.access(IO_OP.MMIO_WRITE, base + offset, size, value);
+      mmioRead: (offset: number, data: Uint8Array) => {
+        this.forward(IO_OP.MMIO_READ, base + offset, data.length);
+        data.set(this.data[data.length]);
+      },
+      mmioWrite: (offset: number, data: Uint8Array) => {
+        this.data[data.length].set(data);
+        this.forward(IO_OP.MMIO_WRITE, base + offset, data.length);
       },
     };
   }

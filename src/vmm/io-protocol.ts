@@ -1,11 +1,12 @@
 // How vCPU threads talk to the I/O worker (io-worker.ts), the one thread that owns every stateful device
-// (the UART and the virtio-mmio devices). No imports on purpose: the main thread builds these buffers before
-// it loads the KVM bindings.
+// (the UART and the virtio-mmio devices). No runtime imports on purpose: the main thread builds these buffers
+// before it loads the KVM bindings.
 //
 // Each vCPU has a request slot: a few Int32 words in one SharedArrayBuffer. A vCPU that takes a port or MMIO
 // exit for a device the I/O worker owns fills its slot, sets STATE to REQUEST, rings the I/O worker's doorbell
 // (an eventfd it polls beside the virtio ioeventfds) and waits with Atomics.wait until STATE is REPLY. One
 // owner per device means no lock on device state, however many vCPUs touch it.
+import type { RunEnd } from "./run-end.js";
 
 /** Words of one slot. */
 export const SLOT = {
@@ -14,8 +15,9 @@ export const SLOT = {
   SIZE: 2,
   ADDR_LO: 3,
   ADDR_HI: 4,
-  VALUE_LO: 5,
-  VALUE_HI: 6,
+  /** The access's data: a port value in DATA_LO; MMIO bytes, lowest address first, over DATA_LO and DATA_HI. */
+  DATA_LO: 5,
+  DATA_HI: 6,
   /** 1 when a device claimed the access, 0 when nobody did (reads then return all ones). */
   HANDLED: 7,
 } as const;
@@ -55,6 +57,12 @@ export function createIoBuffer(vcpus: number): SharedArrayBuffer {
 /** The Int32Array view of vCPU `index`'s slot. */
 export function slotView(buffer: SharedArrayBuffer, index: number): Int32Array {
   return new Int32Array(buffer, (IO_CTL_WORDS + index * SLOT_WORDS) * 4, SLOT_WORDS);
+}
+
+/** Views of vCPU `index`'s data words as bytes, one per access length 0..8 (MMIO data travels as bytes). */
+export function slotDataViews(buffer: SharedArrayBuffer, index: number): Uint8Array[] {
+  const at = (IO_CTL_WORDS + index * SLOT_WORDS + SLOT.DATA_LO) * 4;
+  return Array.from({ length: 9 }, (_, len) => new Uint8Array(buffer, at, len));
 }
 
 export function ioCtlView(buffer: SharedArrayBuffer): Int32Array {
@@ -98,4 +106,6 @@ export interface IoWorkerData {
 export type IoWorkerMessage =
   | { type: "loaded" } // its modules (koffi among them) are loaded: from now on terminate() is safe
   | { type: "failed"; reason: string }
+  /** Its output could not be written (standard output closed or failing): the run must end. */
+  | { type: "output"; end: RunEnd }
   | { type: "done" };

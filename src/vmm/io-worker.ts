@@ -11,7 +11,7 @@ import * as libc from "../kvm/libc.js";
 import { receiveStart } from "./thread-start.js";
 import { setIrqLine } from "../vm/irq-line.js";
 import { GuestMemory } from "../memory/guest-memory.js";
-import { MmioBus, PioBus, allOnes, allOnesBig } from "../devices/bus.js";
+import { MmioBus, PioBus, allOnes } from "../devices/bus.js";
 import { SharedByteQueue } from "../devices/byte-queue.js";
 import { Uart16550 } from "../devices/uart16550.js";
 import { IRQS, PORTS } from "../vm/machine-layout.js";
@@ -30,6 +30,7 @@ import {
   SLOT,
   SLOT_STATE,
   ioCtlView,
+  slotDataViews,
   slotView,
   type IoWorkerData,
   type IoWorkerMessage,
@@ -37,8 +38,13 @@ import {
 } from "./io-protocol.js";
 
 const POLLIN = 1;
-/** Flush a partial output line after this long without new work. */
-const QUIET_FLUSH_MS = 50;
+/**
+ * Rounds of serving at the end of a run. The vCPUs are stopped, so nothing new arrives: one round serves what
+ * is left, the next finds nothing; the bound only guards against an fd that keeps reporting itself ready.
+ */
+const MAX_DRAIN_ROUNDS = 16;
+/** The longest a partial output line (a prompt) waits in the buffer, however busy the guest keeps this thread. */
+const PARTIAL_LINE_MS = 50;
 
 const data = workerData as IoWorkerData;
 const port = parentPort!;
@@ -51,6 +57,8 @@ startupMark("I/O worker started");
 // collects garbage at once, 5-10 ms of a short run (docs/run.md, "Start-up").
 let memory: GuestMemory | undefined;
 const out = new Output();
+/** Closed when this thread ends (disk backends). */
+const closables: { close(): void }[] = [];
 const pio = new PioBus();
 const mmio = new MmioBus();
 const stdinQueue = new SharedByteQueue(data.stdinQueue);
@@ -75,7 +83,11 @@ for (const spec of start.virtio) {
   let device: VirtioDevice;
   if (spec.type === "rng") device = new VirtioRng();
   else if (spec.type === "console") device = console_ = new VirtioConsole(out.write);
-  else device = new VirtioBlk(new FileBlockBackend(spec.path!, spec.readOnly ?? false));
+  else {
+    const backend = new FileBlockBackend(spec.path!, spec.readOnly ?? false);
+    closables.push(backend);
+    device = new VirtioBlk(backend);
+  }
   const irqFd = spec.irqFd;
   memory ??= GuestMemory.fromDescriptors(start.memory);
   const t = new VirtioMmioTransport(device, {
@@ -110,32 +122,26 @@ pollFds.forEach((fd, i) => {
 });
 const drain = new Uint8Array(8);
 const slots = Array.from({ length: data.vcpus }, (_, i) => slotView(data.io, i));
+const slotData = Array.from({ length: data.vcpus }, (_, i) => slotDataViews(data.io, i));
 
 /** Serve one forwarded register access. */
-function serve(slot: Int32Array): void {
+function serve(index: number): void {
+  const slot = slots[index];
   const op = slot[SLOT.OP];
-  const size = slot[SLOT.SIZE] as 1 | 2 | 4 | 8;
-  const addr = (slot[SLOT.ADDR_LO] >>> 0) + (slot[SLOT.ADDR_HI] >>> 0) * 2 ** 32;
-  let handled = 1;
+  const size = slot[SLOT.SIZE];
+  const addr = (slot[SLOT.ADDR_LO] >>> 0) + (slot[SLOT.ADDR_HI] >>> 0) * 0x1_0000_0000;
+  let handled = true;
   if (op === IO_OP.PIO_READ) {
-    const v = pio.read(addr, size);
-    if (v < 0) handled = 0;
-    slot[SLOT.VALUE_LO] = v < 0 ? allOnes(size) : v;
+    const v = pio.read(addr, size as 1 | 2 | 4);
+    handled = v >= 0;
+    slot[SLOT.DATA_LO] = handled ? v : allOnes(size as 1 | 2 | 4);
   } else if (op === IO_OP.PIO_WRITE) {
-    handled = pio.write(addr, size, slot[SLOT.VALUE_LO] >>> 0) ? 1 : 0;
-  } else if (op === IO_OP.MMIO_READ) {
-    let v = mmio.read(addr, size);
-    if (v === undefined) {
-      handled = 0;
-      v = allOnesBig(size);
-    }
-    slot[SLOT.VALUE_LO] = Number(v & 0xffff_ffffn);
-    slot[SLOT.VALUE_HI] = Number(v >> 32n);
+    handled = pio.write(addr, size as 1 | 2 | 4, slot[SLOT.DATA_LO] >>> 0);
   } else {
-    const v = BigInt(slot[SLOT.VALUE_LO] >>> 0) | (BigInt(slot[SLOT.VALUE_HI] >>> 0) << 32n);
-    handled = mmio.write(addr, size, v) ? 1 : 0;
+    const bytes = slotData[index][Math.min(size, 8)];
+    handled = op === IO_OP.MMIO_READ ? mmio.read(addr, bytes) : mmio.write(addr, bytes);
   }
-  slot[SLOT.HANDLED] = handled;
+  slot[SLOT.HANDLED] = handled ? 1 : 0;
   Atomics.add(ctl, IO_CTL.FORWARDED, 1);
   Atomics.store(slot, SLOT.STATE, SLOT_STATE.REPLY);
   Atomics.notify(slot, SLOT.STATE);
@@ -152,31 +158,66 @@ function takeInput(): void {
   }
 }
 
-function loop(): void {
-  let quiet = 0;
+/**
+ * Serve what poll() found readable and every waiting request slot; returns how many things were served. Each
+ * ioeventfd is read (which resets it) before its queue is served, so a notify that arrives meanwhile makes it
+ * readable again.
+ */
+function serveReady(): number {
+  let served = 0;
+  for (let i = 0; i < pollFds.length; i++) {
+    if ((pollView.getInt16(i * 8 + 6, true) & POLLIN) === 0) continue;
+    // An eventfd: reading resets its counter. A failed read (nothing there after all) serves nothing.
+    if (libc.read(pollFds[i], drain, 8) !== 8) continue;
+    served++;
+    if (i === 0) continue;
+    const [t, q] = notifyTargets[i - 1];
+    Atomics.add(ctl, IO_CTL.NOTIFIES, 1);
+    t.notify(q);
+  }
+  for (let i = 0; i < slots.length; i++)
+    if (Atomics.load(slots[i], SLOT.STATE) === SLOT_STATE.REQUEST) {
+      serve(i);
+      served++;
+    }
+  takeInput();
+  return served;
+}
+
+function pollOnce(timeoutMs: number): number {
   for (;;) {
-    const n = libc.poll(pollBuf, pollFds.length, quiet === 0 ? QUIET_FLUSH_MS : -1);
-    if (n < 0) {
-      if (libc.errno() === libc.EINTR) continue;
-      throw new libc.SysError("poll", libc.errno());
+    const n = libc.poll(pollBuf, pollFds.length, timeoutMs);
+    if (n >= 0) return n;
+    if (libc.errno() !== libc.EINTR) throw new libc.SysError("poll", libc.errno());
+  }
+}
+
+function loop(): void {
+  let outputReported = false;
+  for (;;) {
+    // A partial line is flushed once it is PARTIAL_LINE_MS old, even while the guest keeps this thread busy
+    // (a prompt, then a loop polling the UART's LSR: every poll is a forwarded access).
+    const age = out.age();
+    if (age >= PARTIAL_LINE_MS) out.flush();
+    const timeout = out.buffered > 0 ? Math.max(1, Math.ceil(PARTIAL_LINE_MS - out.age())) : -1;
+    if (pollOnce(timeout) > 0) serveReady();
+    if (out.failure && !outputReported) {
+      // The run must end; the devices keep being served (a disk write the guest posts is not lost) until the
+      // main thread has stopped the vCPUs and says stop.
+      outputReported = true;
+      port.postMessage({ type: "output", end: out.failure } satisfies IoWorkerMessage);
     }
-    if (n === 0) {
-      out.flush();
-      quiet = 1;
-      continue;
+    if (Atomics.load(ctl, IO_CTL.STOP)) {
+      // The vCPUs are stopped: serve what they left behind (a notify KVM accepted just before the guest
+      // halted, a request a vCPU posted) until nothing is left, so no write the guest made is lost.
+      for (let round = 0; round < MAX_DRAIN_ROUNDS && pollOnce(0) > 0 && serveReady() > 0; round++) {
+        /* again: serving may have taken long enough for more to arrive */
+      }
+      // Chains made available without a notify (the driver may rely on the device draining its queues) are
+      // served too: one last pass over every queue.
+      for (const t of transports) for (const q of t.queues) t.process(q);
+      return;
     }
-    quiet = 0;
-    for (let i = 0; i < pollFds.length; i++) {
-      if (pollView.getInt16(i * 8 + 6, true) === 0) continue;
-      libc.read(pollFds[i], drain, 8); // an eventfd: reading resets its counter
-      if (i === 0) continue;
-      const [t, q] = notifyTargets[i - 1];
-      Atomics.add(ctl, IO_CTL.NOTIFIES, 1);
-      t.notify(q);
-    }
-    for (const s of slots) if (Atomics.load(s, SLOT.STATE) === SLOT_STATE.REQUEST) serve(s);
-    takeInput();
-    if (Atomics.load(ctl, IO_CTL.STOP)) return;
   }
 }
 
@@ -186,10 +227,17 @@ let final: number = IoState.STOPPED;
 try {
   loop();
 } catch (e) {
-  msg = { type: "failed", reason: `internal error in the I/O worker: ${(e as Error).stack ?? e}` };
+  msg = { type: "failed", reason: `internal error in the I/O worker: ${(e as Error).stack ?? String(e)}` };
   final = IoState.FAILED;
 }
 out.flush();
+for (const c of closables) {
+  try {
+    c.close();
+  } catch {
+    // Closing a file cannot lose data that was written; nothing to report at this point.
+  }
+}
 port.postMessage(msg);
 // The final state only once the output is flushed: the main thread then lets this thread end on its own.
 Atomics.store(ctl, IO_CTL.STATE, final);

@@ -61,5 +61,6 @@ export function statsJson(s: StatsSummary, result: { status: number; reason: str
     vmmMs: round(s.vmmMs),
     byReason: s.byReason.map(roundRow),
     byAddress: s.byAddress.map(roundRow),
+    otherAddressExits: s.otherAddressExits,
   };
 }

@@ -5,10 +5,7 @@
 import { Worker } from "node:worker_threads";
 import { CTL, createControlBuffer } from "../vm/control-block.js";
 import { threadStart, type ThreadStart } from "./thread-start.js";
-import { SharedByteQueue } from "../devices/byte-queue.js";
 import type { VcpuStart, VcpuWorkerData } from "./worker-protocol.js";
-
-const STDIN_QUEUE = 64 * 1024;
 
 // Defined only in the bundled command (scripts/bundle.mjs): the folder of the threads' bundled scripts,
 // relative to this module's compiled file. A new thread then loads one file instead of ~30 modules
@@ -36,16 +33,12 @@ export interface VcpuThreadOptions {
 export interface VcpuThread extends ThreadStart<VcpuStart> {
   worker: Worker;
   control: SharedArrayBuffer;
-  /** Standard input for COM1 (main thread pushes, the vCPU thread's UART pulls). */
-  input: SharedByteQueue;
 }
 
 export function spawnVcpuThread(opts: VcpuThreadOptions = {}): VcpuThread {
   const control = createControlBuffer();
-  const input = SharedByteQueue.create(STDIN_QUEUE);
   const workerData: VcpuWorkerData = {
     control,
-    stdinQueue: input.buffer,
     trace: opts.trace ?? false,
     stats: opts.stats ?? false,
     hookModules: opts.hookModules ?? [],
@@ -57,5 +50,5 @@ export function spawnVcpuThread(opts: VcpuThreadOptions = {}): VcpuThread {
     stdout: true,
     stderr: true,
   });
-  return { worker, control, input, ...threadStart<VcpuStart>(worker, new Int32Array(control), CTL.START) };
+  return { worker, control, ...threadStart<VcpuStart>(worker, new Int32Array(control), CTL.START) };
 }

@@ -3,25 +3,26 @@
 // ~10x, see docs/run.md). The main thread talks to it only through the control block (vcpu-control.ts):
 // requests plus a kick, never a message per exit. Kept small and free of CLI code: it is loaded on every run.
 import { parentPort, workerData } from "node:worker_threads";
-import { KVM_EXIT, KVM_EXIT_IO_OUT, KVM_MP_STATE, exitReasonName } from "../kvm/ioctls.js";
-import { RUN, kvm_run } from "../kvm/structs.js";
+import { KVM_EXIT, KVM_MP_STATE, exitReasonName } from "../kvm/ioctls.js";
+import { RUN } from "../kvm/structs.js";
+import { ExitDecoder, type IoExit, type MmioExit } from "../kvm/exit.js";
 import { EAGAIN, EINTR, errnoName, gettid } from "../kvm/libc.js";
 import { Vcpu } from "../vm/vcpu.js";
-import { CTL, REQ, VcpuKickReceiver, VcpuState } from "../vm/vcpu-control.js";
+import { CTL, HaltVerdict, REQ, VcpuKickReceiver, VcpuState } from "../vm/vcpu-control.js";
 import { receiveStart } from "./thread-start.js";
 import { formatVcpuState } from "../vm/state-dump.js";
 import { GuestMemory } from "../memory/guest-memory.js";
-import { BUS_MISS, MissLog, MmioBus, PioBus, allOnes, allOnesBig } from "../devices/bus.js";
+import { BUS_MISS, MissLog, MmioBus, PioBus, allOnes } from "../devices/bus.js";
 import { DebugConsole } from "../devices/debug-console.js";
 import { ExitPort } from "../devices/exit-port.js";
 import { PORTS } from "../vm/machine-layout.js";
-import { IoForwarder, IoWorkerGone } from "./io-forward.js";
-import { VmStopRequest } from "../devices/types.js";
-import type { AccessSize } from "../devices/types.js";
+import { ForwardAbandoned, IoForwarder } from "./io-forward.js";
+import { GuestExitRequest } from "../devices/types.js";
 import { Output } from "./output.js";
-import { ExitStats } from "./exit-stats.js";
+import { ACCESS, ExitStats } from "./exit-stats.js";
+import { hex } from "../format.js";
+import type { RunEnd } from "./run-end.js";
 import type { ExitHook, HookContext, VcpuStart, VcpuWorkerData, WorkerMessage } from "./worker-protocol.js";
-import { ExitCode } from "../cli/exit-codes.js";
 import { startupMark } from "./startup-marks.js";
 
 const data = workerData as VcpuWorkerData;
@@ -35,17 +36,20 @@ const start = receiveStart<VcpuStart>(port, ctl, CTL.START);
 startupMark("vCPU received");
 const vcpu = Vcpu.attach(start.vcpu);
 const run = vcpu.run;
+const exit = new ExitDecoder(run);
 const kicks = new VcpuKickReceiver(vcpu);
-const out = new Output();
+const out = new Output({
+  pending: { words: ctl, index: CTL.OUTPUT_PENDING },
+  onFailure: () => Atomics.or(ctl, CTL.REQUEST, REQ.OUTPUT_FAILED),
+});
 const pio = new PioBus();
 const mmio = new MmioBus();
 const misses = new MissLog();
 // Stateless devices stay here, on each vCPU's own bus (the exit-throughput path); the stateful ones (COM1,
 // virtio) live in the I/O worker and get stand-ins that forward each access there (io-forward.ts).
-const debugConsole = new DebugConsole(out.write);
-pio.register(PORTS.DEBUG_CONSOLE, 1, debugConsole);
+pio.register(PORTS.DEBUG_CONSOLE, 1, new DebugConsole(out.write));
 pio.register(PORTS.EXIT, 1, new ExitPort());
-const forwarder = new IoForwarder(start.io.buffer, start.vcpu.id, start.io.doorbell, () =>
+const forwarder = new IoForwarder(start.io.buffer, start.vcpu.id, start.io.doorbell, ctl, () =>
   post({ type: "io-wanted" }),
 );
 for (const r of start.io.pio) pio.register(r.base, r.size, forwarder.pioDevice(r.name, r.base));
@@ -72,31 +76,24 @@ function post(msg: WorkerMessage): void {
   port.postMessage(msg);
 }
 
-const IO_DIR = RUN.io.direction;
-const IO_SIZE = RUN.io.size;
-const IO_PORT = RUN.io.port;
-const IO_COUNT = RUN.io.count;
-const IO_DATA = RUN.io.data_offset;
-const hex = (n: number | bigint) => `0x${n.toString(16)}`;
+/** Numbers the exits --trace shows (kicks that only check for a halt are not shown, so not numbered). */
+let traceSeq = 0;
 
-/** Why the loop ended: the exit status and one line saying why. */
-interface Stop {
-  status: number;
-  reason: string;
-  fault?: boolean;
+/** What an access that a device turned into the end of the run means. */
+function endFrom(e: unknown): RunEnd {
+  if (e instanceof GuestExitRequest) return { kind: "exit-port", value: e.value, reason: e.message };
+  if (e instanceof ForwardAbandoned) return { kind: "stopped", reason: e.message };
+  throw e;
 }
 
 /** Port I/O exit. `rep ins/outs` comes as `count` accesses in a row in the data area. */
-function handleIo(seq: number): Stop | undefined {
-  const out_ = run.getUint8(IO_DIR) === KVM_EXIT_IO_OUT;
-  const size = run.getUint8(IO_SIZE) as AccessSize;
-  const p = run.getUint16(IO_PORT, true);
-  const count = run.getUint32(IO_COUNT, true);
-  let off = run.getUint32(IO_DATA, true); // an offset inside the kvm_run mapping (the high half is 0)
-  if (trace) traceIo(seq, out_, size, p, count, off);
+function handleIo(io: IoExit): RunEnd | undefined {
+  const { out: isOut, size, port: p, count } = io;
+  let off = io.dataOffset;
+  if (trace) traceIo(io);
   try {
     for (let i = 0; i < count; i++, off += size) {
-      if (out_) {
+      if (isOut) {
         const v =
           size === 1 ? run.getUint8(off) : size === 2 ? run.getUint16(off, true) : run.getUint32(off, true);
         if (!pio.write(p, size, v) && trace && misses.firstMiss(p))
@@ -114,58 +111,55 @@ function handleIo(seq: number): Stop | undefined {
       }
     }
   } catch (e) {
-    if (e instanceof VmStopRequest) return { status: e.status, reason: e.message };
-    if (e instanceof IoWorkerGone) return { status: ExitCode.INTERRUPTED, reason: e.message };
-    throw e;
+    return endFrom(e);
   }
   return undefined;
 }
 
-function traceIo(seq: number, isOut: boolean, size: number, p: number, count: number, off: number): void {
-  let data = "";
-  if (isOut) {
+function traceIo(io: IoExit): void {
+  let shown = "";
+  const off = io.dataOffset;
+  if (io.out) {
     const v =
-      size === 1 ? run.getUint8(off) : size === 2 ? run.getUint16(off, true) : run.getUint32(off, true);
-    data = ` data=${hex(v)}`;
+      io.size === 1 ? run.getUint8(off) : io.size === 2 ? run.getUint16(off, true) : run.getUint32(off, true);
+    shown = ` data=${hex(v)}`;
   }
   out.line(
-    `#${seq} IO port=${hex(p)} size=${size} ${isOut ? "out" : "in"}${data}${count > 1 ? ` count=${count}` : ""} rip=${hex(vcpu.getRip())}`,
+    `#${++traceSeq} IO port=${hex(io.port)} size=${io.size} ${io.out ? "out" : "in"}${shown}${io.count > 1 ? ` count=${io.count}` : ""} rip=${hex(vcpu.getRip())}`,
   );
 }
 
-function handleMmio(seq: number): Stop | undefined {
-  const addr = Number(run.getBigUint64(RUN.mmio.phys_addr, true));
-  const len = run.getUint32(RUN.mmio.len, true);
-  const isWrite = run.getUint8(RUN.mmio.is_write) !== 0;
-  const size = (len === 1 || len === 2 || len === 4 || len === 8 ? len : 8) as AccessSize;
-  const dataOff = RUN.mmio.data;
+/** Bytes as the little-endian number they form, for trace lines. */
+function bytesHex(b: Uint8Array): string {
+  let s = "";
+  for (let i = b.length - 1; i >= 0; i--) s += b[i].toString(16).padStart(2, "0");
+  return `0x${s.replace(/^0+(?=.)/, "")}`;
+}
+
+function handleMmio(m: MmioExit): RunEnd | undefined {
+  const { addr, data: bytes } = m;
   try {
-    if (isWrite) {
-      const v = run.getBigUint64(dataOff, true) & allOnesBig(size);
+    if (m.write) {
       if (trace)
-        out.line(`#${seq} MMIO addr=${hex(addr)} size=${len} write data=${hex(v)} rip=${hex(vcpu.getRip())}`);
-      if (!mmio.write(addr, size, v) && trace && misses.firstMiss(addr))
+        out.line(
+          `#${++traceSeq} MMIO addr=${hex(addr)} size=${bytes.length} write data=${bytesHex(bytes)} rip=${hex(vcpu.getRip())}`,
+        );
+      if (!mmio.write(addr, bytes) && trace && misses.firstMiss(addr))
         out.line(`vmtool: trace: nobody at MMIO ${hex(addr)}: write ignored`);
     } else {
-      if (trace) out.line(`#${seq} MMIO addr=${hex(addr)} size=${len} read rip=${hex(vcpu.getRip())}`);
-      let v = mmio.read(addr, size);
-      if (v === undefined) {
-        v = allOnesBig(size);
-        if (trace && misses.firstMiss(addr))
-          out.line(`vmtool: trace: nobody at MMIO ${hex(addr)}: read as all ones`);
-      }
-      run.setBigUint64(dataOff, v, true);
+      if (trace)
+        out.line(`#${++traceSeq} MMIO addr=${hex(addr)} size=${bytes.length} read rip=${hex(vcpu.getRip())}`);
+      if (!mmio.read(addr, bytes) && trace && misses.firstMiss(addr))
+        out.line(`vmtool: trace: nobody at MMIO ${hex(addr)}: read as all ones`);
     }
   } catch (e) {
-    if (e instanceof VmStopRequest) return { status: e.status, reason: e.message };
-    if (e instanceof IoWorkerGone) return { status: ExitCode.INTERRUPTED, reason: e.message };
-    throw e;
+    return endFrom(e);
   }
   return undefined;
 }
 
 /** Print why the guest cannot go on, and its state. */
-function fault(what: string): Stop {
+function fault(what: string): RunEnd {
   if (smp) what = `vCPU ${start.vcpu.id}: ${what}`;
   out.line(`vmtool: guest fault: ${what}`);
   try {
@@ -180,7 +174,7 @@ function fault(what: string): Stop {
   } catch (e) {
     out.line(`  (registers unavailable: ${(e as Error).message})`);
   }
-  return { status: ExitCode.GUEST_FAULT, reason: what, fault: true };
+  return { kind: "fault", reason: what };
 }
 
 function exitDetail(reason: number): string {
@@ -207,11 +201,15 @@ function exitDetail(reason: number): string {
   }
 }
 
-/** A guest halted with IF=0 and nothing pending has nothing left to wake it: the run is over. */
-function haltedForGood(): boolean | "wakeable" {
-  if (vcpu.getMpState() !== KVM_MP_STATE.HALTED) return false;
+/** A guest halted with IF=0 and nothing pending has nothing left to wake it. */
+function haltVerdict(): number {
+  const mp = vcpu.getMpState();
+  // With several vCPUs, an AP never woken counts as halted: the run may end without it.
+  if (smp && (mp === KVM_MP_STATE.UNINITIALIZED || mp === KVM_MP_STATE.INIT_RECEIVED))
+    return HaltVerdict.FOR_GOOD;
+  if (mp !== KVM_MP_STATE.HALTED) return HaltVerdict.RUNNING;
   const regs = vcpu.getRegs();
-  if (regs.rflags & 0x200n) return "wakeable";
+  if (regs.rflags & 0x200n) return HaltVerdict.WAKEABLE;
   const ev = vcpu.getVcpuEvents();
   if (
     ev.nmi.pending ||
@@ -220,8 +218,8 @@ function haltedForGood(): boolean | "wakeable" {
     ev.exception.injected ||
     ev.interrupt.injected
   )
-    return "wakeable";
-  return true;
+    return HaltVerdict.WAKEABLE;
+  return HaltVerdict.FOR_GOOD;
 }
 
 function pauseHere(): void {
@@ -238,10 +236,11 @@ function pauseHere(): void {
   Atomics.notify(ctl, CTL.STATE);
 }
 
-/** Serve the main thread's requests. Returns a Stop when asked to stop or when the guest is done. */
-function serveRequests(): Stop | undefined {
+/** Serve the main thread's requests. Returns how the run ends when asked to stop or when the guest is done. */
+function serveRequests(): RunEnd | undefined {
   const req = Atomics.load(ctl, CTL.REQUEST);
-  if (req & REQ.STOP) return { status: ExitCode.INTERRUPTED, reason: "stopped" };
+  if (req & REQ.STOP) return { kind: "stopped", reason: "stopped" };
+  if (req & REQ.OUTPUT_FAILED && out.failure) return out.failure;
   if (req & REQ.FLUSH) {
     Atomics.and(ctl, CTL.REQUEST, ~REQ.FLUSH);
     out.flush();
@@ -249,33 +248,25 @@ function serveRequests(): Stop | undefined {
   if (req & REQ.HALT_CHECK) {
     Atomics.and(ctl, CTL.REQUEST, ~REQ.HALT_CHECK);
     out.flush();
-    if (smp) {
-      // The main thread decides once every vCPU says so (machine.ts); an AP never woken counts as halted.
-      const mp = vcpu.getMpState();
-      const h =
-        mp === KVM_MP_STATE.UNINITIALIZED || mp === KVM_MP_STATE.INIT_RECEIVED ? true : haltedForGood();
-      Atomics.store(ctl, CTL.HALT_VERDICT, h === true ? 1 : h === "wakeable" ? 2 : 3);
-      Atomics.store(ctl, CTL.HALTED_WAKEABLE, h === "wakeable" ? 1 : 0);
-      Atomics.add(ctl, CTL.HALT_SEQ, 1);
-      return undefined;
-    }
-    const h = haltedForGood();
-    if (h === true) return { status: ExitCode.OK, reason: "the guest halted with interrupts disabled" };
-    Atomics.store(ctl, CTL.HALTED_WAKEABLE, h === "wakeable" ? 1 : 0);
+    const verdict = haltVerdict();
+    // One vCPU ends the run itself; with several, the main thread decides once every vCPU says so.
+    if (!smp && verdict === HaltVerdict.FOR_GOOD)
+      return { kind: "halted", reason: "the guest halted with interrupts disabled" };
+    Atomics.store(ctl, CTL.HALT_VERDICT, verdict);
+    Atomics.add(ctl, CTL.HALT_SEQ, 1);
   }
   if (req & REQ.PAUSE) pauseHere();
   return undefined;
 }
 
-function runLoop(): Stop {
-  let seq = 0;
+function runLoop(): RunEnd {
+  let exits = 0;
   let t0 = 0;
   let t1 = 0;
-  let t2 = 0;
   for (;;) {
     if (Atomics.load(ctl, CTL.REQUEST) !== 0) {
-      const s = serveRequests();
-      if (s) return s;
+      const end = serveRequests();
+      if (end) return end;
     }
     if (stats) t0 = performance.now();
     let rc = vcpu.runOnce();
@@ -283,55 +274,57 @@ function runLoop(): Stop {
     // has woken it: simply run it again.
     while (rc === -EAGAIN) rc = vcpu.runOnce();
     if (stats) t1 = performance.now();
-    const reason = rc === 0 ? run.getUint32(kvm_run.off.exit_reason, true) : KVM_EXIT.INTR;
     if (rc !== 0 && rc !== -EINTR) return fault(`KVM_RUN failed: ${errnoName(-rc)}`);
-    seq++;
-    let stop: Stop | undefined;
-    let addrKey: string | undefined;
+    const reason = rc === 0 ? exit.decode() : KVM_EXIT.INTR;
+    exits++;
+    let end: RunEnd | undefined;
+    let address = -1;
+    let access = 0;
     if (reason === KVM_EXIT.IO) {
-      stop = handleIo(seq);
-      if (stats)
-        addrKey = `port ${hex(run.getUint16(IO_PORT, true))} ${run.getUint8(IO_DIR) === KVM_EXIT_IO_OUT ? "out" : "in"}`;
+      end = handleIo(exit.io);
+      if (stats) {
+        address = exit.io.port;
+        access = exit.io.out ? ACCESS.PIO_OUT : ACCESS.PIO_IN;
+      }
     } else if (reason === KVM_EXIT.MMIO) {
-      stop = handleMmio(seq);
-      if (stats)
-        addrKey = `mmio ${hex(Number(run.getBigUint64(RUN.mmio.phys_addr, true)))} ${run.getUint8(RUN.mmio.is_write) ? "write" : "read"}`;
+      end = handleMmio(exit.mmio);
+      if (stats) {
+        address = exit.mmio.addr;
+        access = exit.mmio.write ? ACCESS.MMIO_WRITE : ACCESS.MMIO_READ;
+      }
     } else if (reason === KVM_EXIT.INTR) {
       // A kick (or another signal): serve requests at the top of the loop.
       kicks.consume();
       Atomics.add(ctl, CTL.KICKS, 1);
       out.flush();
-      if (trace && Atomics.load(ctl, CTL.REQUEST) & ~REQ.HALT_CHECK) out.line(`#${seq} INTR (kick)`);
+      if (trace && Atomics.load(ctl, CTL.REQUEST) & ~REQ.HALT_CHECK) out.line(`#${++traceSeq} INTR (kick)`);
     } else {
       out.flush();
-      if (trace) out.line(`#${seq} ${exitReasonName(reason)} rip=${hex(vcpu.getRip())}`);
+      if (trace) out.line(`#${++traceSeq} ${exitReasonName(reason)} rip=${hex(vcpu.getRip())}`);
       if (reason === KVM_EXIT.HLT) {
         // Only without the in-kernel irqchip: nothing can wake the guest then.
-        stop = { status: ExitCode.OK, reason: "the guest halted" };
+        end = { kind: "halted", reason: "the guest halted" };
       } else if (reason === KVM_EXIT.SYSTEM_EVENT && run.getUint32(RUN.system_event.type, true) === 1) {
-        stop = { status: ExitCode.OK, reason: "the guest shut down" };
+        end = { kind: "halted", reason: "the guest shut down" };
       } else {
-        stop = fault(exitDetail(reason));
+        end = fault(exitDetail(reason));
       }
     }
-    // Per-exit bookkeeping without a locked instruction on the fast path: the flag is read first and rarely
+    // Per-exit bookkeeping without a locked instruction on the fast path: the verdict is read first and rarely
     // set; the exit count is a progress hint the main thread samples (an aligned 32-bit plain store never
-    // tears, and a stale value only delays a quiet-time flush).
-    if (reason !== KVM_EXIT.INTR && ctl[CTL.HALTED_WAKEABLE] !== 0)
-      Atomics.store(ctl, CTL.HALTED_WAKEABLE, 0);
-    ctl[CTL.EXITS] = seq & 0x7fff_ffff;
-    if (hooks.length > 0 && !stop) {
+    // tears, and a stale value only delays the main thread's view).
+    if (reason !== KVM_EXIT.INTR && ctl[CTL.HALT_VERDICT] !== HaltVerdict.UNKNOWN)
+      Atomics.store(ctl, CTL.HALT_VERDICT, HaltVerdict.UNKNOWN);
+    ctl[CTL.EXITS] = exits & 0x7fff_ffff;
+    if (hooks.length > 0 && !end) {
       for (const h of hooks) {
-        const verdict = h({ seq, reason, reasonName: exitReasonName(reason) });
-        if (verdict === "stop") stop = { status: ExitCode.OK, reason: "stopped by an exit hook" };
+        const verdict = h({ seq: exits, reason, reasonName: exitReasonName(reason) });
+        if (verdict === "stop") end = { kind: "stopped", reason: "stopped by an exit hook" };
         else if (verdict === "pause") Atomics.or(ctl, CTL.REQUEST, REQ.PAUSE);
       }
     }
-    if (stats) {
-      t2 = performance.now();
-      stats.add(reason, addrKey, t1 - t0, t2 - t1);
-    }
-    if (stop) return stop;
+    if (stats) stats.add(reason, t1 - t0, performance.now() - t1, address, access);
+    if (end) return end;
   }
 }
 
@@ -340,28 +333,24 @@ function runThread(): void {
   Atomics.store(ctl, CTL.TID, gettid());
   Atomics.store(ctl, CTL.STATE, VcpuState.RUNNING);
   Atomics.notify(ctl, CTL.STATE);
-  let result: Stop;
+  let end: RunEnd;
   startupMark("first KVM_RUN");
   try {
-    result = runLoop();
+    end = runLoop();
   } catch (e) {
     out.flush();
-    result = {
-      status: ExitCode.INTERNAL,
-      reason: `internal error in the vCPU thread: ${(e as Error).stack ?? e}`,
+    end = {
+      kind: "internal",
+      reason: `internal error in the vCPU thread: ${(e as Error).stack ?? String(e)}`,
     };
   }
   out.flush();
-  startupMark(`run loop ended: ${result.reason}`);
+  // Output that failed while the run ended for another reason still decides: it is incomplete.
+  if (out.failure && end.kind !== "fault" && end.kind !== "internal") end = out.failure;
+  startupMark(`run loop ended: ${end.reason}`);
   Atomics.store(ctl, CTL.STATE, VcpuState.STOPPED);
   Atomics.notify(ctl, CTL.STATE);
-  post({
-    type: "done",
-    status: result.status,
-    reason: result.reason,
-    fault: result.fault ?? false,
-    stats: stats?.summary(),
-  });
+  post({ type: "done", end, stats: stats?.summary() });
 }
 
 // Exit hooks are ES modules (loaded by URL, with the compiled modules rather than the bundle: vcpu-thread.ts),
@@ -379,8 +368,9 @@ else
       Atomics.store(ctl, CTL.STATE, VcpuState.STOPPED);
       post({
         type: "done",
-        status: ExitCode.INTERNAL,
-        reason: `exit hook module failed to load: ${(e as Error).stack ?? e}`,
-        fault: false,
+        end: {
+          kind: "internal",
+          reason: `exit hook module failed to load: ${(e as Error).stack ?? String(e)}`,
+        },
       });
     });

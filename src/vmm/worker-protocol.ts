@@ -3,18 +3,18 @@ import type { RegionDescriptor, GuestMemory } from "../memory/guest-memory.js";
 import type { Vcpu, VcpuDescriptor } from "../vm/vcpu.js";
 import type { MmioBus, PioBus } from "../devices/bus.js";
 import type { StatsSummary } from "./exit-stats.js";
+import type { RunEnd } from "./run-end.js";
 
 /** Given when the worker is created (before the VM exists). */
 export interface VcpuWorkerData {
   /** The control block (vcpu-control.ts). */
   control: SharedArrayBuffer;
-  /** SharedByteQueue buffer: standard input for COM1, filled by the main thread. */
-  stdinQueue: SharedArrayBuffer;
   trace: boolean;
   stats: boolean;
   /**
-   * Modules (URLs) loaded in the vCPU thread, each with a default export `(ctx) => ExitHook`. The seam for
-   * introspection and the GDB stub: a hook sees every exit in the thread that handles it.
+   * Modules (URLs) loaded in the vCPU thread, each with a default export `(ctx) => ExitHook`: a hook sees every
+   * exit in the thread that handles it. A hook must not keep `ctx` (its guest memory views above all) past the
+   * run: guest RAM is unmapped once the run ends (runMachine waits for threads with hooks to end first).
    */
   hookModules: string[];
 }
@@ -39,7 +39,7 @@ export type WorkerMessage =
   | { type: "loaded" } // its modules (koffi among them) are loaded: from now on terminate() is safe
   | { type: "paused" }
   | { type: "io-wanted" } // an access to a device of the I/O worker, which has not been started yet
-  | { type: "done"; status: number; reason: string; fault: boolean; stats?: StatsSummary };
+  | { type: "done"; end: RunEnd; stats?: StatsSummary };
 
 /** What an exit hook sees. The vCPU may be inspected (registers, memory) from inside the hook. */
 export interface ExitEvent {
@@ -48,7 +48,7 @@ export interface ExitEvent {
   reasonName: string;
 }
 
-/** "stop" ends the run (status 0), "pause" parks the vCPU in the paused state; anything else goes on. */
+/** "stop" ends the run (RunEnd "stopped"), "pause" parks the vCPU in the paused state; anything else goes on. */
 export type ExitHookVerdict = "stop" | "pause" | void | undefined;
 export type ExitHook = (exit: ExitEvent) => ExitHookVerdict;
 

@@ -13,6 +13,7 @@ import { FileBlockBackend } from "../../src/devices/virtio/blk-file-backend.js";
 import type { VirtioDevice } from "../../src/devices/virtio/device.js";
 import { UsageError } from "../../src/cli/errors.js";
 import { FEAT, IrqRecorder, MmioDriver, REG, TestRam, type DriverQueue } from "./driver.js";
+import { readMmio, writeMmio } from "../helpers/mmio.js";
 
 const ALL = FEAT.VERSION_1 | FEAT.INDIRECT | FEAT.EVENT_IDX;
 
@@ -65,9 +66,9 @@ test("virtio-console: transmitq output reaches the sink; emergency write outputs
   ]);
   qs[1].kick();
   assert.deepEqual(qs[1].takeUsed(), [{ id: head, len: 0 }]);
-  t.mmioWrite(REG.CONFIG + 8, 4, 0x21n);
+  writeMmio(t, REG.CONFIG + 8, 4, 0x21n);
   assert.equal(new TextDecoder().decode(new Uint8Array(out)), "hello, world\n!");
-  assert.equal(t.mmioRead(REG.CONFIG + 4, 4), 0n, "max_nr_ports unused without MULTIPORT");
+  assert.equal(readMmio(t, REG.CONFIG + 4, 4), 0n, "max_nr_ports unused without MULTIPORT");
 });
 
 test("virtio-console: input waits for receive buffers, then fills them across chains", () => {
@@ -163,7 +164,7 @@ function blkRequest(
 test("virtio-blk: capacity in config; write then read back whole sectors; flush reaches the backend", () => {
   const backend = memBackend(64 * 512);
   const env = bring(new VirtioBlk(backend));
-  assert.equal(env.t.mmioRead(REG.CONFIG, 8), 64n);
+  assert.equal(readMmio(env.t, REG.CONFIG, 8), 64n);
   const pattern = new Uint8Array(1024).map((_, i) => (i * 7) & 0xff);
   assert.deepEqual(blkRequest(env, 1, 3n, { out: pattern }), [1, 0]);
   assert.deepEqual(backend.data.subarray(3 * 512, 5 * 512), pattern);

@@ -5,6 +5,7 @@
 import { GuestMemory } from "../../src/memory/guest-memory.js";
 import type { IrqLine } from "../../src/devices/types.js";
 import type { VirtioMmioTransport } from "../../src/devices/virtio/mmio-transport.js";
+import { readMmio, writeMmio } from "../helpers/mmio.js";
 
 export const REG = {
   MAGIC: 0x000,
@@ -85,10 +86,10 @@ export class MmioDriver {
   constructor(readonly t: VirtioMmioTransport) {}
 
   r(off: number): number {
-    return Number(this.t.mmioRead(off, 4));
+    return Number(readMmio(this.t, off, 4));
   }
   w(off: number, v: number): void {
-    this.t.mmioWrite(off, 4, BigInt(v >>> 0));
+    writeMmio(this.t, off, 4, BigInt(v >>> 0));
   }
 
   deviceFeatures(): bigint {

@@ -11,6 +11,7 @@ import { VirtioConsole } from "../../src/devices/virtio/console.js";
 import { VirtioBlk } from "../../src/devices/virtio/blk.js";
 import type { VirtioDevice } from "../../src/devices/virtio/device.js";
 import { D, FEAT, IrqRecorder, MmioDriver, REG, TestRam } from "./driver.js";
+import { readMmio, writeMmio } from "../helpers/mmio.js";
 
 // CI runs the fixed seed and count; VMTOOL_FUZZ_SEED / VMTOOL_FUZZ_CASES run longer or other campaigns.
 const SEED = Number(process.env.VMTOOL_FUZZ_SEED ?? 0x5eed_2024);
@@ -194,8 +195,8 @@ test(`devices through the transport: ${CASES} random queue states and register w
         if (r.chance(0.3)) {
           const off = r.int(0x200);
           const sz = r.pick([1, 2, 4, 8] as const);
-          if (r.chance(0.5)) t.mmioRead(off, sz);
-          else t.mmioWrite(off, sz, BigInt(r.int(2 ** 32)));
+          if (r.chance(0.5)) readMmio(t, off, sz);
+          else writeMmio(t, off, sz, BigInt(r.int(2 ** 32)));
         }
         drv.w(REG.QUEUE_NOTIFY, qi);
       }

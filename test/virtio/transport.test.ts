@@ -5,6 +5,7 @@ import { VirtioMmioTransport } from "../../src/devices/virtio/mmio-transport.js"
 import { VirtioRng } from "../../src/devices/virtio/rng.js";
 import { VirtioBlk, type BlockBackend } from "../../src/devices/virtio/blk.js";
 import { FEAT, IrqRecorder, MmioDriver, REG, S, TestRam } from "./driver.js";
+import { readMmio, writeMmio } from "../helpers/mmio.js";
 
 function memBackend(size: number, readOnly = false): BlockBackend & { data: Uint8Array; flushes: number } {
   const data = new Uint8Array(size);
@@ -148,12 +149,12 @@ test("interrupt status and acknowledge drive the IRQ line level", () => {
 
 test("registers accept only aligned 32-bit accesses; others are ignored and traced", () => {
   const { t, traces } = setup();
-  assert.equal(t.mmioRead(REG.MAGIC, 2), 0n);
-  assert.equal(t.mmioRead(REG.MAGIC + 1, 4), 0n);
-  t.mmioWrite(REG.STATUS, 1, 1n);
+  assert.equal(readMmio(t, REG.MAGIC, 2), 0n);
+  assert.equal(readMmio(t, REG.MAGIC + 1, 4), 0n);
+  writeMmio(t, REG.STATUS, 1, 1n);
   assert.equal(t.deviceStatus, 0);
-  t.mmioWrite(REG.MAGIC, 4, 5n); // read-only register
-  assert.equal(t.mmioRead(REG.MAGIC, 4), 0x74726976n);
+  writeMmio(t, REG.MAGIC, 4, 5n); // read-only register
+  assert.equal(readMmio(t, REG.MAGIC, 4), 0x74726976n);
   assert.ok(traces.length >= 4);
 });
 
@@ -163,15 +164,15 @@ test("configuration space: blk capacity read with 1, 2, 4 and 8-byte accesses; p
     memory: ram.mem,
     irq: new IrqRecorder(),
   });
-  assert.equal(t.mmioRead(REG.CONFIG, 8), 0x12345n);
-  assert.equal(t.mmioRead(REG.CONFIG, 4), 0x12345n);
-  assert.equal(t.mmioRead(REG.CONFIG + 4, 4), 0n);
-  assert.equal(t.mmioRead(REG.CONFIG, 2), 0x2345n);
-  assert.equal(t.mmioRead(REG.CONFIG + 2, 1), 0x01n);
-  assert.equal(t.mmioRead(REG.CONFIG + 20, 4), 512n, "blk_size");
-  assert.equal(t.mmioRead(REG.CONFIG + 0xf8, 4), 0n);
-  t.mmioWrite(REG.CONFIG, 4, 0n); // read-only capacity: ignored
-  assert.equal(t.mmioRead(REG.CONFIG, 8), 0x12345n);
+  assert.equal(readMmio(t, REG.CONFIG, 8), 0x12345n);
+  assert.equal(readMmio(t, REG.CONFIG, 4), 0x12345n);
+  assert.equal(readMmio(t, REG.CONFIG + 4, 4), 0n);
+  assert.equal(readMmio(t, REG.CONFIG, 2), 0x2345n);
+  assert.equal(readMmio(t, REG.CONFIG + 2, 1), 0x01n);
+  assert.equal(readMmio(t, REG.CONFIG + 20, 4), 512n, "blk_size");
+  assert.equal(readMmio(t, REG.CONFIG + 0xf8, 4), 0n);
+  writeMmio(t, REG.CONFIG, 4, 0n); // read-only capacity: ignored
+  assert.equal(readMmio(t, REG.CONFIG, 8), 0x12345n);
 });
 
 test("DEVICE_NEEDS_RESET bumps ConfigGeneration and raises the configuration-change interrupt", () => {

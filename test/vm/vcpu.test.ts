@@ -4,7 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { REQUIRED_CAPS, Vm } from "../../src/vm/vm.js";
 import { Kvm } from "../../src/kvm/system.js";
-import { HostError } from "../../src/cli/errors.js";
+import { KvmCapabilityError } from "../../src/kvm/errors.js";
 import type { Vcpu } from "../../src/vm/vcpu.js";
 import { bootVcpu, MULTIBOOT_BOOTLOADER_MAGIC, SELECTORS } from "../../src/vm/boot-modes.js";
 import { LAYOUT } from "../../src/vm/machine-layout.js";
@@ -80,7 +80,9 @@ test("capabilities: every one the VMM needs is present here, and a missing one i
     assert.throws(
       () => kvm.requireCaps(["IRQCHIP", "S390_PSW"]),
       (e: Error) =>
-        e instanceof HostError && /lacks KVM_CAP_S390_PSW,/.test(e.message) && !/IRQCHIP/.test(e.message),
+        e instanceof KvmCapabilityError &&
+        /lacks KVM_CAP_S390_PSW,/.test(e.message) &&
+        !/IRQCHIP/.test(e.message),
     );
   } finally {
     kvm.close();

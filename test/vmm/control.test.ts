@@ -8,7 +8,6 @@ import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { runMachine, type RunningMachine } from "../../src/vmm/machine.js";
 import { CTL, VcpuState } from "../../src/vm/vcpu-control.js";
-import { ExitCode } from "../../src/cli/exit-codes.js";
 import { assembleBytes } from "../vm/asm.js";
 import type { GuestMemory } from "../../src/memory/guest-memory.js";
 
@@ -63,7 +62,7 @@ test("pause, read and write registers while paused, resume, then stop: exit 130,
       })();
     },
   });
-  assert.equal(result.status, ExitCode.INTERRUPTED);
+  assert.equal(result.end.kind, "stopped");
   assert.ok(seen);
   assert.equal(seen.state, VcpuState.PAUSED);
   assert.ok(seen.rip1 >= 0x100000n && seen.rip1 < 0x100020n, `rip ${seen.rip1.toString(16)} inside the loop`);
@@ -95,7 +94,7 @@ test("kicks reach a vCPU inside KVM_RUN and are counted", async () => {
       })();
     },
   });
-  assert.equal(result.status, ExitCode.INTERRUPTED);
+  assert.equal(result.end.kind, "stopped");
   assert.ok(kicks >= 5, `${kicks} kicks served`);
 });
 
@@ -121,8 +120,8 @@ test("an exit hook loaded in the vCPU thread sees every exit and can stop the ru
       return { mode: "long", entry: 0x100000 };
     },
   });
-  assert.equal(result.status, ExitCode.OK);
-  assert.match(result.reason, /exit hook/);
+  assert.equal(result.end.kind, "stopped");
+  assert.match(result.end.reason, /exit hook/);
   assert.equal(result.stats?.byAddress.find((r) => r.key === "port 0x80 out")?.count, 3);
 });
 
@@ -151,6 +150,6 @@ test("an exit hook can park the vCPU; the main thread inspects it while paused a
       control.resume();
     },
   });
-  assert.equal(result.status, ExitCode.OK);
+  assert.equal(result.end.kind, "stopped");
   assert.deepEqual(pausedAt, [2n], "paused once, after the second OUT (rax = 2)");
 });

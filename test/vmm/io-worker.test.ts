@@ -5,7 +5,6 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { runMachine } from "../../src/vmm/machine.js";
 import { planVirtio } from "../../src/devices/virtio/placement.js";
-import { ExitCode } from "../../src/cli/exit-codes.js";
 import { assembleBytes } from "../vm/asm.js";
 
 // Reads MagicValue of the device at 0xD0000000 (a forwarded MMIO read), then writes 1 to the exit port when it
@@ -32,14 +31,14 @@ function load(mem: { write(addr: number, bytes: Uint8Array): void }) {
 
 test("a vCPU's MMIO read of a virtio register is answered by the I/O worker", async () => {
   const r = await runMachine({ memSize: 16 << 20, stdin: false, virtio: planVirtio({ rng: true }), load });
-  assert.equal(r.status, (1 << 1) | 1, r.reason);
+  assert.deepEqual([r.end.kind, r.end.kind === "exit-port" && r.end.value], ["exit-port", 1], r.end.reason);
   assert.equal(r.forwarded, 1);
   assert.equal(r.notifies, 0);
 });
 
 test("with no device there, the read is all ones (nobody claims it) and nothing is forwarded", async () => {
   const r = await runMachine({ memSize: 16 << 20, stdin: false, load });
-  assert.equal(r.status, (2 << 1) | 1, r.reason);
+  assert.deepEqual([r.end.kind, r.end.kind === "exit-port" && r.end.value], ["exit-port", 2], r.end.reason);
   assert.equal(r.forwarded, 0);
 });
 
@@ -68,7 +67,11 @@ test("without virtio devices the I/O worker starts only on a first access to COM
   });
   assert.equal(r.ioStarted, true);
   assert.equal(r.forwarded, 1, "the access that woke it was served by it");
-  assert.equal(r.status, (0x60 << 1) | 1, r.reason); // LSR after reset: THR empty, transmitter empty
+  assert.deepEqual(
+    [r.end.kind, r.end.kind === "exit-port" && r.end.value],
+    ["exit-port", 0x60],
+    r.end.reason,
+  ); // LSR after reset: THR empty, transmitter empty
   const eager = await runMachine({
     memSize: 16 << 20,
     stdin: false,
@@ -78,9 +81,9 @@ test("without virtio devices the I/O worker starts only on a first access to COM
   assert.equal(eager.ioStarted, true, "virtio devices need it from the start");
 });
 
-test("an I/O worker that fails to start (disk file gone) ends the run with status 8, no hang", async () => {
+test("an I/O worker that fails to start (disk file gone) ends the run as an internal error, no hang", async () => {
   const virtio = planVirtio({ disks: [{ path: "/nonexistent/vmtool-disk.img", readOnly: false }] });
   const r = await runMachine({ memSize: 16 << 20, stdin: false, virtio, load });
-  assert.equal(r.status, ExitCode.INTERNAL, r.reason);
-  assert.match(r.reason, /I\/O worker failed: .*--disk \/nonexistent\/vmtool-disk.img/s);
+  assert.equal(r.end.kind, "internal", r.end.reason);
+  assert.match(r.end.reason, /I\/O worker failed: .*--disk \/nonexistent\/vmtool-disk.img/s);
 });

@@ -2,10 +2,10 @@
 // or is interrupted. Options are checked here, before any VM exists (bad ones: one line, exit 2); the loader
 // and the VMM are imported lazily so that `--help` and bad options cost nothing.
 import { Command, Option } from "commander";
-import { writeSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { UsageError, parseIntOption } from "../errors.js";
-import { ExitCode } from "../exit-codes.js";
+import { writeStderr } from "../action.js";
+import { statusForRun } from "../exit-status.js";
 import { LAYOUT } from "../../vm/machine-layout.js";
 
 /** The built-in demo guest (shipped prebuilt), from this file's place in any output folder. */
@@ -25,6 +25,7 @@ interface RunOptions {
   console?: boolean;
   disk: string[];
   pit?: boolean;
+  raw?: boolean;
 }
 
 /** The most vCPUs `vmtool run` starts (also bounded by the host's KVM_CAP_MAX_VCPUS). */
@@ -43,8 +44,12 @@ export function register(program: Command): void {
         "The format comes from the file: Multiboot v1 (protected mode, EAX=0x2BADB002, EBX=info), ELF32 " +
         "(protected mode), ELF64 (long mode), else a flat binary placed with --load/--entry/--mode. Without FILE, " +
         "the built-in demo guest runs.\n" +
+        "On a terminal, standard input is raw (keys go to the guest as typed, Ctrl-C included): Ctrl-A x ends " +
+        "the run, Ctrl-A h lists the other keys.\n" +
         "Exit status: 0 the guest halted with interrupts off, (V<<1)|1 the guest wrote V to port 0xF4, 2 bad " +
-        "usage or image, 4 guest fault (register dump on stderr), 6 host cannot run VMs, 130 interrupted.",
+        "usage or image, 4 guest fault (register dump on stderr), 6 host cannot run VMs, 8 vmtool's bug, 10 the " +
+        "guest's output could not be written, 129/130/131/143 SIGHUP/SIGINT (or Ctrl-A x)/SIGQUIT/SIGTERM, " +
+        "141 standard output closed by its reader.",
     )
     .argument("[file]", "guest image (default: the built-in demo guest)")
     .option(
@@ -84,13 +89,19 @@ export function register(program: Command): void {
     .option("--rng", "add a virtio-rng device (virtio-mmio, entropy from the host)")
     .option("--console", "add a virtio-console on standard input/output (COM1 then gets no input)")
     .option(
+      "--no-raw",
+      "keep a terminal on standard input in its usual (cooked) mode: line editing and echo by the terminal, " +
+        "Ctrl-C ends vmtool",
+    )
+    .option(
       "--disk <file[,ro]>",
       "add a virtio-blk device backed by FILE (',ro': read-only); repeat for more disks",
       (v: string, acc: string[]) => [...acc, v],
       [] as string[],
     )
     .action(async (file: string | undefined, o: RunOptions) => {
-      exitNow(await runCommand(file, o));
+      const status = await runCommand(file, o);
+      await exitNow(status);
     });
 }
 
@@ -159,7 +170,7 @@ async function runWithVm(
   }
   const { runMachine } = await import("../../vmm/machine.js");
   startupMark("VM layer loaded");
-  if (o.trace) writeSync(2, `vmtool: ${plan.describe}\n`);
+  if (o.trace) writeStderr(`vmtool: ${plan.describe}\n`);
 
   const { cpuDevices, PIT_DEVICE } = await import("../../loader/boot-info.js"); // already loaded by the loader's index
   const devices = [
@@ -186,6 +197,9 @@ async function runWithVm(
     virtio,
     stdinToConsole: o.console ?? false,
     pit: o.pit ?? false,
+    raw: o.raw ?? true,
+    // The process exits as soon as the run is over: threads that said they stopped are not waited for.
+    join: false,
     load: (mem) => {
       loader.applyPlan(mem, plan);
       const bootInfo = loader.writeBootInfo(mem, { memSize, cpus, devices, cmdline, plan });
@@ -196,29 +210,46 @@ async function runWithVm(
     },
   });
 
-  if (result.status === ExitCode.INTERNAL) writeSync(2, `vmtool: internal error: ${result.reason}\n`);
-  else if (result.status === ExitCode.INTERRUPTED) writeSync(2, `vmtool: interrupted\n`);
-  else if (o.trace && !result.fault) writeSync(2, `vmtool: ${result.reason}\n`);
+  const { end } = result;
+  const status = statusForRun(end);
+  if (end.kind === "internal") writeStderr(`vmtool: internal error: ${end.reason}\n`);
+  else if (end.kind === "signal" || end.kind === "escape") writeStderr(`vmtool: ${end.reason}\n`);
+  else if (end.kind === "output-failed") writeStderr(`vmtool: error: ${end.reason}\n`);
+  else if (end.kind === "exit-port" && o.trace) writeStderr(`vmtool: ${exitPortLine(end.value, status)}\n`);
+  else if (o.trace && end.kind !== "fault" && end.kind !== "output-closed")
+    writeStderr(`vmtool: ${end.reason}\n`);
   if (stats && result.stats) {
     const report = await import("../../vmm/stats-report.js");
-    if (o.json) writeSync(2, JSON.stringify(report.statsJson(result.stats, result)) + "\n");
-    else writeSync(2, report.formatStatsTable(result.stats) + report.formatIoLine(result));
+    if (o.json)
+      writeStderr(
+        JSON.stringify(report.statsJson(result.stats, { ...result, status, reason: end.reason })) + "\n",
+      );
+    else writeStderr(report.formatStatsTable(result.stats) + report.formatIoLine(result));
   }
-  return result.status;
+  return status;
+}
+
+/** What a write of `value` to the exit port made of the status, for --trace. */
+function exitPortLine(value: number, status: number): string {
+  const full = value * 2 + 1; // the unclipped (V << 1) | 1
+  return full === status
+    ? `the guest wrote ${value} to the exit port: exit status ${status}`
+    : `the guest wrote 0x${value.toString(16)} to the exit port: (V << 1) | 1 = 0x${full.toString(16)}, ` +
+        `of which the OS keeps 8 bits: exit status ${status}`;
 }
 
 /**
  * End the process once a run is over. Node's own exit would first join every worker thread's isolate teardown
  * and dispose of V8, ~10 ms of a short run here (docs/run.md, "Start-up"), for nothing: the VM is closed, the
  * threads have said they stopped, and everything vmtool and the guest wrote went out through writeSync. The
- * 'exit' listeners still run, as with process.exit(). Node started with options of its own (--cpu-prof,
- * --inspect, ...) exits normally: those write their results during Node's teardown.
+ * 'exit' listeners still run (they restore the terminal), as with process.exit(). Node started with options
+ * of its own (--cpu-prof, --inspect, ...) exits normally: those write their results during Node's teardown.
  */
 async function exitNow(status: number): Promise<void> {
   process.exitCode = status;
   if (process.execArgv.length > 0) return;
-  process.emit("exit", status);
   const libc = await import("../../kvm/libc.js");
+  process.emit("exit", status);
   libc._exit(status);
 }
 

@@ -7,7 +7,7 @@
 // device DEVICE_NEEDS_RESET (with a configuration-change interrupt, as the spec asks) and stops it until the
 // driver resets it. No exception leaves mmioRead/mmioWrite/notify for anything the guest does.
 import { GuestMemoryError, type GuestMemory } from "../../memory/guest-memory.js";
-import type { AccessSize, IrqLine, MmioDevice } from "../types.js";
+import type { IrqLine, MmioDevice } from "../types.js";
 import {
   F,
   INT,
@@ -108,26 +108,31 @@ export class VirtioMmioTransport implements MmioDevice {
     this.traceSink(`${this.name}: ${message}`);
   }
 
-  mmioRead(offset: number, size: AccessSize): bigint {
-    if (offset >= R.CONFIG) return this.readConfig(offset - R.CONFIG, size);
-    if (size !== 4 || offset % 4 !== 0) {
+  mmioRead(offset: number, data: Uint8Array): void {
+    if (offset >= R.CONFIG) return this.readConfig(offset - R.CONFIG, data);
+    if (data.length !== 4 || offset % 4 !== 0) {
       this.trace(
-        `${size}-byte read at register offset 0x${offset.toString(16)} ignored (registers are 32-bit)`,
+        `${data.length}-byte read at register offset 0x${offset.toString(16)} ignored (registers are 32-bit)`,
       );
-      return 0n;
+      data.fill(0);
+      return;
     }
-    return BigInt(this.readRegister(offset) >>> 0);
+    const v = this.readRegister(offset);
+    data[0] = v & 0xff;
+    data[1] = (v >>> 8) & 0xff;
+    data[2] = (v >>> 16) & 0xff;
+    data[3] = v >>> 24;
   }
 
-  mmioWrite(offset: number, size: AccessSize, value: bigint): void {
-    if (offset >= R.CONFIG) return this.writeConfig(offset - R.CONFIG, size, value);
-    if (size !== 4 || offset % 4 !== 0) {
+  mmioWrite(offset: number, data: Uint8Array): void {
+    if (offset >= R.CONFIG) return this.writeConfig(offset - R.CONFIG, data);
+    if (data.length !== 4 || offset % 4 !== 0) {
       this.trace(
-        `${size}-byte write at register offset 0x${offset.toString(16)} ignored (registers are 32-bit)`,
+        `${data.length}-byte write at register offset 0x${offset.toString(16)} ignored (registers are 32-bit)`,
       );
       return;
     }
-    this.writeRegister(offset, Number(value & U32));
+    this.writeRegister(offset, (data[0] | (data[1] << 8) | (data[2] << 16) | (data[3] << 24)) >>> 0);
   }
 
   private readRegister(offset: number): number {
@@ -387,22 +392,19 @@ export class VirtioMmioTransport implements MmioDevice {
     }
   }
 
-  private readConfig(offset: number, size: AccessSize): bigint {
+  private readConfig(offset: number, data: Uint8Array): void {
     const cfg = this.device.config;
-    let v = 0n;
     // Bytes past the end of the configuration space read as zero.
-    for (let i = size - 1; i >= 0; i--) v = (v << 8n) | BigInt(offset + i < cfg.length ? cfg[offset + i] : 0);
-    return v;
+    for (let i = 0; i < data.length; i++) data[i] = offset + i < cfg.length ? cfg[offset + i] : 0;
   }
 
-  private writeConfig(offset: number, size: AccessSize, value: bigint): void {
+  private writeConfig(offset: number, data: Uint8Array): void {
     const cfg = this.device.config;
-    if (offset + size > cfg.length || !this.device.writeConfig) {
-      this.trace(`${size}-byte write to configuration offset 0x${offset.toString(16)} ignored`);
+    if (offset + data.length > cfg.length || !this.device.writeConfig) {
+      this.trace(`${data.length}-byte write to configuration offset 0x${offset.toString(16)} ignored`);
       return;
     }
-    const data = new Uint8Array(size);
-    for (let i = 0; i < size; i++) data[i] = Number((value >> BigInt(8 * i)) & 0xffn);
-    this.guard(() => this.device.writeConfig!(offset, data));
+    const copy = data.slice(); // the caller's view is reused
+    this.guard(() => this.device.writeConfig!(offset, copy));
   }
 }

@@ -1,0 +1,95 @@
+// Halt detection on the main thread. With the in-kernel irqchip KVM keeps a guest's HLT inside the kernel, so
+// no exit says "halted": the main thread watches each vCPU thread's state in /proc/self/task/TID/stat, and when
+// a thread sleeps it asks it (a request plus a kick) to check KVM_GET_MP_STATE, RFLAGS.IF and pending events
+// (docs/run.md, "Halt"). One vCPU ends the run itself when the check finds it halted for good; with several,
+// the run is over when every vCPU is halted for good (or never started), seen in two check rounds in a row
+// with no exit in between (a vCPU may wake another with an IPI).
+import { readFileSync } from "node:fs";
+import { CTL, HaltVerdict, REQ, VcpuState, type VcpuControl } from "../vm/vcpu-control.js";
+import { startupMark } from "./startup-marks.js";
+
+/** Polling: start fast (a guest that halts at once ends in ~1 ms), back off while busy or halted wakeable. */
+const POLL_MIN_MS = 1;
+const POLL_BUSY_MAX_MS = 20;
+const POLL_HALTED_MAX_MS = 100;
+/** Check rounds in a row that must find every vCPU halted for good before a multi-vCPU run ends. */
+const CONFIRMATIONS = 2;
+
+const readStat = (p: string) => readFileSync(p, "latin1");
+
+export class HaltDetector {
+  private delay = POLL_MIN_MS;
+  private timer: NodeJS.Timeout | undefined;
+  private round = 0;
+  private seqs: number[] = [];
+  private confirmations = 0;
+  private stopped = false;
+
+  /** `onHalted` is called once, when every vCPU of a multi-vCPU machine is halted for good. */
+  constructor(
+    private readonly controls: readonly VcpuControl[],
+    private readonly onHalted: () => void,
+  ) {}
+
+  start(): void {
+    this.timer = setTimeout(() => this.poll(), POLL_MIN_MS);
+  }
+
+  /** Something happened that may end a halt (host input): look again soon. */
+  hurry(): void {
+    this.delay = POLL_MIN_MS;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.timer);
+  }
+
+  private poll(): void {
+    if (this.stopped) return;
+    if (this.controls.length > 1) this.pollSmp();
+    else this.pollOne();
+    if (!this.stopped) this.timer = setTimeout(() => this.poll(), this.delay);
+  }
+
+  private pollOne(): void {
+    const control = this.controls[0];
+    if (control.state !== VcpuState.RUNNING) return;
+    if (!control.threadSleeping(readStat)) return this.busy();
+    const wakeable = Atomics.load(control.ctl, CTL.HALT_VERDICT) === HaltVerdict.WAKEABLE;
+    control.request(REQ.HALT_CHECK);
+    startupMark("vCPU thread seen asleep: halt check asked");
+    this.delay = wakeable ? Math.min(this.delay * 2, POLL_HALTED_MAX_MS) : POLL_MIN_MS;
+  }
+
+  private pollSmp(): void {
+    const cs = this.controls;
+    if (cs.some((c) => c.state !== VcpuState.RUNNING)) return;
+    if (!cs.every((c) => c.threadSleeping(readStat))) {
+      this.confirmations = 0;
+      this.round = 0;
+      return this.busy();
+    }
+    if (this.round > 0 && cs.every((c, i) => Atomics.load(c.ctl, CTL.HALT_SEQ) !== this.seqs[i])) {
+      const verdicts = cs.map((c) => Atomics.load(c.ctl, CTL.HALT_VERDICT));
+      this.confirmations = verdicts.every((v) => v === HaltVerdict.FOR_GOOD) ? this.confirmations + 1 : 0;
+      this.round = 0;
+      if (this.confirmations >= CONFIRMATIONS) {
+        this.stop();
+        this.onHalted();
+        return;
+      }
+      const wakeable = verdicts.some((v) => v === HaltVerdict.WAKEABLE);
+      this.delay = wakeable ? Math.min(this.delay * 2, POLL_HALTED_MAX_MS) : POLL_MIN_MS;
+    }
+    if (this.round === 0) {
+      this.seqs = cs.map((c) => Atomics.load(c.ctl, CTL.HALT_SEQ));
+      this.round = 1;
+      for (const c of cs) c.request(REQ.HALT_CHECK);
+    }
+  }
+
+  private busy(): void {
+    this.delay = Math.min(this.delay * 2, POLL_BUSY_MAX_MS);
+  }
+}

@@ -1,0 +1,186 @@
+// Thread supervision for one run: it hears how each vCPU thread and the I/O worker end, decides how the run
+// ends (the first end that was not asked for decides: a fault, the exit port, a halt, a signal, output that
+// could not be written...), stops every vCPU once it has decided, and at the end stops the threads in the order
+// that loses nothing: the vCPUs first, then the I/O worker, which serves what they left behind.
+import type { Worker } from "node:worker_threads";
+import * as libc from "../kvm/libc.js";
+import { VcpuState, type VcpuControl } from "../vm/vcpu-control.js";
+import { IO_CTL, IoState, SLOT, slotView, type IoWorkerMessage } from "./io-protocol.js";
+import type { IoThread } from "./io-thread.js";
+import type { VcpuThread } from "./vcpu-thread.js";
+import type { WorkerMessage } from "./worker-protocol.js";
+import { mergeStats, type StatsSummary } from "./exit-stats.js";
+import type { RunEnd } from "./run-end.js";
+import { startupMark } from "./startup-marks.js";
+
+const ONE = new Uint8Array(new BigUint64Array([1n]).buffer);
+/** How long a thread asked to stop may take before it is terminated. */
+const STOP_TIMEOUT_MS = 2000;
+
+export interface RunOutcome {
+  end: RunEnd;
+  /** The vCPU whose end decided, when one did. */
+  cpu?: number;
+  /** Every vCPU's exit statistics, merged (with --stats). */
+  stats?: StatsSummary;
+}
+
+export interface SupervisorEvents {
+  /** vCPU `index` parked itself in the paused state. */
+  onPaused?: (index: number) => void;
+  /** A vCPU touched a device of the I/O worker, which is dormant: start it. */
+  onIoWanted?: () => void;
+}
+
+export class RunSupervisor {
+  private decided: { end: RunEnd; cpu?: number } | undefined;
+  private stopping = false;
+  private remaining: number;
+  private last: RunEnd | undefined;
+  private readonly seen: boolean[];
+  private readonly stats: StatsSummary[] = [];
+  private resolve!: (o: RunOutcome) => void;
+  /** Resolves once every vCPU thread has ended (the threads themselves may still be tearing down). */
+  readonly outcome: Promise<RunOutcome>;
+
+  constructor(
+    private readonly threads: readonly VcpuThread[],
+    private readonly controls: readonly VcpuControl[],
+    private readonly ioBuffer: SharedArrayBuffer,
+    events: SupervisorEvents = {},
+  ) {
+    this.remaining = threads.length;
+    this.seen = threads.map(() => false);
+    this.outcome = new Promise((r) => (this.resolve = r));
+    threads.forEach(({ worker }, i) => {
+      worker.on("message", (m: WorkerMessage) => {
+        if (m.type === "done") {
+          startupMark("vCPU thread's result received");
+          this.threadEnded(i, m.end, m.stats);
+        } else if (m.type === "paused") events.onPaused?.(i);
+        else if (m.type === "io-wanted") events.onIoWanted?.();
+      });
+      worker.on("error", (e) =>
+        this.threadEnded(i, { kind: "internal", reason: `vCPU thread failed: ${e.stack ?? String(e)}` }),
+      );
+      worker.on("exit", (code) =>
+        this.threadEnded(i, { kind: "internal", reason: `vCPU thread ended early (code ${code})` }),
+      );
+    });
+  }
+
+  /** Whether the run's end is decided (every vCPU has been asked to stop). */
+  get ending(): boolean {
+    return this.stopping;
+  }
+
+  /** End the run for this reason (unless it is already decided) and stop every vCPU. */
+  end(end: RunEnd, cpu?: number): void {
+    this.decided ??= { end, cpu };
+    this.stopAll();
+  }
+
+  /** Hear how the I/O worker ends: its failure or an output it could not write ends the run. */
+  watchIo(io: IoThread): void {
+    const ioCtl = new Int32Array(this.ioBuffer, 0, 8);
+    io.worker.on("message", (m: IoWorkerMessage) => {
+      if (m.type === "failed") this.end({ kind: "internal", reason: m.reason });
+      else if (m.type === "output") this.end(m.end);
+    });
+    io.worker.on("error", (e) => {
+      // Failed before its loop (a device it could not build): a vCPU waiting for a reply must give up.
+      Atomics.store(ioCtl, IO_CTL.STATE, IoState.FAILED);
+      Atomics.notify(ioCtl, IO_CTL.STATE);
+      this.end({ kind: "internal", reason: `I/O worker failed: ${e.stack ?? String(e)}` });
+    });
+  }
+
+  private stopAll(): void {
+    this.stopping = true;
+    for (const c of this.controls) c.stop();
+  }
+
+  private threadEnded(i: number, end: RunEnd, stats?: StatsSummary): void {
+    if (this.seen[i]) return;
+    this.seen[i] = true;
+    this.last = end;
+    if (stats) this.stats.push(stats);
+    // A vCPU that stopped because it was asked to does not decide; the first one to end on its own does.
+    if (!(this.stopping && end.kind === "stopped")) this.decided ??= { end, cpu: i };
+    if (!this.stopping) this.stopAll();
+    if (--this.remaining === 0) {
+      const d = this.decided ?? { end: this.last };
+      this.resolve({ ...d, stats: mergeStats(this.stats) });
+    }
+  }
+
+  /**
+   * Stop every thread, the vCPUs first, then the I/O worker (it serves what they left behind). `join`: wait
+   * until each thread has really ended; otherwise a thread that said it stopped (its output flushed, it will
+   * not touch the VM again) is left to end on its own while the caller goes on.
+   */
+  async shutdown(io: IoThread | undefined, doorbell: number, join: boolean): Promise<void> {
+    const ioCtl = new Int32Array(this.ioBuffer, 0, 8);
+    // An I/O worker never started: a vCPU waiting for it (the run ended meanwhile) must give up.
+    if (!io) {
+      Atomics.store(ioCtl, IO_CTL.STATE, IoState.STOPPED);
+      for (let i = 0; i < this.threads.length; i++) Atomics.notify(slotView(this.ioBuffer, i), SLOT.STATE);
+    }
+    await Promise.all(this.threads.map((t, i) => stopVcpuThread(t, this.controls[i], join)));
+    startupMark("vCPU threads stopped");
+    if (io) {
+      Atomics.store(ioCtl, IO_CTL.STOP, 1);
+      libc.write(doorbell, ONE, 8);
+      // Not terminate() at once, even for an I/O worker still starting: a worker ended while it initialises
+      // koffi aborts the whole process (koffi's native init throws into a terminating isolate). It leaves its
+      // loop at its first wake-up, serves what is left, flushes and says STOPPED.
+      await stopIoThread(io, ioCtl, join);
+      startupMark("I/O worker stopped");
+    }
+  }
+}
+
+/** Resolve with "timeout" after `ms` (the timer does not keep the process alive). */
+function timeout(ms: number): Promise<"timeout"> {
+  return new Promise((resolve) => setTimeout(() => resolve("timeout"), ms).unref());
+}
+
+async function endedOrTerminated(worker: Worker, exited: Promise<void>, kick?: () => void): Promise<void> {
+  if ((await Promise.race([exited, timeout(STOP_TIMEOUT_MS)])) === "timeout") {
+    kick?.(); // a worker still inside KVM_RUN would hang terminate()
+    await worker.terminate();
+  }
+}
+
+/**
+ * Stop a vCPU thread. One that already said STOPPED has flushed its output and will not touch the VM again;
+ * without `join` it is not waited for (its isolate's teardown overlaps the VM's close). Any other is asked to
+ * stop, then kicked and terminated if it does not end in time.
+ */
+async function stopVcpuThread(t: VcpuThread, control: VcpuControl, join: boolean): Promise<void> {
+  if (control.state === VcpuState.STOPPED && !join) {
+    t.worker.unref();
+    return;
+  }
+  control.stop();
+  await endedOrTerminated(t.worker, t.exited, () => control.kick());
+}
+
+/** Wait until the I/O worker has left its loop (STOPPED or FAILED: output flushed), then let it end. */
+async function stopIoThread(io: IoThread, ioCtl: Int32Array, join: boolean): Promise<void> {
+  const deadline = Date.now() + STOP_TIMEOUT_MS;
+  for (;;) {
+    const st = Atomics.load(ioCtl, IO_CTL.STATE);
+    if (st === IoState.STOPPED && !join) {
+      io.worker.unref();
+      return;
+    }
+    if (st === IoState.STOPPED || st === IoState.FAILED) break; // FAILED: its message must still arrive
+    const left = deadline - Date.now();
+    if (left <= 0) break;
+    const w = Atomics.waitAsync(ioCtl, IO_CTL.STATE, st, left);
+    if (w.async && (await Promise.race([w.value, io.exited.then(() => "exited" as const)])) === "exited")
+      return;
+  }
+  await endedOrTerminated(io.worker, io.exited);
+}
