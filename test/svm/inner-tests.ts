@@ -124,4 +124,11 @@ export const NOT_INSIDE: Readonly<Record<string, string>> = {
   "test/observer/kvm-run-smp.test.ts":
     "the observer over KVM's debugfs on a two-vCPU vmtool run; left out for time",
   "test/virtio/fuzz.test.ts": "virtqueue fuzzing over plain buffers; no KVM",
+  "test/cli/exit-status.test.ts": "the mapping of errors and run ends to exit statuses; no KVM",
+  "test/cli/usage.test.ts": "help and usage statuses of the command line; no guest runs",
+  "test/run/raw-terminal.test.ts": "vmtool run on a terminal, in tmux (not inside)",
+  "test/run/streams.test.ts":
+    "standard streams and signals (EPIPE, /dev/full, a dead stderr, SIGTERM/SIGHUP): the main thread's side, the same on any backend; left out for time",
+  "test/vmm/end-of-run.test.ts":
+    "many runs of a virtio-blk guest per case (too slow under TCG); the I/O worker's ioeventfds run inside through test/virtio/kvm.test.ts",
 };
