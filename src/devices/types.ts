@@ -29,7 +29,12 @@ export interface IrqLine {
   setLevel(high: boolean): void;
 }
 
-/** Where a device's output bytes go (standard output in `vmtool run`, a buffer in tests). */
+/**
+ * Where a device's output bytes go (standard output in `vmtool run`, a buffer in tests). A device may call it
+ * several times for one request, with views straight into guest RAM (virtio-console passes the guest's own
+ * transmit buffers, no copy): the sink must use or copy the bytes before it returns and must not keep the
+ * view, whose contents the guest may change at any time after.
+ */
 export type ByteSink = (bytes: Uint8Array) => void;
 
 /** Thrown by a device whose access ends the run at the guest's request (the exit port: the value written). */

@@ -14,9 +14,11 @@ const WAIT = { timeout: 30_000 };
 
 const streams = () => buildSdkGuest("guest/tests/streams.c");
 
-/** Start `vmtool run` with piped standard streams. */
-function start(args: string[]) {
-  return spawn(process.execPath, [CLI, "run", ...args], { stdio: ["pipe", "pipe", "pipe"] });
+/** Start `vmtool run` with piped standard streams; killed when the test ends (a failed test leaves nothing). */
+function start(t: { after(fn: () => void): void }, args: string[]) {
+  const p = spawn(process.execPath, [CLI, "run", ...args], { stdio: ["pipe", "pipe", "pipe"] });
+  t.after(() => p.kill("SIGKILL"));
+  return p;
 }
 
 /** Resolves with the exit status (or signal) once the process ends. */
@@ -45,8 +47,8 @@ for (const mode of ["flood", "flood-uart"]) {
   test(
     `standard output closed by its reader (${mode}, like \`| head -1\`): the run ends with 141`,
     WAIT,
-    async () => {
-      const p = start(["--cmdline", mode, streams()]);
+    async (t) => {
+      const p = start(t, ["--cmdline", mode, streams()]);
       let err = "";
       p.stderr.on("data", (b: Buffer) => (err += b.toString()));
       await waitFor(p.stdout, /line 0\n/);
@@ -102,8 +104,8 @@ for (const mode of ["prompt", "prompt-uart"]) {
   test(
     `a partial line (${mode}: "prompt> " and no newline) appears while the guest keeps polling`,
     WAIT,
-    async () => {
-      const p = start(["--cmdline", mode, streams()]);
+    async (t) => {
+      const p = start(t, ["--cmdline", mode, streams()]);
       await waitFor(p.stdout, /prompt> $/); // never seen if vmtool held the line back: the test times out
       p.kill("SIGTERM");
       assert.deepEqual(await ended(p), { status: 143, signal: null });
@@ -117,8 +119,8 @@ for (const [signal, status] of [
   ["SIGHUP", 129],
   ["SIGQUIT", 131],
 ] as const) {
-  test(`${signal}: a clean stop, the guest's output so far written, status ${status}`, WAIT, async () => {
-    const p = start(["--cmdline", "hold", streams()]);
+  test(`${signal}: a clean stop, the guest's output so far written, status ${status}`, WAIT, async (t) => {
+    const p = start(t, ["--cmdline", "hold", streams()]);
     let out = "";
     p.stdout.on("data", (b: Buffer) => (out += b.toString()));
     await waitFor(p.stdout, /held$/);

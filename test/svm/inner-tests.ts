@@ -34,6 +34,10 @@ export const INNER_TESTS: readonly InnerTest[] = [
     why: "the vCPU thread's seams: pause/resume with register access, kicks inside KVM_RUN, exit hooks that stop or park the vCPU",
   },
   {
+    file: "test/vmm/mmio-pieces.test.ts",
+    why: "how KVM splits an 8-byte MMIO access across a page (3 + 5 bytes) and hands each piece to user space: the backend's emulator decides",
+  },
+  {
     file: "test/vmm/io-worker.test.ts",
     why: "the I/O worker on a real VM: a vCPU's virtio register access forwarded and answered; a failing worker ends the run",
   },
@@ -129,6 +133,17 @@ export const NOT_INSIDE: Readonly<Record<string, string>> = {
   "test/run/raw-terminal.test.ts": "vmtool run on a terminal, in tmux (not inside)",
   "test/run/streams.test.ts":
     "standard streams and signals (EPIPE, /dev/full, a dead stderr, SIGTERM/SIGHUP): the main thread's side, the same on any backend; left out for time",
+  "test/cli/options.test.ts": "option values and their limits; no guest runs",
+  "test/run/trace.test.ts":
+    "--trace's numbering while halt checks kick a sleeping guest: the main thread's side; left out for time",
+  "test/virtio/bounded-memory.test.ts":
+    "a 4 GiB virtio-console chain in a memory cgroup made by the test: seconds of guest work on the host, far longer under TCG",
+  "test/vmm/forward-stop.test.ts":
+    "the forwarder's wait against a request slot nobody serves, in a worker thread; no KVM",
+  "test/vmm/resources.test.ts":
+    "twenty runs with every device kind, counting fds and mappings (too slow under TCG); the same code runs inside in the other files",
+  "test/vmm/stats-bound.test.ts":
+    "12,288 distinct MMIO exits through vmtool run (slow under TCG); the bounded table itself does not depend on the backend",
   "test/vmm/end-of-run.test.ts":
     "many runs of a virtio-blk guest per case (too slow under TCG); the I/O worker's ioeventfds run inside through test/virtio/kvm.test.ts",
 };

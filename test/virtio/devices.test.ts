@@ -7,8 +7,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { VirtioMmioTransport } from "../../src/devices/virtio/mmio-transport.js";
 import { VirtioRng, cryptoEntropy } from "../../src/devices/virtio/rng.js";
-import { VirtioConsole, CONSOLE_INPUT_LIMIT } from "../../src/devices/virtio/console.js";
-import { VirtioBlk, type BlockBackend } from "../../src/devices/virtio/blk.js";
+import {
+  VirtioConsole,
+  CONSOLE_INPUT_LIMIT,
+  CONSOLE_TRANSMIT_LIMIT,
+} from "../../src/devices/virtio/console.js";
+import { VirtioBlk, BLK_MAX_DATA_BYTES, type BlockBackend } from "../../src/devices/virtio/blk.js";
+import { RNG_MAX_BYTES_PER_REQUEST } from "../../src/devices/virtio/rng.js";
+import { GUEST_RAM_WINDOW } from "../../src/memory/guest-memory.js";
 import { FileBlockBackend } from "../../src/devices/virtio/blk-file-backend.js";
 import type { VirtioDevice } from "../../src/devices/virtio/device.js";
 import { UsageError } from "../../src/cli/errors.js";
@@ -17,8 +23,27 @@ import { readMmio, writeMmio } from "../helpers/mmio.js";
 
 const ALL = FEAT.VERSION_1 | FEAT.INDIRECT | FEAT.EVENT_IDX;
 
-function bring(device: VirtioDevice, features = ALL, queues = 1) {
-  const ram = new TestRam(0x40000);
+/** RAM for the whole-RAM chains below: 4 MiB, so 64 descriptors over all of it make a 256 MiB chain. */
+const BIG_RAM = 4 << 20;
+/** Where those chains' indirect tables go (a table of 64 descriptors is 1 KiB). */
+const TABLE = 0x30000;
+
+/** `count` descriptors, each covering all of RAM (device-writable or not). */
+function wholeRam(count: number, write = false) {
+  return Array.from({ length: count }, () => ({ addr: 0, len: BIG_RAM, write }));
+}
+
+/** True when `view` is part of the test's guest RAM itself (not a copy). */
+function isGuestRam(ram: TestRam, view: Uint8Array): boolean {
+  return (
+    view.buffer === ram.backing.buffer &&
+    view.byteOffset >= TestRam.GUARD &&
+    view.byteOffset + view.length <= TestRam.GUARD + ram.size
+  );
+}
+
+function bring(device: VirtioDevice, features = ALL, queues = 1, ramSize = 0x40000) {
+  const ram = new TestRam(ramSize);
   const irq = new IrqRecorder();
   const traces: string[] = [];
   const t = new VirtioMmioTransport(device, { memory: ram.mem, irq, trace: (l) => traces.push(l) });
@@ -41,6 +66,24 @@ test("virtio-rng fills 4 KiB with bytes from the host's CSPRNG", () => {
   const bytes = ram.mem.read(0x10000, 4096);
   const distinct = new Set(bytes).size;
   assert.ok(distinct > 200, `4 KiB of random bytes has ${distinct} distinct values`);
+});
+
+test("virtio-rng: a 256 MiB chain gets RNG_MAX_BYTES_PER_REQUEST bytes, written in place in guest RAM", () => {
+  let asked = 0;
+  const envRef: { ram?: TestRam } = {};
+  const dev = new VirtioRng((buf) => {
+    assert.ok(envRef.ram && isGuestRam(envRef.ram, buf), "entropy is written into guest RAM, not a copy");
+    asked += buf.length;
+    buf.fill(0x5a);
+  });
+  const { ram, qs } = bring(dev, ALL, 1, BIG_RAM);
+  envRef.ram = ram;
+  const head = qs[0].addChain(wholeRam(64, true), TABLE);
+  qs[0].kick();
+  assert.deepEqual(qs[0].takeUsed(), [{ id: head, len: RNG_MAX_BYTES_PER_REQUEST }]);
+  assert.equal(asked, RNG_MAX_BYTES_PER_REQUEST);
+  assert.equal(ram.mem.readU8(RNG_MAX_BYTES_PER_REQUEST - 1), 0x5a);
+  assert.equal(ram.mem.readU8(RNG_MAX_BYTES_PER_REQUEST), 0, "nothing past the bound");
 });
 
 test("virtio-rng: a request with no writable buffer completes with length 0", () => {
@@ -69,6 +112,68 @@ test("virtio-console: transmitq output reaches the sink; emergency write outputs
   writeMmio(t, REG.CONFIG + 8, 4, 0x21n);
   assert.equal(new TextDecoder().decode(new Uint8Array(out)), "hello, world\n!");
   assert.equal(readMmio(t, REG.CONFIG + 4, 4), 0n, "max_nr_ports unused without MULTIPORT");
+});
+
+test("virtio-console: a 256 MiB transmit chain is streamed from guest RAM up to its bound, the rest dropped and counted", () => {
+  const views: Uint8Array[] = [];
+  let bytes = 0;
+  const dev = new VirtioConsole((b) => {
+    views.push(b);
+    bytes += b.length;
+  });
+  const { ram, qs, traces } = bring(dev, ALL, 2, BIG_RAM);
+  const head = qs[1].addChain(wholeRam(64), TABLE);
+  qs[1].kick();
+  assert.deepEqual(qs[1].takeUsed(), [{ id: head, len: 0 }], "completed");
+  assert.equal(bytes, CONSOLE_TRANSMIT_LIMIT);
+  assert.ok(
+    views.every((v) => isGuestRam(ram, v) && v.length <= GUEST_RAM_WINDOW),
+    "the sink gets views of guest RAM (no copy of the chain), none longer than a RAM window",
+  );
+  assert.equal(dev.droppedOutput, 64 * BIG_RAM - CONSOLE_TRANSMIT_LIMIT);
+  assert.match(
+    traces.join("\n"),
+    new RegExp(
+      `transmit chain ${head}: ${64 * BIG_RAM} bytes, the ${64 * BIG_RAM - CONSOLE_TRANSMIT_LIMIT} past`,
+    ),
+  );
+  // The next request goes through whole.
+  ram.mem.write(0x10000, new TextEncoder().encode("ok\n"));
+  views.length = bytes = 0;
+  qs[1].addChain([{ addr: 0x10000, len: 3 }]);
+  qs[1].kick();
+  assert.equal(new TextDecoder().decode(views[0]), "ok\n");
+});
+
+test("virtio-console: a 256 MiB receive chain takes only the input there is", () => {
+  const dev = new VirtioConsole(() => {});
+  const { ram, qs } = bring(dev, ALL, 2, BIG_RAM);
+  dev.push(new TextEncoder().encode("hello"));
+  const head = qs[0].addChain(wholeRam(64, true), TABLE);
+  qs[0].kick();
+  assert.deepEqual(qs[0].takeUsed(), [{ id: head, len: 5 }]);
+  assert.equal(new TextDecoder().decode(ram.mem.read(0, 5)), "hello");
+  assert.equal(ram.mem.readU8(5), 0);
+});
+
+test("virtio-console: input keeps its order across the input ring's wrap-around", () => {
+  const dev = new VirtioConsole(() => {});
+  const { ram, qs } = bring(dev, ALL, 2, BIG_RAM);
+  const pattern = (n: number, from: number) => new Uint8Array(n).map((_, i) => (from + i) % 251);
+  // Fill most of the ring, let the guest read part of it, then push past the ring's end.
+  dev.push(pattern(60_000, 0));
+  qs[0].addChain([{ addr: 0x100000, len: 50_000, write: true }]);
+  qs[0].kick();
+  dev.push(pattern(50_000, 60_000));
+  assert.equal(dev.pendingInput, 60_000);
+  assert.equal(dev.droppedInput, 0);
+  qs[0].addChain([{ addr: 0x100000 + 50_000, len: 70_000, write: true }]);
+  qs[0].kick();
+  assert.deepEqual(
+    qs[0].takeUsed().map((u) => u.len),
+    [50_000, 60_000],
+  );
+  assert.deepEqual(ram.mem.read(0x100000, 110_000), pattern(110_000, 0));
 });
 
 test("virtio-console: input waits for receive buffers, then fills them across chains", () => {
@@ -239,6 +344,55 @@ test("virtio-blk: a backend error completes the request with IOERR and the queue
   assert.deepEqual(blkRequest(env, 0, 0n, { inLen: 512 }), [1, 1]);
   assert.match(env.traces.join("\n"), /backend error: EIO/);
   assert.deepEqual(blkRequest(env, 1, 0n, { out: new Uint8Array(512) }), [1, 0]);
+});
+
+test("virtio-blk: data is streamed between guest RAM and the backend; a request past BLK_MAX_DATA_BYTES fails with IOERR untouched", () => {
+  const views: Uint8Array[] = [];
+  const backend: BlockBackend = {
+    size: 2 ** 40, // a 1 TiB disk: only the request bound can refuse these requests
+    readOnly: false,
+    id: "big",
+    read(_o, into) {
+      views.push(into);
+      into.fill(0x77);
+    },
+    write(_o, data) {
+      views.push(data);
+    },
+    flush() {},
+  };
+  const env = bring(new VirtioBlk(backend), ALL, 1, BIG_RAM);
+  const { ram, qs } = env;
+  assert.equal(readMmio(env.t, REG.CONFIG + 8, 4), 1n << 20n, "size_max");
+  assert.equal(readMmio(env.t, REG.CONFIG + 12, 4), 126n, "seg_max");
+  assert.equal(BLK_MAX_DATA_BYTES, 126 << 20);
+  const request = (type: number, data: { addr: number; len: number; write?: boolean }[]) => {
+    ram.mem.writeU32(HDR, type);
+    ram.mem.writeU64(HDR + 8, 8n);
+    ram.mem.writeU8(STATUS, 0xff);
+    views.length = 0;
+    qs[0].addChain([{ addr: HDR, len: 16 }, ...data, { addr: STATUS, len: 1, write: true }], TABLE);
+    qs[0].kick();
+    const used = qs[0].takeUsed();
+    assert.equal(used.length, 1);
+    return { len: used[0].len, status: ram.mem.readU8(STATUS) };
+  };
+  // 31 x 4 MiB = 124 MiB: inside the bound, passed through as views of guest RAM.
+  const within = wholeRam(31);
+  assert.deepEqual(request(1, within), { len: 1, status: 0 });
+  assert.equal(
+    views.reduce((n, v) => n + v.length, 0),
+    31 * BIG_RAM,
+  );
+  assert.ok(views.every((v) => isGuestRam(ram, v) && v.length <= GUEST_RAM_WINDOW));
+  // 32 x 4 MiB = 128 MiB, one way or the other: refused before any byte moves.
+  assert.deepEqual(request(1, wholeRam(32)), { len: 1, status: 1 }, "write: IOERR");
+  assert.equal(views.length, 0, "nothing written to the backend");
+  ram.mem.writeU8(0x200000, 0x11);
+  assert.deepEqual(request(0, wholeRam(32, true)), { len: 1, status: 1 }, "read: IOERR");
+  assert.equal(views.length, 0, "nothing read from the backend");
+  assert.equal(ram.mem.readU8(0x200000), 0x11, "guest RAM untouched");
+  assert.match(env.traces.join("\n"), /write of 134217728 bytes at sector 8: more than 132120576/);
 });
 
 test("virtio-blk over a real file: guest writes are in the file byte for byte; ro refuses; bad files are usage errors", () => {

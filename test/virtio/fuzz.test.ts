@@ -1,7 +1,8 @@
 // Fuzzing with a fixed seed: random descriptor tables, rings and queue states thrown at the virtqueue parser
 // and at whole devices through the transport. Nothing may escape as an exception (other than the parser's
 // own VirtqueueError from SplitQueue.pop, which the transport turns into DEVICE_NEEDS_RESET), and nothing
-// may be written outside guest RAM: guard bytes around it are checked after every case.
+// may be written outside guest RAM: guard bytes around it are checked after every case, and every buffer the
+// parser yields (or view of one it streams) lies inside RAM.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { SplitQueue, VirtqueueError } from "../../src/devices/virtio/virtqueue.js";
@@ -112,20 +113,44 @@ test(`virtqueue parser: ${CASES} random tables and queue states, only VirtqueueE
     for (let i = 0; i < size; i++)
       ram.mem.writeU16(q.driverAddr + 4 + 2 * i, r.chance(0.9) ? r.int(size) : r.int(0x10000));
     ram.mem.writeU16(q.driverAddr + 2, r.chance(0.9) ? r.int(size + 1) : r.int(0x10000));
+    const lazy = r.chance(0.5); // walk the chain descriptor by descriptor, or stream it as a device does
     for (let step = 0; step <= size + 1; step++) {
-      let chain;
+      let head: number;
+      let writable = 0;
       try {
-        chain = q.pop(ram.mem);
+        if (lazy) {
+          const chain = q.pop(ram.mem);
+          if (!chain) break;
+          head = chain.head;
+          // Every descriptor the parser yields lies inside RAM.
+          for (let d = chain.next(); d; d = chain.next()) {
+            assert.ok(ram.mem.contains(d.gpa, d.len), `case ${c}: descriptor outside RAM`);
+            if (d.writable) writable += d.len;
+          }
+        } else {
+          const chain = q.take(ram.mem);
+          if (!chain) break;
+          head = chain.head;
+          // Every view a device is given is guest RAM, and together they are the chain's length.
+          const inRam = (v: Uint8Array) =>
+            assert.ok(
+              v.buffer === ram.backing.buffer &&
+                v.byteOffset >= TestRam.GUARD &&
+                v.byteOffset + v.length <= TestRam.GUARD + RAM,
+              `case ${c}: view outside RAM`,
+            );
+          const { reader, writer } = chain;
+          assert.equal(reader.stream(Infinity, inRam), reader.length);
+          assert.equal(writer.fill(Infinity, inRam), writer.length);
+          writable = writer.length;
+        }
       } catch (e) {
         assert.ok(e instanceof VirtqueueError, `case ${c}: ${String(e)}`);
         errors++;
         break;
       }
-      if (!chain) break;
       chains++;
-      // Every segment the parser hands out lies inside RAM.
-      for (const s of [...chain.readable, ...chain.writable]) assert.ok(ram.mem.contains(s.gpa, s.len));
-      q.pushUsed(ram.mem, chain.head, Math.min(chain.writableLength, 0xffff_ffff));
+      q.pushUsed(ram.mem, head, Math.min(writable, 0xffff_ffff));
       q.needsInterrupt();
       q.enableNotifications();
     }

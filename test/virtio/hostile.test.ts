@@ -255,6 +255,7 @@ function badSetup(reg: Partial<{ size: number; desc: number; avail: number; used
   assert.doesNotThrow(() => drv.w(REG.QUEUE_READY, 1));
   assert.equal(drv.r(REG.STATUS) & S.NEEDS_RESET, S.NEEDS_RESET);
   assert.match(t.brokenReason ?? "", reason);
+  assert.equal(drv.r(REG.QUEUE_READY), 0, "a refused queue never became ready");
   drv.driverOk();
   drv.w(REG.QUEUE_NOTIFY, 0);
   assert.ok(Buffer.compare(Buffer.from(before), Buffer.from(ram.bytes)) === 0);
@@ -265,6 +266,31 @@ test("queue size that is not a power of two, zero, or above QueueNumMax", () => 
   badSetup({ size: 12 }, /size 12 is not a power of 2/);
   badSetup({ size: 0 }, /size 0 is not a power of 2/);
   badSetup({ size: 512 }, /size 512 is not a power of 2 in 1..256/);
+  badSetup({ size: 3 }, /size 3 is not a power of 2 in 1..256/);
+  badSetup({ size: 65536 }, /size 65536 is not a power of 2 in 1..256/);
+  badSetup({ size: 0xffffffff }, /size 4294967295 is not a power of 2 in 1..256/);
+});
+
+test("after a refused queue set-up the driver sees QueueReady 0, and a reset lets it set the queue up", () => {
+  const ram = new TestRam(RAM);
+  const t = new VirtioMmioTransport(new VirtioRng((b) => b.fill(3)), {
+    memory: ram.mem,
+    irq: new IrqRecorder(),
+  });
+  const drv = new MmioDriver(t);
+  assert.ok(drv.negotiate(ALL));
+  drv.w(REG.QUEUE_SEL, 0);
+  drv.w(REG.QUEUE_NUM, 3);
+  drv.w(REG.QUEUE_READY, 1);
+  assert.equal(drv.r(REG.QUEUE_READY), 0);
+  assert.equal(drv.r(REG.STATUS) & S.NEEDS_RESET, S.NEEDS_RESET);
+  assert.ok(drv.negotiate(ALL));
+  const q = drv.setupQueue(ram, 0, 8, 0x1000, true);
+  assert.equal(drv.r(REG.QUEUE_READY), 1);
+  drv.driverOk();
+  q.addChain([{ addr: 0x8000, len: 4, write: true }]);
+  q.kick();
+  assert.deepEqual(q.takeUsed(), [{ id: 0, len: 4 }]);
 });
 
 test("queue areas outside RAM or misaligned", () => {

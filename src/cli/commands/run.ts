@@ -161,7 +161,8 @@ async function runWithVm(
   let plan: import("../../loader/index.js").LoadPlan;
   try {
     loader = await import("../../loader/index.js");
-    loader.checkCmdline(cmdline);
+    loader.checkCmdline(o.cmdline);
+    checkWholeCmdline(o.cmdline, cmdline, (await import("../../loader/boot-info.js")).CMDLINE_MAX);
     plan = loader.planLoad(path, { memSize, load, entry, mode: o.mode });
     startupMark("image read and checked");
   } catch (e) {
@@ -227,6 +228,17 @@ async function runWithVm(
     else writeStderr(report.formatStatsTable(result.stats) + report.formatIoLine(result));
   }
   return status;
+}
+
+/** The guest's command line is the user's plus vmtool's virtio words: when only the sum is too long, say so. */
+function checkWholeCmdline(user: string, whole: string, max: number): void {
+  const userBytes = Buffer.byteLength(user);
+  const wholeBytes = Buffer.byteLength(whole);
+  if (wholeBytes <= max) return;
+  throw new UsageError(
+    `--cmdline: ${userBytes} bytes, plus the ${wholeBytes - userBytes} vmtool appends for the virtio devices ` +
+      `(${whole.slice(user.length).trim()}), is more than ${max} bytes`,
+  );
 }
 
 /** What a write of `value` to the exit port made of the status, for --trace. */

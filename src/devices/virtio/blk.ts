@@ -1,12 +1,13 @@
 // virtio-blk (id 2) over an injected BlockBackend: read, write, flush and get-id requests on one queue,
 // capacity in the configuration space. A request the device cannot do fails with the spec's status
 // (IOERR for writes to a read-only disk, for ranges past the end and for backend errors; UNSUPP for unknown
-// types) and the queue goes on; only a malformed chain (no room for the status byte) is not completed with
-// a status, and then it is returned with length 0 and traced.
+// types, IOERR too for a request of more than BLK_MAX_DATA_BYTES) and the queue goes on; only a malformed
+// chain (no room for the status byte) is not completed with a status, and then it is returned with length 0
+// and traced. Data moves between the guest's buffers and the backend through views of guest RAM, no copy.
 import { BLK, DEVICE_ID, bit } from "./constants.js";
 import type { VirtioContext, VirtioDevice } from "./device.js";
-import { forEachRange, gather } from "./chain-io.js";
-import type { DescriptorChain, SplitQueue } from "./virtqueue.js";
+import type { ChainBuffers, ViewVisitor } from "./chain-io.js";
+import type { SplitQueue } from "./virtqueue.js";
 
 /** Storage behind a virtio-blk device: byte offsets, synchronous. */
 export interface BlockBackend {
@@ -24,6 +25,17 @@ export interface BlockBackend {
 }
 
 const QUEUE_SIZE = 128;
+/** seg_max: data segments per request (the header and the status take two of a chain's descriptors). */
+const SEG_MAX = QUEUE_SIZE - 2;
+/** size_max: the largest data segment a driver may use (VIRTIO_BLK_F_SIZE_MAX). */
+const SIZE_MAX = 1 << 20;
+/**
+ * Most data bytes one request may carry: what a driver that honours seg_max and size_max can send (Linux
+ * does, and its default request is at most 1280 KiB). A longer IN or OUT request fails with
+ * VIRTIO_BLK_S_IOERR and a trace line, and nothing is read or written. The data moves between guest RAM
+ * and the backend through views, so the bound is on the time one request holds the device, not on memory.
+ */
+export const BLK_MAX_DATA_BYTES = SEG_MAX * SIZE_MAX;
 
 export class VirtioBlk implements VirtioDevice {
   readonly type = "virtio-blk";
@@ -34,18 +46,32 @@ export class VirtioBlk implements VirtioDevice {
   readonly config = new Uint8Array(24);
   readonly capacitySectors: number;
   private ctx?: VirtioContext;
-  /** Requests completed, by status, for --stats. */
+  /** Requests completed, by status. */
   readonly completed = { ok: 0, ioerr: 0, unsupp: 0 };
+  /** The request header of the request being served (type u32, reserved u32, sector u64). */
+  private readonly header = new Uint8Array(BLK.HEADER_SIZE);
+  private readonly statusByte = new Uint8Array(1);
+  private readonly headerView = new DataView(this.header.buffer);
+  /** GET_ID's answer: the backend's id, zero-padded to 20 bytes as the spec allows. */
+  private readonly id = new Uint8Array(BLK.ID_BYTES);
+  private readonly readInto: ViewVisitor;
+  private readonly writeFrom: ViewVisitor;
+  /** Byte offset on the disk of the request being served. */
+  private base = 0;
 
   constructor(private readonly backend: BlockBackend) {
     this.capacitySectors = Math.floor(backend.size / BLK.SECTOR_SIZE);
-    let f = bit(BLK.F_SEG_MAX) | bit(BLK.F_BLK_SIZE) | bit(BLK.F_FLUSH);
+    let f = bit(BLK.F_SIZE_MAX) | bit(BLK.F_SEG_MAX) | bit(BLK.F_BLK_SIZE) | bit(BLK.F_FLUSH);
     if (backend.readOnly) f |= bit(BLK.F_RO);
     this.features = f;
     const v = new DataView(this.config.buffer);
     v.setBigUint64(0, BigInt(this.capacitySectors), true);
-    v.setUint32(12, QUEUE_SIZE - 2, true); // seg_max: the header and status take two descriptors
+    v.setUint32(8, SIZE_MAX, true);
+    v.setUint32(12, SEG_MAX, true);
     v.setUint32(20, BLK.SECTOR_SIZE, true);
+    this.id.set(new TextEncoder().encode(backend.id).subarray(0, BLK.ID_BYTES));
+    this.readInto = (view, at) => backend.read(this.base + at, view);
+    this.writeFrom = (view, at) => backend.write(this.base + at, view);
   }
 
   activate(ctx: VirtioContext): void {
@@ -64,80 +90,75 @@ export class VirtioBlk implements VirtioDevice {
   }
 
   /** Do one request; returns the number of bytes written into the chain (data + status byte). */
-  private handle(ctx: VirtioContext, chain: DescriptorChain): number {
-    const mem = ctx.memory;
-    if (chain.writableLength < 1) {
+  private handle(ctx: VirtioContext, chain: ChainBuffers): number {
+    const { reader } = chain;
+    if (chain.writer.length < 1) {
       ctx.trace(`request ${chain.head}: no device-writable byte for the status: dropped`);
       return 0;
     }
     // The status is the last writable byte; the data-in area is everything before it.
-    const dataIn = chain.writableLength - 1;
-    const complete = (status: number, written: number): number => {
-      forEachRange(mem, chain.writable, dataIn, 1, (v) => (v[0] = status));
-      if (status === BLK.S_OK) this.completed.ok++;
-      else if (status === BLK.S_IOERR) this.completed.ioerr++;
+    const dataIn = chain.writer;
+    const status = dataIn.splitAt(dataIn.length - 1);
+    const complete = (code: number, written: number): number => {
+      this.statusByte[0] = code;
+      status.write(this.statusByte);
+      if (code === BLK.S_OK) this.completed.ok++;
+      else if (code === BLK.S_IOERR) this.completed.ioerr++;
       else this.completed.unsupp++;
       return written + 1;
     };
-    if (chain.readableLength < BLK.HEADER_SIZE) {
-      ctx.trace(`request ${chain.head}: header is ${chain.readableLength} bytes, not ${BLK.HEADER_SIZE}`);
+    if (reader.length < BLK.HEADER_SIZE) {
+      ctx.trace(`request ${chain.head}: header is ${reader.length} bytes, not ${BLK.HEADER_SIZE}`);
       return complete(BLK.S_IOERR, 0);
     }
-    const hdr = new DataView(gather(mem, chain.readable, 0, BLK.HEADER_SIZE).buffer);
-    const type = hdr.getUint32(0, true);
-    const sector = hdr.getBigUint64(8, true);
-    const dataOut = chain.readableLength - BLK.HEADER_SIZE;
+    reader.read(this.header);
+    const type = this.headerView.getUint32(0, true);
+    const sector = this.headerView.getBigUint64(8, true);
+    const dataOut = reader.remaining;
     const inRange = (len: number): boolean =>
       len % BLK.SECTOR_SIZE === 0 &&
       sector <= BigInt(this.capacitySectors) &&
       Number(sector) * BLK.SECTOR_SIZE + len <= this.capacitySectors * BLK.SECTOR_SIZE;
+    const tooLong = (what: string, len: number): boolean => {
+      if (len <= BLK_MAX_DATA_BYTES) return false;
+      ctx.trace(
+        `${what} of ${len} bytes at sector ${sector}: more than ${BLK_MAX_DATA_BYTES} (seg_max x size_max)`,
+      );
+      return true;
+    };
     try {
       switch (type) {
         case BLK.T_IN: {
-          if (!inRange(dataIn)) {
-            ctx.trace(`read of ${dataIn} bytes at sector ${sector}: not whole sectors inside the disk`);
+          if (tooLong("read", dataIn.length)) return complete(BLK.S_IOERR, 0);
+          if (!inRange(dataIn.length)) {
+            ctx.trace(
+              `read of ${dataIn.length} bytes at sector ${sector}: not whole sectors inside the disk`,
+            );
             return complete(BLK.S_IOERR, 0);
           }
-          const base = Number(sector) * BLK.SECTOR_SIZE;
-          forEachRange(mem, chain.writable, 0, dataIn, (view, at) => this.backend.read(base + at, view));
-          return complete(BLK.S_OK, dataIn);
+          this.base = Number(sector) * BLK.SECTOR_SIZE;
+          const n = dataIn.fill(dataIn.length, this.readInto);
+          return complete(BLK.S_OK, n);
         }
         case BLK.T_OUT: {
           if (this.backend.readOnly) {
             ctx.trace(`write at sector ${sector} refused: the disk is read-only`);
             return complete(BLK.S_IOERR, 0);
           }
+          if (tooLong("write", dataOut)) return complete(BLK.S_IOERR, 0);
           if (!inRange(dataOut)) {
             ctx.trace(`write of ${dataOut} bytes at sector ${sector}: not whole sectors inside the disk`);
             return complete(BLK.S_IOERR, 0);
           }
-          const base = Number(sector) * BLK.SECTOR_SIZE;
-          let at = 0;
-          let skip: number = BLK.HEADER_SIZE;
-          for (const s of chain.readable) {
-            if (skip >= s.len) {
-              skip -= s.len;
-              continue;
-            }
-            const view = mem.slice(s.gpa + skip, s.len - skip);
-            this.backend.write(base + at, view);
-            at += view.length;
-            skip = 0;
-          }
+          this.base = Number(sector) * BLK.SECTOR_SIZE;
+          reader.stream(dataOut, this.writeFrom);
           return complete(BLK.S_OK, 0);
         }
         case BLK.T_FLUSH:
           this.backend.flush();
           return complete(BLK.S_OK, 0);
-        case BLK.T_GET_ID: {
-          const id = new TextEncoder().encode(this.backend.id).subarray(0, BLK.ID_BYTES);
-          const bytes = new Uint8Array(Math.min(BLK.ID_BYTES, dataIn));
-          bytes.set(id.subarray(0, bytes.length)); // shorter ids are zero-padded, as the spec allows
-          forEachRange(mem, chain.writable, 0, bytes.length, (view, off) =>
-            view.set(bytes.subarray(off, off + view.length)),
-          );
-          return complete(BLK.S_OK, bytes.length);
-        }
+        case BLK.T_GET_ID:
+          return complete(BLK.S_OK, dataIn.write(this.id));
         default:
           ctx.trace(`request ${chain.head}: unsupported type ${type}`);
           return complete(BLK.S_UNSUPP, 0);

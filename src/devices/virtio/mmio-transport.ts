@@ -278,12 +278,13 @@ export class VirtioMmioTransport implements MmioDevice {
       return;
     }
     if (q.ready) return;
-    q.ready = true;
-    // Areas are checked now (when the driver commits to them); the queue is used only after DRIVER_OK.
+    // Areas are checked now (when the driver commits to them); the queue is used only after DRIVER_OK. A
+    // set-up the device refuses never makes the queue ready: QueueReady keeps reading 0.
     this.guard(() => {
       q.indirect = (this.negotiated & bit(F.INDIRECT_DESC)) !== 0n;
       q.eventIdx = (this.negotiated & bit(F.EVENT_IDX)) !== 0n;
       q.activate(this.memory);
+      q.ready = true;
     });
   }
 

@@ -12,6 +12,7 @@
 // written with Atomics.store (sequentially consistent) after the element; the same full barrier orders
 // that store before the read of used_event / avail.flags that decides whether to interrupt.
 import type { GuestMemory } from "../../memory/guest-memory.js";
+import { ChainBuffers } from "./chain-io.js";
 import { VIRTQ } from "./constants.js";
 
 /** The guest broke the virtqueue rules: the device must stop and ask for a reset. */
@@ -22,24 +23,20 @@ export class VirtqueueError extends Error {
   }
 }
 
-/** One guest buffer of a chain, already checked to lie inside guest RAM. */
-export interface Segment {
+/** One descriptor of a chain as DescriptorChain.next() yields it: its buffer already checked to lie in RAM. */
+export interface Descriptor {
   readonly gpa: number;
   readonly len: number;
-}
-
-/** A descriptor chain taken from the available ring: device-readable buffers first, then device-writable. */
-export interface DescriptorChain {
-  readonly head: number;
-  readonly readable: readonly Segment[];
-  readonly writable: readonly Segment[];
-  readonly readableLength: number;
-  readonly writableLength: number;
+  /** Device-writable (VIRTQ_DESC_F_WRITE); the chain's readable descriptors all come first. */
+  readonly writable: boolean;
 }
 
 /** Most descriptors an indirect table may hold (Linux and QEMU use the same bound). */
 export const MAX_INDIRECT_DESCRIPTORS = 1024;
+/** The spec's limit on a chain's total length ("Drivers MUST NOT add a descriptor chain longer than 2^32 bytes"). */
 const MAX_CHAIN_BYTES = 2 ** 32;
+/** The largest high half of a 64-bit address that keeps the address a safe integer (below 2^53). */
+const MAX_SAFE_HIGH = 2 ** 21 - 1;
 
 function hex(n: number | bigint): string {
   return `0x${n.toString(16)}`;
@@ -54,6 +51,140 @@ function u16View(memory: GuestMemory, gpa: number): Uint16Array {
 /** True when an interrupt (or notification) is due: `event` was passed going from `old` to `now`. */
 export function needEvent(event: number, now: number, old: number): boolean {
   return ((now - event - 1) & 0xffff) < ((now - old) & 0xffff);
+}
+
+/**
+ * A descriptor chain taken from the available ring, read lazily: each next() reads one descriptor from
+ * guest memory, follows an indirect table when the head names one, checks everything (index inside the
+ * table, a bounded walk so a loop ends, the indirect rules, the buffer inside RAM, readable before
+ * writable, at most 2^32 bytes in total) and throws VirtqueueError on the first violation. Nothing is
+ * copied or collected here; ChainBuffers (chain-io.ts) keeps what a device needs.
+ *
+ * The queue reuses one DescriptorChain (and the Descriptor it yields) for every chain it hands out: a
+ * chain is valid until the next pop() on its queue.
+ */
+export class DescriptorChain {
+  /** The head descriptor's index: what the used element names. */
+  head = 0;
+  private memory!: GuestMemory;
+  private table = 0;
+  private tableSize = 0;
+  private inIndirect = false;
+  private idx = 0;
+  private visited = 0;
+  private ended = true;
+  private seenWritable = false;
+  private total = 0;
+  private indirectAllowed = false;
+  private readonly current = { gpa: 0, len: 0, writable: false };
+
+  constructor(private readonly queueIndex: number) {}
+
+  /**
+   * Start at `head` (already checked against `size`) of the descriptor table at `table`; `indirect`:
+   * VIRTIO_F_INDIRECT_DESC was negotiated.
+   */
+  start(memory: GuestMemory, table: number, size: number, head: number, indirect: boolean): this {
+    this.memory = memory;
+    this.indirectAllowed = indirect;
+    this.head = head;
+    this.table = table;
+    this.tableSize = size;
+    this.inIndirect = false;
+    this.idx = head;
+    this.visited = 0;
+    this.ended = false;
+    this.seenWritable = false;
+    this.total = 0;
+    return this;
+  }
+
+  /** The next descriptor (a view reused by every call), or undefined after the last one. */
+  next(): Descriptor | undefined {
+    if (this.ended) return undefined;
+    const memory = this.memory;
+    for (;;) {
+      const idx = this.idx;
+      if (idx >= this.tableSize)
+        throw new VirtqueueError(
+          `${this.where}: chain ${this.head} links to descriptor ${idx}, past the ${this.inIndirect ? "indirect table" : "queue"} size ${this.tableSize}`,
+        );
+      if (++this.visited > this.tableSize)
+        throw new VirtqueueError(
+          `${this.where}: chain ${this.head} is longer than its ${this.inIndirect ? "indirect table" : "descriptor table"} (${this.tableSize}): a loop`,
+        );
+      const d = this.table + VIRTQ.DESC_SIZE * idx;
+      // The 64-bit address as two halves: no BigInt per descriptor.
+      const addrLow = memory.readU32(d);
+      const addrHigh = memory.readU32(d + 4);
+      const len = memory.readU32(d + 8);
+      const flags = memory.readU16(d + 12);
+      const next = memory.readU16(d + 14);
+      if (flags & VIRTQ.DESC_F_INDIRECT) {
+        this.enterIndirect(idx, addrLow, addrHigh, len, flags);
+        continue;
+      }
+      const gpa = this.checkedAddress(addrLow, addrHigh, len, "buffer", idx);
+      const writable = (flags & VIRTQ.DESC_F_WRITE) !== 0;
+      if (writable) this.seenWritable = true;
+      else if (this.seenWritable)
+        throw new VirtqueueError(
+          `${this.where}: chain ${this.head} has a device-readable buffer after a writable one`,
+        );
+      this.total += len;
+      if (this.total > MAX_CHAIN_BYTES)
+        throw new VirtqueueError(`${this.where}: chain ${this.head} is more than 4 GiB long`);
+      if (flags & VIRTQ.DESC_F_NEXT) this.idx = next;
+      else this.ended = true;
+      const c = this.current;
+      c.gpa = gpa;
+      c.len = len;
+      c.writable = writable;
+      return c;
+    }
+  }
+
+  /** Continue in the indirect table that descriptor `idx` names, after checking the spec's rules for it. */
+  private enterIndirect(idx: number, addrLow: number, addrHigh: number, len: number, flags: number): void {
+    const where = this.where;
+    if (!this.indirectAllowed)
+      throw new VirtqueueError(
+        `${where}: descriptor ${idx} is indirect but VIRTIO_F_INDIRECT_DESC was not negotiated`,
+      );
+    if (this.inIndirect) throw new VirtqueueError(`${where}: indirect descriptor inside an indirect table`);
+    if (this.visited !== 1)
+      throw new VirtqueueError(`${where}: indirect descriptor ${idx} is not the head of its chain`);
+    if (flags & VIRTQ.DESC_F_NEXT)
+      throw new VirtqueueError(`${where}: indirect descriptor ${idx} also has the NEXT flag`);
+    if (len === 0 || len % VIRTQ.DESC_SIZE !== 0)
+      throw new VirtqueueError(`${where}: indirect table length ${len} is not a non-zero multiple of 16`);
+    if (len / VIRTQ.DESC_SIZE > MAX_INDIRECT_DESCRIPTORS)
+      throw new VirtqueueError(
+        `${where}: indirect table of ${len / VIRTQ.DESC_SIZE} descriptors, more than ${MAX_INDIRECT_DESCRIPTORS}`,
+      );
+    this.table = this.checkedAddress(addrLow, addrHigh, len, "indirect table", idx);
+    this.tableSize = len / VIRTQ.DESC_SIZE;
+    this.inIndirect = true;
+    this.idx = 0;
+    this.visited = 0;
+  }
+
+  /** "queue N", for messages (built only when one is needed). */
+  private get where(): string {
+    return `queue ${this.queueIndex}`;
+  }
+
+  /** The address `addrHigh:addrLow` of descriptor `idx`'s `what`, once [addr, addr+len) is known to be RAM. */
+  private checkedAddress(addrLow: number, addrHigh: number, len: number, what: string, idx: number): number {
+    const addr = addrHigh * 2 ** 32 + addrLow; // exact below 2^53; anything above is outside RAM anyway
+    if (addrHigh > MAX_SAFE_HIGH || !this.memory.contains(addr, len)) {
+      const full = (BigInt(addrHigh) << 32n) | BigInt(addrLow);
+      throw new VirtqueueError(
+        `${this.where}: ${what} of descriptor ${idx} ${hex(full)}+${hex(len)} is outside guest RAM`,
+      );
+    }
+    return addr;
+  }
 }
 
 export class SplitQueue {
@@ -79,12 +210,18 @@ export class SplitQueue {
   private usedFlags?: Uint16Array;
   private usedEvent?: Uint16Array;
   private availEvent?: Uint16Array;
+  /** The chain pop() hands out and the buffers take() fills, reused for every chain of this queue. */
+  private readonly chain: DescriptorChain;
+  private readonly buffers: ChainBuffers;
 
   constructor(
     readonly index: number,
     readonly maxSize: number,
   ) {
     this.size = maxSize;
+    this.chain = new DescriptorChain(index);
+    // A chain has at most one descriptor per table entry: the queue's, or an indirect table's.
+    this.buffers = new ChainBuffers(Math.max(maxSize, MAX_INDIRECT_DESCRIPTORS));
   }
 
   /** Forget the driver's set-up (device reset). */
@@ -149,114 +286,48 @@ export class SplitQueue {
     return count;
   }
 
-  /** Take the next available chain, or undefined when there is none. Throws VirtqueueError on a bad chain. */
+  /**
+   * Take the next available chain, or undefined when there is none: its head is read and checked here, its
+   * descriptors as the caller walks them (DescriptorChain.next). Valid until the next pop.
+   */
   pop(memory: GuestMemory): DescriptorChain | undefined {
     if (this.pending() === 0) return undefined;
     const slot = this.driverAddr + 4 + 2 * (this.lastAvail % this.size);
     const head = memory.readU16(slot);
-    const chain = this.walk(memory, head);
-    this.lastAvail = (this.lastAvail + 1) & 0xffff;
-    return chain;
-  }
-
-  private walk(memory: GuestMemory, head: number): DescriptorChain {
-    const where = `queue ${this.index}`;
     if (head >= this.size)
       throw new VirtqueueError(
-        `${where}: available ring names descriptor ${head}, past the queue size ${this.size}`,
+        `queue ${this.index}: available ring names descriptor ${head}, past the queue size ${this.size}`,
       );
-    const readable: Segment[] = [];
-    const writable: Segment[] = [];
-    let readableLength = 0;
-    let writableLength = 0;
-    let table = this.descAddr;
-    let tableSize = this.size;
-    let indirect = false;
-    let idx = head;
-    let visited = 0;
-    let seenWritable = false;
-    for (;;) {
-      if (idx >= tableSize)
-        throw new VirtqueueError(
-          `${where}: chain ${head} links to descriptor ${idx}, past the ${indirect ? "indirect table" : "queue"} size ${tableSize}`,
-        );
-      if (++visited > tableSize)
-        throw new VirtqueueError(
-          `${where}: chain ${head} is longer than its ${indirect ? "indirect table" : "descriptor table"} (${tableSize}): a loop`,
-        );
-      const d = table + VIRTQ.DESC_SIZE * idx;
-      const addr = memory.readU64(d);
-      const len = memory.readU32(d + 8);
-      const flags = memory.readU16(d + 12);
-      const next = memory.readU16(d + 14);
-      if (flags & VIRTQ.DESC_F_INDIRECT) {
-        if (!this.indirect)
-          throw new VirtqueueError(
-            `${where}: descriptor ${idx} is indirect but VIRTIO_F_INDIRECT_DESC was not negotiated`,
-          );
-        if (indirect) throw new VirtqueueError(`${where}: indirect descriptor inside an indirect table`);
-        if (visited !== 1)
-          throw new VirtqueueError(`${where}: indirect descriptor ${idx} is not the head of its chain`);
-        if (flags & VIRTQ.DESC_F_NEXT)
-          throw new VirtqueueError(`${where}: indirect descriptor ${idx} also has the NEXT flag`);
-        if (len === 0 || len % VIRTQ.DESC_SIZE !== 0)
-          throw new VirtqueueError(`${where}: indirect table length ${len} is not a non-zero multiple of 16`);
-        if (len / VIRTQ.DESC_SIZE > MAX_INDIRECT_DESCRIPTORS)
-          throw new VirtqueueError(
-            `${where}: indirect table of ${len / VIRTQ.DESC_SIZE} descriptors, more than ${MAX_INDIRECT_DESCRIPTORS}`,
-          );
-        table = this.checkedAddress(memory, addr, len, `indirect table of descriptor ${idx}`);
-        tableSize = len / VIRTQ.DESC_SIZE;
-        indirect = true;
-        idx = 0;
-        visited = 0;
-        continue;
-      }
-      const gpa = this.checkedAddress(memory, addr, len, `buffer of descriptor ${idx}`);
-      if (flags & VIRTQ.DESC_F_WRITE) {
-        seenWritable = true;
-        writableLength += len;
-        if (readableLength + writableLength > MAX_CHAIN_BYTES)
-          throw new VirtqueueError(`${where}: chain ${head} is more than 4 GiB long`);
-        if (len > 0) writable.push({ gpa, len });
-      } else {
-        if (seenWritable)
-          throw new VirtqueueError(
-            `${where}: chain ${head} has a device-readable buffer after a writable one`,
-          );
-        readableLength += len;
-        if (readableLength + writableLength > MAX_CHAIN_BYTES)
-          throw new VirtqueueError(`${where}: chain ${head} is more than 4 GiB long`);
-        if (len > 0) readable.push({ gpa, len });
-      }
-      if (!(flags & VIRTQ.DESC_F_NEXT)) break;
-      idx = next;
-    }
-    return { head, readable, writable, readableLength, writableLength };
+    this.lastAvail = (this.lastAvail + 1) & 0xffff;
+    return this.chain.start(memory, this.descAddr, this.size, head, this.indirect);
   }
 
-  private checkedAddress(memory: GuestMemory, addr: bigint, len: number, what: string): number {
-    if (addr > BigInt(Number.MAX_SAFE_INTEGER) || !memory.contains(Number(addr), len))
-      throw new VirtqueueError(`queue ${this.index}: ${what} ${hex(addr)}+${hex(len)} is outside guest RAM`);
-    return Number(addr);
+  /**
+   * Take the next available chain and walk all of it into this queue's ChainBuffers, so that a bad
+   * descriptor anywhere in the chain is refused (VirtqueueError) before the device acts on any of it.
+   * The buffers are valid until the next take.
+   */
+  take(memory: GuestMemory): ChainBuffers | undefined {
+    const chain = this.pop(memory);
+    return chain && this.buffers.load(memory, chain);
+  }
+
+  /**
+   * Serve every available chain: `handle` does one request and returns the bytes it wrote into the chain.
+   * Notifications stay off while busy; enableNotifications() re-checks for chains that raced in meanwhile.
+   */
+  serveAll(memory: GuestMemory, handle: (chain: ChainBuffers) => number): void {
+    do {
+      this.disableNotifications();
+      for (let chain = this.take(memory); chain; chain = this.take(memory))
+        this.pushUsed(memory, chain.head, handle(chain));
+    } while (this.enableNotifications());
   }
 
   /**
    * Return a chain to the driver: write the used element, then publish it by moving used.idx. `len` is the
    * number of bytes the device wrote into the chain's writable buffers.
    */
-  /**
-   * Serve every available chain: `handle` does one request and returns the bytes it wrote into the chain.
-   * Notifications stay off while busy; enableNotifications() re-checks for chains that raced in meanwhile.
-   */
-  serveAll(memory: GuestMemory, handle: (chain: DescriptorChain) => number): void {
-    do {
-      this.disableNotifications();
-      for (let chain = this.pop(memory); chain; chain = this.pop(memory))
-        this.pushUsed(memory, chain.head, handle(chain));
-    } while (this.enableNotifications());
-  }
-
   pushUsed(memory: GuestMemory, head: number, len: number): void {
     if (!this.usedIdx) throw new VirtqueueError(`queue ${this.index}: used before it was activated`);
     const slot = this.deviceAddr + 4 + 8 * (this.nextUsed % this.size);
