@@ -6,23 +6,29 @@
 // guest's flush request completes.
 import { fdatasyncSync } from "node:fs";
 import { basename } from "node:path";
-import { InputFile } from "../files/input-file.js";
+import { InputFile, type InputFileDescriptor } from "../files/input-file.js";
 import { lockFile } from "../files/lock.js";
 import type { BlockBackend } from "../devices/virtio/blk.js";
 import { DiskImageError } from "./errors.js";
 
 const SECTOR = 512;
 
+/** An open disk as another thread of this process receives it. */
+export interface BlockFileDescriptor {
+  file: InputFileDescriptor;
+  readOnly: boolean;
+}
+
 export class FileBlockBackend implements BlockBackend {
   readonly size: number;
   readonly id: string;
+  readonly path: string;
+  readonly readOnly: boolean;
   private readonly file: InputFile;
 
-  /** Throws an InputError (one line, "--disk PATH: ...") for a file that cannot back a disk, or is in use. */
-  constructor(
-    readonly path: string,
-    readonly readOnly: boolean,
-  ) {
+  /** Open and lock `path`; throws an InputError (one line, "--disk PATH: ...") for a file that cannot back a
+   * disk, or is in use. */
+  static open(path: string, readOnly: boolean): FileBlockBackend {
     const file = InputFile.open(path, {
       accept: ["regular file", "block device"],
       write: !readOnly,
@@ -31,17 +37,36 @@ export class FileBlockBackend implements BlockBackend {
     });
     try {
       lockFile(file, readOnly ? "read" : "write");
-      this.size = file.size ?? 0;
-      if (this.size < SECTOR)
-        throw new DiskImageError(
-          `--disk ${path}: ${this.size} bytes, smaller than one ${SECTOR}-byte sector`,
-        );
+      const size = file.size ?? 0;
+      if (size < SECTOR)
+        throw new DiskImageError(`--disk ${path}: ${size} bytes, smaller than one ${SECTOR}-byte sector`);
     } catch (err) {
       file.close();
       throw err;
     }
+    return new FileBlockBackend(file, readOnly);
+  }
+
+  /**
+   * The disk another thread of this process opened and locked (its descriptor()): the I/O worker serves the
+   * disk the main thread checked, with the lock held by the main thread for the whole run, so nothing can take
+   * the image in between. close() here leaves the descriptor to its opener.
+   */
+  static adopt(d: BlockFileDescriptor): FileBlockBackend {
+    return new FileBlockBackend(InputFile.adopt(d.file), d.readOnly);
+  }
+
+  private constructor(file: InputFile, readOnly: boolean) {
     this.file = file;
-    this.id = basename(path).slice(0, 20);
+    this.path = file.path;
+    this.readOnly = readOnly;
+    this.size = file.size ?? 0;
+    this.id = basename(file.path).slice(0, 20);
+  }
+
+  /** What the I/O worker needs to serve this disk (see adopt). */
+  descriptor(): BlockFileDescriptor {
+    return { file: this.file.descriptor(), readOnly: this.readOnly };
   }
 
   read(offset: number, into: Uint8Array): void {

@@ -119,8 +119,20 @@ function openFailure(name: string, err: unknown, write: boolean, what?: string):
 }
 
 /** An open file the user named: its kind and size are known, reads are bounded and chunked. */
+/** An InputFile as another thread of this process sees it: its descriptor and what was found out on opening. */
+export interface InputFileDescriptor {
+  fd: number;
+  path: string;
+  name: string;
+  kind: FileKind;
+  size: number | undefined;
+  writable: boolean;
+}
+
 export class InputFile {
   private open = true;
+  /** Whether close() closes the descriptor (false for a file adopted from another thread: its opener does). */
+  private owned = true;
 
   private constructor(
     readonly fd: number,
@@ -173,6 +185,22 @@ export class InputFile {
       closeSync(fd);
       throw err;
     }
+  }
+
+  /** What another thread needs to use this open file (its descriptor is the process's). */
+  descriptor(): InputFileDescriptor {
+    const { fd, path, name, kind, size, writable } = this;
+    return { fd, path, name, kind, size, writable };
+  }
+
+  /**
+   * The file another thread of this process opened (and checked, and locked): the same descriptor, used as it
+   * is. close() here does not close it; the thread that opened it does, once this one no longer uses it.
+   */
+  static adopt(d: InputFileDescriptor): InputFile {
+    const f = new InputFile(d.fd, d.path, d.name, d.kind, d.size, d.writable);
+    f.owned = false;
+    return f;
   }
 
   /** A regular file whose size is 0 may still have content (procfs, sysfs): only reading tells. */
@@ -256,7 +284,7 @@ export class InputFile {
   close(): void {
     if (!this.open) return;
     this.open = false;
-    closeSync(this.fd);
+    if (this.owned) closeSync(this.fd);
   }
 }
 

@@ -198,6 +198,7 @@ function wireVirtio(vm: Vm, d: PlannedVirtio): VirtioDeviceSpec {
     irq: d.irq,
     path: d.path,
     readOnly: d.readOnly,
+    opened: d.opened as VirtioDeviceSpec["opened"],
     notifyFds,
     irqFd,
   };

@@ -86,7 +86,7 @@ const PATTERN = new Uint8Array(1024).map((_, i) => (i * 7 + 3) & 0xff);
 test("F23: a missing disk says 'no such file', whether read-only or not", () => {
   for (const ro of [false, true])
     assert.throws(
-      () => new FileBlockBackend(join(dir, "missing.img"), ro),
+      () => FileBlockBackend.open(join(dir, "missing.img"), ro),
       (e: unknown) =>
         e instanceof InputError && e.message === `--disk ${join(dir, "missing.img")}: no such file`,
     );
@@ -115,7 +115,7 @@ test("F14: a block device (a real loop device) is sized by seeking to its end an
   const loop = loopDevice(backing);
   if (typeof loop === "string") return t.skip(loop);
   try {
-    const b = new FileBlockBackend(loop.path, false);
+    const b = FileBlockBackend.open(loop.path, false);
     try {
       assert.equal(b.size, 64 * 512);
       b.write(5 * 512, new Uint8Array(512).fill(0x5a));
@@ -152,10 +152,10 @@ test("F12: one image twice in a run, read-write: refused with one line; two read
   const shared = vmtool(["--disk", `${d},ro`, "--disk", `${d},ro`, halt]);
   assert.equal(shared.status, 0, shared.stderr);
   // In the library: the second writer is refused, the lock goes with the first one's close.
-  const a = new FileBlockBackend(d, false);
-  assert.throws(() => new FileBlockBackend(d, false), FileInUseError);
+  const a = FileBlockBackend.open(d, false);
+  assert.throws(() => FileBlockBackend.open(d, false), FileInUseError);
   a.close();
-  new FileBlockBackend(d, false).close();
+  FileBlockBackend.open(d, false).close();
 });
 
 test("F12: a running vmtool holds the write lock: a second vmtool, or another VMM's reader, is refused", async () => {

@@ -190,6 +190,21 @@ describe("bad files", () => {
     refuses(odd, ["2625536 bytes: larger than guest RAM (0x280000 bytes, --mem)"], { memSize: 0x280000 });
   });
 
+  test("an ELF file larger than guest RAM (debug sections, symbols) loads; a sparse ELF of 2 GiB is refused by size", () => {
+    // 40 MiB of bytes after the ELF's own: what debug sections add, never loaded.
+    const big = variant("with-debug.elf", g.helloLong, (b) =>
+      Buffer.concat([b, Buffer.alloc(40 << 20, 0x5a)]),
+    );
+    const plan = planLoad(big, { memSize: 16 << 20 });
+    assert.equal(plan.mode, "long");
+    const p = join(dir, "sparse-2g.elf");
+    writeFileSync(p, Buffer.from([0x7f, 0x45, 0x4c, 0x46]));
+    truncateSync(p, 2 ** 31);
+    refuses(p, [
+      `${p}: ${2 ** 31} bytes: larger than the 1024 MiB an ELF image may have (guest RAM or 1 GiB)`,
+    ]);
+  });
+
   test("an image of 2 GiB and more is read whole when guest RAM holds it (reads in chunks below 2 GiB)", () => {
     const p = join(dir, "just-over-2g.bin");
     const size = 2 ** 31 + 4096;

@@ -400,7 +400,7 @@ test("virtio-blk over a real file: guest writes are in the file byte for byte; r
   try {
     const path = join(dir, "disk.img");
     writeFileSync(path, new Uint8Array(16 * 512));
-    const backend = new FileBlockBackend(path, false);
+    const backend = FileBlockBackend.open(path, false);
     const env = bring(new VirtioBlk(backend));
     const data = new Uint8Array(2048).map((_, i) => (i * 13 + 5) & 0xff);
     assert.deepEqual(blkRequest(env, 1, 5n, { out: data }), [1, 0]);
@@ -416,7 +416,7 @@ test("virtio-blk over a real file: guest writes are in the file byte for byte; r
     assert.equal(new TextDecoder().decode(env.ram.mem.read(DATA, 8)), "disk.img");
     backend.close();
 
-    const ro = new FileBlockBackend(path, true);
+    const ro = FileBlockBackend.open(path, true);
     const envRo = bring(new VirtioBlk(ro));
     assert.deepEqual(blkRequest(envRo, 1, 0n, { out: new Uint8Array(512).fill(9) }), [1, 1]);
     assert.ok(
@@ -426,15 +426,16 @@ test("virtio-blk over a real file: guest writes are in the file byte for byte; r
     );
     ro.close();
 
-    assert.throws(() => new FileBlockBackend(join(dir, "missing.img"), false), InputError);
+    assert.throws(() => FileBlockBackend.open(join(dir, "missing.img"), false), InputError);
     writeFileSync(join(dir, "tiny.img"), new Uint8Array(100));
     assert.throws(
-      () => new FileBlockBackend(join(dir, "tiny.img"), false),
+      () => FileBlockBackend.open(join(dir, "tiny.img"), false),
       /smaller than one 512-byte sector/,
     );
-    assert.throws(() => new FileBlockBackend(dir, true), InputError);
+    assert.throws(() => FileBlockBackend.open(dir, true), InputError);
     chmodSync(path, 0o444);
-    if (process.getuid?.() !== 0) assert.throws(() => new FileBlockBackend(path, false), /permission denied/);
+    if (process.getuid?.() !== 0)
+      assert.throws(() => FileBlockBackend.open(path, false), /permission denied/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
