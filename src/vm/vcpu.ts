@@ -17,6 +17,7 @@ import {
   kvm_segment,
   kvm_signal_mask,
   kvm_sregs,
+  kvm_translation,
   kvm_vcpu_events,
   type RegName,
   type SegmentName,
@@ -67,6 +68,17 @@ export interface VcpuEvents {
   sipiVector: number;
   flags: number;
   tripleFaultPending: number;
+}
+
+/** KVM_TRANSLATE's answer for one guest linear address. */
+export interface KvmTranslation {
+  /** KVM's walk found a translation (present entries, no reserved bit set). */
+  valid: boolean;
+  /** The guest physical address (all ones when not valid). */
+  gpa: bigint;
+  /** As KVM fills them: always 1 and 0 (upstream x86 KVM never computes them; do not rely on them). */
+  writeable: number;
+  usermode: number;
 }
 
 /** KVM_MP_STATE_* names by value. */
@@ -195,6 +207,24 @@ export class Vcpu {
       b.writeBigUInt64LE(BigInt.asUintN(64, s[n]), o[n]);
     s.interrupt_bitmap.forEach((v, i) => b.writeBigUInt64LE(v, o.interrupt_bitmap + 8 * i));
     this.ioctl(KVM.SET_SREGS, b, "KVM_SET_SREGS");
+  }
+
+  /**
+   * KVM_TRANSLATE: KVM's own walk of the guest's page tables for a linear address, in the vCPU's current
+   * paging mode, as a supervisor-mode read (no permission check beyond that). Call it while the vCPU is not
+   * inside KVM_RUN.
+   */
+  translate(linear: bigint): KvmTranslation {
+    const b = Buffer.alloc(kvm_translation.size);
+    const o = kvm_translation.off;
+    b.writeBigUInt64LE(BigInt.asUintN(64, linear), o.linear_address);
+    this.ioctl(KVM.TRANSLATE, b, "KVM_TRANSLATE");
+    return {
+      valid: b[o.valid] !== 0,
+      gpa: b.readBigUInt64LE(o.physical_address),
+      writeable: b[o.writeable],
+      usermode: b[o.usermode],
+    };
   }
 
   /** KVM_MP_STATE_* (see MP_STATE_NAMES): RUNNABLE 0, HALTED 3 ... */
