@@ -30,6 +30,11 @@ export interface PagingFeatures {
   gbPages: boolean;
   /** PSE-36 (CPUID 1 EDX[17]): 4-MByte pages of 32-bit paging reach above 4 GiB. */
   pse36: boolean;
+  /**
+   * The CPU's vendor where the vendors differ: AMD reserves bit 8 of PML4Es and PML5Es (AMD64 APM vol. 2,
+   * 5.3.3, "MBZ"), which Intel ignores. Intel's rules when left out.
+   */
+  vendor?: "intel" | "amd";
 }
 
 /** The registers that decide how a linear address is translated, and the CPU's features. */
@@ -128,11 +133,19 @@ export function pagingFeatures(cpuid: readonly CpuidEntry[]): PagingFeatures {
   const l1 = leaf(1);
   const ext1 = leaf(0x8000_0001);
   const ext8 = leaf(0x8000_0008);
+  const l0 = leaf(0);
   const pae = l1 !== undefined && ((l1.edx >>> 6) & 1) === 1;
+  // Leaf 0 spells the vendor in EBX, EDX, ECX: "AuthenticAMD", "HygonGenuine" (AMD's paging rules).
+  const vendorId = l0
+    ? [l0.ebx, l0.edx, l0.ecx]
+        .map((r) => String.fromCharCode(r & 0xff, (r >>> 8) & 0xff, (r >>> 16) & 0xff, r >>> 24))
+        .join("")
+    : "";
   return {
     maxPhyAddr: ext8 !== undefined ? ext8.eax & 0xff : pae ? 36 : 32,
     gbPages: ext1 !== undefined && ((ext1.edx >>> 26) & 1) === 1,
     pse36: l1 !== undefined && ((l1.edx >>> 17) & 1) === 1,
+    vendor: vendorId === "AuthenticAMD" || vendorId === "HygonGenuine" ? "amd" : "intel",
   };
 }
 
@@ -241,7 +254,8 @@ export interface AccessRights {
 }
 
 interface WalkBase {
-  mode: PagingMode;
+  /** The paging mode, or "invalid" when the registers select none (reason "invalid-state"). */
+  mode: PagingMode | "invalid";
   linear: bigint;
   /** The entries used, top level first (empty without paging). */
   entries: WalkEntry[];
@@ -405,7 +419,7 @@ function lowBits(raw: bigint): EntryBits {
 export function walk(state: PagingState, linear: bigint, mem: PhysicalReader): Walk {
   checkFeatures(state);
   const mode = pagingMode(state);
-  const base: WalkBase = { mode: typeof mode === "string" ? mode : "none", linear, entries: [] };
+  const base: WalkBase = { mode: typeof mode === "string" ? mode : "invalid", linear, entries: [] };
   if (typeof mode !== "string") return stopped(base, "invalid-state", `no paging mode: ${mode.invalid}`);
   if (linear < 0n || linear > U64)
     return stopped(base, "address-width", `${linear} is not a 64-bit linear address`);
@@ -732,7 +746,7 @@ function walkLong(s: PagingState, base: WalkBase, mem: PhysicalReader, levels: 4
     const ps = (raw & PS) !== 0n;
     let e: WalkEntry;
     if (level === "PML5E" || level === "PML4E") {
-      e = entry64(s, level, index, at, raw, high | PS, false, 0n);
+      e = entry64(s, level, index, at, raw, high | PS | (s.vendor === "amd" ? G : 0n), false, 0n);
     } else if (level === "PDPTE" && ps && !s.gbPages) {
       // No 1-GByte pages on this CPU: PS is a reserved bit of the PDPTE.
       e = entry64(s, level, index, at, raw, high | PS, false, 0n);
@@ -818,7 +832,11 @@ export function formatWalk(
   const ctx = state
     ? `, CR3 ${hex(state.cr3)}, CPL ${state.cpl}, CR0.WP=${(state.cr0 & CR0_WP) !== 0n ? 1 : 0}, EFER.NXE=${(state.efer & EFER_NXE) !== 0n ? 1 : 0}`
     : "";
-  lines.push(`linear ${hex(w.linear)}: ${pagingModeName(w.mode)}${w.mode === "none" ? "" : ctx}`);
+  const mode =
+    w.mode === "invalid"
+      ? "registers that select no paging mode"
+      : `${pagingModeName(w.mode)}${w.mode === "none" ? "" : ctx}`;
+  lines.push(`linear ${hex(w.linear)}: ${mode}`);
   const labels = w.entries.map((e) => `${e.level}[${e.index}]`);
   const width = Math.max(0, ...labels.map((l) => l.length));
   w.entries.forEach((e, i) => {
@@ -833,7 +851,7 @@ export function formatWalk(
   });
   if (w.ok) {
     lines.push(
-      `  = physical ${hex(w.gpa)} (${sizeName(w.page.size)} page ${hex(w.page.base)} + ${hex(w.page.offset)}), ${w.inRam ? "in guest RAM" : "not guest RAM"}`,
+      `  = physical ${hex(w.gpa)} (${sizeName(w.page.size)} page ${hex(w.page.base)} + ${hex(w.page.offset)}), ${w.inRam ? "in guest RAM" : "outside guest RAM"}`,
     );
     if (w.note) lines.push(`  ${w.note}`);
     else {

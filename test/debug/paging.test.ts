@@ -1,0 +1,1045 @@
+// Guest linear-address translation (src/debug/paging.ts). Part 1: paging structures written into a GuestMemory
+// buffer, one case per rule of the Intel SDM (vol. 3A, chapter 4), each case's answer worked out from the
+// SDM by hand. Part 2 (further down): real guests on this host's KVM, their walks compared with KVM_TRANSLATE
+// and with what the guest itself reads through its own mappings.
+import { test, describe } from "node:test";
+import assert from "node:assert/strict";
+import { GuestMemory } from "../../src/memory/guest-memory.js";
+import {
+  CR0_PE,
+  CR0_PG,
+  CR0_WP,
+  CR4_LA57,
+  CR4_PAE,
+  CR4_PGE,
+  CR4_PKE,
+  CR4_PSE,
+  CR4_SMAP,
+  CR4_SMEP,
+  EFER_LMA,
+  EFER_LME,
+  EFER_NXE,
+  PagingStateError,
+  formatWalk,
+  pagingFeatures,
+  pagingMode,
+  pagingState,
+  segmentToLinear,
+  translate,
+  walk,
+  type EntryBits,
+  type EntryName,
+  type PagingState,
+  type PhysicalReader,
+  type StopReason,
+  type Walk,
+  type WalkEntry,
+} from "../../src/debug/paging.js";
+import type { Segment } from "../../src/vm/vcpu.js";
+import { A, D, G, P, PS, RW, T, US, XD, bit, placeEntries, type TableMode } from "./page-tables.js";
+import { big } from "./guest-probes.js";
+
+const RAM = 0x40_0000; // 4 MiB at GPA 0: the tables are at T[0..4] = 0x1000..0x5000
+
+/** The registers each mode starts from in the cases (CR0.WP set, as operating systems run). */
+const BASE: Record<TableMode | "none", Pick<PagingState, "cr0" | "cr4" | "efer">> = {
+  none: { cr0: CR0_PE, cr4: 0n, efer: 0n },
+  "32-bit": { cr0: CR0_PE | CR0_PG | CR0_WP, cr4: CR4_PSE, efer: 0n },
+  pae: { cr0: CR0_PE | CR0_PG | CR0_WP, cr4: CR4_PAE, efer: EFER_NXE },
+  "4-level": { cr0: CR0_PE | CR0_PG | CR0_WP, cr4: CR4_PAE, efer: EFER_LME | EFER_LMA | EFER_NXE },
+  "5-level": {
+    cr0: CR0_PE | CR0_PG | CR0_WP,
+    cr4: CR4_PAE | CR4_LA57,
+    efer: EFER_LME | EFER_LMA | EFER_NXE,
+  },
+};
+
+interface Case {
+  name: string;
+  mode: TableMode | "none";
+  va: bigint;
+  /** Entries top level first (placed by placeEntries at T[0], T[1]...). */
+  entries?: bigint[];
+  /** Changes to the mode's base registers and the default features (MAXPHYADDR 48, 1-GByte pages, PSE-36). */
+  set?: Partial<PagingState>;
+  /** PAE: where CR3 points (the PDPT), when not T[0]. */
+  cr3?: bigint;
+  /** Extra set-up of memory (entries the path helper cannot express). */
+  setup?: (mem: GuestMemory) => void;
+  expect:
+    | { gpa: bigint; size: number; inRam?: boolean; rights?: Partial<RightsExpect>; bits?: BitsExpect }
+    | { stop: StopReason; level?: EntryName; reserved?: bigint };
+}
+
+interface RightsExpect {
+  user: boolean;
+  writable: boolean;
+  executable: boolean;
+  global: boolean;
+  supervisor: { read: boolean; write: boolean; execute: boolean };
+  userMode: { read: boolean; write: boolean; execute: boolean };
+  now: { read: boolean; write: boolean; execute: boolean };
+}
+/** Expected decoded bits of some of the entries, by level. */
+type BitsExpect = Partial<Record<EntryName, Partial<EntryBits>>>;
+
+const all = { read: true, write: true, execute: true };
+const none = { read: false, write: false, execute: false };
+
+const CASES: Case[] = [
+  // --- no paging (SDM 4.1.1: CR0.PG = 0, linear addresses are physical) ---
+  {
+    name: "real mode: the linear address is the physical address, up to 0x10FFEF (FFFF:FFFF)",
+    mode: "none",
+    set: { cr0: 0n },
+    va: 0x10_ffefn,
+    expect: { gpa: 0x10_ffefn, size: 4096, inRam: true, rights: { now: all } },
+  },
+  {
+    name: "protected mode without paging: identity over the 32-bit linear space",
+    mode: "none",
+    va: 0xffff_ffffn,
+    expect: { gpa: 0xffff_ffffn, size: 4096, inRam: false },
+  },
+  {
+    name: "protected mode without paging: a 33-bit value is no linear address",
+    mode: "none",
+    va: 0x1_0000_0000n,
+    expect: { stop: "address-width" },
+  },
+  // --- 32-bit paging (SDM 4.3) ---
+  {
+    name: "32-bit: PDE (bits 31:22) -> PTE (bits 21:12) -> 4 KiB frame",
+    mode: "32-bit",
+    va: 0x8040_3123n,
+    entries: [T[1] | P | RW | US, 0x0012_3000n | P | RW | US],
+    expect: {
+      gpa: 0x0012_3123n,
+      size: 4096,
+      rights: { user: true, writable: true, executable: true, userMode: all, supervisor: all },
+    },
+  },
+  {
+    name: "32-bit: a PDE with P = 0 ends the walk, whatever its other bits",
+    mode: "32-bit",
+    va: 0x8040_3123n,
+    entries: [0xffff_fffen],
+    expect: { stop: "not-present", level: "PDE" },
+  },
+  {
+    name: "32-bit: a PTE with P = 0 ends the walk",
+    mode: "32-bit",
+    va: 0x8040_3123n,
+    entries: [T[1] | P, 0xffff_f000n],
+    expect: { stop: "not-present", level: "PTE" },
+  },
+  {
+    name: "32-bit, CR4.PSE = 0: PDE bit 7 is ignored, the PDE references a page table",
+    mode: "32-bit",
+    set: { cr4: 0n },
+    va: 0x0000_1abcn,
+    entries: [T[1] | P | PS, 0x0005_5000n | P],
+    expect: { gpa: 0x5_5abcn, size: 4096 },
+  },
+  {
+    name: "32-bit, CR4.PSE = 1, PDE.PS = 1: a 4 MiB page (bits 31:22 of the PDE, 21:0 of the address)",
+    mode: "32-bit",
+    va: 0x8040_3123n,
+    entries: [0x0c00_0000n | P | RW | PS],
+    expect: { gpa: 0x0c00_3123n, size: 0x40_0000, bits: { PDE: { pageSize: true, dirty: false } } },
+  },
+  {
+    name: "32-bit PSE-36: PDE bits 20:13 are physical-address bits 39:32",
+    mode: "32-bit",
+    va: 0x1234n,
+    entries: [0x0040_0000n | (5n << 13n) | P | PS],
+    expect: { gpa: 0x5_0040_1234n, size: 0x40_0000, inRam: false },
+  },
+  {
+    name: "32-bit PSE-36, MAXPHYADDR 36: PDE bits 21:17 are reserved",
+    mode: "32-bit",
+    set: { maxPhyAddr: 36 },
+    va: 0x1234n,
+    entries: [0x0040_0000n | bit(17) | P | PS],
+    expect: { stop: "reserved-bit", level: "PDE", reserved: bit(17) },
+  },
+  {
+    name: "32-bit PSE-36, MAXPHYADDR 48: M = min(40, MAXPHYADDR), so bit 20 is address bit 39",
+    mode: "32-bit",
+    va: 0x1234n,
+    entries: [bit(20) | P | PS],
+    expect: { gpa: 0x80_0000_1234n, size: 0x40_0000 },
+  },
+  {
+    name: "32-bit PSE-36: bit 21 is reserved whatever MAXPHYADDR",
+    mode: "32-bit",
+    set: { maxPhyAddr: 52 },
+    va: 0x1234n,
+    entries: [bit(21) | P | PS],
+    expect: { stop: "reserved-bit", level: "PDE", reserved: bit(21) },
+  },
+  {
+    name: "32-bit without PSE-36: PDE bits 21:13 are reserved",
+    mode: "32-bit",
+    set: { pse36: false },
+    va: 0x1234n,
+    entries: [bit(13) | P | PS],
+    expect: { stop: "reserved-bit", level: "PDE", reserved: bit(13) },
+  },
+  {
+    name: "32-bit 4 MiB page: bit 12 is PAT, not an address bit",
+    mode: "32-bit",
+    va: 0x1234n,
+    entries: [0x0040_0000n | bit(12) | P | PS],
+    expect: { gpa: 0x40_1234n, size: 0x40_0000, bits: { PDE: { pat: true } } },
+  },
+  {
+    name: "32-bit: no linear address above 4 GiB",
+    mode: "32-bit",
+    va: 0x1_0000_0000n,
+    expect: { stop: "address-width" },
+  },
+  {
+    name: "32-bit: PTE bit 7 is PAT; G with CR4.PGE makes the translation global",
+    mode: "32-bit",
+    set: { cr4: CR4_PSE | CR4_PGE },
+    va: 0x1000n,
+    entries: [T[1] | P, 0x7000n | P | PS | G],
+    expect: {
+      gpa: 0x7000n,
+      size: 4096,
+      rights: { global: true },
+      bits: { PTE: { pat: true, global: true } },
+    },
+  },
+  {
+    name: "32-bit: G without CR4.PGE is not a global translation",
+    mode: "32-bit",
+    va: 0x1000n,
+    entries: [T[1] | P, 0x7000n | P | G],
+    expect: { gpa: 0x7000n, size: 4096, rights: { global: false } },
+  },
+  {
+    name: "32-bit: rights are those of both levels (a read-only PDE), CR0.WP = 1 stops supervisor writes; no XD",
+    mode: "32-bit",
+    va: 0x1000n,
+    entries: [T[1] | P | US, 0x7000n | P | RW | US],
+    expect: {
+      gpa: 0x7000n,
+      size: 4096,
+      rights: {
+        user: true,
+        writable: false,
+        executable: true,
+        supervisor: { read: true, write: false, execute: true },
+        userMode: { read: true, write: false, execute: true },
+      },
+    },
+  },
+  {
+    name: "32-bit, CR0.WP = 0: supervisor writes to read-only pages are allowed, user writes are not",
+    mode: "32-bit",
+    set: { cr0: CR0_PE | CR0_PG },
+    va: 0x1000n,
+    entries: [T[1] | P | US, 0x7000n | P | RW | US],
+    expect: {
+      gpa: 0x7000n,
+      size: 4096,
+      rights: { supervisor: all, userMode: { read: true, write: false, execute: true } },
+    },
+  },
+  {
+    name: "32-bit: a supervisor page (U/S = 0 at one level) gives CPL 3 nothing",
+    mode: "32-bit",
+    set: { cpl: 3 },
+    va: 0x1000n,
+    entries: [T[1] | P | RW, 0x7000n | P | RW | US],
+    expect: { gpa: 0x7000n, size: 4096, rights: { user: false, userMode: none, now: none, supervisor: all } },
+  },
+  // --- PAE paging (SDM 4.4) ---
+  {
+    name: "PAE: PDPTE (bits 31:30) -> PDE (29:21) -> PTE (20:12) -> 4 KiB frame; PDPTEs have no R/W or U/S",
+    mode: "pae",
+    va: 0xc020_3456n,
+    entries: [T[1] | P, T[2] | P | RW | US, 0x9_8765_4000n | P | RW],
+    expect: {
+      gpa: 0x9_8765_4456n,
+      size: 4096,
+      inRam: false,
+      rights: { user: false, writable: true, executable: true },
+      bits: { PDPTE: { present: true, writable: undefined, user: undefined, accessed: undefined } },
+    },
+  },
+  {
+    name: "PAE: PDE.PS = 1 maps a 2 MiB page (CR4.PSE does not matter)",
+    mode: "pae",
+    va: 0x4060_1234n,
+    entries: [T[1] | P, 0x1_2340_0000n | P | PS | RW],
+    expect: { gpa: 0x1_2340_1234n, size: 0x20_0000 },
+  },
+  {
+    name: "PAE: a PDPTE with P = 0",
+    mode: "pae",
+    va: 0x4060_1234n,
+    entries: [0n],
+    expect: { stop: "not-present", level: "PDPTE" },
+  },
+  {
+    name: "PAE: PDPTE bits 2:1 are reserved (R/W set in a PDPTE)",
+    mode: "pae",
+    va: 0x4060_1234n,
+    entries: [T[1] | P | RW],
+    expect: { stop: "reserved-bit", level: "PDPTE", reserved: RW },
+  },
+  {
+    name: "PAE: PDPTE bits 8:5 are reserved (A set in a PDPTE)",
+    mode: "pae",
+    va: 0x4060_1234n,
+    entries: [T[1] | P | A],
+    expect: { stop: "reserved-bit", level: "PDPTE", reserved: A },
+  },
+  {
+    name: "PAE: PDPTE bit 63 is reserved even with EFER.NXE",
+    mode: "pae",
+    va: 0x4060_1234n,
+    entries: [T[1] | P | XD],
+    expect: { stop: "reserved-bit", level: "PDPTE", reserved: XD },
+  },
+  {
+    name: "PAE: bits 20:13 of a 2 MiB PDE are reserved",
+    mode: "pae",
+    va: 0x1234n,
+    entries: [T[1] | P, 0x20_0000n | P | PS | bit(13)],
+    expect: { stop: "reserved-bit", level: "PDE", reserved: bit(13) },
+  },
+  {
+    name: "PAE: bit 12 of a 2 MiB PDE is PAT",
+    mode: "pae",
+    va: 0x1234n,
+    entries: [T[1] | P, 0x20_0000n | P | PS | bit(12)],
+    expect: { gpa: 0x20_1234n, size: 0x20_0000, bits: { PDE: { pat: true, pageSize: true } } },
+  },
+  {
+    name: "PAE, EFER.NXE = 0: bit 63 of a PTE is reserved",
+    mode: "pae",
+    set: { efer: 0n },
+    va: 0x1234n,
+    entries: [T[1] | P, T[2] | P, 0x7000n | P | XD],
+    expect: { stop: "reserved-bit", level: "PTE", reserved: XD },
+  },
+  {
+    name: "PAE, EFER.NXE = 1: XD forbids instruction fetches",
+    mode: "pae",
+    va: 0x1234n,
+    entries: [T[1] | P, T[2] | P | RW, 0x7000n | P | RW | XD],
+    expect: {
+      gpa: 0x7234n,
+      size: 4096,
+      rights: { executable: false, supervisor: { read: true, write: true, execute: false } },
+      bits: { PTE: { executeDisable: true } },
+    },
+  },
+  {
+    name: "PAE, MAXPHYADDR 36: bits 62:36 of a PTE are reserved",
+    mode: "pae",
+    set: { maxPhyAddr: 36 },
+    va: 0x1234n,
+    entries: [T[1] | P, T[2] | P, bit(36) | 0x7000n | P],
+    expect: { stop: "reserved-bit", level: "PTE", reserved: bit(36) },
+  },
+  {
+    name: "PAE, MAXPHYADDR 36: bit 35 is an address bit",
+    mode: "pae",
+    set: { maxPhyAddr: 36 },
+    va: 0x1234n,
+    entries: [T[1] | P, T[2] | P, bit(35) | 0x7000n | P],
+    expect: { gpa: 0x8_0000_7234n, size: 4096 },
+  },
+  {
+    name: "PAE: CR3 bits 31:5 locate the PDPT (32-byte aligned)",
+    mode: "pae",
+    cr3: 0x1020n,
+    va: 0x1234n,
+    entries: [T[1] | P, 0x40_0000n | P | PS],
+    expect: { gpa: 0x40_1234n, size: 0x20_0000 },
+  },
+  {
+    name: "PAE: the four PDPTE registers, when given, are used instead of memory",
+    mode: "pae",
+    set: { pdptes: [T[1] | P, 0n, 0n, 0n] },
+    va: 0x1234n,
+    setup: (mem) => mem.writeU64(Number(T[1]), 0x40_0000n | P | PS), // PDPT[0] in memory stays 0
+    expect: { gpa: 0x40_1234n, size: 0x20_0000 },
+  },
+  {
+    name: "PAE: without the registers the PDPTEs are read from memory",
+    mode: "pae",
+    va: 0x1234n,
+    setup: (mem) => mem.writeU64(Number(T[1]), 0x40_0000n | P | PS),
+    expect: { stop: "not-present", level: "PDPTE" },
+  },
+  {
+    name: "PAE: no linear address above 4 GiB",
+    mode: "pae",
+    va: 0x1_0000_1234n,
+    expect: { stop: "address-width" },
+  },
+  // --- 4-level paging (SDM 4.5) ---
+  {
+    name: "4-level: PML4E (47:39) -> PDPTE (38:30) -> PDE (29:21) -> PTE (20:12) -> 4 KiB frame",
+    mode: "4-level",
+    va: 0x0000_7f12_3456_789an,
+    entries: [T[1] | P | RW | US, T[2] | P | RW | US, T[3] | P | RW | US, 0x0abc_def0_1000n | P | RW | US],
+    expect: { gpa: 0x0abc_def0_189an, size: 4096, rights: { user: true, writable: true, executable: true } },
+  },
+  {
+    name: "4-level: an address whose bits 63:47 are not all equal is not canonical",
+    mode: "4-level",
+    va: 0x0000_8000_0000_0000n,
+    expect: { stop: "non-canonical" },
+  },
+  {
+    name: "4-level: 0xFFFF7FFFFFFFF000 is not canonical",
+    mode: "4-level",
+    va: 0xffff_7fff_ffff_f000n,
+    expect: { stop: "non-canonical" },
+  },
+  {
+    name: "4-level: 0x8000000000000000 is not canonical",
+    mode: "4-level",
+    va: 0x8000_0000_0000_0000n,
+    expect: { stop: "non-canonical" },
+  },
+  {
+    name: "4-level: the upper canonical half translates (PML4 index 256)",
+    mode: "4-level",
+    va: 0xffff_8000_0000_0123n,
+    entries: [T[1] | P, T[2] | P, T[3] | P, 0x5000n | P],
+    expect: { gpa: 0x5123n, size: 4096 },
+  },
+  {
+    name: "4-level: PDE.PS = 1 maps a 2 MiB page",
+    mode: "4-level",
+    va: 0x4060_1234n,
+    entries: [T[1] | P | RW, T[2] | P | RW, 0x1_2340_0000n | P | RW | PS],
+    expect: { gpa: 0x1_2340_1234n, size: 0x20_0000 },
+  },
+  {
+    name: "4-level: PDPTE.PS = 1 maps a 1 GiB page where the CPU has them",
+    mode: "4-level",
+    va: 0x0000_0001_4012_3456n,
+    entries: [T[1] | P | RW, 0x40_0000_0000n | P | RW | PS],
+    expect: { gpa: 0x40_0012_3456n, size: 0x4000_0000, bits: { PDPTE: { pageSize: true } } },
+  },
+  {
+    name: "4-level without 1 GiB pages: PDPTE bit 7 is reserved",
+    mode: "4-level",
+    set: { gbPages: false },
+    va: 0x0000_0001_4012_3456n,
+    entries: [T[1] | P | RW, 0x40_0000_0000n | P | RW | PS],
+    expect: { stop: "reserved-bit", level: "PDPTE", reserved: PS },
+  },
+  {
+    name: "4-level: bits 29:13 of a 1 GiB PDPTE are reserved",
+    mode: "4-level",
+    va: 0x4000_0000n,
+    entries: [T[1] | P, 0x4000_0000n | P | PS | bit(29)],
+    expect: { stop: "reserved-bit", level: "PDPTE", reserved: bit(29) },
+  },
+  {
+    name: "4-level: bit 12 of a 1 GiB PDPTE is PAT",
+    mode: "4-level",
+    va: 0x4000_0010n,
+    entries: [T[1] | P, 0x4000_0000n | P | PS | bit(12)],
+    expect: { gpa: 0x4000_0010n, size: 0x4000_0000, bits: { PDPTE: { pat: true } } },
+  },
+  {
+    name: "4-level: bits 20:13 of a 2 MiB PDE are reserved",
+    mode: "4-level",
+    va: 0x1234n,
+    entries: [T[1] | P, T[2] | P, 0x20_0000n | P | PS | bit(20)],
+    expect: { stop: "reserved-bit", level: "PDE", reserved: bit(20) },
+  },
+  {
+    name: "4-level: PML4E bit 7 (PS) is reserved",
+    mode: "4-level",
+    va: 0x1234n,
+    entries: [T[1] | P | PS],
+    expect: { stop: "reserved-bit", level: "PML4E", reserved: PS },
+  },
+  {
+    name: "4-level: PML4E bit 8 is ignored (Intel; AMD reserves it)",
+    mode: "4-level",
+    va: 0x1234n,
+    entries: [T[1] | P | G, T[2] | P, T[3] | P, 0x7000n | P],
+    expect: { gpa: 0x7234n, size: 4096 },
+  },
+  {
+    name: "4-level, MAXPHYADDR 48: bits 51:48 are reserved (bit 51 of a PTE)",
+    mode: "4-level",
+    va: 0x1234n,
+    entries: [T[1] | P, T[2] | P, T[3] | P, 0x7000n | P | bit(51)],
+    expect: { stop: "reserved-bit", level: "PTE", reserved: bit(51) },
+  },
+  {
+    name: "4-level, MAXPHYADDR 48: bit 48 of a PDPTE that references a table is reserved",
+    mode: "4-level",
+    va: 0x1234n,
+    entries: [T[1] | P, T[2] | P | bit(48)],
+    expect: { stop: "reserved-bit", level: "PDPTE", reserved: bit(48) },
+  },
+  {
+    name: "4-level: bits 62:52 are ignored",
+    mode: "4-level",
+    va: 0x1234n,
+    entries: [T[1] | P | bit(62), T[2] | P, T[3] | P, 0x7000n | P | bit(52) | bit(58)],
+    expect: { gpa: 0x7234n, size: 4096 },
+  },
+  {
+    name: "4-level, MAXPHYADDR 39: bit 39 of a PML4E is reserved",
+    mode: "4-level",
+    set: { maxPhyAddr: 39 },
+    va: 0x1234n,
+    entries: [T[1] | P | bit(39)],
+    expect: { stop: "reserved-bit", level: "PML4E", reserved: bit(39) },
+  },
+  {
+    name: "4-level, EFER.NXE = 0: bit 63 is reserved at every level (PML4E)",
+    mode: "4-level",
+    set: { efer: EFER_LME | EFER_LMA },
+    va: 0x1234n,
+    entries: [T[1] | P | XD],
+    expect: { stop: "reserved-bit", level: "PML4E", reserved: XD },
+  },
+  {
+    name: "4-level, EFER.NXE = 1: XD at any level (here the PDPTE) forbids fetches",
+    mode: "4-level",
+    va: 0x1234n,
+    entries: [T[1] | P | RW, T[2] | P | RW | XD, T[3] | P | RW, 0x7000n | P | RW],
+    expect: {
+      gpa: 0x7234n,
+      size: 4096,
+      rights: { executable: false, supervisor: { read: true, write: true, execute: false } },
+      bits: { PDPTE: { executeDisable: true }, PTE: { executeDisable: false } },
+    },
+  },
+  {
+    name: "4-level, CR0.WP = 1: a read-only PDE stops supervisor writes",
+    mode: "4-level",
+    va: 0x1234n,
+    entries: [T[1] | P | RW, T[2] | P | RW, T[3] | P, 0x7000n | P | RW],
+    expect: {
+      gpa: 0x7234n,
+      size: 4096,
+      rights: { writable: false, supervisor: { read: true, write: false, execute: true } },
+    },
+  },
+  {
+    name: "4-level, CR0.WP = 0: supervisor writes to a read-only page are allowed",
+    mode: "4-level",
+    set: { cr0: CR0_PE | CR0_PG },
+    va: 0x1234n,
+    entries: [T[1] | P | RW, T[2] | P | RW, T[3] | P, 0x7000n | P | RW],
+    expect: { gpa: 0x7234n, size: 4096, rights: { writable: false, supervisor: all } },
+  },
+  {
+    name: "4-level, CR4.SMEP: no supervisor fetches from a user page",
+    mode: "4-level",
+    set: { cr4: CR4_PAE | CR4_SMEP },
+    va: 0x1234n,
+    entries: [T[1] | P | RW | US, T[2] | P | RW | US, T[3] | P | RW | US, 0x7000n | P | RW | US],
+    expect: {
+      gpa: 0x7234n,
+      size: 4096,
+      rights: { supervisor: { read: true, write: true, execute: false }, userMode: all },
+    },
+  },
+  {
+    name: "4-level, CR4.SMEP: a supervisor page stays executable for CPL 0 (one U/S = 0 makes it one)",
+    mode: "4-level",
+    set: { cr4: CR4_PAE | CR4_SMEP },
+    va: 0x1234n,
+    entries: [T[1] | P | RW | US, T[2] | P | RW, T[3] | P | RW | US, 0x7000n | P | RW | US],
+    expect: { gpa: 0x7234n, size: 4096, rights: { user: false, supervisor: all, userMode: none } },
+  },
+  {
+    name: "4-level, CR4.SMAP, RFLAGS.AC = 0: no supervisor data access to a user page",
+    mode: "4-level",
+    set: { cr4: CR4_PAE | CR4_SMAP },
+    va: 0x1234n,
+    entries: [T[1] | P | RW | US, T[2] | P | RW | US, T[3] | P | RW | US, 0x7000n | P | RW | US],
+    expect: {
+      gpa: 0x7234n,
+      size: 4096,
+      rights: { supervisor: { read: false, write: false, execute: true } },
+    },
+  },
+  {
+    name: "4-level, CR4.SMAP, RFLAGS.AC = 1: supervisor data accesses to a user page are allowed",
+    mode: "4-level",
+    set: { cr4: CR4_PAE | CR4_SMAP, ac: true },
+    va: 0x1234n,
+    entries: [T[1] | P | RW | US, T[2] | P | RW | US, T[3] | P | RW | US, 0x7000n | P | RW | US],
+    expect: { gpa: 0x7234n, size: 4096, rights: { supervisor: all } },
+  },
+  {
+    name: "4-level, CPL 3: the rights that apply are the user-mode ones",
+    mode: "4-level",
+    set: { cpl: 3 },
+    va: 0x1234n,
+    entries: [T[1] | P | RW | US, T[2] | P | RW | US, T[3] | P | US, 0x7000n | P | RW | US | XD],
+    expect: {
+      gpa: 0x7234n,
+      size: 4096,
+      rights: { now: { read: true, write: false, execute: false } },
+    },
+  },
+  {
+    name: "4-level: Accessed and Dirty are reported per entry (D only where a page is mapped)",
+    mode: "4-level",
+    va: 0x1234n,
+    entries: [T[1] | P | A, T[2] | P, T[3] | P | A | D, 0x7000n | P | A | D],
+    expect: {
+      gpa: 0x7234n,
+      size: 4096,
+      bits: {
+        PML4E: { accessed: true, dirty: undefined },
+        PDPTE: { accessed: false },
+        PDE: { accessed: true, dirty: undefined, pageSize: false },
+        PTE: { accessed: true, dirty: true },
+      },
+    },
+  },
+  {
+    name: "4-level, CR4.PKE: bits 62:59 of the entry that maps the page are its protection key",
+    mode: "4-level",
+    set: { cr4: CR4_PAE | CR4_PKE },
+    va: 0x1234n,
+    entries: [T[1] | P, T[2] | P, T[3] | P, 0x7000n | P | (11n << 59n)],
+    expect: {
+      gpa: 0x7234n,
+      size: 4096,
+      bits: { PTE: { protectionKey: 11 }, PDE: { protectionKey: undefined } },
+    },
+  },
+  {
+    name: "4-level: a table outside guest RAM ends the walk (nothing is read there)",
+    mode: "4-level",
+    va: 0x1234n,
+    entries: [0x1_0000_0000n | P],
+    expect: { stop: "outside-ram", level: "PDPTE" },
+  },
+  {
+    name: "4-level: a page outside guest RAM is still a translation (MMIO, or nothing)",
+    mode: "4-level",
+    va: 0x1234n,
+    entries: [T[1] | P, T[2] | P, T[3] | P, 0xfee0_0000n | P],
+    expect: { gpa: 0xfee0_0234n, size: 4096, inRam: false },
+  },
+  {
+    name: "4-level: a recursive PML4 entry maps the PML4 itself (index 510 at every level)",
+    mode: "4-level",
+    va: 0xffff_ff7f_bfdf_e008n,
+    setup: (mem) => mem.writeU64(Number(T[0]) + 510 * 8, T[0] | P | RW),
+    expect: { gpa: T[0] + 8n, size: 4096 },
+  },
+  {
+    name: "4-level: CR3 bits 11:0 (PCID) and 63 are no part of the PML4's address",
+    mode: "4-level",
+    set: { cr3: T[0] | 0x5n | bit(63) },
+    va: 0x1234n,
+    entries: [T[1] | P, T[2] | P, T[3] | P, 0x7000n | P],
+    expect: { gpa: 0x7234n, size: 4096 },
+  },
+  // --- 5-level paging (SDM 4.5 with CR4.LA57) ---
+  {
+    name: "5-level: PML5E (56:48) -> PML4E -> PDPTE -> PDE -> PTE",
+    mode: "5-level",
+    va: 0x00ff_8000_0000_1234n,
+    entries: [T[1] | P, T[2] | P, T[3] | P, T[4] | P, 0x9000n | P],
+    expect: { gpa: 0x9234n, size: 4096 },
+  },
+  {
+    name: "5-level: bits 63:56 must all equal bit 56",
+    mode: "5-level",
+    va: 0x0100_0000_0000_0000n,
+    expect: { stop: "non-canonical" },
+  },
+  {
+    name: "5-level: 0x0000800000000000 is canonical (PML5 index 0, PML4 index 256)",
+    mode: "5-level",
+    va: 0x0000_8000_0000_0000n,
+    entries: [T[1] | P, T[2] | P, T[3] | P, T[4] | P, 0x9000n | P],
+    expect: { gpa: 0x9000n, size: 4096 },
+  },
+  {
+    name: "5-level: PML5E bit 7 (PS) is reserved",
+    mode: "5-level",
+    va: 0x1234n,
+    entries: [T[1] | P | PS],
+    expect: { stop: "reserved-bit", level: "PML5E", reserved: PS },
+  },
+  {
+    name: "5-level: the upper half (0xFF00000000000000) and a 1 GiB page",
+    mode: "5-level",
+    va: 0xff00_0000_4000_0abcn,
+    entries: [T[1] | P, T[2] | P, 0x8000_0000n | P | PS],
+    expect: { gpa: 0x8000_0abcn, size: 0x4000_0000 },
+  },
+  // --- registers that select no mode ---
+  {
+    name: "CR0.PG without CR0.PE selects no mode",
+    mode: "32-bit",
+    set: { cr0: CR0_PG },
+    va: 0x1234n,
+    expect: { stop: "invalid-state" },
+  },
+  {
+    name: "EFER.LMA without CR4.PAE selects no mode",
+    mode: "4-level",
+    set: { cr4: 0n },
+    va: 0x1234n,
+    expect: { stop: "invalid-state" },
+  },
+  {
+    name: "EFER.LMA without CR0.PG selects no mode",
+    mode: "4-level",
+    set: { cr0: CR0_PE },
+    va: 0x1234n,
+    expect: { stop: "invalid-state" },
+  },
+];
+
+function stateFor(c: Case): PagingState {
+  return {
+    ...BASE[c.mode],
+    cr3: c.cr3 ?? T[0],
+    cpl: 0,
+    ac: false,
+    maxPhyAddr: 48,
+    gbPages: true,
+    pse36: true,
+    ...c.set,
+  };
+}
+
+function run(c: Case): { w: Walk; state: PagingState; mem: GuestMemory } {
+  const mem = new GuestMemory([{ gpa: 0, bytes: new Uint8Array(RAM) }]);
+  const state = stateFor(c);
+  if (c.entries && c.mode !== "none")
+    placeEntries(mem, c.mode, c.va, c.entries, c.cr3 !== undefined ? [c.cr3, ...T.slice(1)] : T);
+  c.setup?.(mem);
+  return { w: walk(state, c.va, mem), state, mem };
+}
+
+describe("the walk follows the SDM, case by case", () => {
+  for (const c of CASES) {
+    test(c.name, () => {
+      const { w, state, mem } = run(c);
+      const e = c.expect;
+      if ("gpa" in e) {
+        assert.ok(w.ok, `expected a translation, got: ${w.ok ? "" : w.message}`);
+        assert.equal(w.gpa, e.gpa, `gpa ${w.gpa.toString(16)}`);
+        assert.equal(w.page.size, e.size);
+        assert.equal(w.page.base + w.page.offset, e.gpa);
+        if (e.inRam !== undefined) assert.equal(w.inRam, e.inRam);
+        if (e.rights)
+          for (const [k, v] of Object.entries(e.rights))
+            assert.deepEqual(w.rights[k as keyof RightsExpect], v, k);
+        if (e.bits)
+          for (const [level, want] of Object.entries(e.bits)) {
+            const entry: WalkEntry | undefined = w.entries.find((x) => x.level === level);
+            assert.ok(entry, `no ${level} in the walk`);
+            for (const [k, v] of Object.entries(want))
+              assert.equal(entry.bits[k as keyof EntryBits], v, `${level}.${k}`);
+          }
+        // The last entry maps the page the translation is in.
+        if (c.mode !== "none") {
+          const last = w.entries[w.entries.length - 1];
+          assert.equal(last.maps, "page");
+          assert.equal(last.target, w.page.base);
+          assert.equal(last.pageSize, e.size);
+          assert.ok(w.entries.slice(0, -1).every((x) => x.maps === "table"));
+        } else {
+          assert.deepEqual(w.entries, []);
+          assert.match(w.note ?? "", /linear address is the physical address/);
+        }
+      } else {
+        assert.equal(w.ok, false, `expected no translation, got ${w.ok ? w.gpa.toString(16) : ""}`);
+        if (w.ok) return;
+        assert.equal(w.reason, e.stop, w.message);
+        assert.equal(w.level, e.level);
+        if (e.reserved !== undefined) {
+          const last = w.entries[w.entries.length - 1];
+          assert.equal(last.reserved, e.reserved, `reserved ${last.reserved.toString(16)}`);
+          assert.equal(last.maps, "none");
+        }
+        if (e.stop === "not-present") assert.equal(w.entries[w.entries.length - 1].bits.present, false);
+      }
+      // Every entry the walk shows is really in memory at the address it gives, with the value it gives.
+      for (const x of w.entries)
+        if (x.source === "memory")
+          assert.equal(x.size === 4 ? BigInt(mem.readU32(Number(x.gpa))) : mem.readU64(Number(x.gpa)), x.raw);
+      // The one-call form agrees, and the text form names every entry.
+      const t = translate(state, c.va, mem);
+      assert.equal(t.ok, w.ok);
+      if (t.ok && w.ok) assert.equal(t.gpa, w.gpa);
+      const text = formatWalk(w, state).join("\n");
+      for (const x of w.entries) assert.ok(text.includes(`${x.level}[${x.index}]`), text);
+    });
+  }
+});
+
+// --- Part 1b: the small pieces around the walk ---
+
+describe("around the walk", () => {
+  const mem = new GuestMemory([{ gpa: 0, bytes: new Uint8Array(RAM) }]);
+  const long: PagingState = { ...stateFor(CASES[0]), ...BASE["4-level"], cr3: T[0] };
+
+  test("the mode comes from CR0.PG/PE, CR4.PAE/LA57 and EFER.LMA (SDM 4.1.1)", () => {
+    assert.equal(pagingMode({ cr0: 0n, cr4: CR4_PAE, efer: 0n }), "none");
+    assert.equal(pagingMode({ cr0: CR0_PE, cr4: 0n, efer: 0n }), "none");
+    assert.equal(pagingMode({ cr0: CR0_PE | CR0_PG, cr4: CR4_PSE, efer: 0n }), "32-bit");
+    assert.equal(pagingMode({ cr0: CR0_PE | CR0_PG, cr4: CR4_PAE, efer: EFER_LME }), "pae"); // LME, not yet LMA
+    assert.equal(pagingMode(BASE["4-level"]), "4-level");
+    assert.equal(pagingMode(BASE["5-level"]), "5-level");
+    assert.deepEqual(pagingMode({ cr0: CR0_PG, cr4: 0n, efer: 0n }), {
+      invalid: "CR0.PG is set while CR0.PE is clear",
+    });
+  });
+
+  test("CPU parameters that cannot exist are refused with one clear error", () => {
+    assert.throws(
+      () => walk({ ...long, maxPhyAddr: 53 }, 0n, mem),
+      (e: Error) => e instanceof PagingStateError && /MAXPHYADDR 53/.test(e.message),
+    );
+    assert.throws(() => walk({ ...long, maxPhyAddr: 31 }, 0n, mem), PagingStateError);
+    assert.throws(() => walk({ ...long, cpl: 4 }, 0n, mem), /CPL 4/);
+    assert.throws(() => walk({ ...long, pdptes: [0n, 0n, 0n] }, 0n, mem), /3 PDPTE registers/);
+  });
+
+  test("a linear address that is no 64-bit value is refused, not wrapped", () => {
+    for (const va of [-1n, 1n << 64n]) {
+      const w = walk(long, va, mem);
+      assert.equal(w.ok, false);
+      if (!w.ok) assert.equal(w.reason, "address-width");
+    }
+  });
+
+  test("a reader that throws, or an entry that straddles the end of RAM, ends the walk as outside RAM", () => {
+    const throwing: PhysicalReader = {
+      contains: () => true,
+      readU32: () => {
+        throw new Error("boom");
+      },
+      readU64: () => {
+        throw new Error("boom");
+      },
+    };
+    const w = walk(long, 0x1234n, throwing);
+    assert.ok(!w.ok && w.reason === "outside-ram" && w.level === "PML4E");
+    // RAM ends 4 bytes into PML4 entry 511: the entry is not read at all.
+    const short = new GuestMemory([{ gpa: 0, bytes: new Uint8Array(0x1ffc) }]);
+    let reads = 0;
+    const counting: PhysicalReader = {
+      contains: (gpa, len) => short.contains(gpa, len),
+      readU32: (gpa) => (reads++, short.readU32(gpa)),
+      readU64: (gpa) => (reads++, short.readU64(gpa)),
+    };
+    const w2 = walk(long, 0xffff_ff80_0000_0000n, counting);
+    assert.ok(!w2.ok && w2.reason === "outside-ram", JSON.stringify(w2, big));
+    assert.equal(reads, 0);
+    assert.match(w2.message, /0x1ff8, outside guest RAM/);
+  });
+
+  test("features from CPUID: MAXPHYADDR (0x80000008), 1 GiB pages, PSE-36, vendor; the SDM's defaults without leaf 0x80000008", () => {
+    const leaf = (fn: number, r: { eax?: number; ebx?: number; ecx?: number; edx?: number }) => ({
+      function: fn,
+      index: 0,
+      flags: 0,
+      eax: r.eax ?? 0,
+      ebx: r.ebx ?? 0,
+      ecx: r.ecx ?? 0,
+      edx: r.edx ?? 0,
+    });
+    // "AuthenticAMD" in EBX, EDX, ECX.
+    const amd = leaf(0, { ebx: 0x68747541, edx: 0x69746e65, ecx: 0x444d4163 });
+    const intel = leaf(0, { ebx: 0x756e6547, edx: 0x49656e69, ecx: 0x6c65746e });
+    assert.deepEqual(
+      pagingFeatures([
+        amd,
+        leaf(1, { edx: 1 << 17 }),
+        leaf(0x8000_0001, { edx: 1 << 26 }),
+        leaf(0x8000_0008, { eax: 0x3027 }),
+      ]),
+      { maxPhyAddr: 0x27, gbPages: true, pse36: true, vendor: "amd" },
+    );
+    assert.deepEqual(pagingFeatures([intel, leaf(1, { edx: 1 << 6 })]), {
+      maxPhyAddr: 36,
+      gbPages: false,
+      pse36: false,
+      vendor: "intel",
+    });
+    assert.equal(pagingFeatures([]).maxPhyAddr, 32);
+  });
+
+  test("AMD reserves bit 8 of PML4Es and PML5Es (APM vol. 2, 5.3.3), Intel ignores it", () => {
+    const m = new GuestMemory([{ gpa: 0, bytes: new Uint8Array(RAM) }]);
+    placeEntries(m, "4-level", 0x1234n, [T[1] | P | G, T[2] | P | G, T[3] | P, 0x7000n | P]);
+    assert.equal(walk(long, 0x1234n, m).ok, true);
+    const w = walk({ ...long, vendor: "amd" }, 0x1234n, m);
+    assert.ok(!w.ok && w.reason === "reserved-bit" && w.level === "PML4E");
+    // Bit 8 of a PDPTE that references a table is ignored by both.
+    assert.equal(w.entries[0].reserved, G);
+  });
+
+  test("the CPL is SS.DPL (0 in real mode, 3 in virtual-8086 mode); RFLAGS.AC is taken", () => {
+    const seg = (dpl: number): Segment => ({
+      base: 0n,
+      limit: 0xffff,
+      selector: 0,
+      type: 3,
+      present: 1,
+      dpl,
+      db: 0,
+      s: 1,
+      l: 0,
+      g: 0,
+      avl: 0,
+      unusable: 0,
+    });
+    const f = { maxPhyAddr: 48, gbPages: false, pse36: true };
+    const s = { cr0: CR0_PE, cr3: 0n, cr4: 0n, efer: 0n, ss: seg(3) };
+    assert.equal(pagingState(s, 2n, f).cpl, 3);
+    assert.equal(pagingState({ ...s, ss: seg(0) }, 2n, f).cpl, 0);
+    assert.equal(pagingState({ ...s, cr0: 0n }, 2n, f).cpl, 0);
+    assert.equal(pagingState({ ...s, ss: seg(0) }, (1n << 17n) | 2n, f).cpl, 3);
+    assert.equal(pagingState(s, (1n << 18n) | 2n, f).ac, true);
+    assert.deepEqual(pagingState(s, 2n, f, [1n, 2n, 3n, 4n]).pdptes, [1n, 2n, 3n, 4n]);
+  });
+
+  test("the walk as text: one line per entry (name, index, address, raw value, bits, what it maps), then the result", () => {
+    const m = new GuestMemory([{ gpa: 0, bytes: new Uint8Array(RAM) }]);
+    placeEntries(m, "4-level", 0xffff_8000_0000_3123n, [
+      T[1] | P | RW | A,
+      T[2] | P | RW,
+      T[3] | P | RW | US | A,
+      0x0030_6000n | P | RW | A | D | XD,
+    ]);
+    const w = walk(long, 0xffff_8000_0000_3123n, m);
+    assert.deepEqual(formatWalk(w, long), [
+      "linear 0xffff800000003123: 4-level paging, CR3 0x1000, CPL 0, CR0.WP=1, EFER.NXE=1",
+      "  PML4E[256] at 0x1800 = 0x0000000000002023  P RW S A -> page-directory-pointer table 0x2000",
+      "  PDPTE[0]   at 0x2000 = 0x0000000000003003  P RW S -> page directory 0x3000",
+      "  PDE[0]     at 0x3000 = 0x0000000000004027  P RW U A -> page table 0x4000",
+      "  PTE[3]     at 0x4018 = 0x8000000000306063  P RW S A D XD -> 4 KiB page 0x306000",
+      "  = physical 0x306123 (4 KiB page 0x306000 + 0x123), in guest RAM",
+      "  rights: supervisor page, writable, not executable",
+      "    CPL 0-2 may: read, write; CPL 3 may: nothing",
+    ]);
+    const stop = formatWalk(walk(long, 0xffff_8000_0000_4000n, m), long);
+    assert.equal(stop[stop.length - 2], "  PTE[4]     at 0x4020 = 0x0000000000000000  not present");
+    assert.equal(
+      stop[stop.length - 1],
+      "  no translation: the PTE is not present (an access would page-fault)",
+    );
+    m.writeU64(Number(T[3]) + 8 * 3, 0x0030_6000n | P | bit(50));
+    const rsvd = formatWalk(walk(long, 0xffff_8000_0000_3123n, m), long);
+    assert.match(rsvd[4], /PTE\[3\] .* = 0x0004000000306001  P RO S  reserved bits set: 0x4000000000000$/);
+    assert.equal(
+      rsvd[5],
+      "  no translation: the PTE sets reserved bit 50 (an access would page-fault, error code RSVD)",
+    );
+    const pae: PagingState = { ...long, ...BASE.pae, pdptes: [T[1] | P, 0n, 0n, 0n] };
+    m.writeU64(Number(T[1]), 0x40_0000n | P | PS);
+    assert.match(
+      formatWalk(walk(pae, 0x1234n, m), pae)[1],
+      /^ {2}PDPTE\[0\] register \(from 0x1000\) = 0x0000000000002001 {2}P -> page directory 0x2000$/,
+    );
+    assert.deepEqual(formatWalk(walk({ ...long, cr0: 0n, efer: 0n }, 0xb8000n, m)), [
+      "linear 0xb8000: no paging",
+      "  = physical 0xb8000 (4 KiB page 0xb8000 + 0x0), in guest RAM",
+      "  real mode: the linear address is the physical address",
+    ]);
+    assert.deepEqual(formatWalk(walk({ ...long, cr4: 0n }, 0n, m)), [
+      "linear 0x0: registers that select no paging mode",
+      "  no translation: no paging mode: EFER.LMA is set while CR4.PAE is clear",
+    ]);
+  });
+});
+
+describe("segmentation: linear = base + offset, with the limit check", () => {
+  const seg = (o: Partial<Segment>): Segment => ({
+    base: 0n,
+    limit: 0xffff_ffff,
+    selector: 0x10,
+    type: 3,
+    present: 1,
+    dpl: 0,
+    db: 1,
+    s: 1,
+    l: 0,
+    g: 1,
+    avl: 0,
+    unusable: 0,
+    ...o,
+  });
+  const pm = { cr0: CR0_PE, efer: 0n, cs: seg({ type: 0xb }) };
+
+  test("real mode: CS base 0x10000 + 0xFFF0; one byte past the 64 KiB limit faults; unusable means nothing there", () => {
+    const real = { cr0: 0n, efer: 0n, cs: seg({ base: 0x1_0000n, limit: 0xffff, type: 0xb, unusable: 1 }) };
+    assert.deepEqual(segmentToLinear(real, "cs", 0xfff0n), { ok: true, linear: 0x1_fff0n });
+    assert.deepEqual(
+      segmentToLinear({ ...real, ds: seg({ base: 0xffff0n, limit: 0xffff }) }, "ds", 0xffffn),
+      { ok: true, linear: 0x10_ffefn },
+    );
+    const r = segmentToLinear(real, "cs", 0xffffn, 2);
+    assert.ok(!r.ok && /0xffff\+2 is beyond CS's limit 0xffff/.test(r.message), JSON.stringify(r));
+  });
+
+  test("protected mode: a flat segment's last byte is 0xFFFFFFFF; a 2-byte access there faults; a base wraps at 4 GiB", () => {
+    assert.deepEqual(segmentToLinear({ ...pm, ds: seg({}) }, "ds", 0xffff_ffffn), {
+      ok: true,
+      linear: 0xffff_ffffn,
+    });
+    assert.equal(segmentToLinear({ ...pm, ds: seg({}) }, "ds", 0xffff_ffffn, 2).ok, false);
+    assert.deepEqual(segmentToLinear({ ...pm, fs: seg({ base: 0xffff_f000n }) }, "fs", 0x2000n), {
+      ok: true,
+      linear: 0x1000n,
+    });
+    assert.equal(segmentToLinear({ ...pm, ds: seg({}) }, "ds", 0x1_0000_0000n).ok, false);
+    const u = segmentToLinear({ ...pm, es: seg({ unusable: 1 }) }, "es", 0n);
+    assert.ok(!u.ok && /ES is not usable/.test(u.message));
+    assert.equal(segmentToLinear(pm, "gs", 0n).ok, false);
+  });
+
+  test("expand-down data segments hold the offsets above their limit, up to 0xFFFF or 0xFFFFFFFF (B bit)", () => {
+    const down = seg({ type: 0x7, limit: 0xfff, base: 0x10_0000n });
+    assert.deepEqual(segmentToLinear({ ...pm, ss: down }, "ss", 0x1000n), { ok: true, linear: 0x10_1000n });
+    assert.equal(segmentToLinear({ ...pm, ss: down }, "ss", 0xfffn).ok, false);
+    assert.equal(segmentToLinear({ ...pm, ss: { ...down, db: 0 } }, "ss", 0xffffn).ok, true);
+    assert.equal(segmentToLinear({ ...pm, ss: { ...down, db: 0 } }, "ss", 0xffffn, 2).ok, false);
+    // A code segment with the same type bits is not expand-down (bit 3 set: code).
+    assert.equal(segmentToLinear({ ...pm, cs: seg({ type: 0xf, limit: 0xfff }) }, "cs", 0x10n).ok, true);
+  });
+
+  test("64-bit mode: no limit check, only FS and GS have a base", () => {
+    const lm = {
+      cr0: CR0_PE | CR0_PG,
+      efer: EFER_LME | EFER_LMA,
+      cs: seg({ type: 0xb, l: 1, db: 0, limit: 0 }),
+    };
+    const ds = seg({ base: 0x1234n, limit: 0 });
+    assert.deepEqual(segmentToLinear({ ...lm, ds }, "ds", 0xffff_8000_0000_0000n), {
+      ok: true,
+      linear: 0xffff_8000_0000_0000n,
+    });
+    assert.deepEqual(segmentToLinear({ ...lm, gs: ds }, "gs", 0x10n), { ok: true, linear: 0x1244n });
+    assert.deepEqual(segmentToLinear({ ...lm, fs: seg({ base: 0xffff_ffff_ffff_fff0n }) }, "fs", 0x20n), {
+      ok: true,
+      linear: 0x10n,
+    });
+    // Compatibility mode (CS.L = 0 under EFER.LMA) checks limits as protected mode does.
+    assert.equal(segmentToLinear({ ...lm, cs: seg({ type: 0xb, limit: 0xfff }) }, "cs", 0x1000n).ok, false);
+  });
+});
