@@ -589,38 +589,41 @@ function walk32(s: PagingState, base: WalkBase, mem: PhysicalReader): Walk {
   return finish(s, base, mem, t.target, PAGE_4K, acc, t.bits.global === true);
 }
 
-/** Decoding of an 8-byte PDE or PTE (PAE, 4-level, 5-level), and its reserved bits. */
-function entry64(
-  s: PagingState,
-  level: EntryName,
-  index: number,
-  gpa: bigint,
-  raw: bigint,
-  highReserved: bigint,
-  leaf: boolean,
-  largeReserved: bigint,
-): WalkEntry {
-  const nxe = (s.efer & EFER_NXE) !== 0n;
+/** How to decode one 8-byte entry (PAE, 4-level, 5-level). */
+interface Format64 {
+  level: EntryName;
+  index: number;
+  gpa: bigint;
+  raw: bigint;
+  /** The bits this format reserves (bit 63 without EFER.NXE is added here). */
+  reserved: bigint;
+  /** The entry maps a page: a PTE (PAT in bit 7), or a large page (PS set, PAT in bit 12). */
+  leaf: boolean;
+  /** Bits 62:59 are a protection key (a 4-/5-level entry that maps a page, with CR4.PKE or CR4.PKS). */
+  keys: boolean;
+}
+
+/** Decoding of an 8-byte entry and the reserved bits it sets. */
+function entry64(s: PagingState, f: Format64): WalkEntry {
+  const { raw, level } = f;
   const b: EntryBits = lowBits(raw);
-  let reserved = raw & highReserved;
-  if (nxe) b.executeDisable = (raw & XD) !== 0n;
+  let reserved = raw & f.reserved;
+  if ((s.efer & EFER_NXE) !== 0n) b.executeDisable = (raw & XD) !== 0n;
   else reserved |= raw & XD;
-  if (leaf) {
-    b.dirty = (raw & D) !== 0n;
-    b.global = (raw & G) !== 0n;
+  if (f.leaf) {
     const large = level !== "PTE";
+    b.dirty = (raw & D) !== 0n;
     if (large) b.pageSize = true;
+    b.global = (raw & G) !== 0n;
     b.pat = (raw & (large ? PAT_LARGE : PS)) !== 0n;
-    reserved |= raw & largeReserved;
-    const long = pagingModeOf(s) !== "pae";
-    if (long && (s.cr4 & (CR4_PKE | CR4_PKS)) !== 0n) b.protectionKey = Number((raw >> 59n) & 0xfn);
+    if (f.keys) b.protectionKey = Number((raw >> 59n) & 0xfn);
   } else if (level === "PDPTE" || level === "PDE") {
     b.pageSize = false;
   }
   return {
     level,
-    index,
-    gpa,
+    index: f.index,
+    gpa: f.gpa,
     source: "memory",
     size: 8,
     raw,
@@ -628,11 +631,6 @@ function entry64(
     reserved: (raw & P) !== 0n ? reserved : 0n,
     maps: "none",
   };
-}
-
-function pagingModeOf(s: PagingState): PagingMode {
-  const m = pagingMode(s);
-  return typeof m === "string" ? m : "none";
 }
 
 // PAE paging (SDM vol. 3A, 4.4): four PDPTEs (registers loaded from CR3's 32-byte-aligned table), then
@@ -683,7 +681,15 @@ function walkPae(s: PagingState, base: WalkBase, mem: PhysicalReader): Walk {
   const pde = readEntry(mem, pdeAddr, 8);
   if (pde === undefined) return unreadable(base, "PDE", pdeAddr);
   const large = (pde & PS) !== 0n;
-  const e = entry64(s, "PDE", pdIndex, pdeAddr, pde, high, large, bits(20, 13));
+  const e = entry64(s, {
+    level: "PDE",
+    index: pdIndex,
+    gpa: pdeAddr,
+    raw: pde,
+    reserved: high | (large ? bits(20, 13) : 0n),
+    leaf: large,
+    keys: false,
+  });
   base.entries.push(e);
   const stop2 = entryStop(base, e);
   if (stop2) return stop2;
@@ -700,7 +706,15 @@ function walkPae(s: PagingState, base: WalkBase, mem: PhysicalReader): Walk {
   const pteAddr = e.target | BigInt(ptIndex * 8);
   const pte = readEntry(mem, pteAddr, 8);
   if (pte === undefined) return unreadable(base, "PTE", pteAddr);
-  const t = entry64(s, "PTE", ptIndex, pteAddr, pte, high, true, 0n);
+  const t = entry64(s, {
+    level: "PTE",
+    index: ptIndex,
+    gpa: pteAddr,
+    raw: pte,
+    reserved: high,
+    leaf: true,
+    keys: false,
+  });
   base.entries.push(t);
   const stop3 = entryStop(base, t);
   if (stop3) return stop3;
@@ -735,6 +749,7 @@ function walkLong(s: PagingState, base: WalkBase, mem: PhysicalReader, levels: 4
   const names: EntryName[] =
     levels === 5 ? ["PML5E", "PML4E", "PDPTE", "PDE", "PTE"] : ["PML4E", "PDPTE", "PDE", "PTE"];
   const acc: Acc = { user: true, writable: true, xd: false };
+  const keys = (s.cr4 & (CR4_PKE | CR4_PKS)) !== 0n;
   let table = s.cr3 & addr;
   for (const level of names) {
     const shift =
@@ -744,25 +759,23 @@ function walkLong(s: PagingState, base: WalkBase, mem: PhysicalReader, levels: 4
     const raw = readEntry(mem, at, 8);
     if (raw === undefined) return unreadable(base, level, at);
     const ps = (raw & PS) !== 0n;
-    let e: WalkEntry;
-    if (level === "PML5E" || level === "PML4E") {
-      e = entry64(s, level, index, at, raw, high | PS | (s.vendor === "amd" ? G : 0n), false, 0n);
-    } else if (level === "PDPTE" && ps && !s.gbPages) {
-      // No 1-GByte pages on this CPU: PS is a reserved bit of the PDPTE.
-      e = entry64(s, level, index, at, raw, high | PS, false, 0n);
-      delete e.bits.pageSize;
-    } else if (level === "PDPTE" && ps) {
-      e = entry64(s, level, index, at, raw, high, true, bits(29, 13));
-    } else if (level === "PDE" && ps) {
-      e = entry64(s, level, index, at, raw, high, true, bits(20, 13));
-    } else {
-      e = entry64(s, level, index, at, raw, high, level === "PTE", 0n);
-    }
+    // PS is reserved in PML5Es and PML4Es, and in PDPTEs without 1-GByte pages; AMD also reserves bit 8 of
+    // PML5Es and PML4Es. A large page reserves the bits between PAT (12) and its frame address.
+    const top = level === "PML5E" || level === "PML4E";
+    const noGb = level === "PDPTE" && !s.gbPages;
+    const leaf = level === "PTE" || (ps && (level === "PDE" || (level === "PDPTE" && s.gbPages)));
+    let reserved = high;
+    if (top || noGb) reserved |= PS;
+    if (top && s.vendor === "amd") reserved |= G;
+    if (leaf && level === "PDPTE") reserved |= bits(29, 13);
+    if (leaf && level === "PDE") reserved |= bits(20, 13);
+    const e = entry64(s, { level, index, gpa: at, raw, reserved, leaf, keys: leaf && keys });
+    // Without 1-GByte pages bit 7 of a PDPTE is no page-size bit: it shows as a reserved bit.
+    if (noGb) delete e.bits.pageSize;
     base.entries.push(e);
     const stop = entryStop(base, e);
     if (stop) return stop;
     addRights(acc, e);
-    const leaf = level === "PTE" || ((level === "PDPTE" || level === "PDE") && ps);
     if (leaf) {
       const size = level === "PTE" ? PAGE_4K : level === "PDE" ? PAGE_2M : PAGE_1G;
       e.maps = "page";
@@ -788,6 +801,54 @@ export function translate(state: PagingState, linear: bigint, mem: PhysicalReade
   return w.ok
     ? { ok: true, gpa: w.gpa, pageSize: w.page.size, inRam: w.inRam }
     : { ok: false, reason: w.reason, message: w.message };
+}
+
+export type AccessKind = "read" | "write" | "execute";
+
+/** What one access to a linear address would do (SDM vol. 3A, 4.6-4.7). */
+export type AccessOutcome =
+  | { fault: "none"; gpa: bigint }
+  /** A page fault with the error code the CPU pushes: P (bit 0), W/R (1), U/S (2), RSVD (3), I/D (4). */
+  | { fault: "page-fault"; errorCode: number; message: string }
+  /** A non-canonical address: #GP(0) (#SS(0) for a stack access). */
+  | { fault: "general-protection"; message: string }
+  /** Nothing the SDM can say: a paging structure outside RAM, or registers that select no mode. */
+  | { fault: "unknown"; message: string };
+
+/**
+ * What an access of `kind` at the state's CPL would do: go through to a physical address, or fault, with the
+ * page-fault error code. Protection keys and shadow stacks are not applied; an access is explicit (SMAP
+ * allows it with RFLAGS.AC).
+ */
+export function accessOutcome(
+  state: PagingState,
+  linear: bigint,
+  kind: AccessKind,
+  mem: PhysicalReader,
+): AccessOutcome {
+  const w = walk(state, linear, mem);
+  const write = kind === "write" ? 2 : 0;
+  const user = state.cpl === 3 ? 4 : 0;
+  // I/D is set for instruction fetches only with SMEP, or with EFER.NXE under PAE, 4- or 5-level paging.
+  const idOn =
+    (state.cr4 & CR4_SMEP) !== 0n || ((state.cr4 & CR4_PAE) !== 0n && (state.efer & EFER_NXE) !== 0n);
+  const fetch = kind === "execute" && idOn ? 0x10 : 0;
+  if (!w.ok) {
+    if (w.reason === "non-canonical") return { fault: "general-protection", message: w.message };
+    if (w.reason === "not-present")
+      return { fault: "page-fault", errorCode: write | user | fetch, message: w.message };
+    if (w.reason === "reserved-bit")
+      return { fault: "page-fault", errorCode: 1 | write | user | 8 | fetch, message: w.message };
+    return { fault: "unknown", message: w.message };
+  }
+  const now = w.rights.now;
+  const allowed = kind === "read" ? now.read : kind === "write" ? now.write : now.execute;
+  if (allowed) return { fault: "none", gpa: w.gpa };
+  return {
+    fault: "page-fault",
+    errorCode: 1 | write | user | fetch,
+    message: `a ${kind} at CPL ${state.cpl} is not allowed by the rights of the page (${w.rights.user ? "user" : "supervisor"}, ${w.rights.writable ? "writable" : "read-only"}, ${w.rights.executable ? "executable" : "not executable"})`,
+  };
 }
 
 function sizeName(size: number): string {

@@ -6,6 +6,7 @@ import { test, describe } from "node:test";
 import assert from "node:assert/strict";
 import { GuestMemory } from "../../src/memory/guest-memory.js";
 import {
+  accessOutcome,
   CR0_PE,
   CR0_PG,
   CR0_WP,
@@ -41,6 +42,7 @@ import {
   big,
   idtAndHandlers,
   onKvmPvm,
+  onQemuTcg,
   pdptrs,
   probe32,
   probe64,
@@ -936,6 +938,46 @@ describe("around the walk", () => {
     assert.deepEqual(pagingState(s, 2n, f, [1n, 2n, 3n, 4n]).pdptes, [1n, 2n, 3n, 4n]);
   });
 
+  test("what an access would do: the page-fault error code of SDM 4.7 (P, W/R, U/S, RSVD, I/D), #GP off the canonical space", () => {
+    const m = new GuestMemory([{ gpa: 0, bytes: new Uint8Array(RAM) }]);
+    placeEntries(m, "4-level", 0x1234n, [
+      T[1] | P | RW | US,
+      T[2] | P | RW | US,
+      T[3] | P | RW | US,
+      0x7000n | P | US,
+    ]);
+    placeEntries(m, "4-level", 0x20_1234n, [
+      T[1] | P | RW | US,
+      T[2] | P | RW | US,
+      0x20_0000n | P | RW | PS | XD,
+    ]);
+    placeEntries(m, "4-level", 0x40_0000n, [
+      T[1] | P | RW | US,
+      T[2] | P | RW | US,
+      0x20_0000n | P | PS | bit(13),
+    ]);
+    const at = (st: PagingState, va: bigint, kind: "read" | "write" | "execute") =>
+      accessOutcome(st, va, kind, m);
+    assert.deepEqual(at(long, 0x1234n, "read"), { fault: "none", gpa: 0x7234n });
+    assert.equal((at(long, 0x1234n, "write") as { errorCode: number }).errorCode, 0x3); // read-only, CR0.WP
+    assert.equal(at({ ...long, cr0: CR0_PE | CR0_PG }, 0x1234n, "write").fault, "none"); // CR0.WP = 0
+    assert.equal((at({ ...long, cpl: 3 }, 0x1234n, "write") as { errorCode: number }).errorCode, 0x7);
+    assert.equal(
+      (at({ ...long, cr4: CR4_PAE | CR4_SMEP }, 0x1234n, "execute") as { errorCode: number }).errorCode,
+      0x11,
+    );
+    assert.equal((at({ ...long, cpl: 3 }, 0x5000_0000n, "write") as { errorCode: number }).errorCode, 0x6); // not present
+    assert.equal((at(long, 0x40_0000n, "execute") as { errorCode: number }).errorCode, 0x19); // RSVD, I/D with NXE
+    // No I/D without NXE and SMEP (the reserved bit is still one).
+    assert.equal(
+      (at({ ...long, efer: EFER_LME | EFER_LMA }, 0x40_0000n, "execute") as { errorCode: number }).errorCode,
+      0x9,
+    );
+    assert.equal((at(long, 0x20_1234n, "execute") as { errorCode: number }).errorCode, 0x11); // XD
+    assert.equal(at(long, 0x8000_0000_0000_0000n, "read").fault, "general-protection");
+    assert.equal(at({ ...long, cr3: 0x1_0000_0000n }, 0x1234n, "read").fault, "unknown");
+  });
+
   test("the walk as text: one line per entry (name, index, address, raw value, bits, what it maps), then the result", () => {
     const m = new GuestMemory([{ gpa: 0, bytes: new Uint8Array(RAM) }]);
     placeEntries(m, "4-level", 0xffff_8000_0000_3123n, [
@@ -1083,22 +1125,17 @@ function vcpuState(vm: Vm, vcpu: Vcpu, withPdptes = true): PagingState {
   return pagingState(s, vcpu.getRegs().rflags, f, pae && withPdptes ? pdptrs(vcpu) : undefined);
 }
 
-/** The page-fault error code the SDM (4.7) says an access gets, from the walk; undefined: no fault. */
+/** The state as the guest's CPU applies it: QEMU's TCG walks an AMD CPU model's tables by Intel's rules. */
+function cpuState(state: PagingState): PagingState {
+  return onQemuTcg() ? { ...state, vendor: "intel" } : state;
+}
+
+/** The page-fault error code the walk says an access gets; undefined: no fault. */
 function expectedFault(state: PagingState, p: Probe, mem: GuestMemory): number | undefined {
-  const s = { ...state, ac: p.ac ?? false };
-  const w = walk(s, p.va, mem);
-  const W = p.access === "write" ? 2 : 0;
-  const U = s.cpl === 3 ? 4 : 0;
-  // I/D is reported only with SMEP, or with PAE/4-level paging and EFER.NXE.
-  const idOn = (s.cr4 & CR4_SMEP) !== 0n || ((s.cr4 & CR4_PAE) !== 0n && (s.efer & EFER_NXE) !== 0n);
-  const I = p.access === "exec" && idOn ? 0x10 : 0;
-  if (!w.ok) {
-    assert.ok(w.reason === "not-present" || w.reason === "reserved-bit", `probe ${hexs(p.va)}: ${w.message}`);
-    return (w.reason === "not-present" ? 0 : 1) | W | U | (w.reason === "reserved-bit" ? 8 : 0) | I;
-  }
-  const a = w.rights.now;
-  const allowed = p.access === "read" ? a.read : p.access === "write" ? a.write : a.execute;
-  return allowed ? undefined : 1 | W | U | I;
+  const kind = p.access === "exec" ? "execute" : p.access;
+  const o = accessOutcome({ ...cpuState(state), ac: p.ac ?? false }, p.va, kind, mem);
+  assert.ok(o.fault === "none" || o.fault === "page-fault", `probe ${hexs(p.va)}: ${o.fault}`);
+  return o.fault === "page-fault" ? o.errorCode : undefined;
 }
 
 const hexs = (v: bigint | number) => `0x${v.toString(16)}`;
@@ -1106,6 +1143,7 @@ const hexs = (v: bigint | number) => `0x${v.toString(16)}`;
 /** Check each probe's outcome in the guest against the walk; returns how many faulted. */
 function checkProbes(state: PagingState, results: ProbeResult[], mem: GuestMemory): number {
   let faults = 0;
+  const tcg = onQemuTcg();
   for (const r of results) {
     const want = expectedFault(state, r.probe, mem);
     const what = `${r.probe.access} ${hexs(r.probe.va)}${r.probe.ac ? " (AC=1)" : ""}`;
@@ -1113,10 +1151,10 @@ function checkProbes(state: PagingState, results: ProbeResult[], mem: GuestMemor
       assert.equal(
         r.fault,
         undefined,
-        `${what}: the walk allows it, the guest took #PF ${hexs(r.fault?.code ?? 0)}`,
+        `${what}: the walk allows it, the guest took #PF ${hexs(r.fault?.code ?? 0)}\n${formatWalk(walk(state, r.probe.va, mem), state).join("\n")}`,
       );
       if (r.probe.access === "read") {
-        const w = walk(state, r.probe.va, mem);
+        const w = walk(cpuState(state), r.probe.va, mem);
         assert.ok(w.ok);
         assert.equal(
           r.value,
@@ -1127,7 +1165,9 @@ function checkProbes(state: PagingState, results: ProbeResult[], mem: GuestMemor
     } else {
       faults++;
       assert.ok(r.fault, `${what}: the walk says #PF ${hexs(want)}, the guest did not fault`);
-      assert.equal(hexs(r.fault.code), hexs(want), `${what}: error code`);
+      // Under QEMU's TCG a reserved-bit fault comes without P (onQemuTcg): compare the rest of the code.
+      const got = tcg && (want & 8) !== 0 ? r.fault.code | 1 : r.fault.code;
+      assert.equal(hexs(got), hexs(want), `${what}: error code ${hexs(r.fault.code)}`);
       assert.equal(r.fault.cr2, r.probe.va, `${what}: CR2`);
     }
   }
@@ -1702,7 +1742,15 @@ for (const kind of ["32-bit", "pae"] as const) {
           const state = vcpuState(vm, vcpu);
           assert.equal(pagingMode(state), kind);
           const results = probeResults(outs, ph.probes, first[i]);
-          const faults = checkProbes(state, results, mem);
+          // A PDPT changed in memory while CR3 was not reloaded (PAE phases 2 and 3): Intel's CPUs use the
+          // PDPTE registers (SDM 4.4.1), AMD's under nested paging read the PDPT on every walk. QEMU's TCG reads
+          // memory too and sets bit 5 (reserved by both) of the PDPTEs it used, so KVM's reload fails and
+          // KVM_GET_SREGS2 keeps the old registers (seen under kvm_amd): only KVM_TRANSLATE is compared then.
+          const stalePdpt = kind === "pae" && i >= 2;
+          const cpuView = stalePdpt && state.vendor === "amd" ? vcpuState(vm, vcpu, false) : state;
+          if (stalePdpt && onQemuTcg())
+            t.diagnostic(`phase ${i}: QEMU's TCG: the probes are not compared (see above)`);
+          const faults = stalePdpt && onQemuTcg() ? 0 : checkProbes(cpuView, results, mem);
           // KVM's 32-bit walker takes PSE-36 as 36 bits (bits 21:17 reserved) where the SDM has
           // M = min(40, MAXPHYADDR): that PDE (0x80C00000) is checked on its own below.
           const pse36Bit36 = (va: bigint) =>
@@ -1735,3 +1783,91 @@ for (const kind of ["32-bit", "pae"] as const) {
     },
   );
 }
+
+/** KVM offers 5-level paging to guests (CPUID 7.0 ECX[16], LA57, in KVM_GET_SUPPORTED_CPUID). */
+function kvmHasLa57(vm: Vm): boolean {
+  const l7 = vm.kvm.cpuid().find((e) => e.function === 7 && e.index === 0);
+  return l7 !== undefined && ((l7.ecx >>> 16) & 1) === 1;
+}
+
+test("5-level paging where KVM offers it: a guest reads through a 5-level map; elsewhere KVM refuses CR4.LA57", (t) => {
+  withVm((vm, vcpu) => {
+    const mem = vm.memory;
+    if (!kvmHasLa57(vm)) {
+      // Not even with LA57 forced into the vCPU's CPUID: KVM checks CR4 against what it supports itself.
+      vcpu.setCpuid(
+        vm.kvm
+          .cpuid()
+          .map((e) => (e.function === 7 && e.index === 0 ? { ...e, ecx: (e.ecx | (1 << 16)) >>> 0 } : e)),
+      );
+      mem.write(0x10_0000, assembleBytes(".code64\n hlt", 0x10_0000, 64));
+      bootVcpu(vcpu, mem, { mode: "long", entry: 0x10_0000 });
+      const s = vcpu.getSregs();
+      assert.throws(() => vcpu.setSregs({ ...s, cr4: s.cr4 | CR4_LA57 }), /KVM_SET_SREGS.*EINVAL/);
+      t.diagnostic(
+        "KVM here does not offer LA57: no guest can run with 5-level paging (the walk is tested on tables in memory)",
+      );
+      return;
+    }
+    // Tables written by the test (a guest cannot switch LA57 with paging on): PML5 -> PML4 -> PDPT -> PD.
+    const [PML5, PML4, PDPT, PD, PML4_HI, PDPT_HI, PD_HI, PT_HI] = [
+      0x20_0000, 0x20_1000, 0x20_2000, 0x20_3000, 0x20_4000, 0x20_5000, 0x20_6000, 0x20_7000,
+    ];
+    for (let j = 0; j < 32; j++) mem.writeU64(PD + 8 * j, BigInt(j * 0x20_0000) | P | RW | PS);
+    mem.writeU64(PDPT, BigInt(PD) | P | RW);
+    mem.writeU64(PML4, BigInt(PDPT) | P | RW);
+    mem.writeU64(PML4 + 8 * 256, BigInt(PDPT) | P | RW); // 0x0000800000000000: canonical only with 57 bits
+    mem.writeU64(PML5, BigInt(PML4) | P | RW);
+    mem.writeU64(PML5 + 8 * 0x100, BigInt(PML4_HI) | P | RW); // 0xff00000000000000
+    mem.writeU64(PML5 + 8 * 0x1ff, BigInt(PML5) | P | RW); // recursive
+    mem.writeU64(PML5 + 8 * 3, BigInt(PML4) | P | PS); // reserved
+    mem.writeU64(PML4_HI, BigInt(PDPT_HI) | P | RW);
+    mem.writeU64(PDPT_HI, BigInt(PD_HI) | P | RW);
+    mem.writeU64(PD_HI, BigInt(PT_HI) | P | RW);
+    for (let i = 0; i < 16; i++) mem.writeU64(PT_HI + 8 * i, ptK(i) & ~XD);
+    fillPattern(mem, 0x30_0000, 0xc0_0000);
+    const probes: Probe[] = [
+      ...Array.from({ length: 5 }, (_, i): Probe => ({
+        va: 0xff00_0000_0000_0000n + BigInt(i * 0x1000 + 0x10),
+        access: "read",
+      })),
+      { va: 0x0000_8000_0030_0020n, access: "read" },
+      { va: 0x0003_0000_0000_0000n, access: "read" },
+      { va: 0x00ff_0000_0000_0000n, access: "read" },
+    ];
+    const { setup, handlers } = idtAndHandlers(64, 0x21_0000);
+    mem.write(
+      0x10_0000,
+      assembleBytes(
+        `.code64\n ${setup}\n ${probes.map((p, n) => probe64(p, n)).join("\n")}\n hlt\n ${handlers}`,
+        0x10_0000,
+        64,
+      ),
+    );
+    bootVcpu(vcpu, mem, { mode: "long", entry: 0x10_0000 });
+    const s = vcpu.getSregs();
+    vcpu.setSregs({ ...s, cr3: BigInt(PML5), cr4: s.cr4 | CR4_LA57 });
+    const { outs, end } = runPhase(vcpu);
+    assert.deepEqual(end, { kind: "hlt" });
+    const state = vcpuState(vm, vcpu);
+    assert.equal(pagingMode(state), "5-level");
+    const faults = checkProbes(state, probeResults(outs, probes, 0), mem);
+    const vas = [
+      ...probes.map((p) => p.va),
+      0x0100_0000_0000_0000n,
+      0xfeff_ffff_ffff_f000n,
+      0xffff_ffff_ffff_f000n,
+    ];
+    for (let i = 0n; i < 32n; i++) vas.push(i * 0x20_0000n + 0x123n, 0xff00_0000_0000_0000n + i * 0x1000n);
+    const { compared, translated } = compareWithKvm(
+      state,
+      vcpu,
+      mem,
+      vas,
+      (va, w) => !w.ok && w.reason === "non-canonical",
+    );
+    t.diagnostic(
+      `5-level: ${probes.length} probes (${faults} faulted as the walk said), ${compared} addresses compared with KVM_TRANSLATE (${translated} translated)`,
+    );
+  });
+});
