@@ -295,7 +295,7 @@ const CASES: Case[] = [
     mode: "pae",
     va: 0x4060_1234n,
     entries: [T[1] | P, 0x1_2340_0000n | P | PS | RW],
-    expect: { gpa: 0x1_2340_1234n, size: 0x20_0000 },
+    expect: { gpa: 0x1_2340_1234n, size: 0x20_0000, bits: { PDE: { pat: false, pageSize: true } } },
   },
   {
     name: "PAE: a PDPTE with P = 0",
@@ -366,6 +366,13 @@ const CASES: Case[] = [
     va: 0x1234n,
     entries: [T[1] | P, T[2] | P, bit(36) | 0x7000n | P],
     expect: { stop: "reserved-bit", level: "PTE", reserved: bit(36) },
+  },
+  {
+    name: "PAE: bits 62:52 are reserved too (4-level paging ignores them)",
+    mode: "pae",
+    va: 0x1234n,
+    entries: [T[1] | P, T[2] | P, bit(55) | 0x7000n | P],
+    expect: { stop: "reserved-bit", level: "PTE", reserved: bit(55) },
   },
   {
     name: "PAE, MAXPHYADDR 36: bit 35 is an address bit",
@@ -449,7 +456,7 @@ const CASES: Case[] = [
     mode: "4-level",
     va: 0x0000_0001_4012_3456n,
     entries: [T[1] | P | RW, 0x40_0000_0000n | P | RW | PS],
-    expect: { gpa: 0x40_0012_3456n, size: 0x4000_0000, bits: { PDPTE: { pageSize: true } } },
+    expect: { gpa: 0x40_0012_3456n, size: 0x4000_0000, bits: { PDPTE: { pageSize: true, pat: false } } },
   },
   {
     name: "4-level without 1 GiB pages: PDPTE bit 7 is reserved",
@@ -465,6 +472,13 @@ const CASES: Case[] = [
     va: 0x4000_0000n,
     entries: [T[1] | P, 0x4000_0000n | P | PS | bit(29)],
     expect: { stop: "reserved-bit", level: "PDPTE", reserved: bit(29) },
+  },
+  {
+    name: "4-level: bit 13 of a 1 GiB PDPTE is reserved (the lowest of 29:13)",
+    mode: "4-level",
+    va: 0x4000_0000n,
+    entries: [T[1] | P, 0x4000_0000n | P | PS | bit(13)],
+    expect: { stop: "reserved-bit", level: "PDPTE", reserved: bit(13) },
   },
   {
     name: "4-level: bit 12 of a 1 GiB PDPTE is PAT",
