@@ -211,8 +211,9 @@ export class Vcpu {
 
   /**
    * KVM_TRANSLATE: KVM's own walk of the guest's page tables for a linear address, in the vCPU's current
-   * paging mode, as a supervisor-mode read (no permission check beyond that). Call it while the vCPU is not
-   * inside KVM_RUN.
+   * paging mode, checked as a supervisor-mode data read (so an address such a read may not reach, a user page
+   * under SMAP, has none). KVM sets the Accessed bits of the entries it walks, as the CPU would. Call it while
+   * the vCPU is not inside KVM_RUN.
    */
   translate(linear: bigint): KvmTranslation {
     const b = Buffer.alloc(kvm_translation.size);
