@@ -89,6 +89,10 @@ export class VcpuDebugAgent {
     return this.armed && (this.words[DBG.WANT] & WANT.FAULT) !== 0;
   }
 
+  get wantsInt3(): boolean {
+    return this.armed && (this.words[DBG.WANT] & WANT.INT3) !== 0;
+  }
+
   /** Apply the core's guest-debug settings if they changed (and a step's SINGLESTEP while stepping). */
   applyGuestDebug(force = false): void {
     const seq = Atomics.load(this.words, DBG.GD_SEQ);
