@@ -126,6 +126,7 @@ export class VmControl {
   onPaused(index: number, kind: number): void {
     if (this.closed) return;
     const link = this.vcpus[index];
+    link.parkedAgain();
     if (kind === StopKind.REQUESTED) return;
     if (this.stops.length >= MAX_QUEUED_STOPS) return;
     const stop = link.stopInfo();

@@ -105,9 +105,10 @@ export class Introspection {
       log: this.setup.log,
       stopRun: (why) => machine.end({ kind: "stopped", reason: why }),
     };
-    let server: KvmiServer | undefined;
-    const conn = new Connection(s, (m) => server?.handle(m) ?? Promise.resolve());
-    server = new KvmiServer(core, conn, opts);
+    const holder: { server?: KvmiServer } = {};
+    const conn = new Connection(s, (m) => holder.server?.handle(m) ?? Promise.resolve());
+    const server = new KvmiServer(core, conn, opts);
+    holder.server = server;
     this.server = server;
     conn.onClose(() => {
       if (this.server === server) this.server = undefined;

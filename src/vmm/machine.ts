@@ -282,7 +282,14 @@ async function supervise(
   }
   halts.start();
   flusher.start();
-  opts.onStart?.({ vm, vcpu: vcpus[0], control: controls[0], vcpus: all, index: 0, end: (e) => supervisor.end(e) });
+  opts.onStart?.({
+    vm,
+    vcpu: vcpus[0],
+    control: controls[0],
+    vcpus: all,
+    index: 0,
+    end: (e) => supervisor.end(e),
+  });
   let outcome;
   try {
     outcome = await supervisor.outcome;

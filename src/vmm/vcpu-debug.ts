@@ -150,7 +150,11 @@ export class VcpuDebugAgent {
 
   /** The access data of an access stop (8 bytes, DETAIL.DATA), for the core. */
   setAccessData(data: Uint8Array): void {
-    const bytes = new Uint8Array(this.words.buffer, this.words.byteOffset + 4 * (DBG.DETAIL + DETAIL.DATA), 8);
+    const bytes = new Uint8Array(
+      this.words.buffer,
+      this.words.byteOffset + 4 * (DBG.DETAIL + DETAIL.DATA),
+      8,
+    );
     bytes.fill(0);
     bytes.set(data.subarray(0, 8));
   }
