@@ -171,9 +171,9 @@ function serveReady(): number {
     if (libc.read(pollFds[i], drain, 8) !== 8) continue;
     served++;
     if (i === 0) continue;
-    const [t, q] = notifyTargets[i - 1];
+    const target = notifyTargets[i - 1];
     Atomics.add(ctl, IO_CTL.NOTIFIES, 1);
-    t.notify(q);
+    target[0].notify(target[1]);
   }
   for (let i = 0; i < slots.length; i++)
     if (Atomics.load(slots[i], SLOT.STATE) === SLOT_STATE.REQUEST) {
