@@ -153,3 +153,13 @@ const ERRNO_NAMES: Record<number, string> = {
 export function errnoName(e: number): string {
   return ERRNO_NAMES[e] ?? `errno ${e}`;
 }
+
+const setpriority = lib.func("int setpriority(int which, int who, int prio)") as (
+  which: number,
+  who: number,
+  prio: number,
+) => number;
+/** Set thread `tid`'s nice value (Linux: PRIO_PROCESS with a thread id); false if refused (EPERM). */
+export function setThreadNice(tid: number, nice: number): boolean {
+  return setpriority(0, tid, nice) === 0;
+}
