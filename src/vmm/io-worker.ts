@@ -161,22 +161,30 @@ function takeInput(): void {
 }
 
 /**
- * Serve what poll() found readable and every waiting request slot; returns how many things were served. Each
- * ioeventfd is read (which resets it) before its queue is served, so a notify that arrives meanwhile makes it
- * readable again.
+ * Serve what poll() found readable; returns how many things were served. Each eventfd is read (which resets
+ * it) before what it stands for is served, so an event that arrives meanwhile makes it readable again: an
+ * ioeventfd before its queue, the doorbell before the request slots and the input ring (whoever fills a slot
+ * or the ring rings the doorbell afterwards), which are therefore looked at only when the doorbell rang.
  */
 function serveReady(): number {
   let served = 0;
-  for (let i = 0; i < pollFds.length; i++) {
+  for (let i = 1; i < pollFds.length; i++) {
     if ((pollView.getInt16(i * 8 + 6, true) & POLLIN) === 0) continue;
-    // An eventfd: reading resets its counter. A failed read (nothing there after all) serves nothing.
+    // A failed read (nothing there after all) serves nothing.
     if (libc.read(pollFds[i], drain, 8) !== 8) continue;
     served++;
-    if (i === 0) continue;
     const target = notifyTargets[i - 1];
     Atomics.add(ctl, IO_CTL.NOTIFIES, 1);
     target[0].notify(target[1]);
   }
+  if ((pollView.getInt16(6, true) & POLLIN) !== 0 && libc.read(start.doorbell, drain, 8) === 8)
+    served += serveDoorbell();
+  return served;
+}
+
+/** The doorbell rang: forwarded register accesses waiting in their slots, host input, stop. */
+function serveDoorbell(): number {
+  let served = 1;
   for (let i = 0; i < slots.length; i++)
     if (Atomics.load(slots[i], SLOT.STATE) === SLOT_STATE.REQUEST) {
       serve(i);
