@@ -206,10 +206,13 @@ function loop(): void {
   let outputReported = false;
   for (;;) {
     // A partial line is flushed once it is PARTIAL_LINE_MS old, even while the guest keeps this thread busy
-    // (a prompt, then a loop polling the UART's LSR: every poll is a forwarded access).
-    const age = out.age();
-    if (age >= PARTIAL_LINE_MS) out.flush();
-    const timeout = out.buffered > 0 ? Math.max(1, Math.ceil(PARTIAL_LINE_MS - out.age())) : -1;
+    // (a prompt, then a loop polling the UART's LSR: every poll is a forwarded access). The clock is read only
+    // while output waits: this loop runs once per request.
+    let timeout = -1;
+    if (out.buffered > 0) {
+      if (out.age() >= PARTIAL_LINE_MS) out.flush();
+      if (out.buffered > 0) timeout = Math.max(1, Math.ceil(PARTIAL_LINE_MS - out.age()));
+    }
     if (pollOnce(timeout) > 0) serveReady();
     if (out.failure && !outputReported) {
       // The run must end; the devices keep being served (a disk write the guest posts is not lost) until the
