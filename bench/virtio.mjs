@@ -14,7 +14,7 @@
 //        VMTOOL_DIST=dist,../base/dist node bench/virtio.mjs             several builds, alternating in rounds
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { median } from "./lib.mjs";
@@ -133,6 +133,7 @@ const cases = [
   },
 ];
 
+const loadAtStart = loadavg()[0];
 const usPerRequest = (tscCount) => (tscCount * 1024 * 1e6) / TSC_HZ / REQUESTS;
 const fmtRange = (xs) =>
   `median ${median(xs).toFixed(1)}, range ${Math.min(...xs).toFixed(1)}-${Math.max(...xs).toFixed(1)}`;
@@ -200,3 +201,7 @@ for (const c of cases.filter((k) => CASES.some((n) => k.name === `virtio-${n}`))
   }
 }
 if (qemuWhy) console.log(`QEMU microvm: not compared (${qemuWhy})`);
+// Both programs share the host with whatever else runs: single runs vary with its load.
+console.log(
+  `host load average (1 min): ${loadAtStart.toFixed(2)} at the start, ${loadavg()[0].toFixed(2)} at the end`,
+);
