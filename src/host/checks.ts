@@ -3,7 +3,6 @@
 // Everything that cannot be read (no root, no driver) is recorded with the reason instead of failing.
 import { readFileSync, readdirSync, existsSync } from "node:fs";
 import { join } from "node:path";
-import { VmtoolError } from "../cli/errors.js";
 import { Kvm } from "../kvm/system.js";
 import { KVM_CAP } from "../kvm/caps.js";
 import { KVM } from "../kvm/ioctls.js";
@@ -134,7 +133,7 @@ function kvmFacts(device: string, notRead: string[]): KvmInfo {
   try {
     kvm = Kvm.open(device);
   } catch (err) {
-    info.error = err instanceof VmtoolError ? err.message : String(err);
+    info.error = err instanceof Error ? err.message : String(err);
     notRead.push(`KVM API version, capabilities, supported CPUID, MSR lists: ${info.error}`);
     return info;
   }
@@ -172,7 +171,7 @@ function kvmFacts(device: string, notRead: string[]): KvmInfo {
         feature: featureIdx.map((i) => ({
           index: `0x${i.toString(16)}`,
           name: names.get(i) ?? "",
-          value: values.has(i) ? `0x${values.get(i)!.toString(16)}` : "unreadable",
+          value: valueText(values.get(i)),
         })),
       };
     } catch (err) {
@@ -402,4 +401,9 @@ export function hostReport(opts: HostOptions = {}): HostReport {
     ? `KVM acceleration can be used (${report.backends.map((b) => b.module).join(", ") || "KVM"})`
     : `KVM acceleration cannot be used: ${k.error ?? (k.present ? "KVM does not work" : `${k.device} does not exist`)}`;
   return report;
+}
+
+/** A feature MSR's value as `vmtool host` shows it. */
+function valueText(v: bigint | undefined): string {
+  return v === undefined ? "unreadable" : `0x${v.toString(16)}`;
 }

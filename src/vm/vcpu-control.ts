@@ -9,7 +9,6 @@
 // inside KVM_RUN (KVM_SET_SIGNAL_MASK), so no handler ever runs: KVM_RUN returns EINTR and the worker takes
 // the pending signal with sigtimedwait. A signal left pending would make every later KVM_RUN fail at once.
 import * as libc from "../kvm/libc.js";
-import { kvm_run } from "../kvm/structs.js";
 import type { Vcpu } from "./vcpu.js";
 
 import { CTL, REQ, VcpuState, type VcpuStateValue } from "./control-block.js";
@@ -48,7 +47,7 @@ export class VcpuControl {
   /** Get the worker out of KVM_RUN (or keep it from entering) so that it looks at its requests. */
   kick(): void {
     if (this.state === VcpuState.STOPPED) return;
-    this.vcpu.run.setUint8(kvm_run.off.immediate_exit, 1);
+    this.vcpu.immediateExit = true;
     const tid = this.tid;
     if (tid !== 0) libc.tgkill(this.pid, tid, KICK_SIGNAL);
   }
@@ -131,7 +130,7 @@ export class VcpuKickReceiver {
 
   /** After KVM_RUN returned EINTR (or any time): clear immediate_exit and drop every pending kick signal. */
   consume(): void {
-    this.vcpu.run.setUint8(kvm_run.off.immediate_exit, 0);
+    this.vcpu.immediateExit = false;
     while (libc.sigtimedwait(this.kickSet, null, this.zeroTimeout) > 0) {
       /* drop it */
     }

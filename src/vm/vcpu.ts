@@ -149,15 +149,16 @@ export class Vcpu {
   getRegs(): Regs {
     this.ioctl(KVM.GET_REGS, this.regsBuf, "KVM_GET_REGS");
     const r = {} as Regs;
-    for (const n of REG_NAMES) r[n] = this.regsBuf.readBigUInt64LE(kvm_regs.off[n]);
+    const off: Record<RegName, number> = kvm_regs.off;
+    for (const n of REG_NAMES) r[n] = this.regsBuf.readBigUInt64LE(off[n]);
     return r;
   }
 
   /** Sets all registers; fields left out keep their current value. */
   setRegs(regs: Partial<Regs>): void {
     const cur = this.getRegs();
-    for (const n of REG_NAMES)
-      this.regsBuf.writeBigUInt64LE(BigInt.asUintN(64, regs[n] ?? cur[n]), kvm_regs.off[n]);
+    const off: Record<RegName, number> = kvm_regs.off;
+    for (const n of REG_NAMES) this.regsBuf.writeBigUInt64LE(BigInt.asUintN(64, regs[n] ?? cur[n]), off[n]);
     this.ioctl(KVM.SET_REGS, this.regsBuf, "KVM_SET_REGS");
   }
 
@@ -200,11 +201,6 @@ export class Vcpu {
   getMpState(): number {
     this.ioctl(KVM.GET_MP_STATE, this.mpBuf, "KVM_GET_MP_STATE");
     return this.mpBuf.readUInt32LE(kvm_mp_state.off.mp_state);
-  }
-
-  setMpState(state: number): void {
-    this.mpBuf.writeUInt32LE(state, kvm_mp_state.off.mp_state);
-    this.ioctl(KVM.SET_MP_STATE, this.mpBuf, "KVM_SET_MP_STATE");
   }
 
   getVcpuEvents(): VcpuEvents {
@@ -288,6 +284,7 @@ export class Vcpu {
     return this.run.getUint32(kvm_run.off.exit_reason, true);
   }
 
+  /** kvm_run.immediate_exit: KVM_RUN returns EINTR at once instead of entering the guest (the kick). */
   set immediateExit(on: boolean) {
     this.run.setUint8(kvm_run.off.immediate_exit, on ? 1 : 0);
   }

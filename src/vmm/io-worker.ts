@@ -20,7 +20,7 @@ import type { VirtioDevice } from "../devices/virtio/device.js";
 import { VirtioRng } from "../devices/virtio/rng.js";
 import { VirtioConsole } from "../devices/virtio/console.js";
 import { VirtioBlk } from "../devices/virtio/blk.js";
-import { FileBlockBackend } from "../devices/virtio/blk-file-backend.js";
+import { FileBlockBackend } from "../backends/block-file.js";
 import { Output } from "./output.js";
 import { startupMark } from "./startup-marks.js";
 import {
@@ -49,11 +49,11 @@ const IO_WORKER_NICE = -5;
 const PARTIAL_LINE_MS = 50;
 
 const data = workerData as IoWorkerData;
-const port = parentPort!;
+const port = parentPort ?? notAWorker();
 const ctl = ioCtlView(data.io);
 startupMark("I/O worker's modules loaded");
 port.postMessage({ type: "loaded" } satisfies IoWorkerMessage);
-const start = receiveStart<IoWorkerStart>(port, ctl, IO_CTL.START);
+const start = receiveStart(port, ctl, IO_CTL.START) as IoWorkerStart;
 startupMark("I/O worker started");
 // Guest RAM is viewed only for virtio devices (their queues): V8 counts a 64 MiB view as external memory and
 // collects garbage at once, 5-10 ms of a short run (docs/run.md, "Start-up").
@@ -86,7 +86,11 @@ for (const spec of start.virtio) {
   if (spec.type === "rng") device = new VirtioRng();
   else if (spec.type === "console") device = console_ = new VirtioConsole(out.write);
   else {
-    const backend = new FileBlockBackend(spec.path!, spec.readOnly ?? false);
+    // A disk the main thread opened and locked is served as it is (it keeps the lock for the whole run and
+    // closes it afterwards); a library caller may name only a path, which this thread then opens itself.
+    const backend = spec.opened
+      ? FileBlockBackend.adopt(spec.opened)
+      : FileBlockBackend.open(spec.path ?? "", spec.readOnly ?? false);
     closables.push(backend);
     device = new VirtioBlk(backend);
   }
@@ -244,7 +248,7 @@ function loop(): void {
 // it, the thread keeps the default and only latency differs.
 libc.setThreadNice(0, IO_WORKER_NICE);
 Atomics.store(ctl, IO_CTL.STATE, IoState.RUNNING);
-let msg: IoWorkerMessage = { type: "done" };
+let msg: IoWorkerMessage = { type: "done", devices: [] };
 let final: number = IoState.STOPPED;
 try {
   loop();
@@ -253,6 +257,12 @@ try {
   final = IoState.FAILED;
 }
 out.flush();
+if (msg.type === "done")
+  msg.devices = transports.map((t) => ({
+    name: t.name,
+    counters: t.device.counters?.() ?? {},
+    broken: t.brokenReason,
+  }));
 for (const c of closables) {
   try {
     c.close();
@@ -266,3 +276,7 @@ Atomics.store(ctl, IO_CTL.STATE, final);
 Atomics.notify(ctl, IO_CTL.STATE);
 // Wake any vCPU still waiting for a reply: it sees FAILED/STOPPED and gives up.
 for (const s of slots) Atomics.notify(s, SLOT.STATE);
+
+function notAWorker(): never {
+  throw new Error("io-worker.js runs as a worker thread of vmtool run");
+}

@@ -29,6 +29,7 @@ import {
   IoState,
   createIoBuffer,
   ioCtlView,
+  type DeviceReport,
   type IoWorkerStart,
   type VirtioDeviceSpec,
 } from "./io-protocol.js";
@@ -93,6 +94,8 @@ export interface RunResult {
   notifies: number;
   /** Whether the I/O worker ran: from the start (virtio devices) or on a first access to COM1. */
   ioStarted: boolean;
+  /** What each virtio device counted (requests, bytes, drops), when the I/O worker ran. */
+  devices: DeviceReport[];
 }
 
 /** Standard input waiting for the I/O worker: what the guest has not taken yet. */
@@ -195,6 +198,7 @@ function wireVirtio(vm: Vm, d: PlannedVirtio): VirtioDeviceSpec {
     irq: d.irq,
     path: d.path,
     readOnly: d.readOnly,
+    opened: d.opened as VirtioDeviceSpec["opened"],
     notifyFds,
     irqFd,
   };
@@ -270,5 +274,6 @@ async function supervise(
     forwarded: Atomics.load(ioCtl, IO_CTL.FORWARDED),
     notifies: Atomics.load(ioCtl, IO_CTL.NOTIFIES),
     ioStarted: io !== undefined,
+    devices: supervisor.devices ?? [],
   };
 }

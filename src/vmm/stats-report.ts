@@ -1,6 +1,7 @@
 // `vmtool run --stats`: the exit statistics as tables (cli-table3) or, with --json, as one JSON document.
 import Table from "cli-table3";
 import type { StatRow, StatsSummary } from "./exit-stats.js";
+import type { DeviceReport } from "./io-protocol.js";
 
 const ms = (v: number) => v.toFixed(v < 10 ? 3 : 1);
 
@@ -38,15 +39,23 @@ export function formatStatsTable(s: StatsSummary, maxAddresses = 30): string {
 const round = (v: number) => Math.round(v * 1000) / 1000;
 const roundRow = (r: StatRow): StatRow => ({ ...r, guestMs: round(r.guestMs), vmmMs: round(r.vmmMs) });
 
-/** What the I/O worker counted: register accesses forwarded to it, queue notifies it got via ioeventfd. */
+/** What the I/O worker counted: register accesses forwarded to it, queue notifies it got via ioeventfd, and
+ * what each of its devices counted. */
 export interface IoCounts {
   forwarded?: number;
   notifies?: number;
+  devices?: readonly DeviceReport[];
 }
 
-/** One line about the I/O worker, under the tables. */
+/** Lines about the I/O worker and its devices, under the tables. */
 export function formatIoLine(c: IoCounts): string {
-  return `I/O worker: ${c.forwarded ?? 0} register accesses forwarded from vCPUs, ${c.notifies ?? 0} queue notifies through ioeventfds (no exit)\n`;
+  let text = `I/O worker: ${c.forwarded ?? 0} register accesses forwarded from vCPUs, ${c.notifies ?? 0} queue notifies through ioeventfds (no exit)\n`;
+  for (const d of c.devices ?? []) {
+    const counts = Object.entries(d.counters).map(([k, v]) => `${v} ${k}`);
+    if (d.broken) counts.push(`stopped (DEVICE_NEEDS_RESET): ${d.broken}`);
+    if (counts.length > 0) text += `  ${d.name}: ${counts.join(", ")}\n`;
+  }
+  return text;
 }
 
 export function statsJson(s: StatsSummary, result: { status: number; reason: string } & IoCounts): unknown {
@@ -55,6 +64,7 @@ export function statsJson(s: StatsSummary, result: { status: number; reason: str
     reason: result.reason,
     forwarded: result.forwarded ?? 0,
     ioeventfdNotifies: result.notifies ?? 0,
+    devices: result.devices ?? [],
     exits: s.exits,
     wallMs: round(s.wallMs),
     guestMs: round(s.guestMs),

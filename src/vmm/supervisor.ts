@@ -5,7 +5,7 @@
 import type { Worker } from "node:worker_threads";
 import * as libc from "../kvm/libc.js";
 import { VcpuState, type VcpuControl } from "../vm/vcpu-control.js";
-import { IO_CTL, IoState, SLOT, slotView, type IoWorkerMessage } from "./io-protocol.js";
+import { IO_CTL, IoState, SLOT, slotView, type DeviceReport, type IoWorkerMessage } from "./io-protocol.js";
 import type { IoThread } from "./io-thread.js";
 import type { VcpuThread } from "./vcpu-thread.js";
 import type { WorkerMessage } from "./worker-protocol.js";
@@ -18,6 +18,8 @@ const ONE = new Uint8Array(new BigUint64Array([1n]).buffer);
 const STOP_TIMEOUT_MS = 2000;
 
 export interface RunOutcome {
+  /** What the I/O worker's devices counted, once it has ended (filled in by shutdown()). */
+  devices?: DeviceReport[];
   end: RunEnd;
   /** The vCPU whose end decided, when one did. */
   cpu?: number;
@@ -40,6 +42,10 @@ export class RunSupervisor {
   private readonly seen: boolean[];
   private readonly stats: StatsSummary[] = [];
   private resolve!: (o: RunOutcome) => void;
+  /** The I/O worker's device counters, from its last message. */
+  devices: DeviceReport[] | undefined;
+  /** Resolves when the I/O worker's last message (done or failed) has arrived. */
+  private ioReported: Promise<void> = Promise.resolve();
   /** Resolves once every vCPU thread has ended (the threads themselves may still be tearing down). */
   readonly outcome: Promise<RunOutcome>;
 
@@ -83,9 +89,17 @@ export class RunSupervisor {
   /** Hear how the I/O worker ends: its failure or an output it could not write ends the run. */
   watchIo(io: IoThread): void {
     const ioCtl = new Int32Array(this.ioBuffer, 0, 8);
+    let reported = () => {};
+    this.ioReported = new Promise((resolve) => (reported = resolve));
     io.worker.on("message", (m: IoWorkerMessage) => {
-      if (m.type === "failed") this.end({ kind: "internal", reason: m.reason });
-      else if (m.type === "output") this.end(m.end);
+      if (m.type === "failed") {
+        this.end({ kind: "internal", reason: m.reason });
+        reported();
+      } else if (m.type === "output") this.end(m.end);
+      else if (m.type === "done") {
+        this.devices = m.devices;
+        reported();
+      }
     });
     io.worker.on("error", (e) => {
       // Failed before its loop (a device it could not build): a vCPU waiting for a reply must give up.
@@ -135,6 +149,11 @@ export class RunSupervisor {
       // koffi aborts the whole process (koffi's native init throws into a terminating isolate). It leaves its
       // loop at its first wake-up, serves what is left, flushes and says STOPPED.
       await stopIoThread(io, ioCtl, join);
+      // Its last message (the devices' counters) is posted before it says STOPPED: let it arrive. The worker
+      // is still ref'd meanwhile, so the process waits for the message (an unref'd worker and an unref'd
+      // timer would let Node exit in the middle of this await).
+      await Promise.race([this.ioReported, io.exited, timeout(STOP_TIMEOUT_MS)]);
+      if (!join) io.worker.unref();
       startupMark("I/O worker stopped");
     }
   }
@@ -166,15 +185,15 @@ async function stopVcpuThread(t: VcpuThread, control: VcpuControl, join: boolean
   await endedOrTerminated(t.worker, t.exited, () => control.kick());
 }
 
-/** Wait until the I/O worker has left its loop (STOPPED or FAILED: output flushed), then let it end. */
+/**
+ * Wait until the I/O worker has left its loop (STOPPED or FAILED: output flushed); with `join`, or when it
+ * failed, until it has ended too (terminated if it does not in time).
+ */
 async function stopIoThread(io: IoThread, ioCtl: Int32Array, join: boolean): Promise<void> {
   const deadline = Date.now() + STOP_TIMEOUT_MS;
   for (;;) {
     const st = Atomics.load(ioCtl, IO_CTL.STATE);
-    if (st === IoState.STOPPED && !join) {
-      io.worker.unref();
-      return;
-    }
+    if (st === IoState.STOPPED && !join) return; // it ends on its own, its output flushed
     if (st === IoState.STOPPED || st === IoState.FAILED) break; // FAILED: its message must still arrive
     const left = deadline - Date.now();
     if (left <= 0) break;

@@ -48,6 +48,14 @@ export class VirtioBlk implements VirtioDevice {
   private ctx?: VirtioContext;
   /** Requests completed, by status. */
   readonly completed = { ok: 0, ioerr: 0, unsupp: 0 };
+
+  counters(): Record<string, number> {
+    return {
+      "requests ok": this.completed.ok,
+      "requests failed (IOERR)": this.completed.ioerr,
+      "requests unsupported": this.completed.unsupp,
+    };
+  }
   /** The request header of the request being served (type u32, reserved u32, sector u64). */
   private readonly header = new Uint8Array(BLK.HEADER_SIZE);
   private readonly statusByte = new Uint8Array(1);
@@ -59,7 +67,7 @@ export class VirtioBlk implements VirtioDevice {
   /** Byte offset on the disk of the request being served. */
   private base = 0;
   /** One request (made once: nothing is allocated per request). */
-  private readonly serveChain = (chain: ChainBuffers): number => this.handle(this.ctx!, chain);
+  private readonly serveChain = (chain: ChainBuffers): number => this.handle(chain);
 
   constructor(private readonly backend: BlockBackend) {
     this.capacitySectors = Math.floor(backend.size / BLK.SECTOR_SIZE);
@@ -123,7 +131,9 @@ export class VirtioBlk implements VirtioDevice {
   }
 
   /** Do one request; returns the number of bytes written into the chain (data + status byte). */
-  private handle(ctx: VirtioContext, chain: ChainBuffers): number {
+  private handle(chain: ChainBuffers): number {
+    const ctx = this.ctx;
+    if (!ctx) return 0; // served only between activate and reset
     const { reader } = chain;
     if (chain.writer.length < 1) {
       ctx.trace(`request ${chain.head}: no device-writable byte for the status: dropped`);

@@ -37,10 +37,23 @@ export class VirtioConsole implements VirtioDevice {
   droppedInput = 0;
   /** Transmitted bytes dropped because their chain was longer than CONSOLE_TRANSMIT_LIMIT. */
   droppedOutput = 0;
+  /** Bytes written to the output. */
+  bytesOut = 0;
   private readonly outputView: (view: Uint8Array) => void;
 
   constructor(private readonly output: ByteSink) {
-    this.outputView = (view) => output(view);
+    this.outputView = (view) => {
+      this.bytesOut += view.length;
+      output(view);
+    };
+  }
+
+  counters(): Record<string, number> {
+    return {
+      "bytes out": this.bytesOut,
+      "output bytes dropped (chain over 1 MiB)": this.droppedOutput,
+      "input bytes dropped (buffer full)": this.droppedInput,
+    };
   }
 
   writeConfig(offset: number, data: Uint8Array): void {

@@ -37,4 +37,6 @@ export interface VirtioDevice {
   processQueue(queue: SplitQueue): void;
   /** Device reset: drop all state that the driver set up. */
   reset(): void;
+  /** What the device counted (requests, bytes, drops), by name, for `vmtool run --stats`. */
+  counters?(): Record<string, number>;
 }

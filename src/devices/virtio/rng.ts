@@ -63,6 +63,10 @@ export class VirtioRng implements VirtioDevice {
   private ctx?: VirtioContext;
   /** Bytes handed to the guest so far. */
   bytesServed = 0;
+
+  counters(): Record<string, number> {
+    return { "bytes served": this.bytesServed };
+  }
   private readonly fillView: (view: Uint8Array) => void;
   /** One request (made once: nothing is allocated per request). */
   private readonly serveChain = (chain: ChainBuffers): number => {
