@@ -242,7 +242,7 @@ function loop(): void {
 // the scheduler wakes this thread on the vCPU's CPU, where it must preempt the vCPU, which spins while it
 // waits for the device. The two share the CPU fairly (the same weight), and after this thread has run a
 // little more than its share it is not eligible when woken: it then waits for the spinning vCPU's time slice
-// to end, milliseconds, every few hundred requests (measured: 20-30% of the time of 1000 virtio-rng requests
+// to end, milliseconds, every few hundred requests (measured: 15-35% of the time of 1000 virtio-rng requests
 // lost that way). A lower nice value gives it a larger weight than the vCPU thread's, so it preempts at once;
 // it only ever runs for the guest's requests. Lowering nice needs CAP_SYS_NICE (or RLIMIT_NICE): without
 // it, the thread keeps the default and only latency differs.
