@@ -79,6 +79,8 @@ export const poll = lib.func("int poll(void *fds, unsigned long nfds, int timeou
   nfds: number,
   timeout: number,
 ) => number;
+/** isatty(3): 1 when `fd` is a terminal (asked without setting up a Node stream on it). */
+export const isatty = lib.func("int isatty(int fd)") as (fd: number) => number;
 /** Ends the process at once (no atexit handlers, no Node teardown): see src/cli/commands/run.ts. */
 export const _exit = lib.func("void _exit(int status)") as (status: number) => void;
 export const strerror = lib.func("const char *strerror(int errnum)") as (errnum: number) => string;
