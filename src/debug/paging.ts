@@ -4,10 +4,11 @@
 // every entry it used (its name, index, guest-physical address, raw value, decoded bits, reserved bits set),
 // why it stopped, and the access rights the levels add up to.
 //
-// Pure: no KVM call, no I/O, nothing written. (KVM_TRANSLATE is not a substitute: it sets the Accessed bits
-// of the entries it walks, translates non-canonical addresses as if bits 63:48 were not there, and applies
-// the host's vendor rules and KVM's own simplifications.) A paging-structure address outside guest RAM ends
-// the walk with that reason; nothing outside RAM is ever read.
+// Pure: no KVM call, no I/O, nothing written. KVM_TRANSLATE is no substitute for a debugger: it sets the
+// Accessed bits of the entries it walks, translates a non-canonical address as if its bits 63:48 were not
+// there, is checked as a supervisor data read (no translation for a user page under SMAP), and takes PSE-36 as
+// 36 bits where the SDM has up to 40. A paging-structure address outside guest RAM ends the walk with that
+// reason; nothing outside RAM is ever read.
 //
 // Not modelled: protection keys are reported but not applied (PKRU/PKRS are not part of the state), linear-
 // address masking (LAM) and HLAT, shadow-stack pages, the memory type (PWT/PCD/PAT are reported as bits only).
@@ -48,9 +49,10 @@ export interface PagingState extends PagingFeatures {
   /** RFLAGS.AC: with CR4.SMAP, supervisor data accesses to user pages are allowed only when it is 1. */
   ac: boolean;
   /**
-   * PAE paging only: the four PDPTE registers the CPU loaded with CR3 (KVM_GET_SREGS2), when known. Without
-   * them the walk reads the PDPTEs from memory at CR3, which is what the CPU loaded unless the guest has
-   * changed them since it last loaded CR3.
+   * PAE paging only: the four PDPTE registers the CPU loaded with CR3 (SDM 4.4.1; KVM_GET_SREGS2), when they
+   * are what the CPU walks with: on Intel (VMX). Without them the walk reads the PDPTEs from memory at CR3,
+   * which is what AMD CPUs do under nested paging (on every walk), and what an Intel CPU loaded unless the
+   * guest has changed the PDPT since it last loaded CR3.
    */
   pdptes?: readonly bigint[];
 }
