@@ -31,7 +31,6 @@ import * as L from "./layouts.js";
 import { KvmiConnection, type ConnectionOptions, type Handshake } from "./connection.js";
 import { acceptOne, connectTo, type ListenOptions } from "./transport.js";
 import {
-  checkVcpu,
   decodeMemoryMap,
   decodeRamMapping,
   decodeRegisters,
@@ -147,7 +146,7 @@ export interface Paused {
 export function actionValue(a: ActionName | ActionValue): ActionValue {
   if (typeof a === "number") return a;
   const i = ACTION_NAMES.indexOf(a);
-  if (i < 0) throw new KvmiUsageError(`'${String(a)}' is not an event action (continue, retry, crash)`);
+  if (i < 0) throw new KvmiUsageError(`'${a}' is not an event action (continue, retry, crash)`);
   return i as ActionValue;
 }
 

@@ -23,8 +23,16 @@ interface Mapped {
   memory: GuestMemory;
 }
 
-function mib(n: bigint | number): string {
-  return `${(Number(n) / (1 << 20)).toFixed(Number(n) % (1 << 20) === 0 ? 0 : 1)} MiB`;
+/** "256 KiB", "64 MiB", "3.25 GiB". */
+export function sizeText(n: bigint | number): string {
+  const v = Number(n);
+  for (const [unit, shift] of [
+    ["GiB", 30],
+    ["MiB", 20],
+    ["KiB", 10],
+  ] as const)
+    if (v >= 2 ** shift) return `${Number((v / 2 ** shift).toFixed(2))} ${unit}`;
+  return `${v} bytes`;
 }
 
 export class GuestRam {
@@ -76,7 +84,7 @@ export class GuestRam {
     return new GuestRam(
       client,
       "mapping",
-      `shared read-only mapping of /proc/${m.pid}/fd/${m.fd} (${mib(m.size)} at ${hex(m.gpa)})`,
+      `shared read-only mapping of /proc/${m.pid}/fd/${m.fd} (${sizeText(m.size)} at ${hex(m.gpa)})`,
       mapped,
       window,
     );

@@ -95,11 +95,12 @@ export async function acceptOne(path: string, opts: ListenOptions = {}): Promise
       opts.signal?.removeEventListener("abort", onAbort);
       cleanup();
     };
-    if (opts.acceptTimeoutMs !== undefined)
+    const waitMs = opts.acceptTimeoutMs;
+    if (waitMs !== undefined)
       timer = setTimeout(() => {
         finish();
-        reject(new KvmiConnectError(`no VMM connected to ${path} within ${opts.acceptTimeoutMs! / 1000} s`));
-      }, opts.acceptTimeoutMs);
+        reject(new KvmiConnectError(`no VMM connected to ${path} within ${waitMs / 1000} s`));
+      }, waitMs);
     if (opts.signal?.aborted) {
       onAbort();
       return;

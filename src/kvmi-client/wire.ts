@@ -1,6 +1,6 @@
 // Bytes on the wire: message payloads built from the layouts (every padding byte zero), replies and events
 // decoded with their sizes checked. Pure functions over Buffers; the connection (connection.ts) frames them.
-import type { Layout, Scalar } from "../kvm/layout.js";
+import type { FieldInfo, Layout, Scalar } from "../kvm/layout.js";
 import {
   kvm_dtable,
   kvm_regs,
@@ -47,7 +47,7 @@ export function encode<N extends string>(l: Layout<N>, values: Values<N>, into?:
   const b = into ?? Buffer.alloc(l.size);
   for (const [name, v] of Object.entries(values) as [N, number | bigint | undefined][]) {
     if (v === undefined) continue;
-    const f = l.fields[name];
+    const f = (l.fields as Readonly<Record<string, FieldInfo>>)[name];
     if (typeof f.type !== "string") throw new Error(`layout ${l.name}.${name} is not a scalar`);
     put(b, at + f.offset, f.type, v);
   }
@@ -96,13 +96,15 @@ const CONTROL = ["cr0", "cr2", "cr3", "cr4", "cr8", "efer", "apic_base"] as cons
 
 export function decodeRegs(b: Buffer, at: number): Regs {
   const r = {} as Regs;
-  for (const n of REG_NAMES) r[n] = b.readBigUInt64LE(at + kvm_regs.off[n]);
+  const off: Record<RegName, number> = kvm_regs.off;
+  for (const n of REG_NAMES) r[n] = b.readBigUInt64LE(at + off[n]);
   return r;
 }
 
 export function encodeRegs(regs: Regs): Buffer {
   const b = Buffer.alloc(kvm_regs.size);
-  for (const n of REG_NAMES) b.writeBigUInt64LE(BigInt.asUintN(64, regs[n]), kvm_regs.off[n]);
+  const off: Record<RegName, number> = kvm_regs.off;
+  for (const n of REG_NAMES) b.writeBigUInt64LE(BigInt.asUintN(64, regs[n]), off[n]);
   return b;
 }
 

@@ -77,6 +77,8 @@ export function eventCommon(opts: {
   rip?: bigint;
   rax?: bigint;
   cr3?: bigint;
+  view?: number;
+  efer?: bigint;
 }): Buffer {
   const b = Buffer.alloc(544);
   b.writeUInt16LE(opts.size ?? 544, 0);
@@ -86,6 +88,8 @@ export function eventCommon(opts: {
   b.writeBigUInt64LE(opts.rax ?? 0n, 16);
   b.writeBigUInt64LE(opts.rip ?? 0n, 16 + 128);
   b.writeBigUInt64LE(opts.cr3 ?? 0n, 160 + 240);
+  b.writeUInt16LE(opts.view ?? 0, 10);
+  b.writeBigUInt64LE(opts.efer ?? 0n, 496);
   return b;
 }
 
