@@ -12,6 +12,7 @@ import { LAYOUT } from "./machine-layout.js";
 import { Vcpu } from "./vcpu.js";
 import { setIrqLine } from "./irq-line.js";
 import { newEventfd } from "./eventfds.js";
+import { MemorySlots } from "./memory-slots.js";
 
 export { setIrqLine } from "./irq-line.js";
 
@@ -45,6 +46,8 @@ export class Vm {
   private closed = false;
   /** eventfds made for this VM (ioeventfds, irqfds, doorbells), closed with it. */
   private readonly eventfds: number[] = [];
+  /** Guest RAM's memory slots; protecting pages splits them (introspection, watchpoints). */
+  readonly slots: MemorySlots;
 
   private constructor(
     readonly kvm: Kvm,
@@ -56,7 +59,11 @@ export class Vm {
     readonly memSize: number,
     readonly irqchip: boolean,
     readonly pit: boolean,
-  ) {}
+  ) {
+    // KVM counts its own internal slots (TSS, identity map, APIC page) among KVM_CAP_NR_MEMSLOTS: leave room.
+    const maxSlots = Math.max(1, (kvm.checkExtension("NR_MEMSLOTS") || 32) - 8);
+    this.slots = new MemorySlots(fd, ramAddr, memSize, maxSlots);
+  }
 
   /** Create a VM on `kvm`, or on a /dev/kvm handle of its own (closed with the VM). */
   static create(opts: VmOptions, kvm?: Kvm): Vm {

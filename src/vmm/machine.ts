@@ -39,6 +39,7 @@ import { InputPump } from "./input-pump.js";
 import { OutputFlusher } from "./output-flusher.js";
 import { TERMINATING_SIGNALS, type RunEnd, type TerminatingSignal } from "./run-end.js";
 import { startupMark } from "./startup-marks.js";
+import { createDebugBlock } from "./debug-block.js";
 
 export interface MachineOptions extends VcpuThreadOptions {
   /** The BSP's thread, started earlier with spawnVcpuThread (with the same trace/stats/hook options). */
@@ -79,8 +80,10 @@ export interface RunningMachine {
   /** The vCPU concerned (onPaused) or the BSP (onStart). */
   vcpu: Vcpu;
   control: VcpuControl;
-  /** Every vCPU, by index (APIC id = index). */
-  vcpus: { vcpu: Vcpu; control: VcpuControl }[];
+  /** Every vCPU, by index (APIC id = index), with its debug block (debug-block.ts: the VM-control core's). */
+  vcpus: { vcpu: Vcpu; control: VcpuControl; debug: SharedArrayBuffer }[];
+  /** onPaused: why the vCPU parked (StopKind of debug-block.ts). */
+  stopKind?: number;
 }
 
 export interface RunResult {
@@ -141,12 +144,15 @@ export async function runMachine(opts: MachineOptions): Promise<RunResult> {
     };
     io?.start(ioStart);
     const controls = vcpus.map((v, i) => new VcpuControl(threads[i].control, v));
+    const debugBlocks = vcpus.map(() => createDebugBlock());
     vcpus.forEach((v, i) => {
       const start: VcpuStart = {
         vcpu: v.desc,
         memory: theVm.memory.descriptors(),
         irqchip: theVm.irqchip,
         cpuCount: cpus,
+        debug: debugBlocks[i],
+        ram: { size: theVm.memSize, bits: theVm.slots.bitmap },
         io: {
           buffer: ioBuffer,
           doorbell,
@@ -157,7 +163,7 @@ export async function runMachine(opts: MachineOptions): Promise<RunResult> {
       threads[i].start(start);
     });
     started = true;
-    return await supervise(theVm, vcpus, controls, threads, {
+    return await supervise(theVm, vcpus, controls, debugBlocks, threads, {
       buffer: ioBuffer,
       io,
       startIo: () => {
@@ -218,12 +224,13 @@ async function supervise(
   vm: Vm,
   vcpus: Vcpu[],
   controls: VcpuControl[],
+  debugBlocks: SharedArrayBuffer[],
   threads: VcpuThread[],
   parts: RunParts,
 ): Promise<RunResult> {
   const { opts } = parts;
   const ioCtl = ioCtlView(parts.buffer);
-  const all = vcpus.map((vcpu, i) => ({ vcpu, control: controls[i] }));
+  const all = vcpus.map((vcpu, i) => ({ vcpu, control: controls[i], debug: debugBlocks[i] }));
   let io = parts.io;
   const pump = new InputPump({
     queue: parts.stdinRing,
@@ -235,7 +242,8 @@ async function supervise(
   });
   const stdin = opts.stdin ?? true;
   const supervisor = new RunSupervisor(threads, controls, parts.buffer, {
-    onPaused: (i) => opts.onPaused?.({ vm, vcpu: vcpus[i], control: controls[i], vcpus: all }),
+    onPaused: (i, kind) =>
+      opts.onPaused?.({ vm, vcpu: vcpus[i], control: controls[i], vcpus: all, stopKind: kind }),
     onIoWanted: () => {
       if (io || supervisor.ending) return;
       supervisor.watchIo((io = parts.startIo()));
