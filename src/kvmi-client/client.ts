@@ -4,7 +4,7 @@
 // with reply(). Batches are sent as libkvmi sends them: [CONTROL_CMD_RESPONSE enable=0 now=1] messages...
 // [CONTROL_CMD_RESPONSE enable=1 now=wait], in one write, and only the last one is answered.
 import type { Socket } from "node:net";
-import type { Regs } from "../vm/vcpu.js";
+import type { Regs } from "../vm/vcpu-state.js";
 import { hex } from "../format.js";
 import {
   KvmiCommandError,
@@ -12,6 +12,7 @@ import {
   KvmiTimeoutError,
   KvmiUsageError,
   type KvmiConnectionError,
+  type KvmiInternalError,
 } from "./errors.js";
 import {
   Action,
@@ -194,7 +195,7 @@ export class KvmiClient {
   }
 
   /** Resolves with the reason once the connection is over. */
-  get closed(): Promise<KvmiConnectionError> {
+  get closed(): Promise<KvmiConnectionError | KvmiInternalError> {
     return this.connection.closed;
   }
 

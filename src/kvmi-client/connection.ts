@@ -23,6 +23,7 @@ import {
   KvmiCommandError,
   KvmiConnectionError,
   KvmiHandshakeError,
+  KvmiInternalError,
   KvmiProtocolError,
   KvmiReplyError,
   KvmiTimeoutError,
@@ -122,15 +123,15 @@ export class KvmiConnection {
   private readonly pending = new Map<number, Pending>();
   private readonly queue = new Queue<KvmiEvent>();
   private readonly waiters: Waiter[] = [];
-  private reason: KvmiConnectionError | undefined;
-  private closedResolve!: (reason: KvmiConnectionError) => void;
+  private reason: KvmiConnectionError | KvmiInternalError | undefined;
+  private closedResolve!: (reason: KvmiConnectionError | KvmiInternalError) => void;
   private handshakeDone!: { resolve: (hs: Handshake) => void; reject: (e: Error) => void };
   private handshakeTimer: NodeJS.Timeout | undefined;
 
   /** Settles once the handshake is over. */
   readonly handshake: Promise<Handshake>;
   /** Resolves with the reason once the connection is over (by either side). */
-  readonly closed: Promise<KvmiConnectionError>;
+  readonly closed: Promise<KvmiConnectionError | KvmiInternalError>;
 
   constructor(
     private readonly socket: Socket,
@@ -164,7 +165,7 @@ export class KvmiConnection {
   }
 
   /** Why the connection is over, or undefined while it is open. */
-  get closeReason(): KvmiConnectionError | undefined {
+  get closeReason(): KvmiConnectionError | KvmiInternalError | undefined {
     return this.reason;
   }
 
@@ -343,6 +344,11 @@ export class KvmiConnection {
         this.header = undefined;
         this.dispatch(h, payload);
       }
+    } catch (err) {
+      // Not the VMM's doing (a bug here, or a throwing cookieHash callback): end the connection with it rather
+      // than throw from a socket handler (which would end the process) or leave every caller waiting.
+      this.protocolBroken = true;
+      this.fail(new KvmiInternalError(`error while reading from the VMM: ${String(err)}`, { cause: err }));
     } finally {
       this.pumping = false;
     }
@@ -463,7 +469,7 @@ export class KvmiConnection {
     this.fail(new KvmiClosedError("the connection was closed by this client", false));
   }
 
-  private fail(reason: KvmiConnectionError): void {
+  private fail(reason: KvmiConnectionError | KvmiInternalError): void {
     if (this.reason) return;
     this.reason = reason;
     clearTimeout(this.handshakeTimer);

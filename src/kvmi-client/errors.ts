@@ -54,5 +54,8 @@ export class KvmiHandshakeError extends KvmiConnectionError {}
 /** A reply that does not have the size its command gives it: that call fails, the connection goes on. */
 export class KvmiReplyError extends PeerError {}
 
+/** An error of this side while it read the VMM's messages (a bug, a throwing callback): the connection ends. */
+export class KvmiInternalError extends VmtoolError {}
+
 /** The caller asked for something the protocol cannot carry. */
 export class KvmiUsageError extends InputError {}

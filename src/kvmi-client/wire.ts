@@ -1,15 +1,14 @@
 // Bytes on the wire: message payloads built from the layouts (every padding byte zero), replies and events
 // decoded with their sizes checked. Pure functions over Buffers; the connection (connection.ts) frames them.
 import type { FieldInfo, Layout, Scalar } from "../kvm/layout.js";
+import { kvm_regs, kvm_sregs } from "../kvm/structs.js";
 import {
-  kvm_dtable,
-  kvm_regs,
-  kvm_segment,
-  kvm_sregs,
-  type RegName,
-  type SegmentName,
-} from "../kvm/structs.js";
-import type { Regs, Segment, Sregs } from "../vm/vcpu.js";
+  decodeRegs as decodeKvmRegs,
+  decodeSregs as decodeKvmSregs,
+  encodeRegs as encodeKvmRegs,
+  type Regs,
+  type Sregs,
+} from "../vm/vcpu-state.js";
 import { hex } from "../format.js";
 import { KvmiProtocolError, KvmiReplyError, KvmiUsageError, commandName } from "./errors.js";
 import { Ev, EVENT_NAMES, HEADER_SIZE, MAX_PAYLOAD, type ActionValue } from "./ids.js";
@@ -88,56 +87,20 @@ export function decodeHeader(b: Buffer): Header {
   return { id: b.readUInt16LE(o.id), size: b.readUInt16LE(o.size), seq: b.readUInt32LE(o.seq) };
 }
 
-// ---- registers ----
-
-const REG_NAMES = Object.keys(kvm_regs.off) as RegName[];
-const SEGMENTS: readonly SegmentName[] = ["cs", "ds", "es", "fs", "gs", "ss", "tr", "ldt"];
-const CONTROL = ["cr0", "cr2", "cr3", "cr4", "cr8", "efer", "apic_base"] as const;
+// ---- registers (kvm_regs and kvm_sregs inside replies and events: the VMM layer's own codecs) ----
 
 export function decodeRegs(b: Buffer, at: number): Regs {
-  const r = {} as Regs;
-  const off: Record<RegName, number> = kvm_regs.off;
-  for (const n of REG_NAMES) r[n] = b.readBigUInt64LE(at + off[n]);
-  return r;
+  return decodeKvmRegs(b.subarray(at, at + kvm_regs.size));
 }
 
 export function encodeRegs(regs: Regs): Buffer {
   const b = Buffer.alloc(kvm_regs.size);
-  const off: Record<RegName, number> = kvm_regs.off;
-  for (const n of REG_NAMES) b.writeBigUInt64LE(BigInt.asUintN(64, regs[n]), off[n]);
+  encodeKvmRegs(regs, b);
   return b;
 }
 
-function decodeSegment(b: Buffer, at: number): Segment {
-  const o = kvm_segment.off;
-  return {
-    base: b.readBigUInt64LE(at + o.base),
-    limit: b.readUInt32LE(at + o.limit),
-    selector: b.readUInt16LE(at + o.selector),
-    type: b[at + o.type],
-    present: b[at + o.present],
-    dpl: b[at + o.dpl],
-    db: b[at + o.db],
-    s: b[at + o.s],
-    l: b[at + o.l],
-    g: b[at + o.g],
-    avl: b[at + o.avl],
-    unusable: b[at + o.unusable],
-  };
-}
-
 export function decodeSregs(b: Buffer, at: number): Sregs {
-  const o = kvm_sregs.off;
-  const s = {} as Sregs;
-  for (const n of SEGMENTS) s[n] = decodeSegment(b, at + o[n]);
-  for (const t of ["gdt", "idt"] as const)
-    s[t] = {
-      base: b.readBigUInt64LE(at + o[t] + kvm_dtable.off.base),
-      limit: b.readUInt16LE(at + o[t] + kvm_dtable.off.limit),
-    };
-  for (const n of CONTROL) s[n] = b.readBigUInt64LE(at + o[n]);
-  s.interrupt_bitmap = [0, 1, 2, 3].map((i) => b.readBigUInt64LE(at + o.interrupt_bitmap + 8 * i));
-  return s;
+  return decodeKvmSregs(b.subarray(at, at + kvm_sregs.size));
 }
 
 // ---- replies ----

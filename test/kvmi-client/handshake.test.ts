@@ -10,6 +10,7 @@ import {
   KvmiClosedError,
   KvmiConnectError,
   KvmiHandshakeError,
+  KvmiInternalError,
   KvmiUsageError,
 } from "../../src/kvmi-client/index.js";
 import {
@@ -209,6 +210,32 @@ test("connect: no socket, or nobody listening, is a KvmiConnectError; a regular 
     );
     writeFileSync(dir.path("file"), "x");
     await assert.rejects(KvmiClient.connect(dir.path("file")), KvmiUsageError);
+  } finally {
+    dir.remove();
+  }
+});
+
+test("the tool's cookie: the callback's 20 bytes in the answer; a callback that throws ends the connection, no hang", async () => {
+  const dir = socketDir();
+  try {
+    const path = dir.path("tool.sock");
+    const cookie = Buffer.from("0123456789abcdefghij");
+    const clientP = KvmiClient.listen(path, {
+      cookieHash: (hs) => (hs.name === "test-vm" ? cookie : undefined),
+    });
+    const peer = await vmmConnect(path);
+    assert.deepEqual(await vmmHandshake(peer), cat(hexBytes("18000000"), cookie));
+    await answerVersion(peer);
+    (await clientP).close();
+    const failing = KvmiClient.listen(path, {
+      cookieHash: () => {
+        throw new Error("no key");
+      },
+    });
+    const peer2 = await vmmConnect(path);
+    peer2.send(handshake());
+    await assert.rejects(failing, (e: Error) => e instanceof KvmiInternalError && /no key/.test(e.message));
+    await peer2.closedByClient();
   } finally {
     dir.remove();
   }
