@@ -29,7 +29,7 @@ import {
   type ActionValue,
 } from "./ids.js";
 import * as L from "./layouts.js";
-import { KvmiConnection, type ConnectionOptions, type Handshake } from "./connection.js";
+import { KvmiConnection, type ConnectionOptions, type EventWait, type Handshake } from "./connection.js";
 import { acceptOne, connectTo, type ListenOptions } from "./transport.js";
 import {
   decodeMemoryMap,
@@ -540,6 +540,39 @@ export class KvmiClient {
     return { vcpus, events: await this.pauseEvents(vcpus, opts.timeoutMs) };
   }
 
+  /**
+   * Pause every vCPU whatever they are doing: as pauseAll(), but every other event that comes before the
+   * PAUSE events is handed to `other`, which must answer it (a vCPU waiting in an event sends its PAUSE
+   * event only once that event is answered). UNHOOK is handed over too; it needs no answer.
+   */
+  async pauseAllAnswering(
+    other: (ev: KvmiEvent) => void | Promise<void>,
+    opts: { count?: number; timeoutMs?: number } = {},
+  ): Promise<Paused> {
+    const p = await this.pauseAll({ count: opts.count, waitForEvents: false });
+    const waiting = new Set(p.vcpus);
+    const timeoutMs = opts.timeoutMs ?? this.connection.replyTimeoutMs;
+    while (waiting.size > 0) {
+      const ev = await this.connection.nextEvent({ timeoutMs });
+      if (!ev) throw this.noPauseEvent([...waiting][0], timeoutMs);
+      if (ev.id === Ev.PAUSE_VCPU && waiting.has(ev.vcpu)) {
+        waiting.delete(ev.vcpu);
+        p.events.push(ev);
+      } else await other(ev);
+    }
+    return p;
+  }
+
+  private noPauseEvent(vcpu: number, timeoutMs: number): Error {
+    if (this.connection.closeReason) return this.connection.closeReason;
+    // A VMM that paused a vCPU and never says so is taken as lost, as for a missing reply.
+    const err = new KvmiTimeoutError(
+      `vCPU ${vcpu}: no PAUSE event within ${timeoutMs / 1000} s after PAUSE_VCPU: the VMM is taken as lost`,
+    );
+    this.connection.lose(err);
+    return err;
+  }
+
   /** Pause one vCPU and wait for its PAUSE event. */
   async pause(vcpu: number, opts: { timeoutMs?: number } = {}): Promise<Paused> {
     await this.pauseVcpu(vcpu, true);
@@ -556,15 +589,7 @@ export class KvmiClient {
         timeoutMs,
         match: (e) => e.id === Ev.PAUSE_VCPU && e.vcpu === v,
       });
-      if (!ev) {
-        if (this.connection.closeReason) throw this.connection.closeReason;
-        // A VMM that paused a vCPU and never says so is taken as lost, as for a missing reply.
-        const err = new KvmiTimeoutError(
-          `vCPU ${v}: no PAUSE event within ${timeoutMs / 1000} s after PAUSE_VCPU: the VMM is taken as lost`,
-        );
-        this.connection.lose(err);
-        throw err;
-      }
+      if (!ev) throw this.noPauseEvent(v, timeoutMs);
       events.push(ev);
     }
     return events;
@@ -578,10 +603,7 @@ export class KvmiClient {
   // ---- events ----
 
   /** The next event (see KvmiConnection.nextEvent). */
-  nextEvent(opts?: {
-    timeoutMs?: number;
-    match?: (ev: KvmiEvent) => boolean;
-  }): Promise<KvmiEvent | undefined> {
+  nextEvent(opts?: EventWait): Promise<KvmiEvent | undefined> {
     return this.connection.nextEvent(opts);
   }
 

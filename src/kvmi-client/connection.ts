@@ -69,6 +69,14 @@ interface Pending {
   timer: NodeJS.Timeout;
 }
 
+/** How nextEvent() waits. */
+export interface EventWait {
+  timeoutMs?: number;
+  /** Take the first event this accepts (the others stay queued, in order). */
+  match?: (ev: KvmiEvent) => boolean;
+  signal?: AbortSignal;
+}
+
 interface Waiter {
   match: ((ev: KvmiEvent) => boolean) | undefined;
   resolve: (ev: KvmiEvent | undefined) => void;
@@ -236,25 +244,28 @@ export class KvmiConnection {
 
   /**
    * The next event (the first that `match` accepts, if given; others stay queued in order), waiting up to
-   * `timeoutMs` (default: for ever). Undefined when the time is up, or when the connection is over and no
-   * such event is left.
+   * `timeoutMs` (default: for ever) or until `signal` aborts. Undefined when the wait ends so, or when the
+   * connection is over and no such event is left.
    */
-  nextEvent(
-    opts: { timeoutMs?: number; match?: (ev: KvmiEvent) => boolean } = {},
-  ): Promise<KvmiEvent | undefined> {
+  nextEvent(opts: EventWait = {}): Promise<KvmiEvent | undefined> {
     const ev = this.queue.take(opts.match);
     if (ev) {
       this.afterTake();
       return Promise.resolve(ev);
     }
-    if (this.reason && !this.moreToRead()) return Promise.resolve(undefined);
+    if ((this.reason && !this.moreToRead()) || opts.signal?.aborted) return Promise.resolve(undefined);
     return new Promise((resolve) => {
-      const waiter: Waiter = { match: opts.match, resolve, timer: undefined };
-      if (opts.timeoutMs !== undefined)
-        waiter.timer = setTimeout(() => {
-          this.dropWaiter(waiter);
-          resolve(undefined);
-        }, opts.timeoutMs);
+      // An abandoned wait takes no event: what arrives after it stays queued for the next reader.
+      const done = (value: KvmiEvent | undefined) => {
+        this.dropWaiter(waiter);
+        if (waiter.timer) clearTimeout(waiter.timer);
+        opts.signal?.removeEventListener("abort", onAbort);
+        resolve(value);
+      };
+      const onAbort = () => done(undefined);
+      const waiter: Waiter = { match: opts.match, resolve: done, timer: undefined };
+      if (opts.timeoutMs !== undefined) waiter.timer = setTimeout(onAbort, opts.timeoutMs);
+      opts.signal?.addEventListener("abort", onAbort, { once: true });
       this.waiters.push(waiter);
     });
   }
@@ -274,8 +285,6 @@ export class KvmiConnection {
     const order = [...this.waiters.filter((w) => w.match), ...this.waiters.filter((w) => !w.match)];
     for (const w of order)
       if (!w.match || w.match(ev)) {
-        this.dropWaiter(w);
-        if (w.timer) clearTimeout(w.timer);
         w.resolve(ev);
         return;
       }
@@ -481,11 +490,7 @@ export class KvmiConnection {
     this.pending.clear();
     // A broken stream is not read further; a closed one still hands out what it had received.
     if (this.protocolBroken || reason instanceof KvmiTimeoutError) this.dropQueued();
-    if (!this.moreToRead())
-      for (const w of this.waiters.splice(0)) {
-        if (w.timer) clearTimeout(w.timer);
-        w.resolve(undefined);
-      }
+    if (!this.moreToRead()) for (const w of [...this.waiters]) w.resolve(undefined);
     if (reason instanceof KvmiClosedError && !reason.byPeer) this.socket.end(() => this.socket.destroy());
     else this.socket.destroy();
     this.closedResolve(reason);

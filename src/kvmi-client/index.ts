@@ -10,7 +10,7 @@ export {
   type Paused,
 } from "./client.js";
 export { KvmiConnection, DEFAULT_MAX_QUEUED_EVENTS, DEFAULT_REPLY_TIMEOUT_MS } from "./connection.js";
-export type { ConnectionOptions, Handshake } from "./connection.js";
+export type { ConnectionOptions, EventWait, Handshake } from "./connection.js";
 export { acceptOne, connectTo, KvmiConnectError, type ListenOptions } from "./transport.js";
 export { GuestRam, type RamPath } from "./ram.js";
 export { SoftwareBreakpoints, INT3, type Breakpoint } from "./breakpoints.js";

@@ -185,3 +185,17 @@ test("closing from the client ends pending commands and event waits, and the VMM
     s.end();
   }
 });
+
+test("an abandoned wait (its signal aborted) takes no event: the next reader gets it", async () => {
+  const s = await session({ replyTimeoutMs: 10_000 });
+  try {
+    const ac = new AbortController();
+    const abandoned = s.client.nextEvent({ signal: ac.signal });
+    ac.abort();
+    assert.equal(await abandoned, undefined);
+    s.peer.send(event(42, eventCommon({ event: 10 })));
+    assert.equal((await s.client.nextEvent())?.seq, 42);
+  } finally {
+    s.end();
+  }
+});
