@@ -167,7 +167,7 @@ export async function infoAction(opts: ConnectOptions): Promise<void> {
 function checkLines(list: readonly Check[]): string[] {
   return list.map(
     (c) =>
-      `  ${c.supported ? "yes" : "no "} ${c.name.padEnd(28)} ${String(c.id).padStart(5)}` +
+      `  ${c.supported ? "yes" : "no "} ${c.name.padEnd(28)} ${(c.id >= 0x100 ? hex(c.id) : String(c.id)).padStart(6)}` +
       (c.supported ? "" : `  ${c.error ?? ""}${c.why ? `: ${c.why}` : ""}`),
   );
 }
@@ -679,17 +679,16 @@ export async function eventsAction(opts: EventsOptions): Promise<void> {
           for (const g of p.pages) protectedPages.add(g);
         }
       });
-      if (opts.json !== true)
-        writeStderr(
-          `watching: ${[
-            ...bps.all.map((b) => `breakpoint ${b.label} (gpa ${hex(b.gpa)})`),
-            ...p.msrs.map((m) => `writes to MSR ${hex(m)}`),
-            ...(p.pages.length ? [`writes to ${p.pages.length} page(s)`] : []),
-            ...(stepVcpus.length ? [`single steps of vCPU ${stepVcpus.join(", ")}`] : []),
-          ].join(
-            ", ",
-          )}${p.breaks.length && !keep ? " (breakpoints are removed when hit: the VMM cannot single-step)" : ""}; Ctrl-C ends\n`,
-        );
+      writeStderr(
+        `watching: ${[
+          ...bps.all.map((b) => `breakpoint ${b.label} (gpa ${hex(b.gpa)})`),
+          ...p.msrs.map((m) => `writes to MSR ${hex(m)}`),
+          ...(p.pages.length ? [`writes to ${p.pages.length} page(s)`] : []),
+          ...(stepVcpus.length ? [`single steps of vCPU ${stepVcpus.join(", ")}`] : []),
+        ].join(
+          ", ",
+        )}${p.breaks.length && !keep ? " (breakpoints are removed when hit: the VMM cannot single-step)" : ""}; Ctrl-C ends\n`,
+      );
       const timer = p.forMs === undefined ? undefined : setTimeout(stop.stop, p.forMs);
       try {
         while (p.count === undefined || shown < p.count) {
