@@ -13,7 +13,10 @@
 import * as libc from "../kvm/libc.js";
 import { KVM, KVM_GUESTDBG, KVM_MSR_EXIT_REASON, KVM_MSR_FILTER } from "../kvm/ioctls.js";
 import { KVM_CAP } from "../kvm/caps.js";
+import type { CpuidEntry } from "../kvm/system.js";
 import {
+  kvm_cpuid2,
+  kvm_cpuid_entry2,
   kvm_debugregs,
   kvm_enable_cap,
   kvm_fpu,
@@ -100,6 +103,7 @@ export class VmControl {
   private readonly hw: (HwBreakpoint | undefined)[] = [undefined, undefined, undefined, undefined];
   private readonly msrIntercepts = new Map<number, { read: boolean; write: boolean }>();
   private userSpaceMsrEnabled = false;
+  private int3 = false;
   private readonly stops: StopInfo[] = [];
   private stopWaiters: ((s: StopInfo | undefined) => void)[] = [];
   private closed = false;
@@ -122,6 +126,7 @@ export class VmControl {
   onPaused(index: number, kind: number): void {
     if (this.closed) return;
     const link = this.vcpus[index];
+    link.parkedAgain();
     if (kind === StopKind.REQUESTED) return;
     if (this.stops.length >= MAX_QUEUED_STOPS) return;
     const stop = link.stopInfo();
@@ -162,6 +167,23 @@ export class VmControl {
     v.resume(ResumeAction.STEP);
   }
 
+  /**
+   * Whether every INT3 the guest runs stops its vCPU (StopKind.INT3), not only the core's planted
+   * breakpoints: an introspection tool plants its own 0xCC bytes.
+   */
+  set catchInt3(on: boolean) {
+    this.int3 = on;
+    for (const v of this.vcpus) {
+      if (on) Atomics.or(v.words, DBG.WANT, WANT.INT3);
+      else Atomics.and(v.words, DBG.WANT, ~WANT.INT3);
+    }
+    this.updateGuestDebug();
+  }
+
+  get catchInt3(): boolean {
+    return this.int3;
+  }
+
   /** Whether a fault (triple fault, emulation failure) parks the vCPU for inspection instead of ending the run. */
   set stopOnFault(on: boolean) {
     for (const v of this.vcpus) {
@@ -194,6 +216,45 @@ export class VmControl {
     const b = Buffer.alloc(kvm_regs.size);
     encodeRegs({ ...(await this.regs(index)), ...regs }, b);
     await this.link(index).ioctl(KVM.SET_REGS, b, "KVM_SET_REGS");
+  }
+
+  /** struct kvm_regs and struct kvm_sregs as KVM gives them (protocols that carry the kernel's structs). */
+  async rawRegs(index: number): Promise<{ regs: Buffer; sregs: Buffer }> {
+    const v = this.parkedLink(index, "reading registers");
+    const regs = Buffer.alloc(kvm_regs.size);
+    const sregs = Buffer.alloc(kvm_sregs.size);
+    await v.ioctl(KVM.GET_REGS, regs, "KVM_GET_REGS");
+    await v.ioctl(KVM.GET_SREGS, sregs, "KVM_GET_SREGS");
+    return { regs, sregs };
+  }
+
+  /** Set struct kvm_regs as given. */
+  async setRawRegs(index: number, regs: Uint8Array): Promise<void> {
+    if (regs.length !== kvm_regs.size)
+      throw new VmControlError(`kvm_regs is ${kvm_regs.size} bytes, not ${regs.length}`);
+    await this.parkedLink(index, "writing registers").ioctl(KVM.SET_REGS, Buffer.from(regs), "KVM_SET_REGS");
+  }
+
+  /** The vCPU's CPUID table (KVM_GET_CPUID2). */
+  async cpuid(index: number): Promise<CpuidEntry[]> {
+    const max = 256;
+    const b = Buffer.alloc(kvm_cpuid2.size + max * kvm_cpuid_entry2.size);
+    b.writeUInt32LE(max, kvm_cpuid2.off.nent);
+    await this.parkedLink(index, "reading CPUID").ioctl(KVM.GET_CPUID2, b, "KVM_GET_CPUID2");
+    const n = b.readUInt32LE(kvm_cpuid2.off.nent);
+    const o = kvm_cpuid_entry2.off;
+    return Array.from({ length: n }, (_, i) => {
+      const at = kvm_cpuid2.size + i * kvm_cpuid_entry2.size;
+      return {
+        function: b.readUInt32LE(at + o.function),
+        index: b.readUInt32LE(at + o.index),
+        flags: b.readUInt32LE(at + o.flags),
+        eax: b.readUInt32LE(at + o.eax),
+        ebx: b.readUInt32LE(at + o.ebx),
+        ecx: b.readUInt32LE(at + o.ecx),
+        edx: b.readUInt32LE(at + o.edx),
+      };
+    });
   }
 
   async sregs(index: number): Promise<Sregs> {
@@ -342,6 +403,7 @@ export class VmControl {
   }
 
   private checkRange(gpa: number, len: number): void {
+    if (this.closed) throw new VmControlError("the VM has ended");
     if (
       !Number.isSafeInteger(gpa) ||
       !Number.isSafeInteger(len) ||
@@ -500,7 +562,7 @@ export class VmControl {
       dr7 |= 0x600n; // GE and the always-set bit 10, as QEMU and Cloud Hypervisor write it
       control |= KVM_GUESTDBG.ENABLE | KVM_GUESTDBG.USE_HW_BP;
     }
-    if (this.methods.swBreakpointAsDebugExit && this.swBreakpoints.size > 0)
+    if (this.methods.swBreakpointAsDebugExit && (this.swBreakpoints.size > 0 || this.int3))
       control |= KVM_GUESTDBG.ENABLE | KVM_GUESTDBG.USE_SW_BP;
     for (const v of this.vcpus) {
       v.words[DBG.GD_CONTROL] = control;
@@ -632,7 +694,6 @@ export class VmControl {
    * reporting events, and let every vCPU go on. The guest runs on as if never watched.
    */
   detach(): void {
-    if (this.closed) return;
     for (const linear of [...this.swBreakpoints.keys()]) this.removeSwBreakpoint(linear);
     for (let i = 0; i < 4; i++) this.hw[i] = undefined;
     this.updateGuestDebug();
@@ -642,9 +703,18 @@ export class VmControl {
       this.msrIntercepts.clear();
     }
     this.stopOnFault = false;
+    this.catchInt3 = false;
     for (const v of this.vcpus) Atomics.store(v.words, DBG.ARMED, 0);
-    this.close();
+    // Whoever waited for stops is done; stops not taken are dropped (their vCPUs are resumed below).
+    this.stops.length = 0;
+    for (const w of this.stopWaiters) w(undefined);
+    this.stopWaiters = [];
     this.resume();
+  }
+
+  /** Start reporting events again after detach() (a new client). */
+  arm(): void {
+    for (const v of this.vcpus) Atomics.store(v.words, DBG.ARMED, 1);
   }
 
   /** The run ended (or the client went away): wake whoever waits for a stop. */
