@@ -282,7 +282,7 @@ export class KvmiClient {
    * Read any range, one READ_PHYSICAL per page piece, `window` of them in flight at a time (the replies are
    * matched by seq). Rejects with the first failing piece's error.
    */
-  async readMemory(gpa: bigint, length: number, window = 8): Promise<Buffer> {
+  async readMemory(gpa: bigint, length: number, window = 64): Promise<Buffer> {
     const out = Buffer.alloc(length);
     const pieces = pagePieces(gpa, length);
     let next = 0;

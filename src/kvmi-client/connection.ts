@@ -126,6 +126,7 @@ export class KvmiConnection {
   private handshakeSize: number | undefined;
   private header: Header | undefined;
   private pumping = false;
+  private corked = false;
   private ended = false;
   private lastSeq = 0;
   private readonly pending = new Map<number, Pending>();
@@ -232,6 +233,15 @@ export class KvmiConnection {
   /** Send bytes as they are (whole messages); nothing is sent once the connection is over. */
   write(bytes: Buffer): void {
     if (this.reason) return;
+    // Messages written in the same tick go out in one write (many READ_PHYSICALs in flight: one syscall).
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      process.nextTick(() => {
+        this.corked = false;
+        this.socket.uncork();
+      });
+    }
     this.socket.write(bytes, (err) => {
       if (err) {
         const code = (err as NodeJS.ErrnoException).code ?? err.message;

@@ -53,7 +53,7 @@ export class GuestRam {
     client: KvmiClient,
     opts: { useMapping?: boolean; window?: number } = {},
   ): Promise<GuestRam> {
-    const window = opts.window ?? 8;
+    const window = opts.window ?? 64;
     if (opts.useMapping === false)
       return new GuestRam(client, "read-physical", "READ_PHYSICAL per page, as asked", undefined, window);
     let m: RamMapping | undefined;

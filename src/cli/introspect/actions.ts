@@ -484,7 +484,7 @@ export async function dumpAction(
       const { vcpuCount } = await c.getGuestInfo();
       const { ranges, from } = await ramRanges(c);
       const total = ranges.reduce((a, r) => a + r.size, 0n);
-      const ram = await GuestRam.open(c, { useMapping: opts.mapping !== false, window: 16 });
+      const ram = await GuestRam.open(c, { useMapping: opts.mapping !== false });
       const started = process.hrtime.bigint();
       let done = 0n;
       let shown = 0;
