@@ -14,7 +14,10 @@ export const ExitCode = {
   INTERNAL: 8,
   /** The guest's output could not be written to standard output (disk full, I/O error): it is incomplete. */
   OUTPUT_FAILED: 10,
-  /** The other end of a connection (the VMM of `vmtool introspect`) went away, stopped answering or broke its protocol. */
+  /**
+   * The other end of a connection went away, stopped answering or broke its protocol: the VMM of
+   * `vmtool introspect`, or the tool of `vmtool run --introspect` with `--introspect-on-timeout stop`.
+   */
   PEER: 12,
   /** SIGHUP (128 + 1): the terminal hung up. */
   HANGUP: 129,

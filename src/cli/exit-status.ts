@@ -44,6 +44,8 @@ export function statusForRun(end: RunEnd): number {
       return exitPortStatus(end.value);
     case "fault":
       return ExitCode.GUEST_FAULT;
+    case "peer":
+      return ExitCode.PEER;
     case "signal":
       return SIGNAL_STATUS[end.signal];
     case "escape":

@@ -122,7 +122,8 @@ interface OutstandingEvent {
   vcpu: number;
   /** What the vCPU stopped for (undefined for PAUSE and TRAP events the server makes itself). */
   stop?: StopInfo;
-  timer: NodeJS.Timeout;
+  /** The reply timeout, started once the event is on its way (gathering its registers takes time too). */
+  timer?: NodeJS.Timeout;
 }
 
 /** Per-vCPU state the tool set. */
@@ -647,16 +648,17 @@ export class KvmiServer {
   private async sendEvent(vcpu: number, event: number, stop?: StopInfo): Promise<void> {
     const st = this.vcpus[vcpu];
     const seq = this.nextEventSeq++ >>> 0;
-    const timer = setTimeout(() => this.timedOut(vcpu, seq), this.opts.replyTimeoutMs);
-    st.outstanding = { seq, event, vcpu, stop, timer };
+    const out: OutstandingEvent = { seq, event, vcpu, stop };
+    st.outstanding = out;
     try {
       const common = await this.eventCommon(vcpu, event);
       const data = await this.eventData(vcpu, event, stop);
       const payload = Buffer.concat([common, data]);
+      if (this.closed || st.outstanding !== out) return;
       this.conn.send(Buffer.concat([encodeHeader(MSG.EVENT, payload.length, seq), payload]));
+      out.timer = setTimeout(() => this.timedOut(vcpu, seq), this.opts.replyTimeoutMs);
     } catch (e) {
       // The vCPU went away (the run is ending): nothing to report.
-      clearTimeout(timer);
       st.outstanding = undefined;
       this.opts.log(`introspection: event ${event} of vCPU ${vcpu} not sent: ${(e as Error).message}`);
     }

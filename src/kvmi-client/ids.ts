@@ -153,6 +153,7 @@ export const PAGING_MODES: ReadonlyMap<number, string> = new Map([
   [2, "pae"],
   [3, "4-level"],
   [4, "5-level"],
+  [5, "invalid (CR0, CR4 and EFER select no paging mode)"],
 ]);
 /** VMTOOL_TRANSLATE_EXPLAINED: which table an entry of the walk belongs to. */
 export const WALK_LEVEL_KINDS: ReadonlyMap<number, string> = new Map([
@@ -169,6 +170,8 @@ export const WALK_STOP_REASONS: ReadonlyMap<number, string> = new Map([
   [2, "reserved bit set in an entry"],
   [3, "non-canonical address"],
   [4, "page table outside guest RAM"],
+  [5, "linear address wider than the paging mode's"],
+  [6, "no paging mode, or a walk past the page tables"],
 ]);
 
 /** The payload limit of one message (4096 * 2 - the 8-byte header). */

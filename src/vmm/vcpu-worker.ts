@@ -275,10 +275,12 @@ function parkFor(kind: StopKindValue): Resume {
     Atomics.notify(ctl, CTL.STATE);
     post({ type: "paused", kind });
     for (;;) {
+      Atomics.and(ctl, CTL.REQUEST, ~REQ.COMMAND);
       serve();
       const req = Atomics.load(ctl, CTL.REQUEST);
       if (!(req & REQ.PAUSE) || req & REQ.STOP) break;
-      // The core rings CTL.REQUEST (notify) when it posts a command or resumes.
+      if (req & REQ.COMMAND) continue; // posted while serving
+      // The core changes CTL.REQUEST (REQ.COMMAND, or PAUSE cleared) and notifies when it posts or resumes.
       Atomics.wait(ctl, CTL.REQUEST, req, 1000);
     }
     Atomics.store(ctl, CTL.STATE, VcpuState.RUNNING);
@@ -395,6 +397,8 @@ function serveRequests(): RunEnd | undefined {
     Atomics.and(ctl, CTL.REQUEST, ~REQ.DEBUG);
     agent.applyGuestDebug();
   }
+  // A command posted as the vCPU left its park: it was refused there (not parked), nothing to serve.
+  if (req & REQ.COMMAND) Atomics.and(ctl, CTL.REQUEST, ~REQ.COMMAND);
   if (req & REQ.PAUSE) return afterPark(parkFor(StopKind.REQUESTED));
   return undefined;
 }

@@ -167,6 +167,19 @@ export const NOT_INSIDE: Readonly<Record<string, string>> = {
     "12,288 distinct MMIO exits through vmtool run (slow under TCG); the bounded table itself does not depend on the backend",
   "test/vmm/end-of-run.test.ts":
     "many runs of a virtio-blk guest per case (too slow under TCG); the I/O worker's ioeventfds run inside through test/virtio/kvm.test.ts",
+  "test/introspect/listen.test.ts": "the introspection socket's file mode and the process umask; no KVM",
+  "test/kvmi-client/batch.test.ts": "the KVMI client against a socket peer of the test's; no KVM",
+  "test/kvmi-client/breakpoints.test.ts": "the KVMI client against a socket peer of the test's; no KVM",
+  "test/kvmi-client/cli.test.ts": "vmtool introspect against a socket peer of the test's; no KVM",
+  "test/kvmi-client/commands.test.ts": "the KVMI client's bytes for every command; no KVM",
+  "test/kvmi-client/e2e.test.ts":
+    "the client's side of a real VMM, the same on any backend; the VMM side runs inside through test/introspect/server.test.ts",
+  "test/kvmi-client/events.test.ts": "the KVMI client against a socket peer of the test's; no KVM",
+  "test/kvmi-client/handshake.test.ts": "the KVMI client against a socket peer of the test's; no KVM",
+  "test/kvmi-client/layouts.test.ts": "the KVMI layouts checked against gcc on the host; no KVM",
+  "test/kvmi-client/malformed.test.ts": "the KVMI client against a hostile socket peer; no KVM",
+  "test/kvmi-client/ram.test.ts": "the shared RAM mapping reader against a memfd of the test's; no KVM",
+  "test/kvmi-client/render.test.ts": "vmtool introspect's text and JSON rendering; no KVM",
   "test/introspect/malformed.test.ts":
     "a tool that breaks the KVMI protocol: the socket side, the same on any backend; its guests only spin (left out for time)",
   "test/backends/block-file.test.ts":
