@@ -12,6 +12,7 @@ import { LAYOUT } from "./machine-layout.js";
 import { Vcpu } from "./vcpu.js";
 import { setIrqLine } from "./irq-line.js";
 import { newEventfd } from "./eventfds.js";
+import { openStatsFd } from "./stats-fd.js";
 
 export { setIrqLine } from "./irq-line.js";
 
@@ -56,6 +57,8 @@ export class Vm {
     readonly memSize: number,
     readonly irqchip: boolean,
     readonly pit: boolean,
+    /** KVM's binary statistics of this VM (stats-fd.ts), or -1 when the host has none. */
+    readonly statsFd: number,
   ) {}
 
   /** Create a VM on `kvm`, or on a /dev/kvm handle of its own (closed with the VM). */
@@ -119,7 +122,7 @@ export class Vm {
         check(libc.ioctlPtr(fd, KVM.CREATE_PIT2, Buffer.alloc(kvm_pit_config.size)), "KVM_CREATE_PIT2");
       // Viewed lazily, window by window (GuestMemory): a view of all RAM at once makes V8 collect garbage.
       const memory = new GuestMemory([{ gpa: 0, size: memSize, hostAddr: ramAddr }]);
-      return new Vm(kvm, ownsKvm, fd, memory, ramAddr, memSize, irqchip, pit);
+      return new Vm(kvm, ownsKvm, fd, memory, ramAddr, memSize, irqchip, pit, openStatsFd(fd));
     } catch (e) {
       if (ramAddr !== libc.MAP_FAILED) libc.munmap(ramAddr, memSize);
       libc.close(fd);
@@ -157,6 +160,7 @@ export class Vm {
     libc.munmap(this.ramAddr, this.memSize);
     // The VM fd first: KVM drops its references to the ioeventfds and irqfds with it.
     libc.close(this.fd);
+    if (this.statsFd >= 0) libc.close(this.statsFd);
     for (const fd of this.eventfds) libc.close(fd);
     this.eventfds.length = 0;
     if (this.ownsKvm) this.kvm.close();
