@@ -37,9 +37,18 @@ export function counterSpecs(
   table: "vmx" | "svm" | undefined,
   wanted: (name: string) => boolean = () => true,
 ): CounterSpec[] {
+  const all = allCounterSpecs(events, table);
+  // A child that is wanted brings its parent (its share is of the parent's count).
+  const keep = new Set(
+    all.filter((s) => wanted(s.name)).flatMap((s) => (s.parent ? [s.name, s.parent] : [s.name])),
+  );
+  return all.filter((s) => keep.has(s.name));
+}
+
+function allCounterSpecs(events: readonly TraceEvent[], table: "vmx" | "svm" | undefined): CounterSpec[] {
   const out: CounterSpec[] = [];
   for (const event of events) {
-    if (wanted(event.name)) out.push({ name: event.name, event });
+    out.push({ name: event.name, event });
     const kids: { field: string; names: Map<number, string>; table: "kvm" | "vmx" | "svm" } | undefined =
       event.name === "kvm_userspace_exit" && event.fields.has("reason")
         ? {
@@ -59,7 +68,6 @@ export function counterSpecs(
       const reason = symbol.replace(/^KVM_EXIT_/, "");
       if (kids.table === "kvm" && NOT_X86.test(reason)) continue;
       const name = `${event.name}(${reason})`;
-      if (!wanted(name)) continue;
       out.push({
         name,
         event,

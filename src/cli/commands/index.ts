@@ -7,6 +7,7 @@ import { register as vmx } from "./vmx.js";
 import { register as explain } from "./explain.js";
 import { register as vcpus } from "./vcpus.js";
 import { register as watch } from "./watch.js";
+import { register as stat } from "./stat.js";
 
 export const commands: Readonly<Record<string, (program: Command) => void>> = {
   run,
@@ -15,4 +16,5 @@ export const commands: Readonly<Record<string, (program: Command) => void>> = {
   explain,
   vcpus,
   watch,
+  stat,
 };
