@@ -6,6 +6,7 @@
  * machine description, prints the total and halts. Nothing here uses IRET or `int n` (this machine's
  * kvm_pvm backend cannot run them in 32-bit mode, docs/run.md). Exit status 3 if an AP never showed up. */
 #include <vmtool/boot_info.h>
+#include <vmtool/cmdline.h>
 #include <vmtool/io.h>
 #include <vmtool/printf.h>
 
@@ -113,10 +114,9 @@ int main(const struct vmtool_boot_info *bi) {
   uint32_t cpus = vmtool_boot_info_valid(bi) ? bi->cpu_count : 1;
   if (vmtool_boot_info_valid(bi)) {
     const char *c = vmtool_cmdline(bi);
-    for (; *c; c++)
-      if (c[0] == 'a' && c[1] == 'p' && c[2] == '-' && c[3] == 'f' && c[4] == 'a' && c[5] == 'u') fault_ap = 1;
-      else if (c[0] == 's' && c[1] == 't' && c[2] == 'a' && c[3] == 'y') stay = 1;
-      else if (c[0] == 'u' && c[1] == 'a' && c[2] == 'r' && c[3] == 't') uart_test = 1;
+    fault_ap = vmtool_cmdline_has(c, "ap-fault");
+    stay = vmtool_cmdline_has(c, "stay");
+    uart_test = vmtool_cmdline_has(c, "uart");
   }
   volatile uint8_t *dst = (volatile uint8_t *)TRAMPOLINE;
   for (const uint8_t *p = tramp_start; p < tramp_end; p++) *dst++ = *p;

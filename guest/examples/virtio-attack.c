@@ -1,5 +1,5 @@
-/* A hostile virtio driver: sets up virtio-rng at 0xD0000000 properly, then attacks it in the way the first word
- * of the command line names (default "outside"):
+/* A hostile virtio driver: sets up virtio-rng at 0xD0000000 properly, then attacks it in the way a word of the
+ * command line names (default "outside"):
  *   outside   a descriptor pointing outside guest RAM (0xF0000000)
  *   overflow  a descriptor whose address + length wraps past 2^64
  *   loop      a chain whose NEXT links loop (0 -> 1 -> 0)
@@ -12,6 +12,7 @@
  * exit status 0 when the device behaved, 9 when not. Then it resets the device and checks that a good request
  * is served again (the device recovers). */
 #include <vmtool/boot_info.h>
+#include <vmtool/cmdline.h>
 #include <vmtool/io.h>
 #include <vmtool/printf.h>
 
@@ -30,11 +31,6 @@ static uint8_t buf[64];
 
 static uint32_t rd(uint32_t off) { return mmio_read32(BASE + off); }
 static void wr(uint32_t off, uint32_t v) { mmio_write32(BASE + off, v); }
-
-static int is(const char *cmd, const char *word) {
-  while (*word && *cmd == *word) cmd++, word++;
-  return *word == 0 && (*cmd == 0 || *cmd == ' ');
-}
 
 /* Reset, negotiate VERSION_1, set up queue 0; DRIVER_OK only when `ok`. */
 static void setup(int ok) {
@@ -67,27 +63,27 @@ int main(const struct vmtool_boot_info *bi) {
   if (rd(0x008) != 4) return 2;
   const char *cmd = vmtool_boot_info_valid(bi) ? vmtool_cmdline(bi) : "";
   for (int i = 0; i < 256; i++) canary[i] = (uint8_t)i;
-  int early = is(cmd, "early");
+  int early = vmtool_cmdline_has(cmd, "early");
   setup(!early);
   const char *name = "outside";
-  if (is(cmd, "overflow")) {
+  if (vmtool_cmdline_has(cmd, "overflow")) {
     name = "overflow";
     descs[0] = (struct desc){0xFFFFFFFFFFFFF000ull, 0x2000, 2, 0};
     offer(0, 1);
-  } else if (is(cmd, "loop")) {
+  } else if (vmtool_cmdline_has(cmd, "loop")) {
     name = "loop";
     descs[0] = (struct desc){(uint32_t)(uintptr_t)buf, 16, 1 | 2, 1};
     descs[1] = (struct desc){(uint32_t)(uintptr_t)buf + 16, 16, 1 | 2, 0};
     offer(0, 1);
-  } else if (is(cmd, "next")) {
+  } else if (vmtool_cmdline_has(cmd, "next")) {
     name = "next";
     descs[0] = (struct desc){(uint32_t)(uintptr_t)buf, 16, 1 | 2, 100};
     offer(0, 1);
-  } else if (is(cmd, "head")) {
+  } else if (vmtool_cmdline_has(cmd, "head")) {
     name = "head";
     descs[0] = (struct desc){(uint32_t)(uintptr_t)buf, 16, 2, 0};
     offer(200, 1);
-  } else if (is(cmd, "avail")) {
+  } else if (vmtool_cmdline_has(cmd, "avail")) {
     name = "avail";
     descs[0] = (struct desc){(uint32_t)(uintptr_t)buf, 16, 2, 0};
     offer(0, 1000);

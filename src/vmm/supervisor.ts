@@ -149,8 +149,11 @@ export class RunSupervisor {
       // koffi aborts the whole process (koffi's native init throws into a terminating isolate). It leaves its
       // loop at its first wake-up, serves what is left, flushes and says STOPPED.
       await stopIoThread(io, ioCtl, join);
-      // Its last message (the devices' counters) is posted before it says STOPPED: let it arrive.
+      // Its last message (the devices' counters) is posted before it says STOPPED: let it arrive. The worker
+      // is still ref'd meanwhile, so the process waits for the message (an unref'd worker and an unref'd
+      // timer would let Node exit in the middle of this await).
       await Promise.race([this.ioReported, io.exited, timeout(STOP_TIMEOUT_MS)]);
+      if (!join) io.worker.unref();
       startupMark("I/O worker stopped");
     }
   }
@@ -182,15 +185,15 @@ async function stopVcpuThread(t: VcpuThread, control: VcpuControl, join: boolean
   await endedOrTerminated(t.worker, t.exited, () => control.kick());
 }
 
-/** Wait until the I/O worker has left its loop (STOPPED or FAILED: output flushed), then let it end. */
+/**
+ * Wait until the I/O worker has left its loop (STOPPED or FAILED: output flushed); with `join`, or when it
+ * failed, until it has ended too (terminated if it does not in time).
+ */
 async function stopIoThread(io: IoThread, ioCtl: Int32Array, join: boolean): Promise<void> {
   const deadline = Date.now() + STOP_TIMEOUT_MS;
   for (;;) {
     const st = Atomics.load(ioCtl, IO_CTL.STATE);
-    if (st === IoState.STOPPED && !join) {
-      io.worker.unref();
-      return;
-    }
+    if (st === IoState.STOPPED && !join) return; // it ends on its own, its output flushed
     if (st === IoState.STOPPED || st === IoState.FAILED) break; // FAILED: its message must still arrive
     const left = deadline - Date.now();
     if (left <= 0) break;

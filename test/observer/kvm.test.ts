@@ -8,6 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CLI } from "../helpers/paths.js";
 import { guests } from "../helpers/guests.js";
+import { waitForHaltedVcpus } from "../helpers/vcpu-threads.js";
 import { isDebugfsMounted, DEFAULT_DEBUGFS } from "../../src/observer/debugfs.js";
 
 interface KvmSnapshot {
@@ -68,7 +69,7 @@ test("vcpus --source kvm finds vmtool run VMs by pid: a spinning guest seen on a
   const busy = await startVm(t, process.execPath, [CLI, "run", "--mode", "real", spin], 1);
   // The SDK's serial echo guest halts waiting for UART input: a vCPU that exists but does not run.
   const idle = await startVm(t, process.execPath, [CLI, "run", guests().serialEcho], 1);
-  await new Promise((r) => setTimeout(r, 300)); // let the echo guest reach its HLT
+  await waitForHaltedVcpus(idle.pid!); // the echo guest has reached its HLT
 
   const r = vmtool("vcpus", "--source", "kvm", "--json", "--sample", "300");
   assert.equal(r.status, 0, r.stderr);

@@ -2,7 +2,16 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync, mkdirSync, unlinkSync, cpSync, renameSync } from "node:fs";
+import {
+  mkdtempSync,
+  rmSync,
+  writeFileSync,
+  mkdirSync,
+  unlinkSync,
+  cpSync,
+  renameSync,
+  existsSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CLI } from "../helpers/paths.js";
@@ -205,7 +214,8 @@ test("files that appear and vanish while the tree is read are never errors", asy
   const churnExit = new Promise((r) => churn.on("exit", r));
   let polls = 0;
   try {
-    await new Promise((r) => setTimeout(r, 100));
+    // Until the churn has begun: its first file exists (it rewrites that one and never deletes it).
+    while (!existsSync(join(root, "cpu-001", "ab1"))) await new Promise((r) => setTimeout(r, 1));
     const until = Date.now() + 1500;
     while (Date.now() < until) {
       const p = readModuleTree(root);

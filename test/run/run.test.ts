@@ -6,6 +6,7 @@ import { spawn, spawnSync, type SpawnSyncReturns } from "node:child_process";
 import { CLI } from "../helpers/paths.js";
 import { guests } from "../helpers/guests.js";
 import { assemble, idt64 } from "../vm/asm.js";
+import { waitForHaltedVcpus } from "../helpers/vcpu-threads.js";
 
 function vmtool(args: string[], input = ""): SpawnSyncReturns<string> {
   return spawnSync(process.execPath, [CLI, "run", ...args], { input, encoding: "utf8", timeout: 60_000 });
@@ -204,14 +205,31 @@ describe("devices, trace and stats", () => {
       stdio: ["pipe", "pipe", "pipe"],
     });
     let out = "";
-    child.stdout.on("data", (d) => (out += d));
-    await new Promise<void>((resolve) => child.stdout.once("data", () => resolve())); // the '>' prompt
-    await new Promise((r) => setTimeout(r, 300)); // the guest is now halted, IF=1
+    let err = "";
+    let outputSeen = () => {};
+    child.stdout.on("data", (d) => {
+      out += d;
+      outputSeen();
+    });
+    child.stderr.on("data", (d) => (err += d));
+    const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+    const output = (want: string) =>
+      new Promise<void>((resolve, reject) => {
+        (outputSeen = () => {
+          if (out === want) resolve();
+          else if (!want.startsWith(out)) reject(new Error(`output ${JSON.stringify(out)}, wanted ${want}`));
+        })();
+        void exited.then(() => reject(new Error(`vmtool ended (${err}) with output ${JSON.stringify(out)}`)));
+      });
+    // The guest prints '>' just before its first `sti; hlt`, and each echo just before the next one; the
+    // bytes are written only once vmtool's vCPU thread sleeps inside KVM_RUN, i.e. the guest is in HLT.
+    await output(">");
+    await waitForHaltedVcpus(child.pid!);
     child.stdin.write("ab\n");
-    await new Promise((r) => setTimeout(r, 300));
+    await output(">ab\n");
+    await waitForHaltedVcpus(child.pid!);
     child.stdin.write("q");
-    const status = await new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
-    assert.equal(status, 43);
+    assert.equal(await exited, 43, err);
     assert.equal(out, ">ab\n");
   });
 });

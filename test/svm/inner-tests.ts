@@ -34,6 +34,10 @@ export const INNER_TESTS: readonly InnerTest[] = [
     why: "the vCPU thread's seams: pause/resume with register access, kicks inside KVM_RUN, exit hooks that stop or park the vCPU",
   },
   {
+    file: "test/vmm/mmio-pieces.test.ts",
+    why: "how KVM splits an 8-byte MMIO access across a page (3 + 5 bytes) and hands each piece to user space: the backend's emulator decides",
+  },
+  {
     file: "test/vmm/io-worker.test.ts",
     why: "the I/O worker on a real VM: a vCPU's virtio register access forwarded and answered; a failing worker ends the run",
   },
@@ -82,6 +86,7 @@ export const NOT_INSIDE: Readonly<Record<string, string>> = {
   "test/kvm/struct-layout.test.ts":
     "compiles C against <linux/kvm.h> with gcc (not inside); struct layouts do not depend on the backend",
   "test/svm/kvm-amd.test.ts": "this harness itself: it boots the QEMU VM",
+  "test/svm/classification.test.ts": "checks this list against the test files; no KVM",
   "test/kvm/koffi-loader.test.ts":
     "how koffi's native addon is found and opened (Node and the package layout, no KVM); every file run inside loads it the same way",
   "test/memory/guest-memory-windows.test.ts":
@@ -96,6 +101,8 @@ export const NOT_INSIDE: Readonly<Record<string, string>> = {
   "test/virtio/transport.test.ts": "virtio-mmio transport state machine; no KVM",
   "test/virtio/virtqueue.test.ts": "split virtqueue over plain buffers; no KVM",
   "test/observer/module-tree.test.ts": "reads a fake vmtool.ko debugfs tree; no KVM",
+  "test/guest/sdk.test.ts":
+    "builds guests from the documented recipes with make and gcc's full driver (not inside); vmtool run itself is covered by the other files",
   "test/guest/build.test.ts":
     "builds the guests with gcc and make (not inside); the images themselves are carried in",
   "test/loader/plan.test.ts": "plans and loads images into plain buffers; no KVM",
@@ -121,4 +128,22 @@ export const NOT_INSIDE: Readonly<Record<string, string>> = {
   "test/observer/kvm-run-smp.test.ts":
     "the observer over KVM's debugfs on a two-vCPU vmtool run; left out for time",
   "test/virtio/fuzz.test.ts": "virtqueue fuzzing over plain buffers; no KVM",
+  "test/cli/exit-status.test.ts": "the mapping of errors and run ends to exit statuses; no KVM",
+  "test/cli/usage.test.ts": "help and usage statuses of the command line; no guest runs",
+  "test/run/raw-terminal.test.ts": "vmtool run on a terminal, in tmux (not inside)",
+  "test/run/streams.test.ts":
+    "standard streams and signals (EPIPE, /dev/full, a dead stderr, SIGTERM/SIGHUP): the main thread's side, the same on any backend; left out for time",
+  "test/cli/options.test.ts": "option values and their limits; no guest runs",
+  "test/run/trace.test.ts":
+    "--trace's numbering while halt checks kick a sleeping guest: the main thread's side; left out for time",
+  "test/virtio/bounded-memory.test.ts":
+    "a 4 GiB virtio-console chain in a memory cgroup made by the test: seconds of guest work on the host, far longer under TCG",
+  "test/vmm/forward-stop.test.ts":
+    "the forwarder's wait against a request slot nobody serves, in a worker thread; no KVM",
+  "test/vmm/resources.test.ts":
+    "twenty runs with every device kind, counting fds and mappings (too slow under TCG); the same code runs inside in the other files",
+  "test/vmm/stats-bound.test.ts":
+    "12,288 distinct MMIO exits through vmtool run (slow under TCG); the bounded table itself does not depend on the backend",
+  "test/vmm/end-of-run.test.ts":
+    "many runs of a virtio-blk guest per case (too slow under TCG); the I/O worker's ioeventfds run inside through test/virtio/kvm.test.ts",
 };

@@ -33,6 +33,7 @@ export default async function* svmReporter(
         nesting: d.nesting,
         suite: d.details?.type === "suite",
         skip: d.skip !== undefined && d.skip !== false,
+        skipReason: typeof d.skip === "string" ? d.skip : undefined,
         ms: d.details?.duration_ms,
         error: ev.type === "test:fail" ? errorText(d.details?.error) : undefined,
       };

@@ -7,9 +7,14 @@ export interface InnerTest {
   nesting: number;
   suite: boolean;
   skip: boolean;
+  /** The reason given with the skip, when there was one (Node's name filter gives NAME_FILTERED). */
+  skipReason?: string;
   ms?: number;
   error?: string;
 }
+
+/** The skip reason Node's test runner gives a test that `--test-name-pattern` left out. */
+export const NAME_FILTERED = "test name does not match pattern";
 
 export interface FileResult {
   rc: number | undefined;
