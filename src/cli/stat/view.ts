@@ -85,7 +85,8 @@ export function eventRows(t: TrackedSnapshot, opts: ViewOptions, pids?: Readonly
     if (vm && tr.vcpus)
       for (const [v, val] of tr.vcpus) a.vcpus.set(several ? `${vm.vm.pid}/vcpu${v}` : `vcpu${v}`, val);
   };
-  for (const v of vms) for (const tr of v.stats) add(tr, v.sample);
+  // In a summary, a VM that ended counts through `retired` (which holds its last totals), not twice.
+  for (const v of vms) if (pids || !v.sample.ended) for (const tr of v.stats) add(tr, v.sample);
   if (!pids) {
     for (const tr of t.host ?? []) add(tr);
     for (const tr of t.retired.values()) add(tr);
