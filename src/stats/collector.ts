@@ -143,7 +143,6 @@ export class StatsCollector {
   private closed = false;
   /** Binary stats descriptors seen (name -> desc), to type debugfs files of the same names. */
   private readonly binaryKinds = new Map<string, BinaryStatDesc>();
-  private noteKvmExit = false;
   private readonly identities = new Map<number, ProcessIdentity>();
 
   constructor(opts: CollectorOptions = {}) {
@@ -370,8 +369,7 @@ export class StatsCollector {
       .filter((s) => s.desc.source === "tracepoints");
     const userspace = kvmExit.find((s) => s.desc.name === "kvm_userspace_exit")?.value ?? 0;
     const hw = kvmExit.find((s) => s.desc.name === "kvm_exit");
-    if (hw && hw.value === 0 && userspace > 0 && !this.noteKvmExit) {
-      this.noteKvmExit = true;
+    if (hw && hw.value === 0 && userspace > 0)
       notes.push(
         "kvm_exit has not fired although kvm_userspace_exit has: this KVM backend does not report hardware exits " +
           "through the kvm_exit tracepoint" +
@@ -379,7 +377,6 @@ export class StatsCollector {
             ? ""
             : " (/proc/cpuinfo shows neither vmx nor svm: no VMX or SVM exit table applies)"),
       );
-    }
     return {
       takenAt: Date.now(),
       monoMs: performance.now(),

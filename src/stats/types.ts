@@ -105,6 +105,6 @@ export interface Snapshot {
   sources: SourceReport[];
   /** Problems first seen at this poll. */
   problems: Problem[];
-  /** Facts worth a line, found from the data (`kvm_exit` never fired, ...). */
+  /** Facts worth a line that hold at this poll, found from the data (`kvm_exit` never fired, ...). */
   notes: string[];
 }

@@ -156,8 +156,15 @@ function stopSignal(): Stop {
   };
 }
 
+const told = new Set<string>();
+
+/** Each note once, each problem as it is first seen (the collector reports a problem once). */
 function notes(t: TrackedSnapshot): void {
-  for (const n of t.snapshot.notes) writeStderr(`vmtool: note: ${n}\n`);
+  for (const n of t.snapshot.notes) {
+    if (told.has(n)) continue;
+    told.add(n);
+    writeStderr(`vmtool: note: ${n}\n`);
+  }
   for (const p of t.snapshot.problems) writeStderr(`vmtool: warning: ${p.what}: ${p.reason}\n`);
 }
 
