@@ -104,6 +104,10 @@ interface VmState {
   pidfd: number;
   process: KvmProcess;
   copies: Map<number, StatsCopy>;
+  /** Counted through tracepoints (auto decides it once per VM). */
+  traced?: boolean;
+  /** The stats fds the VMM held at the last poll (a fd is copied once seen twice: syncCopies). */
+  seenStatsFds: Set<number>;
   /** Why stats fds could not be copied (pidfd_getfd's error), once. */
   copyError?: string;
   counters?: CountersReader;
@@ -334,6 +338,7 @@ export class StatsCollector {
           pidfd,
           process: p,
           copies: new Map(),
+          seenStatsFds: new Set(),
           perf: new Map(),
           perfRetired: new Map(),
         };
@@ -457,11 +462,19 @@ export class StatsCollector {
     }
     if (this.wants("vmtool") && (st.run || st.counters || st.info.vmm === "vmtool"))
       sources.vmtool = this.sampleCounters(st, stats, problems, final);
-    const cheap = sources.stats?.used === true || sources.vmtool?.used === true;
     if (this.wants("debugfs") && (this.sources !== "auto" || sources.stats?.used !== true))
       sources.debugfs = this.sampleDebugfs(st, stats);
-    if (this.wants("tracepoints") && (this.sources === "auto" ? !cheap : this.tracepointScope === "vms"))
-      sources.tracepoints = this.sampleTracepoints(st, stats, final);
+    // auto: tracepoints for a VM that keeps no stats fds and publishes no counters, decided once and kept
+    // (a VMM's stats fd of an instant must not switch it back and forth).
+    const traced =
+      this.sources === "auto"
+        ? (st.traced ||=
+            st.process.vcpuStatsFds.size === 0 &&
+            st.copies.size === 0 &&
+            sources.vmtool?.used !== true &&
+            !st.run)
+        : this.tracepointScope === "vms";
+    if (this.wants("tracepoints") && traced) sources.tracepoints = this.sampleTracepoints(st, stats, final);
     st.info.vcpus = [...vcpuIds].sort((a, b) => a - b);
     if (st.info.vmm === "qemu" && st.info.threads.size === 0 && !final)
       for (const t of threadsOf(st.info.pid, this.proc)) {
@@ -473,49 +486,16 @@ export class StatsCollector {
 
   private sampleBinary(st: VmState, out: StatSample[], problems: Problem[], final: boolean): SourceUse {
     const p = st.process;
-    if (!final) {
-      const held = new Map<number, number | undefined>();
-      // A VM stats fd alone is one a VMM opens while it answers a query (QEMU before 8.1): it comes and goes,
-      // so it is not used; with vCPU stats fds held (vmtool, QEMU >= 8.1) it is.
-      if (p.vcpuStatsFds.size > 0) for (const fd of p.vmStatsFds) held.set(fd, undefined);
-      for (const [vcpu, fd] of p.vcpuStatsFds) held.set(fd, vcpu);
-      // The VMM closed one (QEMU's VM stats fd lives only while it answers a query): close the copy too.
-      for (const [target, c] of st.copies)
-        if (!held.has(target)) {
-          closeSync(c.copy);
-          st.copies.delete(target);
-        }
-      for (const [target, vcpu] of held) {
-        if (st.copies.has(target) || st.copyError) continue;
-        const copy = pidfdGetfd(st.pidfd, target);
-        if (copy < 0) {
-          if (copy === -9 /* EBADF: closed meanwhile */) continue;
-          st.copyError =
-            copy === -1
-              ? "pidfd_getfd: EPERM (copying another process's descriptors needs root, or the same user where Yama allows ptrace)"
-              : `pidfd_getfd: ${errnoName(-copy)}`;
-          break;
-        }
-        try {
-          const file = BinaryStatsFile.open(copy);
-          st.copies.set(target, { target, copy, file, vcpu: vcpu ?? vcpuOfStatsId(file.id) });
-        } catch (e) {
-          closeSync(copy);
-          problems.push({ what: `pid ${p.pid} fd ${target}`, reason: (e as Error).message });
-        }
-      }
-    }
+    if (!final) this.syncCopies(st, problems);
     if (st.copies.size === 0) {
       if (st.copyError) return { used: false, note: st.copyError };
-      if (p.vcpuStatsFds.size === 0)
-        return {
-          used: false,
-          note:
-            st.info.vmm === "qemu"
-              ? "holds no KVM stats fds (QEMU before 8.1 opens them only while it answers query-stats)"
-              : "holds no KVM stats fds",
-        };
-      return { used: false, note: "its stats fds could not be read" };
+      return {
+        used: false,
+        note:
+          st.info.vmm === "qemu"
+            ? "holds no KVM stats fds (QEMU before 8.1 opens them only while it answers query-stats)"
+            : "holds no KVM stats fds",
+      };
     }
     // VM-scoped stats (one file per VM fd) and vCPU-scoped ones (one file per vCPU), combined by name.
     const vmValues = new Map<string, { d: BinaryStatDesc; values: StatValue[] }>();
@@ -529,13 +509,11 @@ export class StatsCollector {
       }
       for (const d of c.file.descs) {
         this.binaryKinds.set(d.name, d);
-        const v: StatValue =
-          d.type === "linear-hist" || d.type === "log-hist"
-            ? (() => {
-                const buckets = c.file.values(d);
-                return { value: buckets.reduce((s, b) => s + b, 0), buckets };
-              })()
-            : { value: c.file.value(d) };
+        const hist = d.type === "linear-hist" || d.type === "log-hist";
+        const buckets = hist ? c.file.values(d) : undefined;
+        const v: StatValue = buckets
+          ? { value: buckets.reduce((s, b) => s + b, 0), buckets }
+          : { value: c.file.value(d) };
         if (c.vcpu === undefined) {
           const e = vmValues.get(d.name) ?? { d, values: [] };
           e.values.push(v);
@@ -552,6 +530,47 @@ export class StatsCollector {
     for (const { d, byVcpu } of vcpuValues.values())
       out.push({ desc: this.binaryDesc(d, "vcpu"), ...combine(d.type, [...byVcpu.values()]), vcpus: byVcpu });
     return { used: true };
+  }
+
+  /**
+   * Copy the stats fds the VMM keeps, close the copies of those it closed. A VMM that opens stats fds only
+   * while it answers a query (QEMU before 8.1; QEMU's VM stats fd always) holds them for an instant: a fd is
+   * used once seen at two polls in a row, or at once when the VMM says it keeps it (run.json of a vmtool run).
+   */
+  private syncCopies(st: VmState, problems: Problem[]): void {
+    const p = st.process;
+    const now = new Map<number, number | undefined>();
+    for (const fd of p.vmStatsFds) now.set(fd, undefined);
+    for (const [vcpu, fd] of p.vcpuStatsFds) now.set(fd, vcpu);
+    const kept = new Set<number>();
+    if (st.run)
+      for (const fd of [st.run.run.vmStatsFd, ...st.run.run.vcpus.map((c) => c.statsFd)]) kept.add(fd);
+    const held = [...now].filter(([fd]) => kept.has(fd) || st.seenStatsFds.has(fd));
+    st.seenStatsFds = new Set(now.keys());
+    for (const [target, c] of st.copies)
+      if (!now.has(target)) {
+        closeSync(c.copy);
+        st.copies.delete(target);
+      }
+    for (const [target, vcpu] of held) {
+      if (st.copies.has(target) || st.copyError) continue;
+      const copy = pidfdGetfd(st.pidfd, target);
+      if (copy < 0) {
+        if (copy === -9 /* EBADF: closed meanwhile */) continue;
+        st.copyError =
+          copy === -1
+            ? "pidfd_getfd: EPERM (copying another process's descriptors needs root, or the same user where Yama allows ptrace)"
+            : `pidfd_getfd: ${errnoName(-copy)}`;
+        return;
+      }
+      try {
+        const file = BinaryStatsFile.open(copy);
+        st.copies.set(target, { target, copy, file, vcpu: vcpu ?? vcpuOfStatsId(file.id) });
+      } catch (e) {
+        closeSync(copy);
+        problems.push({ what: `pid ${p.pid} fd ${target}`, reason: (e as Error).message });
+      }
+    }
   }
 
   private binaryDesc(d: BinaryStatDesc, scope: "vm" | "vcpu"): StatDesc {

@@ -68,10 +68,18 @@ function allCounterSpecs(events: readonly TraceEvent[], table: "vmx" | "svm" | u
       const reason = symbol.replace(/^KVM_EXIT_/, "");
       if (kids.table === "kvm" && NOT_X86.test(reason)) continue;
       const name = `${event.name}(${reason})`;
+      // kvm_userspace_exit also fires when KVM_RUN fails (errno < 0: -EINTR after a signal or immediate_exit),
+      // with `reason` left at the previous exit's: those count as INTR, not as a second exit of that reason.
+      const errno = kids.table === "kvm" && event.fields.has("errno");
+      const filter = !errno
+        ? `${kids.field} == ${value >>> 0}`
+        : reason === "INTR"
+          ? `${kids.field} == ${value} || errno == -4`
+          : `${kids.field} == ${value} && errno >= 0`;
       out.push({
         name,
         event,
-        filter: `${kids.field} == ${value >>> 0}`,
+        filter,
         parent: event.name,
         exit: { table: kids.table, name: kids.table === "svm" ? reason.toUpperCase() : reason },
       });
