@@ -160,6 +160,7 @@ export async function runLive(
     const height = process.stdout.rows || 24;
     const lines: string[] = [];
     const styled = new Map<number, string>();
+    if (st.prompt) return drawPrompt(st.prompt, cols, height);
     if (st.overlay) {
       lines.push(st.overlay.title, "", "Press any key to continue", "", ...st.overlay.lines);
       styled.set(0, BOLD).set(2, REVERSE);
@@ -247,23 +248,35 @@ export async function runLive(
       styled.set(lines.length, DIM);
       lines.push(f);
     }
-    if (st.prompt) {
-      const p = st.prompt;
-      const label =
-        p.kind === "f"
-          ? `New regex (current: ${st.filterText ?? "none"}; ENTER alone clears): `
-          : p.kind === "g"
-            ? "Guest or pid [ENTER exits]: "
-            : `Change delay from ${st.delay.toFixed(1)}s to (${MIN_DELAY}-${MAX_DELAY}, ENTER: ${DEFAULT_DELAY}): `;
-      const at = Math.max(3, height - footer.length - 3);
-      lines[at] = `${label}${p.text}`;
-      styled.set(at, BOLD);
-      lines[at + 1] = p.message;
-      if (p.kind === "g") {
-        const guests = guestList();
-        guests.slice(0, Math.max(0, height - at - 4)).forEach((g, i) => (lines[at + 2 + i] = `  ${g}`));
-      }
-    }
+    paint(lines, styled, cols, height);
+  }
+
+  /** kvm_stat's prompt screens: a title, the prompt, a message, and for a guest the running guests. */
+  function drawPrompt(p: Prompt, cols: number, height: number): void {
+    const title =
+      p.kind === "f"
+        ? "Show statistics for events matching a regex."
+        : p.kind === "g"
+          ? "Show statistics for specific guest or pid."
+          : `Set update interval (defaults to ${DEFAULT_DELAY.toFixed(1)}s).`;
+    const label =
+      p.kind === "f"
+        ? "New regex: "
+        : p.kind === "g"
+          ? "Guest or pid [ENTER exits]: "
+          : `Change delay from ${st.delay.toFixed(1)}s to `;
+    const lines = [
+      title,
+      "",
+      p.kind === "f" ? `Current regex: ${st.filterText ?? ""}` : "",
+      `${label}${p.text}`,
+      "",
+      p.message,
+      "",
+    ];
+    if (p.kind === "g") lines.push(...guestList());
+    const styled = new Map<number, string>([[0, BOLD]]);
+    if (p.kind === "g") styled.set(7, "\x1b[4m");
     paint(lines, styled, cols, height);
   }
 
@@ -290,7 +303,7 @@ export async function runLive(
   }
 
   function guestList(): string[] {
-    const list = ["     Pid  Guest Name"];
+    const list = ["     Pid  Guest Name (QEMU's -name, else the command name)"];
     for (const p of discoverVms().processes) {
       const id = identify(p.pid);
       if (id) list.push(`${String(p.pid).padStart(8)}  ${id.name}`);

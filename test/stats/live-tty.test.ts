@@ -1,0 +1,124 @@
+// `vmtool stat` on a real terminal (tmux, a pseudo-terminal): the test reads the screen and sends the keys a
+// kvm_stat user would (x, v, p, f, e, b, s, h, r, q), with a real VM under it.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync, spawnSync } from "node:child_process";
+import { CLI } from "../helpers/paths.js";
+import { busyGuest, runArgs } from "./guests.js";
+import { startVm, stat, waitFor } from "./helpers.js";
+
+const hasTmux = spawnSync("tmux", ["-V"]).status === 0;
+
+function tmuxSession(t: { after(fn: () => void): void }, command: string) {
+  const sock = `vmtool-stat-${process.pid}-${Math.random().toString(36).slice(2)}`;
+  const tmux = (...args: string[]) => execFileSync("tmux", ["-L", sock, ...args], { encoding: "utf8" });
+  tmux("-f", "/dev/null", "new-session", "-d", "-x", "100", "-y", "45", "-s", "w", command);
+  t.after(() => spawnSync("tmux", ["-L", sock, "kill-server"]));
+  const screen = () => tmux("capture-pane", "-p", "-t", "w");
+  const keys = (...k: string[]) => tmux("send-keys", "-t", "w", ...k);
+  const waitScreen = (re: RegExp, what: string) =>
+    waitFor(
+      `the screen to show ${what} (${re})`,
+      () => (re.test(screen()) ? screen() : undefined),
+      30_000,
+    ).catch((e: Error) => assert.fail(`${e.message}\n${screen()}`));
+  return { screen, keys, waitScreen };
+}
+
+/** The Total column of an event's row. */
+const totalOf = (s: string, name: string) =>
+  Number(new RegExp(`^ +${name.replace(/[()]/g, "\\$&")} +(\\d+)`, "m").exec(s)?.[1] ?? NaN);
+
+test("the live screen and its keys", { skip: !hasTmux && "tmux is not installed" }, async (t) => {
+  const vm = startVm(t, runArgs(busyGuest(), "--cpus", "2"));
+  const pid = String(vm.pid);
+  await waitFor("the VM", () =>
+    stat(["-1", "-p", pid, "-f", "vmtool"]).stdout.includes("vmtool_exits") ? true : undefined,
+  );
+  const { screen, keys, waitScreen } = tmuxSession(
+    t,
+    `'${process.execPath}' '${CLI}' stat -s 0.5 --source stats,vmtool; echo "EXIT=$?"; sleep 60`,
+  );
+  let s = await waitScreen(/^ vmtool_exits +\d+/m, "the first frame");
+  assert.match(s, /^kvm statistics - summary/);
+  assert.match(s, /^ Event {35,}Total %Total CurAvg\/s$/m);
+  assert.match(s, /^ KVM statistics \(binary stats fds, debugfs\)$/m);
+  assert.match(s, /^ exits +\d+ +\d+\.\d +\d+$/m);
+  assert.match(s, /^ Total +\d+ +\d+$/m);
+  assert.match(s, /h: help$/m);
+  assert.doesNotMatch(s, /vmtool_exits\(IO\)/, "child events hidden until x");
+
+  keys("x");
+  s = await waitScreen(/^ {3}vmtool_exits\(IO\) +\d+ +50\.0/m, "child events under their parent, half each");
+  assert.match(s, /^ {5}vmtool_io\(0x80,out\) +\d+/m);
+  keys("v");
+  s = await waitScreen(/^ {3}vcpu0 +\d+ +100\.0/m, "each vCPU under its event");
+  keys("v");
+
+  // p: the guest list, then a pid.
+  keys("p");
+  s = await waitScreen(/Guest or pid \[ENTER exits\]:/, "the guest prompt");
+  assert.match(s, new RegExp(`^ +${pid}  node$`, "m"));
+  keys(pid, "Enter");
+  s = await waitScreen(new RegExp(`^kvm statistics - pid ${pid} \\(node\\)`), "the guest's own view");
+
+  // f: a regex; only matching events (and the parents of matching children) stay.
+  keys("f");
+  await waitScreen(/New regex/, "the regex prompt");
+  keys("vmtool_exits\\(M", "Enter");
+  s = await waitScreen(/regex filter: vmtool_exits\\\(M/, "the filter");
+  await waitScreen(/^ {3}vmtool_exits\(MMIO\)/m, "the matching child");
+  s = screen();
+  assert.doesNotMatch(s, /^ +(exits|insn_emulation|vmtool_exits\(IO\)) /m, "nothing else");
+  assert.match(s, /^ vmtool_exits +\d+/m, "its parent stays");
+
+  // e on the selected row (the child, one down): its `vmtool explain` entry.
+  keys("j", "e");
+  s = await waitScreen(/vmtool explain exit MMIO --table kvm/, "the explanation");
+  assert.match(s, /KVM_EXIT_\* \(kvm_run\.exit_reason\) 6 \(0x6\): MMIO/);
+  keys("z");
+  await waitScreen(/^ {3}vmtool_exits\(MMIO\)/m, "back from the explanation");
+
+  // r: totals count again from now.
+  const before = totalOf(screen(), "vmtool_exits");
+  keys("r");
+  await waitFor(
+    "smaller totals",
+    () => (totalOf(screen(), "vmtool_exits") < before ? true : undefined),
+    10_000,
+  );
+
+  // c, then b: every guest, one row each.
+  keys("c");
+  await waitScreen(/^kvm statistics - summary/, "filters cleared");
+  keys("b");
+  s = await waitScreen(new RegExp(`^ node \\[${pid}\\] +\\d+`, "m"), "the guest's row");
+  assert.match(s, /^ Guest Name +Total/m);
+  keys("b");
+
+  // s: a delay out of range is refused in place; a good one is taken.
+  keys("s");
+  await waitScreen(/Change delay from 0\.5s/, "the delay prompt");
+  keys("30", "Enter");
+  await waitScreen(/delay: 30 is outside 0\.1\.\.25\.5 seconds/, "the refusal");
+  keys("1", "Enter");
+  await waitScreen(/every 1s · h: help/, "the new delay");
+
+  keys("h");
+  await waitScreen(/^Interactive commands reference/, "the help");
+  keys("z");
+  await waitScreen(/^kvm statistics - summary/, "back");
+
+  // The watched guest goes away: with -p, kvm_stat's "Guest is DEAD".
+  keys("p");
+  await waitScreen(/Guest or pid/, "the guest prompt");
+  keys(pid, "Enter");
+  await waitScreen(new RegExp(`^kvm statistics - pid ${pid}`), "the guest's view");
+  vm.kill("SIGTERM");
+  await waitScreen(/Guest is DEAD/, "the dead guest");
+
+  keys("q");
+  s = await waitScreen(/EXIT=\d+/, "the exit status");
+  assert.match(s, /EXIT=0/);
+  assert.doesNotMatch(s, /kvm statistics/, "the alternate screen is gone");
+});
