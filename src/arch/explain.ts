@@ -1,5 +1,5 @@
 // Lookups behind `vmtool explain`: each returns plain data (printed as JSON or text by the command).
-import { UsageError } from "../cli/errors.js";
+import { ExplainQueryError } from "./errors.js";
 import {
   vmxExitReasons,
   svmExitCodes,
@@ -33,7 +33,7 @@ export function parseNumberArg(text: string, what: string, max = 0xfffffffffffff
   if (/^0x[0-9a-f]+$/.test(t) || /^[0-9]+$/.test(t)) v = BigInt(t);
   else if (/^[0-9a-f]*[a-f][0-9a-f]*h$/.test(t)) v = BigInt(`0x${t.slice(0, -1)}`);
   else return undefined;
-  if (v > max) throw new UsageError(`${what} ${text} is out of range (at most 0x${max.toString(16)})`);
+  if (v > max) throw new ExplainQueryError(`${what} ${text} is out of range (at most 0x${max.toString(16)})`);
   return v;
 }
 
@@ -68,7 +68,7 @@ export function explainExit(query: string, only?: ExitTable): ExitMatch[] {
       });
   }
   if (out.length === 0)
-    throw new UsageError(
+    throw new ExplainQueryError(
       `no ${only ? EXIT_TABLES[only].title : "exit reason"} '${query}' (try a number, or a name like HLT, IO_INSTRUCTION, NPF, MMIO)`,
     );
   return out;
@@ -84,7 +84,7 @@ export function explainVmcs(query: string): VmcsAnswer {
   const n = parseNumberArg(query, "VMCS encoding", 0xffffffffn);
   const field = n !== undefined ? findVmcsField(Number(n)) : findVmcsFieldByName(query);
   if (n === undefined && !field)
-    throw new UsageError(
+    throw new ExplainQueryError(
       `no VMCS field named '${query}' (give an encoding like 0x681e or a name like GUEST_RIP)`,
     );
   const decoded = decodeVmcsEncoding(n !== undefined ? Number(n) : field!.encoding);
@@ -99,7 +99,7 @@ export function vmcsGroup(group: string): {
   const groups = vmcsFields().groups;
   const key = group.toLowerCase();
   if (!(key in groups))
-    throw new UsageError(`no VMCS group '${group}' (one of: ${Object.keys(groups).join(", ")})`);
+    throw new ExplainQueryError(`no VMCS group '${group}' (one of: ${Object.keys(groups).join(", ")})`);
   return {
     group: key,
     description: groups[key],
@@ -115,10 +115,11 @@ export function explainVmInstructionError(query: string): {
   source: string;
 } {
   const n = parseNumberArg(query, "VM-instruction error", 0xffffffffn);
-  if (n === undefined) throw new UsageError(`VM-instruction error '${query}' is not a number`);
+  if (n === undefined) throw new ExplainQueryError(`VM-instruction error '${query}' is not a number`);
   const t = vmInstructionErrors();
   const e = t.entries.find((x) => x.number === Number(n));
-  if (!e) throw new UsageError(`VM-instruction error ${n} is not defined (defined: 1-13, 15-20, 22-26, 28)`);
+  if (!e)
+    throw new ExplainQueryError(`VM-instruction error ${n} is not defined (defined: 1-13, 15-20, 22-26, 28)`);
   return { ...e, source: t.source };
 }
 
@@ -137,7 +138,7 @@ export function explainMsr(query: string, value?: string): MsrAnswer {
     n !== undefined
       ? msrTable().entries.find((x) => x.index === Number(n))
       : msrTable().entries.find((x) => x.name === want || x.name === `IA32_${want}`);
-  if (!e) throw new UsageError(`MSR '${query}' is not in vmtool's table of virtualization MSRs`);
+  if (!e) throw new ExplainQueryError(`MSR '${query}' is not in vmtool's table of virtualization MSRs`);
   const out: MsrAnswer = {
     index: `0x${e.index.toString(16)}`,
     name: e.name,
@@ -146,9 +147,12 @@ export function explainMsr(query: string, value?: string): MsrAnswer {
   };
   if (value !== undefined) {
     const v = parseNumberArg(value.startsWith("0x") ? value : `0x${value}`, `value of ${e.name}`);
-    if (v === undefined || v < 0n) throw new UsageError(`value '${value}' is not a hexadecimal number`);
+    if (v === undefined || v < 0n)
+      throw new ExplainQueryError(`value '${value}' is not a hexadecimal number`);
     if (!isVmxCapabilityMsr(e.index))
-      throw new UsageError(`vmtool decodes values of the VMX capability MSRs and IA32_FEATURE_CONTROL only`);
+      throw new ExplainQueryError(
+        `vmtool decodes values of the VMX capability MSRs and IA32_FEATURE_CONTROL only`,
+      );
     out.decoded = decodeGroup(e.index, new Map([[e.index, v]]));
   }
   return out;
@@ -156,10 +160,10 @@ export function explainMsr(query: string, value?: string): MsrAnswer {
 
 export function explainCpuid(query: string): CpuidLeafEntry {
   const n = parseNumberArg(query, "CPUID leaf", 0xffffffffn);
-  if (n === undefined) throw new UsageError(`CPUID leaf '${query}' is not a number`);
+  if (n === undefined) throw new ExplainQueryError(`CPUID leaf '${query}' is not a number`);
   const e = cpuidLeaves().entries.find((x) => x.leaf === Number(n));
   if (!e)
-    throw new UsageError(
+    throw new ExplainQueryError(
       `CPUID leaf ${query} is not one of vmtool's virtualization leaves (${cpuidLeaves()
         .entries.map((x) => `0x${x.leaf.toString(16)}`)
         .join(", ")})`,

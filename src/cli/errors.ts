@@ -1,14 +1,9 @@
 // The CLI's own errors and option parsing. Errors of the layers below are their own (src/errors.ts says how);
 // exit-status.ts maps every one of them to a status.
-import { HostUnsupportedError, InputError, VmtoolError } from "../errors.js";
-
-export { VmtoolError };
+import { InputError, VmtoolError } from "../errors.js";
 
 /** Bad usage: an option's value is wrong (exit 2). */
 export class UsageError extends InputError {}
-
-/** The host cannot do what was asked (exit 6). */
-export class HostError extends HostUnsupportedError {}
 
 /** Standard output could not be written: closed by its reader (EPIPE) or failing (ENOSPC, EIO...). */
 export class StdoutError extends VmtoolError {

@@ -3,7 +3,6 @@
 // Everything that cannot be read (no root, no driver) is recorded with the reason instead of failing.
 import { readFileSync, readdirSync, existsSync } from "node:fs";
 import { join } from "node:path";
-import { VmtoolError } from "../cli/errors.js";
 import { Kvm } from "../kvm/system.js";
 import { KVM_CAP } from "../kvm/caps.js";
 import { KVM } from "../kvm/ioctls.js";
@@ -134,7 +133,7 @@ function kvmFacts(device: string, notRead: string[]): KvmInfo {
   try {
     kvm = Kvm.open(device);
   } catch (err) {
-    info.error = err instanceof VmtoolError ? err.message : String(err);
+    info.error = err instanceof Error ? err.message : String(err);
     notRead.push(`KVM API version, capabilities, supported CPUID, MSR lists: ${info.error}`);
     return info;
   }

@@ -1,6 +1,6 @@
 // MSRs through the Linux msr driver (/dev/cpu/N/msr, root only, `modprobe msr`): an 8-byte read at offset = index.
 import { openSync, readSync, closeSync, existsSync } from "node:fs";
-import { HostError } from "../cli/errors.js";
+import { MsrDeviceError } from "./errors.js";
 
 export const msrDevicePath = (cpu: number) => `/dev/cpu/${cpu}/msr`;
 
@@ -26,7 +26,7 @@ export function readMsrs(indices: readonly number[], cpu = 0): Map<number, bigin
   try {
     fd = openSync(p, "r");
   } catch (err) {
-    throw new HostError(`${p}: cannot open: ${(err as Error).message}`);
+    throw new MsrDeviceError(`${p}: cannot open: ${(err as Error).message}`);
   }
   const out = new Map<number, bigint>();
   try {

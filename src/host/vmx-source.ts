@@ -3,7 +3,8 @@
 // (what KVM offers a nested guest), or a file of saved values (--msr-file).
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { HostError, UsageError } from "../cli/errors.js";
+import { HostUnsupportedError } from "../errors.js";
+import { NoVmxValues, VmxOptionError, VmxSourceError } from "./errors.js";
 import { Kvm } from "../kvm/system.js";
 import { readModuleMsrs, moduleDir } from "../arch/vmx/msr-files.js";
 import { readMsrFile } from "../arch/vmx/msr-file.js";
@@ -35,25 +36,33 @@ function fromModule(debugfs: string): VmxValues {
   const msrs = readModuleMsrs(debugfs);
   const vmx = new Map([...msrs].filter(([i]) => isVmxCapabilityMsr(i)));
   if (!vmx.has(IA32_VMX_BASIC))
-    throw new HostError(`${moduleDir(debugfs)} has no vmx-basic: the module found no VMX on this CPU`);
+    throw new VmxSourceError(`${moduleDir(debugfs)} has no vmx-basic: the module found no VMX on this CPU`);
   return { source: "module", from: moduleDir(debugfs), msrs: vmx };
 }
 
 function fromMsrDriver(cpu: number): VmxValues {
   const problem = msrDeviceProblem(cpu);
-  if (problem) throw new HostError(problem);
+  if (problem) throw new VmxSourceError(problem);
   const msrs = readMsrs(ALL_VMX_MSRS, cpu);
   if (!msrs.has(IA32_VMX_BASIC))
-    throw new HostError(`/dev/cpu/${cpu}/msr: IA32_VMX_BASIC (0x480) cannot be read: this CPU has no VMX`);
+    throw new VmxSourceError(
+      `/dev/cpu/${cpu}/msr: IA32_VMX_BASIC (0x480) cannot be read: this CPU has no VMX`,
+    );
   return { source: "msr", from: `/dev/cpu/${cpu}/msr`, msrs };
 }
 
 function fromKvm(path: string): VmxValues {
-  const kvm = Kvm.open(path);
+  let kvm: Kvm;
+  try {
+    kvm = Kvm.open(path);
+  } catch (err) {
+    // No /dev/kvm, no permission, an old KVM: this source is not available here, for the reason KVM gave.
+    throw new VmxSourceError(err instanceof Error ? err.message : String(err));
+  }
   try {
     const list = kvm.msrIndexList("feature").filter(isVmxCapabilityMsr);
     if (!list.includes(IA32_VMX_BASIC))
-      throw new HostError(
+      throw new VmxSourceError(
         `${path}: KVM offers no VMX capability MSRs (no nested VMX: not an Intel host, or kvm_intel nested=0)`,
       );
     return {
@@ -66,18 +75,18 @@ function fromKvm(path: string): VmxValues {
   }
 }
 
-/** One source, or the first that works in the default order; throws HostError naming why each failed. */
+/** One source, or the first that works in the default order; throws NoVmxValues naming why each failed. */
 export function readVmxValues(opts: VmxSourceOptions): VmxValues {
   const debugfs = opts.debugfs ?? "/sys/kernel/debug";
   const cpu = opts.cpu ?? 0;
   const kvmPath = opts.kvmPath ?? "/dev/kvm";
   const source = opts.source ?? (opts.msrFile !== undefined ? "file" : "auto");
   if (source === "file") {
-    if (opts.msrFile === undefined) throw new UsageError("--source file needs --msr-file FILE");
+    if (opts.msrFile === undefined) throw new VmxOptionError("--source file needs --msr-file FILE");
     return { source: "file", from: opts.msrFile, msrs: readMsrFile(opts.msrFile) };
   }
   if (opts.msrFile !== undefined)
-    throw new UsageError(`--msr-file cannot be combined with --source ${source}`);
+    throw new VmxOptionError(`--msr-file cannot be combined with --source ${source}`);
   if (source === "module") return fromModule(debugfs);
   if (source === "msr") return fromMsrDriver(cpu);
   if (source === "kvm") return fromKvm(kvmPath);
@@ -93,7 +102,7 @@ export function readVmxValues(opts: VmxSourceOptions): VmxValues {
     try {
       return attempt();
     } catch (err) {
-      if (!(err instanceof HostError)) throw err;
+      if (!(err instanceof HostUnsupportedError)) throw err;
       reasons.push(err.message);
     }
   }
@@ -101,12 +110,5 @@ export function readVmxValues(opts: VmxSourceOptions): VmxValues {
 }
 
 function fail(message: string): never {
-  throw new HostError(message);
-}
-
-/** No source had VMX values: carries each source's reason. */
-export class NoVmxValues extends HostError {
-  constructor(readonly reasons: string[]) {
-    super(`no VMX capability values could be read: ${reasons.join("; ")}`);
-  }
+  throw new VmxSourceError(message);
 }

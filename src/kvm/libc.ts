@@ -153,3 +153,31 @@ const ERRNO_NAMES: Record<number, string> = {
 export function errnoName(e: number): string {
   return ERRNO_NAMES[e] ?? `errno ${e}`;
 }
+
+// ---- Files (src/files): the size of a block device and open-file-description locks. ----
+
+/** lseek(2): the size of a block device is where SEEK_END lands (fstat's st_size is 0 for one). */
+export const lseek = lib.func("int64_t lseek(int fd, int64_t offset, int whence)") as (
+  fd: number,
+  offset: number,
+  whence: number,
+) => number;
+/** fcntl(2) with a pointer argument (struct flock for the lock commands). */
+const fcntlVariadic = lib.func("int fcntl(int fd, int cmd, ...)") as (
+  fd: number,
+  cmd: number,
+  argType: string,
+  arg: Uint8Array,
+) => number;
+export function fcntlPtr(fd: number, cmd: number, arg: Uint8Array): number {
+  return fcntlVariadic(fd, cmd, "void *", arg);
+}
+export const SEEK_SET = 0;
+export const SEEK_END = 2;
+export const F_OFD_GETLK = 36;
+export const F_OFD_SETLK = 37;
+export const F_RDLCK = 0;
+export const F_WRLCK = 1;
+export const F_UNLCK = 2;
+/** struct flock (x86-64): l_type and l_whence are shorts, l_start and l_len off_t, l_pid 0 for OFD locks. */
+export const FLOCK = { size: 32, l_type: 0, l_whence: 2, l_start: 8, l_len: 16, l_pid: 24 } as const;

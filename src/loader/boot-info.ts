@@ -1,7 +1,7 @@
 // vmtool's machine description (struct vmtool_boot_info, guest/include/vmtool/boot_info.h), written into
 // guest memory at LAYOUT.BOOT_INFO before the first instruction. Non-Multiboot guests get its address in
 // ESI/RSI. The field offsets are declared once below; a test compiles the C header and compares them.
-import { UsageError } from "../cli/errors.js";
+import { LoadOptionError } from "./errors.js";
 import type { GuestMemory } from "../memory/guest-memory.js";
 import { IRQS, LAYOUT, PORTS } from "../vm/machine-layout.js";
 import { buildMemoryMap, type MemoryMapEntry } from "./memory-map.js";
@@ -112,9 +112,9 @@ export const CMDLINE_MAX = 4095;
 /** Refuse a command line the guest could not get whole: too long, or with a NUL byte inside. */
 export function checkCmdline(cmdline: string): Uint8Array {
   const bytes = new TextEncoder().encode(cmdline);
-  if (bytes.includes(0)) throw new UsageError("--cmdline: contains a NUL character");
+  if (bytes.includes(0)) throw new LoadOptionError("--cmdline: contains a NUL character");
   if (bytes.length > CMDLINE_MAX)
-    throw new UsageError(`--cmdline: ${bytes.length} bytes is too long (at most ${CMDLINE_MAX})`);
+    throw new LoadOptionError(`--cmdline: ${bytes.length} bytes is too long (at most ${CMDLINE_MAX})`);
   return bytes;
 }
 
@@ -132,13 +132,14 @@ export function encodeBootInfo(input: BootInfoInput): { bytes: Uint8Array; memor
   const memoryMap = buildMemoryMap(input.memSize, input.plan);
   const devices = input.devices ?? STANDARD_DEVICES;
   const cmd = checkCmdline(input.cmdline ?? "");
-  if (!Number.isInteger(input.cpus) || input.cpus < 1) throw new UsageError(`bad CPU count ${input.cpus}`);
+  if (!Number.isInteger(input.cpus) || input.cpus < 1)
+    throw new LoadOptionError(`bad CPU count ${input.cpus}`);
   const memOff = H.size;
   const devOff = memOff + memoryMap.length * M.size;
   const cmdOff = devOff + devices.length * D.size;
   const total = cmdOff + cmd.length + 1;
   if (total > LAYOUT.BOOT_INFO_MAX)
-    throw new UsageError(
+    throw new LoadOptionError(
       `machine description of ${total} bytes exceeds its ${LAYOUT.BOOT_INFO_MAX}-byte area`,
     );
   const bytes = new Uint8Array(total);

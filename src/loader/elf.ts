@@ -1,7 +1,8 @@
 // ELF32 (i386) and ELF64 (x86-64) executables: the headers are read with every offset and size checked
 // against the file, so a truncated or hostile file is refused with one line instead of being half-loaded.
 // Only PT_LOAD program headers matter; each is loaded at its physical address (p_paddr), as QEMU does.
-import { UsageError } from "../cli/errors.js";
+import { ImageError } from "./errors.js";
+import { hex } from "../format.js";
 import type { Segment } from "./types.js";
 
 export const ELF_MAGIC = [0x7f, 0x45, 0x4c, 0x46] as const;
@@ -45,13 +46,9 @@ export interface ElfImage {
   loads: { paddr: bigint; vaddr: bigint; data: Uint8Array; memSize: bigint }[];
 }
 
-function hex(v: bigint | number): string {
-  return `0x${v.toString(16)}`;
-}
-
 /** Parse and validate an x86 ELF executable (ELF32 for i386 or ELF64 for x86-64, little-endian, ET_EXEC). */
 export function parseElf(b: Uint8Array, name: string): ElfImage {
-  const bad = (what: string) => new UsageError(`${name}: ${what}`);
+  const bad = (what: string) => new ImageError(`${name}: ${what}`);
   if (b.length < 16) throw bad(`truncated ELF file (${b.length} bytes, the ELF identification alone is 16)`);
   const cls = b[4];
   if (cls !== ELFCLASS32 && cls !== ELFCLASS64)

@@ -1,45 +1,45 @@
-// Reading a guest image from disk, refusing what cannot be one with one clear line each: a missing or
-// unreadable path, a directory or other non-regular file, an empty file, a file too large to be a guest.
-import { closeSync, constants, fstatSync, openSync, readSync } from "node:fs";
-import { UsageError } from "../cli/errors.js";
+// Reading a guest image from disk (through src/files, the one way vmtool opens what a user names), refusing
+// what cannot be one with one clear line each: a missing or unreadable path, a directory, a FIFO, a device or
+// other non-regular file, an empty file, a file larger than guest RAM (by its size, before reading it).
+import { InputFile } from "../files/input-file.js";
+import { ImageError } from "./errors.js";
 
-/** No guest image is larger than the largest guest RAM; a file beyond this is refused before reading it. */
-export const MAX_IMAGE_FILE = 0x1_0000_0000;
+/**
+ * The largest ELF file read, whatever the guest RAM: an ELF may carry debug information and symbols that are
+ * never loaded, so its file is not bounded by RAM (its loadable segments are, when they are placed).
+ */
+export const MAX_ELF_FILE = 1 << 30;
 
-export function readImageFile(path: string): Uint8Array {
-  let fd: number;
+/** Guest RAM in words, for messages: "64 MiB, --mem". */
+export function guestRamText(memSize: number): string {
+  return memSize % (1 << 20) === 0 ? `${memSize >> 20} MiB, --mem` : `0x${memSize.toString(16)} bytes, --mem`;
+}
+
+/**
+ * The bytes of the guest image at `path`. A flat binary larger than guest RAM could not be loaded whole, so
+ * such a file is refused by its size before it is read; an ELF file (told by its first bytes) may be larger
+ * than RAM, up to MAX_ELF_FILE, for its sections that are not loaded. A file that reports no size (procfs,
+ * sysfs) is read up to the bound.
+ */
+export function readImageFile(path: string, memSize: number): Uint8Array {
+  const file = InputFile.open(path, { what: "a guest image" });
   try {
-    // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below as not a regular file).
-    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === "ENOENT") throw new UsageError(`${path}: no such file`);
-    if (code === "EACCES" || code === "EPERM") throw new UsageError(`${path}: permission denied`);
-    if (code === "EISDIR") throw new UsageError(`${path}: is a directory, not a guest image`);
-    throw new UsageError(`${path}: cannot open (${code ?? (err as Error).message})`);
-  }
-  try {
-    const st = fstatSync(fd);
-    if (st.isDirectory()) throw new UsageError(`${path}: is a directory, not a guest image`);
-    if (!st.isFile()) throw new UsageError(`${path}: not a regular file`);
-    if (st.size === 0) throw new UsageError(`${path}: empty file`);
-    if (st.size > MAX_IMAGE_FILE)
-      throw new UsageError(`${path}: ${st.size} bytes is too large for a guest image`);
-    const bytes = new Uint8Array(st.size);
-    let got = 0;
-    while (got < st.size) {
-      const n = readSync(fd, bytes, got, st.size - got, got);
-      if (n === 0) break; // the file shrank while reading: what we have is what there is
-      got += n;
-    }
-    if (got === 0) throw new UsageError(`${path}: empty file`);
-    return got === st.size ? bytes : bytes.subarray(0, got);
-  } catch (err) {
-    if (err instanceof UsageError) throw err;
-    throw new UsageError(
-      `${path}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
-    );
+    // Only a file of known size can be peeked at and then read from its start again.
+    const magic = new Uint8Array(4);
+    const elf =
+      file.sizeKnown &&
+      file.readAt(magic, 0) === 4 &&
+      magic[0] === 0x7f &&
+      magic[1] === 0x45 &&
+      magic[2] === 0x4c &&
+      magic[3] === 0x46;
+    const elfMax = Math.max(memSize, MAX_ELF_FILE);
+    const bytes = elf
+      ? file.readAll(elfMax, `the ${elfMax >> 20} MiB an ELF image may have (guest RAM or 1 GiB)`)
+      : file.readAll(memSize, `guest RAM (${guestRamText(memSize)})`);
+    if (bytes.length === 0) throw new ImageError(`${path}: empty file`);
+    return bytes;
   } finally {
-    closeSync(fd);
+    file.close();
   }
 }

@@ -2,7 +2,8 @@
 // in its first 8 KiB; vmtool loads it (from its ELF32 program headers, or from the header's own addresses
 // when flag bit 16, the "a.out kludge", is set), starts it in 32-bit protected mode with EAX = 0x2BADB002 and
 // EBX = the Multiboot information written here at LAYOUT.MULTIBOOT_INFO.
-import { UsageError } from "../cli/errors.js";
+import { ImageError } from "./errors.js";
+import { hex } from "../format.js";
 import type { GuestMemory } from "../memory/guest-memory.js";
 import { LAYOUT } from "../vm/machine-layout.js";
 import { checkCmdline } from "./boot-info.js";
@@ -40,10 +41,6 @@ export interface MultibootHeader {
   aout?: { headerAddr: number; loadAddr: number; loadEndAddr: number; bssEndAddr: number; entryAddr: number };
 }
 
-function hex(v: number | bigint): string {
-  return `0x${v.toString(16)}`;
-}
-
 /**
  * Find a Multiboot v1 header. Returns undefined when there is none; throws when there is one vmtool must
  * refuse (bad checksum, a required feature it cannot honour, a header cut short by the end of the file).
@@ -55,7 +52,7 @@ export function findMultibootHeader(b: Uint8Array, name: string): MultibootHeade
   for (let o = 0; o + 4 <= limit; o += 4) {
     if (v.getUint32(o, true) !== MULTIBOOT_HEADER_MAGIC) continue;
     if (o + 12 > b.length)
-      throw new UsageError(`${name}: Multiboot header at ${hex(o)} is cut short by the end of the file`);
+      throw new ImageError(`${name}: Multiboot header at ${hex(o)} is cut short by the end of the file`);
     const flags = v.getUint32(o + 4, true);
     const checksum = v.getUint32(o + 8, true);
     if (((MULTIBOOT_HEADER_MAGIC + flags + checksum) & 0xffffffff) >>> 0 !== 0) {
@@ -63,18 +60,18 @@ export function findMultibootHeader(b: Uint8Array, name: string): MultibootHeade
       continue;
     }
     if (flags & MB_HEADER_FLAGS.VIDEO_MODE)
-      throw new UsageError(
+      throw new ImageError(
         `${name}: the Multiboot kernel requires a video mode (header flag bit 2): vmtool has no display`,
       );
     const unknown = flags & 0xffff & ~SUPPORTED_REQUIRED & ~MB_HEADER_FLAGS.VIDEO_MODE;
     if (unknown)
-      throw new UsageError(
+      throw new ImageError(
         `${name}: the Multiboot kernel requires unknown features (header flag bits ${hex(unknown)})`,
       );
     const h: MultibootHeader = { offset: o, flags };
     if (flags & MB_HEADER_FLAGS.AOUT_KLUDGE) {
       if (o + 32 > b.length)
-        throw new UsageError(
+        throw new ImageError(
           `${name}: Multiboot header at ${hex(o)} with the a.out kludge is cut short by the end of the file`,
         );
       h.aout = {
@@ -88,7 +85,7 @@ export function findMultibootHeader(b: Uint8Array, name: string): MultibootHeade
     return h;
   }
   if (badChecksumAt !== undefined)
-    throw new UsageError(`${name}: Multiboot header at offset ${hex(badChecksumAt)} has a bad checksum`);
+    throw new ImageError(`${name}: Multiboot header at offset ${hex(badChecksumAt)} has a bad checksum`);
   return undefined;
 }
 
@@ -98,7 +95,7 @@ export function planMultibootImage(
   h: MultibootHeader,
   name: string,
 ): Pick<LoadPlan, "entry" | "segments" | "describe"> {
-  const bad = (what: string) => new UsageError(`${name}: Multiboot a.out kludge: ${what}`);
+  const bad = (what: string) => new ImageError(`${name}: Multiboot a.out kludge: ${what}`);
   if (h.aout) {
     const a = h.aout;
     // The header's file offset and its address name the same byte: that fixes where the file is loaded from.
@@ -127,12 +124,12 @@ export function planMultibootImage(
     };
   }
   if (!isElf(b))
-    throw new UsageError(
+    throw new ImageError(
       `${name}: a Multiboot kernel without the a.out kludge (header flag bit 16) must be an ELF file`,
     );
   const elf = parseElf(b, name);
   if (elf.cls !== 32 || elf.machine !== EM_386)
-    throw new UsageError(
+    throw new ImageError(
       `${name}: a Multiboot ELF kernel must be ELF32 for i386 (use the a.out kludge for other files)`,
     );
   const segments: Segment[] = elf.loads.map((l) => ({
@@ -185,7 +182,7 @@ export function writeMultibootInfo(mem: GuestMemory, input: MultibootInfoInput):
   const nameAt = base + L.MMAP + mmapLen;
   const cmdAt = nameAt + nameBytes.length + 1;
   if (cmdAt + cmd.length + 1 > base + L.SIZE)
-    throw new UsageError(
+    throw new ImageError(
       `Multiboot information does not fit its ${L.SIZE}-byte area (command line too long)`,
     );
   mem.fill(base, L.SIZE, 0);

@@ -3,7 +3,7 @@
 import { readFileSync, readdirSync, statSync } from "node:fs";
 import { spawnSync } from "node:child_process";
 import { join } from "node:path";
-import { HostError, UsageError } from "../cli/errors.js";
+import { DebugfsUnavailableError, ObserverOptionError } from "./errors.js";
 import { ModuleSource, type ModuleReadOptions } from "./module-tree.js";
 import { KvmSource } from "./kvm-tree.js";
 import type { Source } from "./types.js";
@@ -37,10 +37,12 @@ export function isDebugfsMounted(dir: string): boolean {
 
 function mountDebugfs(): void {
   if (process.getuid?.() !== 0)
-    throw new HostError(`--mount needs root: debugfs can only be mounted by root (sudo ${MOUNT_CMD})`);
+    throw new DebugfsUnavailableError(
+      `--mount needs root: debugfs can only be mounted by root (sudo ${MOUNT_CMD})`,
+    );
   const r = spawnSync("mount", ["-t", "debugfs", "none", DEFAULT_DEBUGFS], { encoding: "utf8" });
   if (r.error || r.status !== 0)
-    throw new HostError(
+    throw new DebugfsUnavailableError(
       `could not mount debugfs at ${DEFAULT_DEBUGFS}: ${(r.stderr || r.error?.message || "").trim() || `mount exited ${r.status}`}`,
     );
 }
@@ -59,8 +61,8 @@ function kindOf(path: string): Kind {
   }
 }
 
-function denied(path: string): HostError {
-  return new HostError(
+function denied(path: string): DebugfsUnavailableError {
+  return new DebugfsUnavailableError(
     `permission denied reading ${path}: debugfs is readable by root only (run as root, e.g. sudo vmtool …)`,
   );
 }
@@ -77,7 +79,7 @@ export function openSource(opts: OpenOptions): Source {
   if (!explicit && !isDebugfsMounted(root)) {
     if (opts.mount) mountDebugfs();
     else
-      throw new HostError(
+      throw new DebugfsUnavailableError(
         `debugfs is not mounted at ${root}: mount it with '${MOUNT_CMD}' as root, or run with --mount`,
       );
   }
@@ -87,9 +89,9 @@ export function openSource(opts: OpenOptions): Source {
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === "EACCES" || code === "EPERM") throw denied(root);
-    if (code === "ENOENT") throw new UsageError(`--debugfs ${root}: no such directory`);
-    if (code === "ENOTDIR") throw new UsageError(`--debugfs ${root}: not a directory`);
-    throw new HostError(`cannot read ${root}: ${(err as Error).message}`);
+    if (code === "ENOENT") throw new ObserverOptionError(`--debugfs ${root}: no such directory`);
+    if (code === "ENOTDIR") throw new ObserverOptionError(`--debugfs ${root}: not a directory`);
+    throw new DebugfsUnavailableError(`cannot read ${root}: ${(err as Error).message}`);
   }
 
   let moduleRoot: string | null = null;
@@ -114,15 +116,15 @@ export function openSource(opts: OpenOptions): Source {
   const noKvm = `no KVM debugfs at ${join(root, "kvm")}: KVM is not loaded (modprobe kvm_intel or kvm_amd)`;
   switch (opts.source) {
     case "vmtool":
-      if (!moduleRoot) throw new HostError(noModule);
+      if (!moduleRoot) throw new DebugfsUnavailableError(noModule);
       return new ModuleSource(moduleRoot, readOpts);
     case "kvm":
-      if (!kvmRoot) throw new HostError(noKvm);
+      if (!kvmRoot) throw new DebugfsUnavailableError(noKvm);
       return new KvmSource(kvmRoot);
     case "auto":
       if (moduleRoot) return new ModuleSource(moduleRoot, readOpts);
       if (kvmRoot) return new KvmSource(kvmRoot);
-      throw new HostError(
+      throw new DebugfsUnavailableError(
         `neither the vmtool module (${join(root, "vmtool")}) nor KVM (${join(root, "kvm")}) is in debugfs at ${root}`,
       );
   }
@@ -131,5 +133,5 @@ export function openSource(opts: OpenOptions): Source {
 /** Parse `--source`. */
 export function parseSource(text: string): SourceChoice {
   if (text === "vmtool" || text === "kvm" || text === "auto") return text;
-  throw new UsageError(`--source: '${text}' is not one of vmtool, kvm, auto`);
+  throw new ObserverOptionError(`--source: '${text}' is not one of vmtool, kvm, auto`);
 }

@@ -2,8 +2,11 @@
 // host, with or without the vmtool module. KVM does not say where a vCPU ran; its thread does: /proc stat
 // field 39 is the CPU it last ran on, and a vCPU counts as "seen" on that CPU at a poll where its CPU time
 // advanced (or, the first time it is polled, when it is running right now).
-import { readFileSync, readdirSync } from "node:fs";
+import { readdirSync } from "node:fs";
 import { join } from "node:path";
+import { FileInputError } from "../files/errors.js";
+import { InputFile } from "../files/input-file.js";
+import { INT_MAX, PID_MAX, parseDecimal } from "./numbers.js";
 import type { KvmVcpu, KvmVm, Poll, Problem, Sighting, Source } from "./types.js";
 
 const VM_DIR = /^(\d+)-(\d+)$/;
@@ -11,9 +14,27 @@ const VCPU_DIR = /^vcpu(\d+)$/;
 /** The per-VM statistics worth showing (KVM has ~60; these say what the guest is doing). */
 export const MAIN_STATS = ["exits", "io_exits", "mmio_exits", "halt_exits"] as const;
 
-function readOr(path: string): string | null {
+/**
+ * The most read of one file: KVM's statistics and pid files hold one number, /proc stat and schedstat one
+ * line. A file in a copied tree may be anything (a FIFO, a symlink to /dev/zero): only regular files are read.
+ */
+const SMALL_FILE_MAX = 4096;
+/** /proc/<pid>/cmdline is shown cut anyway and searched for `-name`: the rest of a longer one is not read. */
+const CMDLINE_MAX = 64 * 1024;
+
+/** The start of a file, at most `max` bytes; throws FileInputError (missing, not a regular file, unreadable). */
+function readText(path: string, max = SMALL_FILE_MAX): string {
+  const file = InputFile.open(path);
   try {
-    return readFileSync(path, "latin1");
+    return Buffer.from(file.readHead(max).bytes).toString("latin1");
+  } finally {
+    file.close();
+  }
+}
+
+function readOr(path: string, max?: number): string | null {
+  try {
+    return readText(path, max);
   } catch {
     return null;
   }
@@ -25,10 +46,10 @@ export function parseStat(text: string): { state: string; cpu: number; cpuTicks:
   if (close < 0) return null;
   const f = text.slice(close + 2).split(" ");
   // f[0] is field 3 (state); field n is f[n - 3].
-  const utime = Number(f[14 - 3]);
-  const stime = Number(f[15 - 3]);
-  const cpu = Number(f[39 - 3]);
-  if (!f[0] || !Number.isFinite(utime) || !Number.isFinite(stime) || !Number.isInteger(cpu)) return null;
+  const utime = parseDecimal(f[14 - 3] ?? "");
+  const stime = parseDecimal(f[15 - 3] ?? "");
+  const cpu = parseDecimal(f[39 - 3] ?? "", INT_MAX);
+  if (!f[0] || utime === null || stime === null || cpu === null) return null;
   return { state: f[0], cpu, cpuTicks: utime + stime };
 }
 
@@ -81,33 +102,53 @@ export class KvmSource implements Source {
           problems.push({ path: dir, reason: String(err) });
         continue; // the VM went away mid-poll
       }
-      const pid = Number(m[1]);
+      const pid = parseDecimal(m[1], PID_MAX);
+      const fd = parseDecimal(m[2], INT_MAX);
+      if (pid === null || fd === null) {
+        problems.push({
+          path: dir,
+          reason: `not a VM folder of KVM's: ${pid === null ? `pid ${m[1]}` : `fd ${m[2]}`} is out of range`,
+        });
+        continue;
+      }
       const vm: KvmVm = {
         id: name,
         pid,
-        fd: Number(m[2]),
+        fd,
         ...this.describe(name, pid),
         stats: {},
         vcpus: [],
       };
       for (const stat of MAIN_STATS) {
         if (!inside.includes(stat)) continue;
+        let text: string;
         try {
-          vm.stats[stat] = Number(readFileSync(join(dir, stat), "latin1").trim());
+          text = readText(join(dir, stat));
         } catch (err) {
-          const code = (err as NodeJS.ErrnoException).code;
           // Kernel lockdown forbids reading debugfs files that are writable (the stats are clearable).
           vm.statsError =
-            code === "EPERM"
+            err instanceof FileInputError && err.code === "EPERM"
               ? "not readable (EPERM: the kernel's lockdown restricts debugfs)"
-              : `not readable (${code ?? String(err)})`;
+              : `not readable (${err instanceof FileInputError ? err.rule : String(err)})`;
           break;
         }
+        const count = parseDecimal(text.trim());
+        if (count === null)
+          problems.push({
+            path: join(dir, stat),
+            reason: `not a count: ${JSON.stringify(text.slice(0, 24))}`,
+          });
+        else vm.stats[stat] = count;
       }
       for (const sub of inside) {
         const v = VCPU_DIR.exec(sub);
         if (!v) continue;
-        const vcpu = this.readVcpu(`${name}/${sub}`, Number(v[1]), join(dir, sub), pid, problems);
+        const index = parseDecimal(v[1], INT_MAX);
+        if (index === null) {
+          problems.push({ path: join(dir, sub), reason: `not a vCPU folder: vCPU ${v[1]} is out of range` });
+          continue;
+        }
+        const vcpu = this.readVcpu(`${name}/${sub}`, index, join(dir, sub), pid, problems);
         if (vcpu) {
           vm.vcpus.push(vcpu);
           live.add(vcpu.id);
@@ -154,7 +195,7 @@ export class KvmSource implements Source {
     let d = this.names.get(id);
     if (!d) {
       const comm = readOr(join(this.proc, String(pid), "comm"))?.trim() ?? null;
-      const raw = readOr(join(this.proc, String(pid), "cmdline")) ?? "";
+      const raw = readOr(join(this.proc, String(pid), "cmdline"), CMDLINE_MAX) ?? "";
       const cmdline = raw.split("\0").filter((s, i, a) => s !== "" || i < a.length - 1);
       d = { comm, cmdline, name: qemuName(cmdline) ?? comm ?? `pid ${pid}` };
       // A process that is gone may come back as another with the same pid: only cache what was found.
@@ -164,10 +205,19 @@ export class KvmSource implements Source {
   }
 
   private readVcpu(id: string, index: number, dir: string, pid: number, problems: Problem[]): KvmVcpu | null {
-    const pidText = readOr(join(dir, "pid"));
-    if (pidText === null) return null; // vanished mid-poll
-    const tid = Number(pidText.trim());
-    if (!Number.isInteger(tid) || tid < 0) {
+    let pidText: string;
+    try {
+      pidText = readText(join(dir, "pid"));
+    } catch (err) {
+      if (!(err instanceof FileInputError) || err.code !== "ENOENT")
+        problems.push({
+          path: join(dir, "pid"),
+          reason: err instanceof FileInputError ? err.rule : String(err),
+        });
+      return null; // vanished mid-poll, or not a pid file
+    }
+    const tid = parseDecimal(pidText.trim(), PID_MAX);
+    if (tid === null) {
       problems.push({
         path: join(dir, "pid"),
         reason: `not a thread id: ${JSON.stringify(pidText.slice(0, 20))}`,
@@ -184,8 +234,8 @@ export class KvmSource implements Source {
     v.state = parsed.state;
     // schedstat's first field is on-CPU time in ns: far finer than stat's 10 ms ticks.
     const sched = readOr(join(task, "schedstat"));
-    const ns = sched === null ? NaN : Number(sched.split(" ")[0]);
-    v.cpuTimeNs = Number.isFinite(ns) ? ns : parsed.cpuTicks * NS_PER_TICK;
+    const ns = sched === null ? null : parseDecimal(sched.split(" ")[0]);
+    v.cpuTimeNs = ns ?? parsed.cpuTicks * NS_PER_TICK;
     return v;
   }
 }

@@ -2,19 +2,15 @@
 // directories with one 32-byte NUL-padded decimal time per VMCS, optional `<vmcs>.info`, `sysregs`.
 // Synchronous on purpose: a poll is a burst of tiny reads, and sync calls with one reused buffer cost a
 // fraction of the promise machinery (see bench/observer-poll.ts). Files may vanish mid-poll: ENOENT is "gone".
-import {
-  closeSync,
-  openSync,
-  readFileSync,
-  readSync,
-  readdirSync,
-  statSync,
-  statfsSync,
-  type Dirent,
-} from "node:fs";
+// Every file is opened through src/files (non-blocking, regular files only): a copied tree may hold a FIFO or
+// a symlink to /dev/zero under any name, and neither blocks nor fills memory; each is a skipped file.
+import { readFileSync, readSync, readdirSync, statSync, statfsSync, type Dirent } from "node:fs";
 import { join } from "node:path";
+import { FileInputError } from "../files/errors.js";
+import { InputFile } from "../files/input-file.js";
 import type { Poll, Problem, Sighting, Source, SysRegs } from "./types.js";
 import { decodeGlobals } from "./globals.js";
+import { INT_MAX, parseDecimal } from "./numbers.js";
 
 /** The module writes exactly this many bytes per VMCS file. */
 export const TIME_FILE_SIZE = 32;
@@ -26,19 +22,27 @@ const GLOBAL_VALUE = /^0x([0-9a-fA-F]{1,16})\n?$/;
 // One buffer for every small read: a time file is 32 bytes, .info/sysregs/global files a few hundred.
 const buf = Buffer.alloc(4096);
 
-/** Read a small file into the shared buffer; returns its length, or null when it vanished (ENOENT). */
-function readSmall(path: string): number | null {
-  let fd: number;
+/**
+ * Open a file of the tree: null when it vanished (ENOENT); throws FileInputError when it is not a regular file.
+ * `kernelTree`: the live debugfs, where every file is the module's (opened without checking its kind).
+ */
+function openTreeFile(path: string, kernelTree = false): InputFile | null {
   try {
-    fd = openSync(path, "r");
+    return InputFile.open(path, { kernelFile: kernelTree });
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return null;
+    if (err instanceof FileInputError && err.code === "ENOENT") return null;
     throw err;
   }
+}
+
+/** Read a small file into the shared buffer; returns its length, or null when it vanished (ENOENT). */
+function readSmall(path: string, kernelTree = false): number | null {
+  const file = openTreeFile(path, kernelTree);
+  if (file === null) return null;
   try {
-    return readAll(fd);
+    return readAll(file.fd);
   } finally {
-    closeSync(fd);
+    file.close();
   }
 }
 
@@ -77,7 +81,7 @@ function descriptorBudget(): number {
  */
 export class HandleCache {
   /** CPU directory -> file name -> kept descriptor and the poll that last saw it. */
-  private dirs = new Map<string, { time: number; files: Map<string, { fd: number; gen: number }> }>();
+  private dirs = new Map<string, { time: number; files: Map<string, { file: InputFile; gen: number }> }>();
   private gen = 0;
   private count = 0;
   private disabled = false;
@@ -95,7 +99,7 @@ export class HandleCache {
     } catch {
       // gone: its files will be ENOENT
     }
-    if (t !== d.time) for (const [name, h] of d.files) this.drop(d.files, name, h.fd);
+    if (t !== d.time) for (const [name, h] of d.files) this.drop(d.files, name, h.file);
     d.time = t;
     const files = d.files;
     const gen = this.gen;
@@ -104,20 +108,19 @@ export class HandleCache {
       if (h !== undefined) {
         h.gen = gen;
         try {
-          return readAll(h.fd);
+          return readAll(h.file.fd);
         } catch {
           // EIO from a removed debugfs file, or any other trouble: reopen by name below
-          this.drop(files, name, h.fd);
+          this.drop(files, name, h.file);
         }
       }
       const path = dir + "/" + name;
       if (this.disabled || this.count >= this.max) return readSmall(path);
-      let fd: number;
+      let file: InputFile | null;
       try {
-        fd = openSync(path, "r");
+        file = openTreeFile(path);
       } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code;
-        if (code === "ENOENT") return null;
+        const code = err instanceof FileInputError ? err.code : undefined;
         if (code === "EMFILE" || code === "ENFILE") {
           // Out of descriptors: give them all back and read the plain way from now on.
           this.close();
@@ -126,31 +129,32 @@ export class HandleCache {
         }
         throw err;
       }
-      files.set(name, { fd, gen });
+      if (file === null) return null;
+      files.set(name, { file, gen });
       this.count++;
-      return readAll(fd);
+      return readAll(file.fd);
     };
   }
 
   /** After a poll: close the descriptors of files (and directories) that were not in the tree any more. */
   endPoll(): void {
     for (const [dir, d] of this.dirs) {
-      for (const [name, h] of d.files) if (h.gen !== this.gen) this.drop(d.files, name, h.fd);
+      for (const [name, h] of d.files) if (h.gen !== this.gen) this.drop(d.files, name, h.file);
       if (d.files.size === 0) this.dirs.delete(dir);
     }
     this.gen++;
   }
 
   close(): void {
-    for (const d of this.dirs.values()) for (const [name, h] of d.files) this.drop(d.files, name, h.fd);
+    for (const d of this.dirs.values()) for (const [name, h] of d.files) this.drop(d.files, name, h.file);
     this.dirs.clear();
   }
 
-  private drop(files: Map<string, unknown>, name: string, fd: number): void {
+  private drop(files: Map<string, unknown>, name: string, file: InputFile): void {
     files.delete(name);
     this.count--;
     try {
-      closeSync(fd);
+      file.close();
     } catch {
       // already closed
     }
@@ -158,6 +162,7 @@ export class HandleCache {
 }
 
 function errText(err: unknown): string {
+  if (err instanceof FileInputError) return err.rule;
   const e = err as NodeJS.ErrnoException;
   return e.code ? `${e.code}: ${e.message.replace(/^\w+: /, "")}` : String(err);
 }
@@ -174,6 +179,7 @@ export function parseTimeFile(b: Buffer, len: number): number | string {
   while (i < len && b[i] >= 0x30 && b[i] <= 0x39) value = value * 10 + (b[i++] - 0x30);
   if (i === 0) return "no decimal time at the start";
   if (i > 19) return "time too long";
+  if (value > Number.MAX_SAFE_INTEGER) return "time too large to be exact";
   if (i < len && b[i] === 0x0a) i++;
   for (; i < len; i++) if (b[i] !== 0) return `byte ${i} is 0x${b[i].toString(16)}, expected NUL padding`;
   return value;
@@ -185,9 +191,11 @@ function parseInfo(text: string): { lastSeenNs?: bigint; firstSeenNs?: bigint; s
   for (const line of text.split("\n")) {
     const m = /^(\w+)\s+(\d+)$/.exec(line.trim());
     if (!m) continue;
-    if (m[1] === "last_seen_ns") out.lastSeenNs = BigInt(m[2]);
-    else if (m[1] === "first_seen_ns") out.firstSeenNs = BigInt(m[2]);
-    else if (m[1] === "sightings") out.sightings = Number(m[2]);
+    // Times are u64 nanoseconds: a longer number is not one the module wrote.
+    const ns = m[2].length <= 20 && BigInt(m[2]) < 1n << 64n ? BigInt(m[2]) : undefined;
+    if (m[1] === "last_seen_ns") out.lastSeenNs = ns;
+    else if (m[1] === "first_seen_ns") out.firstSeenNs = ns;
+    else if (m[1] === "sightings") out.sightings = parseDecimal(m[2]) ?? undefined;
   }
   return out;
 }
@@ -211,6 +219,8 @@ export interface ModuleReadOptions {
   info?: boolean;
   /** Read and decode the global files (done once by `watch`, every time by `vcpus`). */
   globals?: boolean;
+  /** The tree is the live debugfs, where every file is the module's: opened without checking each one's kind. */
+  kernelTree?: boolean;
 }
 
 function listDir(path: string): Dirent[] | null {
@@ -237,8 +247,12 @@ export function readModuleTree(root: string, opts: ModuleReadOptions = {}, cache
   for (const ent of top) {
     const m = CPU_DIR.exec(ent.name);
     if (m && ent.isDirectory()) {
-      const cpu = Number(m[1]);
       const dir = join(root, ent.name);
+      const cpu = parseDecimal(m[1], INT_MAX);
+      if (cpu === null) {
+        problems.push({ path: dir, reason: `not a CPU folder: CPU ${m[1]} is out of range` });
+        continue;
+      }
       let names: string[];
       try {
         names = readdirSync(dir);
@@ -248,7 +262,9 @@ export function readModuleTree(root: string, opts: ModuleReadOptions = {}, cache
         continue;
       }
       cpus.push(cpu);
-      const readVmcs = cache ? cache.enterDir(dir) : (name: string) => readSmall(dir + "/" + name);
+      const readVmcs = cache
+        ? cache.enterDir(dir)
+        : (name: string) => readSmall(dir + "/" + name, opts.kernelTree);
       for (const name of names) {
         if (VMCS_NAME.test(name)) {
           let len: number | null;
@@ -265,12 +281,12 @@ export function readModuleTree(root: string, opts: ModuleReadOptions = {}, cache
             continue;
           }
           const s: Sighting = { cpu, vcpu: name, lastSeen: t };
-          if (opts.info) addInfo(s, dir + "/" + name + ".info");
+          if (opts.info) addInfo(s, dir + "/" + name + ".info", opts.kernelTree);
           sightings.push(s);
         } else if (name === "sysregs") {
           if (!opts.sysregs) continue;
           const path = dir + "/" + name;
-          const text = readText(path, problems);
+          const text = readText(path, problems, opts.kernelTree);
           if (text === null) continue;
           const regs = parseSysRegs(text);
           if (regs) sysregs.set(cpu, regs);
@@ -286,7 +302,7 @@ export function readModuleTree(root: string, opts: ModuleReadOptions = {}, cache
       }
     } else if (opts.globals && ent.isFile()) {
       const path = join(root, ent.name);
-      const text = readText(path, problems);
+      const text = readText(path, problems, opts.kernelTree);
       if (text === null) continue;
       const v = GLOBAL_VALUE.exec(text);
       if (!v) {
@@ -304,9 +320,9 @@ export function readModuleTree(root: string, opts: ModuleReadOptions = {}, cache
   return poll;
 }
 
-function readText(path: string, problems: Problem[]): string | null {
+function readText(path: string, problems: Problem[], kernelTree?: boolean): string | null {
   try {
-    const len = readSmall(path);
+    const len = readSmall(path, kernelTree);
     if (len === null) return null;
     if (len >= buf.length) {
       problems.push({ path, reason: `larger than ${buf.length} bytes` });
@@ -319,10 +335,10 @@ function readText(path: string, problems: Problem[]): string | null {
   }
 }
 
-function addInfo(s: Sighting, path: string): void {
+function addInfo(s: Sighting, path: string, kernelTree?: boolean): void {
   let len: number | null;
   try {
-    len = readSmall(path);
+    len = readSmall(path, kernelTree);
   } catch {
     return; // optional file: its absence or unreadability is not a problem
   }
@@ -353,11 +369,14 @@ export class ModuleSource implements Source {
   readonly kind = "vmtool" as const;
   private first = true;
   private readonly cache: HandleCache | undefined;
+  private readonly opts: ModuleReadOptions & { keepOpen?: boolean };
   constructor(
     readonly root: string,
-    private readonly opts: ModuleReadOptions & { keepOpen?: boolean } = {},
+    opts: ModuleReadOptions & { keepOpen?: boolean } = {},
   ) {
-    if (opts.keepOpen ?? !onDebugfs(root)) this.cache = new HandleCache();
+    const live = onDebugfs(root);
+    this.opts = { kernelTree: live, ...opts };
+    if (opts.keepOpen ?? !live) this.cache = new HandleCache();
   }
   poll(): Poll {
     // Global values are static: `watch` reads them on its first poll only.

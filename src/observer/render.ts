@@ -1,5 +1,6 @@
 // Text and JSON shapes of what the observer saw: the `vcpus` snapshot (a tree by host CPU, like the module's
 // directory), `watch`'s event lines and its live screen. Pure functions of a poll: no I/O.
+import { hex } from "../format.js";
 import { basename } from "node:path";
 import type { GlobalFile, KvmVm, Poll, Sighting } from "./types.js";
 import type { ObserverEvent, Tracker } from "./tracker.js";
@@ -50,7 +51,7 @@ function groupByCpu(poll: Poll): Map<number, Sighting[]> {
   return new Map([...by].sort((a, b) => a[0] - b[0]));
 }
 
-const hex16 = (v: bigint) => `0x${v.toString(16).padStart(16, "0")}`;
+const hex16 = (v: bigint) => hex(v, 16);
 
 function globalLines(globals: GlobalFile[]): string[] {
   const out = ["global files:"];
@@ -75,7 +76,9 @@ function vmLine(vm: KvmVm): string {
   let cmd = vm.cmdline.map((a) => (a.includes("/") && !a.startsWith("-") ? basename(a) : a)).join(" ");
   if (cmd.length > 72) cmd = cmd.slice(0, 71) + "…";
   return (
-    `VM ${vm.id}: ${vm.name}${comm}, pid ${vm.pid}, ${vm.vcpus.length} vCPU${vm.vcpus.length === 1 ? "" : "s"}; ${tail}` +
+    // A VM whose process is gone is named by its pid already: say it once.
+    `VM ${vm.id}: ${vm.name === `pid ${vm.pid}` ? vm.name : `${vm.name}${comm}, pid ${vm.pid}`}, ` +
+    `${vm.vcpus.length} vCPU${vm.vcpus.length === 1 ? "" : "s"}; ${tail}` +
     (cmd ? `\n  command: ${cmd}` : "")
   );
 }

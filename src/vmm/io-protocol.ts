@@ -7,6 +7,7 @@
 // (an eventfd it polls beside the virtio ioeventfds) and waits with Atomics.wait until STATE is REPLY. One
 // owner per device means no lock on device state, however many vCPUs touch it.
 import type { RunEnd } from "./run-end.js";
+import type { BlockFileDescriptor } from "../backends/block-file.js";
 
 /** Words of one slot. */
 export const SLOT = {
@@ -78,6 +79,8 @@ export interface VirtioDeviceSpec {
   /** blk: the backing file and whether it is read-only. */
   path?: string;
   readOnly?: boolean;
+  /** blk: the disk as the main thread opened and locked it (BlockFileDescriptor), served without reopening. */
+  opened?: BlockFileDescriptor;
   /** One ioeventfd per queue (datamatch = queue index on QueueNotify); -1 when none. */
   notifyFds: number[];
   /** The irqfd of the device's interrupt line; -1: KVM_IRQ_LINE instead. */

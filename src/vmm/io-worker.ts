@@ -20,7 +20,7 @@ import type { VirtioDevice } from "../devices/virtio/device.js";
 import { VirtioRng } from "../devices/virtio/rng.js";
 import { VirtioConsole } from "../devices/virtio/console.js";
 import { VirtioBlk } from "../devices/virtio/blk.js";
-import { FileBlockBackend } from "../devices/virtio/blk-file-backend.js";
+import { FileBlockBackend } from "../backends/block-file.js";
 import { Output } from "./output.js";
 import { startupMark } from "./startup-marks.js";
 import {
@@ -84,7 +84,11 @@ for (const spec of start.virtio) {
   if (spec.type === "rng") device = new VirtioRng();
   else if (spec.type === "console") device = console_ = new VirtioConsole(out.write);
   else {
-    const backend = new FileBlockBackend(spec.path!, spec.readOnly ?? false);
+    // A disk the main thread opened and locked is served as it is (it keeps the lock for the whole run and
+    // closes it afterwards); a library caller may name only a path, which this thread then opens itself.
+    const backend = spec.opened
+      ? FileBlockBackend.adopt(spec.opened)
+      : FileBlockBackend.open(spec.path ?? "", spec.readOnly ?? false);
     closables.push(backend);
     device = new VirtioBlk(backend);
   }

@@ -215,6 +215,7 @@ function wireVirtio(vm: Vm, d: PlannedVirtio): VirtioDeviceSpec {
     irq: d.irq,
     path: d.path,
     readOnly: d.readOnly,
+    opened: d.opened as VirtioDeviceSpec["opened"],
     notifyFds,
     irqFd,
   };

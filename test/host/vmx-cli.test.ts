@@ -9,7 +9,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CLI, ROOT } from "../helpers/paths.js";
 
-const vmtool = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8" });
+// A bound on every run: a FIFO or /dev/zero as --msr-file once blocked or ate memory until killed.
+const vmtool = (...args: string[]) =>
+  spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8", timeout: 20_000, killSignal: "SIGKILL" });
 const fixture = (name: string) => join(ROOT, "test", "arch", "fixtures", name);
 const tmp = mkdtempSync(join(tmpdir(), "vmtool-vmx-"));
 test.after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -91,6 +93,29 @@ test("bad --msr-file contents: one error line, exit 2", () => {
   assert.match(missing.stderr, /no such file/);
   assert.equal(vmtool("vmx", "--source", "bogus").status, 2);
   assert.equal(vmtool("vmx", "--cpu", "x").status, 2);
+});
+
+test("--msr-file that is a FIFO, /dev/zero, or too large: one line, exit 2, at once", () => {
+  const fifo = join(tmp, "msr-fifo");
+  spawnSync("mkfifo", [fifo]);
+  const big = join(tmp, "big-msrs.txt");
+  writeFileSync(big, "0x480 0xda040000000004\n".repeat(60_000)); // 1.38 MB
+  const cases: [string, RegExp][] = [
+    [fifo, /: is a FIFO, not a regular file$/],
+    ["/dev/zero", /\/dev\/zero: is a character device, not a regular file$/],
+    [big, /: 1380000 bytes: larger than the 1 MiB a file of saved MSR values may have$/],
+  ];
+  for (const [path, says] of cases) {
+    const r = vmtool("vmx", "--msr-file", path);
+    assert.equal(r.status, 2, `${path}: status ${r.status} signal ${r.signal} ${r.stderr}`);
+    assert.equal(r.stdout, "");
+    assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+    assert.match(r.stderr.trim(), says);
+  }
+  // A procfs file reports no size: it is read (bounded) and its content judged like any other.
+  const proc = vmtool("vmx", "--msr-file", "/proc/self/status");
+  assert.equal(proc.status, 2);
+  assert.match(proc.stderr, /\/proc\/self\/status:1: MSR index 'Name' is not a hexadecimal number/);
 });
 
 test("--source module reads the module's debugfs files (vmx-basic and siblings) and skips garbage", () => {

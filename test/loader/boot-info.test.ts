@@ -7,7 +7,7 @@ import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { UsageError } from "../../src/cli/errors.js";
+import { LoadOptionError } from "../../src/loader/errors.js";
 import { GuestMemory } from "../../src/memory/guest-memory.js";
 import {
   BOOT_INFO_LAYOUT,
@@ -164,7 +164,7 @@ test("a command line too long or with a NUL is refused with one line", () => {
   for (const cmdline of ["a".repeat(CMDLINE_MAX + 1), "a\0b"]) {
     assert.throws(
       () => encodeBootInfo({ memSize: 2 << 20, cpus: 1, cmdline }),
-      (e: unknown) => e instanceof UsageError && e.message.startsWith("--cmdline:"),
+      (e: unknown) => e instanceof LoadOptionError && e.message.startsWith("--cmdline:"),
     );
   }
   assert.equal(

@@ -1,12 +1,23 @@
 // planLoad/applyPlan on real images built by the guest SDK, and on every kind of bad file: real files made in
-// a temporary folder by truncating or patching those images. Each bad input must be one UsageError line.
+// a temporary folder by truncating or patching those images. Each bad input must be one InputError line (exit 2).
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  truncateSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { UsageError } from "../../src/cli/errors.js";
+import { InputError } from "../../src/errors.js";
 import { GuestMemory } from "../../src/memory/guest-memory.js";
 import { applyPlan, planLoad, type LoadOptions } from "../../src/loader/index.js";
 import { guests } from "../helpers/guests.js";
@@ -35,7 +46,7 @@ function refuses(path: string, parts: (string | RegExp)[], opts: Partial<LoadOpt
   assert.throws(
     () => planLoad(path, { memSize: MEM, ...opts }),
     (err: unknown) => {
-      assert.ok(err instanceof UsageError, `expected a UsageError, got ${String(err)}`);
+      assert.ok(err instanceof InputError, `expected an InputError, got ${String(err)}`);
       assert.ok(!err.message.includes("\n"), `more than one line: ${err.message}`);
       for (const p of parts) {
         if (typeof p === "string") assert.ok(err.message.includes(p), `'${err.message}' lacks '${p}'`);
@@ -166,6 +177,67 @@ describe("bad files", () => {
   });
 
   test("an empty file", () => refuses(variant("empty.bin", new Uint8Array(0)), ["empty.bin", "empty file"]));
+
+  test("an image larger than guest RAM is refused by its size, before reading, whatever the size (2, 3, 4 GiB)", () => {
+    for (const gib of [2, 3, 4]) {
+      const p = join(dir, `sparse-${gib}g.img`);
+      writeFileSync(p, "");
+      truncateSync(p, gib * 2 ** 30); // sparse: reading it whole would take seconds and gigabytes
+      refuses(p, [`${p}: ${gib * 2 ** 30} bytes: larger than guest RAM (64 MiB, --mem)`]);
+      refuses(p, [`${gib * 2 ** 30} bytes: larger than guest RAM (64 MiB, --mem)`], { mode: "protected" });
+    }
+    const odd = variant("odd-ram.bin", new Uint8Array(0x281000));
+    refuses(odd, ["2625536 bytes: larger than guest RAM (0x280000 bytes, --mem)"], { memSize: 0x280000 });
+  });
+
+  test("an ELF file larger than guest RAM (debug sections, symbols) loads; a sparse ELF of 2 GiB is refused by size", () => {
+    // 40 MiB of bytes after the ELF's own: what debug sections add, never loaded.
+    const big = variant("with-debug.elf", g.helloLong, (b) =>
+      Buffer.concat([b, Buffer.alloc(40 << 20, 0x5a)]),
+    );
+    const plan = planLoad(big, { memSize: 16 << 20 });
+    assert.equal(plan.mode, "long");
+    const p = join(dir, "sparse-2g.elf");
+    writeFileSync(p, Buffer.from([0x7f, 0x45, 0x4c, 0x46]));
+    truncateSync(p, 2 ** 31);
+    refuses(p, [
+      `${p}: ${2 ** 31} bytes: larger than the 1024 MiB an ELF image may have (guest RAM or 1 GiB)`,
+    ]);
+  });
+
+  test("an image of 2 GiB and more is read whole when guest RAM holds it (reads in chunks below 2 GiB)", () => {
+    const p = join(dir, "just-over-2g.bin");
+    const size = 2 ** 31 + 4096;
+    writeFileSync(p, "");
+    truncateSync(p, size);
+    const marks = [
+      [0, 0xf4],
+      [2 ** 31 - 1, 0x5a],
+      [2 ** 31, 0xa5],
+      [size - 1, 0x99],
+    ] as const;
+    const fd = openSync(p, "r+");
+    for (const [at, v] of marks) writeSync(fd, Buffer.of(v), 0, 1, at);
+    closeSync(fd);
+    const plan = planLoad(p, { memSize: 3 * 2 ** 30, mode: "long" });
+    const data = plan.segments[0].data;
+    assert.equal(data.length, size);
+    for (const [at, v] of marks) assert.equal(data[at], v, `byte at ${at}`);
+  });
+
+  test("a procfs file (it reports size 0) is read for what it holds, not called empty", () => {
+    const plan = planLoad("/proc/version", { memSize: MEM });
+    assert.equal(plan.format, "flat");
+    assert.equal(Buffer.from(plan.segments[0].data).toString(), readFileSync("/proc/version", "utf8"));
+    if (existsSync("/proc/kallsyms") && readFileSync("/proc/kallsyms").length > 0x200000)
+      refuses(
+        "/proc/kallsyms",
+        ["/proc/kallsyms: more than 2097152 bytes: larger than guest RAM (2 MiB, --mem)"],
+        {
+          memSize: 0x200000,
+        },
+      );
+  });
 
   test("an ELF cut inside its identification, its header, its program headers, its segment data", () => {
     refuses(

@@ -205,12 +205,18 @@ test("files that appear and vanish while the tree is read are never errors", asy
   const root = join(tmp(t), "vmtool");
   writeModuleTree(root, { cpus: 8, vcpus: 50, cpusPerVcpu: 2, now: Math.floor(Date.now() / 1000) });
   // A real concurrent writer: a shell that keeps creating and deleting VMCS files and a CPU directory.
-  const churn = spawn("sh", [
-    "-c",
-    `cd '${root}'; while :; do for i in 1 2 3 4 5 6 7 8 9; do ` +
-      `printf '1700000000' | dd of=cpu-00$((i % 8))/ab$i bs=32 conv=sync 2>/dev/null; rm -f cpu-00$(((i+3) % 8))/ab$i; done; ` +
-      `mkdir -p cpu-100; : > cpu-100/x; rm -rf cpu-100; done`,
-  ]);
+  // In a process group of its own: killing the group at the end also ends the dd/rm/mkdir it runs at that
+  // moment, which would otherwise go on creating files while the folder is removed.
+  const churn = spawn(
+    "sh",
+    [
+      "-c",
+      `cd '${root}'; while :; do for i in 1 2 3 4 5 6 7 8 9; do ` +
+        `printf '1700000000' | dd of=cpu-00$((i % 8))/ab$i bs=32 conv=sync 2>/dev/null; rm -f cpu-00$(((i+3) % 8))/ab$i; done; ` +
+        `mkdir -p cpu-100; : > cpu-100/x; rm -rf cpu-100; done`,
+    ],
+    { detached: true },
+  );
   const churnExit = new Promise((r) => churn.on("exit", r));
   let polls = 0;
   try {
@@ -226,7 +232,7 @@ test("files that appear and vanish while the tree is read are never errors", asy
       await new Promise((r) => setImmediate(r));
     }
   } finally {
-    churn.kill("SIGKILL");
+    process.kill(-churn.pid!, "SIGKILL");
     await churnExit;
   }
   assert.ok(polls > 20, `only ${polls} polls`);

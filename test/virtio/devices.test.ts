@@ -15,9 +15,9 @@ import {
 import { VirtioBlk, BLK_MAX_DATA_BYTES, type BlockBackend } from "../../src/devices/virtio/blk.js";
 import { RNG_MAX_BYTES_PER_REQUEST } from "../../src/devices/virtio/rng.js";
 import { GUEST_RAM_WINDOW } from "../../src/memory/guest-memory.js";
-import { FileBlockBackend } from "../../src/devices/virtio/blk-file-backend.js";
+import { FileBlockBackend } from "../../src/backends/block-file.js";
 import type { VirtioDevice } from "../../src/devices/virtio/device.js";
-import { UsageError } from "../../src/cli/errors.js";
+import { InputError } from "../../src/errors.js";
 import { FEAT, IrqRecorder, MmioDriver, REG, TestRam, type DriverQueue } from "./driver.js";
 import { readMmio, writeMmio } from "../helpers/mmio.js";
 
@@ -400,7 +400,7 @@ test("virtio-blk over a real file: guest writes are in the file byte for byte; r
   try {
     const path = join(dir, "disk.img");
     writeFileSync(path, new Uint8Array(16 * 512));
-    const backend = new FileBlockBackend(path, false);
+    const backend = FileBlockBackend.open(path, false);
     const env = bring(new VirtioBlk(backend));
     const data = new Uint8Array(2048).map((_, i) => (i * 13 + 5) & 0xff);
     assert.deepEqual(blkRequest(env, 1, 5n, { out: data }), [1, 0]);
@@ -416,7 +416,7 @@ test("virtio-blk over a real file: guest writes are in the file byte for byte; r
     assert.equal(new TextDecoder().decode(env.ram.mem.read(DATA, 8)), "disk.img");
     backend.close();
 
-    const ro = new FileBlockBackend(path, true);
+    const ro = FileBlockBackend.open(path, true);
     const envRo = bring(new VirtioBlk(ro));
     assert.deepEqual(blkRequest(envRo, 1, 0n, { out: new Uint8Array(512).fill(9) }), [1, 1]);
     assert.ok(
@@ -426,16 +426,16 @@ test("virtio-blk over a real file: guest writes are in the file byte for byte; r
     );
     ro.close();
 
-    assert.throws(() => new FileBlockBackend(join(dir, "missing.img"), false), UsageError);
+    assert.throws(() => FileBlockBackend.open(join(dir, "missing.img"), false), InputError);
     writeFileSync(join(dir, "tiny.img"), new Uint8Array(100));
     assert.throws(
-      () => new FileBlockBackend(join(dir, "tiny.img"), false),
+      () => FileBlockBackend.open(join(dir, "tiny.img"), false),
       /smaller than one 512-byte sector/,
     );
-    assert.throws(() => new FileBlockBackend(dir, true), UsageError);
+    assert.throws(() => FileBlockBackend.open(dir, true), InputError);
     chmodSync(path, 0o444);
     if (process.getuid?.() !== 0)
-      assert.throws(() => new FileBlockBackend(path, false), /cannot open for writing/);
+      assert.throws(() => FileBlockBackend.open(path, false), /permission denied/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -3,6 +3,7 @@
 // Facility" (A.1-A.11) and Vol. 3C chapter 25 "VM-execution/exit/entry control fields" for the control names;
 // IA32_FEATURE_CONTROL: SDM Vol. 4 (MSR table) and Vol. 3C 24.7 "Enabling and entering VMX operation".
 // One decoder serves `vmtool vmx`, the observer (vmx-basic of the module) and `vmtool explain msr`.
+import { hex } from "../../format.js";
 
 /** How a VM-execution/exit/entry control may be set (the words QEMU's vmxcap prints). */
 export type ControlSetting = "no" | "yes" | "forced" | "default";
@@ -377,7 +378,8 @@ export const VMX_MSR_NAMES: Readonly<Record<number, string>> = {
   0x493: "IA32_VMX_EXIT_CTLS2",
 };
 
-export const hex = (n: number | bigint): string => `0x${n.toString(16)}`;
+/** Re-exported for the decoder's users (the one hex of src/format.ts). */
+export { hex };
 
 /**
  * The allowed-0/allowed-1 rule (SDM Vol. 3D A.3-A.5): bit X may be 1 when bit 32+X of the MSR is 1, and must be 1

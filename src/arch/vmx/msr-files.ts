@@ -1,8 +1,13 @@
 // The vmtool module's debugfs files that hold VMX/SVM capability values, and a reader for them.
 // The table follows docs/debugfs-interface.md ("Global files") exactly: a change there changes this file.
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync } from "node:fs";
 import { join } from "node:path";
-import { HostError } from "../../cli/errors.js";
+import { FileInputError } from "../../files/errors.js";
+import { readInputFile } from "../../files/input-file.js";
+import { ModuleFilesError } from "../errors.js";
+
+/** A global file holds `0x%016llx\n` (19 bytes); anything longer than this is garbage and not read further. */
+const GLOBAL_FILE_MAX = 4096;
 
 /** MSR index -> debugfs file name under `<debugfs>/vmtool/` (the MSR-valued global files). */
 export const MODULE_MSR_FILES: ReadonlyMap<number, string> = new Map([
@@ -74,7 +79,7 @@ export function moduleDir(debugfsRoot: string): string {
 
 /**
  * Read every global file of the module under `<debugfsRoot>/vmtool/` (debugfsRoot is the debugfs mount point,
- * usually /sys/kernel/debug). Throws HostError when the folder is missing or unreadable.
+ * usually /sys/kernel/debug). Throws ModuleFilesError when the folder is missing or unreadable.
  */
 export function readModuleFiles(debugfsRoot: string): ModuleFiles {
   const dir = moduleDir(debugfsRoot);
@@ -87,21 +92,27 @@ export function readModuleFiles(debugfsRoot: string): ModuleFiles {
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === "ENOENT" || code === "ENOTDIR")
-      throw new HostError(
+      throw new ModuleFilesError(
         `${dir} does not exist: the vmtool module is not loaded (or debugfs is not mounted there)`,
       );
     if (code === "EACCES" || code === "EPERM")
-      throw new HostError(`${dir}: permission denied: debugfs is readable by root only`);
-    throw new HostError(`${dir}: cannot read: ${(err as Error).message}`);
+      throw new ModuleFilesError(`${dir}: permission denied: debugfs is readable by root only`);
+    throw new ModuleFilesError(`${dir}: cannot read: ${(err as Error).message}`);
   }
   const out: ModuleFiles = { msrs: new Map(), cpuid: new Map(), garbage: [], unknown: new Map() };
   for (const name of names) {
     let text: string;
     try {
-      text = readFileSync(join(dir, name), "latin1");
+      const bytes = readInputFile(join(dir, name), GLOBAL_FILE_MAX, `${GLOBAL_FILE_MAX} bytes`);
+      text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("latin1");
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") continue; // vanished between readdir and read
-      throw new HostError(`${join(dir, name)}: cannot read: ${(err as Error).message}`);
+      if (!(err instanceof FileInputError)) throw err;
+      if (err.code === "ENOENT") continue; // vanished between readdir and read
+      if (err.problem === "kind" || err.problem === "too-large") {
+        out.garbage.push(name); // a FIFO, a device, a huge file in a copied tree: not a value
+        continue;
+      }
+      throw new ModuleFilesError(`${join(dir, name)}: cannot read: ${err.rule}`);
     }
     const value = parseModuleValue(text);
     if (value === undefined) {

@@ -5,10 +5,9 @@ import { Command, Option } from "commander";
 type Json = { json?: boolean };
 
 async function show(json: boolean | undefined, data: unknown, text: () => string): Promise<void> {
-  const { printJson } = await import("../action.js");
-  const { writeSync } = await import("node:fs");
+  const { printJson, writeStdout } = await import("../action.js");
   if (json) printJson(data);
-  else writeSync(1, text() + "\n");
+  else writeStdout(text() + "\n");
 }
 
 export function register(program: Command): void {
@@ -109,7 +108,7 @@ export function register(program: Command): void {
     .option("--json", "print JSON")
     .action(async (index: string, value: string | undefined, opts: Json) => {
       const { explainMsr } = await import("../../arch/explain.js");
-      const { groupsText } = await import("../../host/vmx-command.js");
+      const { groupsText } = await import("../../host/vmx-text.js");
       const m = explainMsr(index, value);
       await show(
         opts.json,

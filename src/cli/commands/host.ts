@@ -1,5 +1,6 @@
 // `vmtool host`: can this machine run VMs, and how well (kvm-ok / virt-host-validate style).
 import type { Command } from "commander";
+import { printJson, writeStdout } from "../action.js";
 import { ExitCode } from "../exit-codes.js";
 
 export function register(program: Command): void {
@@ -19,8 +20,13 @@ export function register(program: Command): void {
       "\nWorks without root (it says what it could not read). Exit status 0 when VMs can run, 6 when not.",
     )
     .action(async (opts: { caps?: boolean; json?: boolean }) => {
-      const { hostCommand } = await import("../../host/host-command.js");
-      const status = hostCommand({ caps: opts.caps === true, json: opts.json === true });
-      if (status !== ExitCode.OK) process.exitCode = status;
+      const { hostReport } = await import("../../host/checks.js");
+      const r = hostReport();
+      if (opts.json === true) printJson(r);
+      else {
+        const { hostText } = await import("../../host/host-text.js");
+        writeStdout(hostText(r, opts.caps === true));
+      }
+      if (!r.canRunVms) process.exitCode = ExitCode.HOST_UNSUPPORTED;
     });
 }

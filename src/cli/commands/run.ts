@@ -133,15 +133,42 @@ async function runWithVm(
   o: RunOptions,
 ): Promise<number> {
   const disks = o.disk.map(parseDisk);
-  const { planVirtio, linuxCmdline, MAX_VIRTIO_DEVICES } = await import("../../devices/virtio/placement.js");
-  const virtio = planVirtio({ rng: o.rng, console: o.console, disks });
-  if (virtio.length > MAX_VIRTIO_DEVICES)
-    throw new UsageError(`${virtio.length} virtio devices: at most ${MAX_VIRTIO_DEVICES}`);
-  if (disks.length > 0) {
-    // Refuse a missing, unreadable or too small file now, with one line, before any guest code runs.
-    const { FileBlockBackend } = await import("../../devices/virtio/blk-file-backend.js");
-    for (const d of disks) new FileBlockBackend(d.path, d.readOnly).close();
+  const { planVirtio, MAX_VIRTIO_DEVICES } = await import("../../devices/virtio/placement.js");
+  const count = planVirtio({ rng: o.rng, console: o.console, disks }).length;
+  if (count > MAX_VIRTIO_DEVICES)
+    throw new UsageError(`${count} virtio devices: at most ${MAX_VIRTIO_DEVICES}`);
+  // Each disk is opened and locked here, before any guest code runs (a missing, unreadable, too small or locked
+  // file is one line, exit 2; all are open at once, so one image given twice is refused too), and stays open,
+  // locked, for the whole run: the I/O worker serves these very descriptors.
+  const opened: import("../../backends/block-file.js").FileBlockBackend[] = [];
+  try {
+    if (disks.length > 0) {
+      const { FileBlockBackend } = await import("../../backends/block-file.js");
+      for (const d of disks) opened.push(FileBlockBackend.open(d.path, d.readOnly));
+    }
+    return await runGuest(
+      vm,
+      memSize,
+      cpus,
+      file,
+      o,
+      disks.map((d, i) => ({ ...d, opened: opened[i].descriptor() })),
+    );
+  } finally {
+    for (const b of opened) b.close();
   }
+}
+
+async function runGuest(
+  vm: import("../../vm/vm.js").Vm,
+  memSize: number,
+  cpus: number,
+  file: string | undefined,
+  o: RunOptions,
+  disks: { path: string; readOnly: boolean; opened: unknown }[],
+): Promise<number> {
+  const { planVirtio, linuxCmdline } = await import("../../devices/virtio/placement.js");
+  const virtio = planVirtio({ rng: o.rng, console: o.console, disks });
   // A Linux guest finds virtio-mmio devices only through its command line.
   const cmdline = [o.cmdline, linuxCmdline(virtio)].filter((p) => p !== "").join(" ");
   const addr = (v: string | undefined, what: string) =>
@@ -202,7 +229,8 @@ async function runWithVm(
     // The process exits as soon as the run is over: threads that said they stopped are not waited for.
     join: false,
     load: (mem) => {
-      loader.applyPlan(mem, plan);
+      // The VM was made for this run and no guest code has run yet: its RAM still reads as zero.
+      loader.applyPlan(mem, plan, { freshRam: true });
       const bootInfo = loader.writeBootInfo(mem, { memSize, cpus, devices, cmdline, plan });
       const multibootInfo = plan.multiboot
         ? loader.writeMultibootInfo(mem, { memSize, cmdline, plan })

@@ -42,7 +42,7 @@ export function register(program: Command): void {
         "  vmtool vcpus --debugfs ./copied-tree   a tree copied from another machine",
     )
     .action(async (opts: VcpusOptions) => {
-      const { runVcpus } = await import("../../observer/commands.js");
+      const { runVcpus } = await import("./observer-actions.js");
       const sampleMs = Number(parseIntOption(opts.sample, "--sample", { min: 0n, max: 60000n }));
       await runVcpus({ ...opts, sampleMs });
     });

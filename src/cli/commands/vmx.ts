@@ -1,5 +1,6 @@
 // `vmtool vmx`: the VMX capability MSRs, decoded field by field (QEMU's vmxcap, and the MSRs it does not read).
 import { Command, Option } from "commander";
+import { printJson, writeStderr, writeStdout } from "../action.js";
 import { parseIntOption } from "../errors.js";
 import { ExitCode } from "../exit-codes.js";
 
@@ -38,16 +39,31 @@ export function register(program: Command): void {
     )
     .action(
       async (opts: { source?: string; msrFile?: string; cpu: string; debugfs: string; json?: boolean }) => {
-        const { vmxCommand } = await import("../../host/vmx-command.js");
         const cpu = Number(parseIntOption(opts.cpu, "--cpu", { min: 0n, max: 8191n }));
-        const status = vmxCommand({
-          source: opts.source as "module" | "msr" | "kvm" | "file" | undefined,
-          msrFile: opts.msrFile,
-          cpu,
-          debugfs: opts.debugfs,
-          json: opts.json === true,
-        });
-        if (status !== ExitCode.OK) process.exitCode = status;
+        const { readVmxValues } = await import("../../host/vmx-source.js");
+        const { NoVmxValues } = await import("../../host/errors.js");
+        const text = await import("../../host/vmx-text.js");
+        let values: import("../../host/vmx-source.js").VmxValues;
+        try {
+          values = readVmxValues({
+            source: opts.source as "module" | "msr" | "kvm" | "file" | undefined,
+            msrFile: opts.msrFile,
+            cpu,
+            debugfs: opts.debugfs,
+          });
+        } catch (err) {
+          if (!(err instanceof NoVmxValues)) throw err;
+          // Not an error of vmtool's: a clean "this host has no VMX" answer, as text or as JSON.
+          const reason = text.noVmxReason(err);
+          if (opts.json === true) printJson({ vmx: false, source: null, reason, tried: err.reasons });
+          else writeStderr(`vmtool: ${reason}\n`);
+          process.exitCode = ExitCode.HOST_UNSUPPORTED;
+          return;
+        }
+        const { decodeAll } = await import("../../arch/vmx/decode.js");
+        const groups = decodeAll(values.msrs);
+        if (opts.json === true) printJson(text.vmxJson(values, groups));
+        else writeStdout(`source: ${values.source} (${values.from})\n\n${text.groupsText(groups)}`);
       },
     );
 }

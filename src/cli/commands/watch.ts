@@ -41,7 +41,7 @@ export function register(program: Command): void {
         opts.count === undefined
           ? undefined
           : Number(parseIntOption(opts.count, "--count", { min: 1n, max: 1n << 40n }));
-      const { runWatch } = await import("../../observer/commands.js");
+      const { runWatch } = await import("./observer-actions.js");
       await runWatch({ ...opts, intervalSeconds, staleSeconds, count });
     });
 }

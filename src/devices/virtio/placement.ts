@@ -35,20 +35,27 @@ export interface PlannedVirtio {
   name: string;
   path?: string;
   readOnly?: boolean;
+  /**
+   * blk: the disk already opened and locked by the caller (src/backends/block-file.ts's descriptor()); the I/O
+   * worker then serves it as it is, and the caller closes it after the run. Without it the worker opens `path`.
+   */
+  opened?: unknown;
 }
 
 /** The devices in their fixed order: rng, console, then each disk. */
 export function planVirtio(opts: {
   rng?: boolean;
   console?: boolean;
-  disks?: readonly { path: string; readOnly: boolean }[];
+  disks?: readonly { path: string; readOnly: boolean; opened?: unknown }[];
 }): PlannedVirtio[] {
   const list: Omit<PlannedVirtio, "base" | "size" | "irq">[] = [];
   const add = (type: VirtioType, name: string, extra: Partial<PlannedVirtio> = {}) =>
     list.push({ type, name, deviceId: DEVICE_IDS[type], queues: QUEUE_COUNT[type], ...extra });
   if (opts.rng) add("rng", "virtio-rng");
   if (opts.console) add("console", "virtio-console");
-  (opts.disks ?? []).forEach((d, i) => add("blk", `virtio-blk${i}`, { path: d.path, readOnly: d.readOnly }));
+  (opts.disks ?? []).forEach((d, i) =>
+    add("blk", `virtio-blk${i}`, { path: d.path, readOnly: d.readOnly, opened: d.opened }),
+  );
   return list.map((d, i) => ({ ...d, ...virtioSlot(i) }));
 }
 

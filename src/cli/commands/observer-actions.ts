@@ -1,10 +1,10 @@
-// The actions behind `vmtool vcpus` and `vmtool watch` (loaded lazily by src/cli/commands/).
-import { writeSync } from "node:fs";
+// The actions behind `vmtool vcpus` and `vmtool watch` (loaded lazily by vcpus.ts and watch.ts): poll the
+// observer's source, print snapshots, events and the live screen.
 import { setTimeout as sleep } from "node:timers/promises";
-import { HostError } from "../cli/errors.js";
-import { printJson } from "../cli/action.js";
-import { openSource, parseSource } from "./debugfs.js";
-import { Tracker, type ObserverEvent } from "./tracker.js";
+import { printJson, writeStderr, writeStdout, writeStdoutQuietly } from "../action.js";
+import { openSource, parseSource } from "../../observer/debugfs.js";
+import { DebugfsUnavailableError } from "../../observer/errors.js";
+import { Tracker, type ObserverEvent } from "../../observer/tracker.js";
 import {
   eventJson,
   eventLine,
@@ -13,20 +13,22 @@ import {
   renderSnapshot,
   snapshotJson,
   vcpuLabels,
-} from "./render.js";
-import type { Poll, Problem, Source } from "./types.js";
+} from "../../observer/render.js";
+import type { Poll, Problem, Source } from "../../observer/types.js";
 
-const out = (text: string) => writeSync(1, text);
-const err = (text: string) => writeSync(2, text);
+const out = writeStdout;
+const err = writeStderr;
 
-/** One poll, with the tree vanishing (module unloaded) read as "nothing there" and permissions as HostError. */
+/** One poll, with the tree vanishing (module unloaded) read as "nothing there" and permissions as DebugfsUnavailableError. */
 function pollOnce(src: Source): Poll {
   try {
     return src.poll();
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === "EACCES" || code === "EPERM")
-      throw new HostError(`permission denied reading ${src.root}: debugfs is readable by root only`);
+      throw new DebugfsUnavailableError(
+        `permission denied reading ${src.root}: debugfs is readable by root only`,
+      );
     if (code === "ENOENT")
       return {
         source: src.kind,
@@ -209,6 +211,7 @@ class Screen {
       process.stdin.setRawMode(false);
       process.stdin.pause();
     }
-    out("\x1b[?25h\x1b[?1049l");
+    // Quietly: this runs in a finally, after standard output may have failed already.
+    writeStdoutQuietly("\x1b[?25h\x1b[?1049l");
   }
 }

@@ -1,10 +1,8 @@
-// The body of `vmtool host`: the report as text (verdict first, then checks) or JSON.
-import { writeSync } from "node:fs";
+// `vmtool host`'s report as text: the verdict first, then the checks, module parameters, what was not read and,
+// on request, the KVM capabilities.
 import Table from "cli-table3";
-import { printJson } from "../cli/action.js";
-import { ExitCode } from "../cli/exit-codes.js";
 import { KVM_CAP } from "../kvm/caps.js";
-import { hostReport, type HostReport } from "./checks.js";
+import type { HostReport } from "./checks.js";
 
 export function hostText(r: HostReport, caps: boolean): string {
   const lines = [r.verdict, ""];
@@ -31,11 +29,4 @@ export function hostText(r: HostReport, caps: boolean): string {
     lines.push("", `KVM capabilities not listed: ${r.kvm.error ?? "/dev/kvm could not be opened"}`);
   }
   return lines.join("\n") + "\n";
-}
-
-export function hostCommand(opts: { caps: boolean; json: boolean }): number {
-  const r = hostReport();
-  if (opts.json) printJson(r);
-  else writeSync(1, hostText(r, opts.caps));
-  return r.canRunVms ? ExitCode.OK : ExitCode.HOST_UNSUPPORTED;
 }

@@ -1,18 +1,8 @@
-// The body of `vmtool vmx`: pick a source, decode, print text or JSON; a clean "no VMX" answer on other CPUs.
-import { writeSync } from "node:fs";
-import { printJson } from "../cli/action.js";
-import { ExitCode } from "../cli/exit-codes.js";
-import { decodeAll, hex, VMX_MSR_NAMES, type DecodedGroup, type DecodedField } from "../arch/vmx/decode.js";
-import { readVmxValues, NoVmxValues, type VmxValues, type VmxSource } from "./vmx-source.js";
+// `vmtool vmx`'s output: the decoded groups as text or JSON, and the one-line reason when there are no VMX values.
+import { hex, VMX_MSR_NAMES, type DecodedGroup, type DecodedField } from "../arch/vmx/decode.js";
+import type { NoVmxValues } from "./errors.js";
+import type { VmxValues } from "./vmx-source.js";
 import { hostCpuid, identify } from "./cpuid.js";
-
-export interface VmxCommandOptions {
-  source?: VmxSource;
-  msrFile?: string;
-  cpu: number;
-  debugfs: string;
-  json: boolean;
-}
 
 export function fieldText(f: DecodedField): string {
   if (typeof f.value === "boolean") return f.value ? "yes" : "no";
@@ -40,7 +30,7 @@ export function vmxJson(values: VmxValues, groups: DecodedGroup[]): unknown {
 }
 
 /** Why this CPU has no VMX values, in one line (used when every source failed). */
-function noVmxReason(err: NoVmxValues): string {
+export function noVmxReason(err: NoVmxValues): string {
   const c = hostCpuid();
   if (c) {
     const id = identify(c.fn);
@@ -52,24 +42,4 @@ function noVmxReason(err: NoVmxValues): string {
       );
   }
   return `no VMX capability values could be read (${err.reasons.join("; ")})`;
-}
-
-export function vmxCommand(opts: VmxCommandOptions): number {
-  let values: VmxValues;
-  try {
-    values = readVmxValues(opts);
-  } catch (err) {
-    if (!(err instanceof NoVmxValues)) throw err;
-    const reason = noVmxReason(err);
-    if (opts.json) {
-      printJson({ vmx: false, source: null, reason, tried: err.reasons });
-    } else {
-      writeSync(2, `vmtool: ${reason}\n`);
-    }
-    return ExitCode.HOST_UNSUPPORTED;
-  }
-  const groups = decodeAll(values.msrs);
-  if (opts.json) printJson(vmxJson(values, groups));
-  else writeSync(1, `source: ${values.source} (${values.from})\n\n${groupsText(groups)}`);
-  return ExitCode.OK;
 }
