@@ -144,6 +144,17 @@ export const NOT_INSIDE: Readonly<Record<string, string>> = {
     "twenty runs with every device kind, counting fds and mappings (too slow under TCG); the same code runs inside in the other files",
   "test/vmm/stats-bound.test.ts":
     "12,288 distinct MMIO exits through vmtool run (slow under TCG); the bounded table itself does not depend on the backend",
+  "test/stats/binary-stats.test.ts":
+    "vmtool stat reading a run's binary stats from another process; left out for time (under kvm_amd it would also check io_exits, which kvm_pvm does not count)",
+  "test/stats/cli.test.ts":
+    "vmtool stat's output formats and bad input; as another user through setpriv (not inside)",
+  "test/stats/lifecycle.test.ts":
+    "VMs that start and end while vmtool stat watches; reads KVM's debugfs; left out for time",
+  "test/stats/live-tty.test.ts": "vmtool stat's live screen in tmux (not inside)",
+  "test/stats/qemu.test.ts": "a QEMU guest watched by vmtool stat (no QEMU inside)",
+  "test/stats/run-dir.test.ts":
+    "the run directory and its counters file: files and processes, the same on any backend",
+  "test/stats/tracepoints.test.ts": "perf counters on KVM's tracepoints (no tracefs inside)",
   "test/vmm/end-of-run.test.ts":
     "many runs of a virtio-blk guest per case (too slow under TCG); the I/O worker's ioeventfds run inside through test/virtio/kvm.test.ts",
 };
