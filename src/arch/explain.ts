@@ -48,7 +48,8 @@ export function explainExit(query: string, only?: ExitTable): ExitMatch[] {
   const n = parseNumberArg(query, "exit reason");
   // A VMX exit-reason field value may carry flags in bits 31:16 (bit 31: failed VM entry): use bits 15:0.
   const out: ExitMatch[] = [];
-  for (const t of (only ? [only] : ["vmx", "svm", "kvm"]) as ExitTable[]) {
+  const tables: readonly ExitTable[] = only ? [only] : ["vmx", "svm", "kvm"];
+  for (const t of tables) {
     const { title, prefix, table } = EXIT_TABLES[t];
     const tab = table();
     const hits = tab.entries.filter((e) => {
@@ -87,7 +88,9 @@ export function explainVmcs(query: string): VmcsAnswer {
     throw new ExplainQueryError(
       `no VMCS field named '${query}' (give an encoding like 0x681e or a name like GUEST_RIP)`,
     );
-  const decoded = decodeVmcsEncoding(n !== undefined ? Number(n) : field!.encoding);
+  const encoding = n !== undefined ? Number(n) : field?.encoding;
+  if (encoding === undefined) throw new ExplainQueryError(`no VMCS field named '${query}'`);
+  const decoded = decodeVmcsEncoding(encoding);
   return { field, decoded, groupDescription: field ? vmcsFields().groups[field.group] : undefined };
 }
 

@@ -14,13 +14,13 @@ function dataDir(): string {
 }
 
 const cache = new Map<string, unknown>();
-function load<T>(name: string): T {
+function load(name: string): unknown {
   let v = cache.get(name);
   if (v === undefined) {
     v = JSON.parse(readFileSync(join(dataDir(), name), "utf8"));
     cache.set(name, v);
   }
-  return v as T;
+  return v;
 }
 
 export interface ExitEntry {
@@ -53,15 +53,15 @@ export interface CpuidLeafEntry {
   registers: Partial<Record<"eax" | "ebx" | "ecx" | "edx", Record<string, string>>>;
 }
 
-export const vmxExitReasons = () => load<Table<ExitEntry>>("vmx-exit-reasons.json");
-export const svmExitCodes = () => load<Table<ExitEntry>>("svm-exit-codes.json");
-export const kvmExitReasons = () => load<Table<ExitEntry>>("kvm-exit-reasons.json");
+export const vmxExitReasons = () => load("vmx-exit-reasons.json") as Table<ExitEntry>;
+export const svmExitCodes = () => load("svm-exit-codes.json") as Table<ExitEntry>;
+export const kvmExitReasons = () => load("kvm-exit-reasons.json") as Table<ExitEntry>;
 export const vmInstructionErrors = () =>
-  load<Table<{ number: number; description: string }>>("vm-instruction-errors.json");
+  load("vm-instruction-errors.json") as Table<{ number: number; description: string }>;
 export const vmcsFields = () =>
-  load<Table<VmcsFieldEntry> & { groups: Record<string, string> }>("vmcs-fields.json");
-export const msrTable = () => load<Table<MsrEntry>>("msrs.json");
-export const cpuidLeaves = () => load<Table<CpuidLeafEntry>>("cpuid-leaves.json");
+  load("vmcs-fields.json") as Table<VmcsFieldEntry> & { groups: Record<string, string> };
+export const msrTable = () => load("msrs.json") as Table<MsrEntry>;
+export const cpuidLeaves = () => load("cpuid-leaves.json") as Table<CpuidLeafEntry>;
 
 /** Names of the bits of one CPUID register that are set in `value` (from cpuid-leaves.json). */
 export function cpuidBitNames(

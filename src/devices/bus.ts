@@ -40,11 +40,19 @@ function hex(n: number): string {
   return `0x${n.toString(16)}`;
 }
 
+/** The port bus's slot 0: where no device is. */
+const NOBODY: PioDevice = {
+  name: "nobody",
+  pioRead: () => BUS_MISS,
+  pioWrite: () => {},
+};
+
 /** The x86 I/O port space (0..0xFFFF). */
 export class PioBus {
   /** port → slot (index into `devices`/`bases` + 1), 0 when free. */
   private readonly slotOf = new Uint16Array(PORT_COUNT);
-  private readonly devices: (PioDevice | undefined)[] = [undefined];
+  /** Slot 0 is "nobody": never called (a lookup of slot 0 reports a miss first). */
+  private readonly devices: PioDevice[] = [NOBODY];
   private readonly bases: number[] = [0];
   private readonly sizes: number[] = [0];
 
@@ -64,7 +72,7 @@ export class PioBus {
       const other = this.slotOf[p];
       if (other !== 0)
         throw new BusOverlapError(
-          `${device.name}: ports ${hex(base)}..${hex(base + size - 1)} overlap ${this.devices[other]!.name} at ` +
+          `${device.name}: ports ${hex(base)}..${hex(base + size - 1)} overlap ${this.devices[other].name} at ` +
             `${hex(this.bases[other])}..${hex(this.bases[other] + this.sizes[other] - 1)}`,
         );
     }
@@ -81,27 +89,28 @@ export class PioBus {
   read(port: number, size: AccessSize): number {
     const slot = this.slotOf[port & 0xffff];
     if (slot === 0) return BUS_MISS;
-    return this.devices[slot]!.pioRead(port - this.bases[slot], size);
+    return this.devices[slot].pioRead(port - this.bases[slot], size);
   }
 
   /** Writes to `port`'s device; false when no device claims the port (the write is then ignored). */
   write(port: number, size: AccessSize, value: number): boolean {
     const slot = this.slotOf[port & 0xffff];
     if (slot === 0) return false;
-    this.devices[slot]!.pioWrite(port - this.bases[slot], size, value);
+    this.devices[slot].pioWrite(port - this.bases[slot], size, value);
     return true;
   }
 
   /** The device that owns `port`, if any (for trace and stats labels; not for the hot path). */
   deviceAt(port: number): PioDevice | undefined {
-    return this.devices[this.slotOf[port & 0xffff]];
+    const slot = this.slotOf[port & 0xffff];
+    return slot === 0 ? undefined : this.devices[slot];
   }
 
   /** The registered ranges, by base port. */
   entries(): BusEntry<PioDevice>[] {
     const out: BusEntry<PioDevice>[] = [];
     for (let s = 1; s < this.devices.length; s++)
-      out.push({ base: this.bases[s], size: this.sizes[s], device: this.devices[s]! });
+      out.push({ base: this.bases[s], size: this.sizes[s], device: this.devices[s] });
     return out.sort((a, b) => a.base - b.base);
   }
 }

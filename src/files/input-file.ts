@@ -67,7 +67,10 @@ function withArticle(kind: string): string {
 /** "a regular file", "a regular file or block device", ... */
 function acceptedText(accept: readonly FileKind[]): string {
   if (accept.length === 1) return withArticle(accept[0]);
-  return `${withArticle(accept[0])}${accept.slice(1, -1).map((k) => `, ${k}`)} or ${accept[accept.length - 1]}`;
+  return `${withArticle(accept[0])}${accept
+    .slice(1, -1)
+    .map((k) => `, ${k}`)
+    .join("")} or ${accept[accept.length - 1]}`;
 }
 
 function errnoCode(err: unknown): string {
@@ -243,8 +246,8 @@ export class InputFile {
    * bytes, through a buffer that grows as needed.
    */
   readHead(max: number): { bytes: Uint8Array; more: boolean } {
-    if (this.sizeKnown) {
-      const size = this.size!;
+    const size = this.size;
+    if (this.sizeKnown && size !== undefined) {
       const bytes = new Uint8Array(Math.min(size, max));
       const got = this.readAt(bytes, 0);
       return {
@@ -273,7 +276,7 @@ export class InputFile {
    * the bound is, for the message: "N bytes: larger than <limit>".
    */
   readAll(max: number, limit: string): Uint8Array {
-    if (this.sizeKnown && this.size! > max)
+    if (this.sizeKnown && this.size !== undefined && this.size > max)
       throw new FileInputError(this.name, `${this.size} bytes: larger than ${limit}`, "too-large");
     const { bytes, more } = this.readHead(max);
     if (more)
@@ -290,7 +293,7 @@ export class InputFile {
 
 /** A block device's size: where SEEK_END lands. The file offset is put back at 0 (reads use positions anyway). */
 function blockDeviceSize(fd: number, name: string): number {
-  const end = Number(libc.lseek(fd, 0, libc.SEEK_END));
+  const end = libc.lseek(fd, 0, libc.SEEK_END);
   if (end < 0) {
     const code = libc.errnoName(libc.errno());
     throw new FileInputError(name, `cannot find the size of the block device (${code})`, "io", code);

@@ -171,7 +171,7 @@ function kvmFacts(device: string, notRead: string[]): KvmInfo {
         feature: featureIdx.map((i) => ({
           index: `0x${i.toString(16)}`,
           name: names.get(i) ?? "",
-          value: values.has(i) ? `0x${values.get(i)!.toString(16)}` : "unreadable",
+          value: valueText(values.get(i)),
         })),
       };
     } catch (err) {
@@ -401,4 +401,9 @@ export function hostReport(opts: HostOptions = {}): HostReport {
     ? `KVM acceleration can be used (${report.backends.map((b) => b.module).join(", ") || "KVM"})`
     : `KVM acceleration cannot be used: ${k.error ?? (k.present ? "KVM does not work" : `${k.device} does not exist`)}`;
   return report;
+}
+
+/** A feature MSR's value as `vmtool host` shows it. */
+function valueText(v: bigint | undefined): string {
+  return v === undefined ? "unreadable" : `0x${v.toString(16)}`;
 }

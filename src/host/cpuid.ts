@@ -35,7 +35,7 @@ function makeStub(): CpuidFn | null {
       MAP_ANONYMOUS = 0x20;
     const addr = mmap(0n, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (addr === 0xffffffffffffffffn) return null;
-    new Uint8Array(koffi.view(Number(addr), 4096) as ArrayBuffer).set(STUB);
+    new Uint8Array(koffi.view(Number(addr), 4096)).set(STUB);
     // Write, then make it executable and read-only (W^X).
     if (mprotect(addr, 4096, PROT_READ | PROT_EXEC) !== 0) return null;
     const proto = koffi.proto("void vmtool_cpuid(uint32_t leaf, uint32_t subleaf, _Out_ uint32_t *out)");

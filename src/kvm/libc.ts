@@ -90,7 +90,7 @@ export function errno(): number {
 
 /** Turn an address returned by mmap into an ArrayBuffer over that memory (no copy). */
 export function viewOf(addr: bigint, len: number): ArrayBuffer {
-  return koffi.view(Number(addr), len) as ArrayBuffer;
+  return koffi.view(Number(addr), len);
 }
 
 export const MAP_FAILED = 0xffffffffffffffffn;

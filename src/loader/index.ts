@@ -88,7 +88,7 @@ export function planImage(bytes: Uint8Array, name: string, opts: LoadOptions): L
 function planFlat(bytes: Uint8Array, name: string, opts: LoadOptions): LoadPlan {
   const mode = opts.mode ?? "real";
   if (!BOOT_MODES.includes(mode))
-    throw new LoadOptionError(`--mode: '${String(mode)}' is not one of ${BOOT_MODES.join(", ")}`);
+    throw new LoadOptionError(`--mode: '${mode}' is not one of ${BOOT_MODES.join(", ")}`);
   const load = opts.load ?? defaultFlatLoad(mode);
   const entry = opts.entry ?? load;
   for (const [k, v] of [

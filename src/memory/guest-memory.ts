@@ -87,13 +87,19 @@ class RegionViews implements Region {
     const w = this.windows[i] ?? this.open(i);
     if (off - w.start + len <= w.bytes.length) return w;
     // Crosses into the next window(s): only a host-mapped region has more than one.
-    return windowOver(off, new Uint8Array(viewOf(this.hostAddr! + BigInt(off), len)), false);
+    return windowOver(off, new Uint8Array(viewOf(this.mapping() + BigInt(off), len)), false);
+  }
+
+  /** The host address of the region's mapping (windows exist only over mapped regions). */
+  private mapping(): bigint {
+    if (this.hostAddr === undefined) throw new Error("a window over a region that is not host-mapped");
+    return this.hostAddr;
   }
 
   private open(i: number): Window {
     const start = i * this.windowSize;
     const len = Math.min(this.windowSize, this.size - start);
-    const w = windowOver(start, new Uint8Array(viewOf(this.hostAddr! + BigInt(start), len)), true);
+    const w = windowOver(start, new Uint8Array(viewOf(this.mapping() + BigInt(start), len)), true);
     this.windows[i] = w;
     return w;
   }

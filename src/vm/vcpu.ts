@@ -155,15 +155,16 @@ export class Vcpu {
   getRegs(): Regs {
     this.ioctl(KVM.GET_REGS, this.regsBuf, "KVM_GET_REGS");
     const r = {} as Regs;
-    for (const n of REG_NAMES) r[n] = this.regsBuf.readBigUInt64LE(kvm_regs.off[n]);
+    const off: Record<RegName, number> = kvm_regs.off;
+    for (const n of REG_NAMES) r[n] = this.regsBuf.readBigUInt64LE(off[n]);
     return r;
   }
 
   /** Sets all registers; fields left out keep their current value. */
   setRegs(regs: Partial<Regs>): void {
     const cur = this.getRegs();
-    for (const n of REG_NAMES)
-      this.regsBuf.writeBigUInt64LE(BigInt.asUintN(64, regs[n] ?? cur[n]), kvm_regs.off[n]);
+    const off: Record<RegName, number> = kvm_regs.off;
+    for (const n of REG_NAMES) this.regsBuf.writeBigUInt64LE(BigInt.asUintN(64, regs[n] ?? cur[n]), off[n]);
     this.ioctl(KVM.SET_REGS, this.regsBuf, "KVM_SET_REGS");
   }
 

@@ -47,7 +47,7 @@ export class InputPump {
 
   /** Whether standard input is a terminal that this pump puts in raw mode. */
   static wantsRaw(raw: boolean): boolean {
-    return raw && process.stdin.isTTY === true;
+    return raw && process.stdin.isTTY;
   }
 
   /** Put the terminal in raw mode now (before the guest may print a prompt), if asked and possible. */

@@ -47,11 +47,11 @@ const MAX_DRAIN_ROUNDS = 16;
 const PARTIAL_LINE_MS = 50;
 
 const data = workerData as IoWorkerData;
-const port = parentPort!;
+const port = parentPort ?? notAWorker();
 const ctl = ioCtlView(data.io);
 startupMark("I/O worker's modules loaded");
 port.postMessage({ type: "loaded" } satisfies IoWorkerMessage);
-const start = receiveStart<IoWorkerStart>(port, ctl, IO_CTL.START);
+const start = receiveStart(port, ctl, IO_CTL.START) as IoWorkerStart;
 startupMark("I/O worker started");
 // Guest RAM is viewed only for virtio devices (their queues): V8 counts a 64 MiB view as external memory and
 // collects garbage at once, 5-10 ms of a short run (docs/run.md, "Start-up").
@@ -254,3 +254,7 @@ Atomics.store(ctl, IO_CTL.STATE, final);
 Atomics.notify(ctl, IO_CTL.STATE);
 // Wake any vCPU still waiting for a reply: it sees FAILED/STOPPED and gives up.
 for (const s of slots) Atomics.notify(s, SLOT.STATE);
+
+function notAWorker(): never {
+  throw new Error("io-worker.js runs as a worker thread of vmtool run");
+}

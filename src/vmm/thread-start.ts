@@ -54,10 +54,10 @@ export function threadStart<T>(worker: Worker, words: Int32Array, index: number)
 }
 
 /** The thread's side: block until the start message is posted; a cancelled thread ends here. */
-export function receiveStart<T>(port: MessagePort, words: Int32Array, index: number): T {
+export function receiveStart(port: MessagePort, words: Int32Array, index: number): unknown {
   for (;;) {
     const m = receiveMessageOnPort(port);
-    if (m) return m.message as T;
+    if (m) return m.message;
     const signal = Atomics.load(words, index);
     if (signal === StartSignal.CANCELLED) process.exit(0); // in a worker: ends this thread only
     Atomics.wait(words, index, signal, 1000);

@@ -27,13 +27,13 @@ import type { ExitHook, HookContext, VcpuStart, VcpuWorkerData, WorkerMessage } 
 import { startupMark } from "./startup-marks.js";
 
 const data = workerData as VcpuWorkerData;
-const port = parentPort!;
+const port = parentPort ?? notAWorker();
 const ctl = new Int32Array(data.control);
 startupMark("vCPU thread's modules loaded, waiting for its vCPU");
 port.postMessage({ type: "loaded" } satisfies WorkerMessage);
 // The worker is started before the VM exists, so that its start-up (a new isolate, koffi, these modules)
 // overlaps the main thread's VM creation; the vCPU and RAM arrive in the first message (thread-start.ts).
-const start = receiveStart<VcpuStart>(port, ctl, CTL.START);
+const start = receiveStart(port, ctl, CTL.START) as VcpuStart;
 startupMark("vCPU received");
 const vcpu = Vcpu.attach(start.vcpu);
 const run = vcpu.run;
@@ -374,3 +374,7 @@ else
         },
       });
     });
+
+function notAWorker(): never {
+  throw new Error("vcpu-worker.js runs as a worker thread of vmtool run");
+}

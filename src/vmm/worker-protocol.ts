@@ -52,6 +52,8 @@ export interface ExitEvent {
 }
 
 /** "stop" ends the run (RunEnd "stopped"), "pause" parks the vCPU in the paused state; anything else goes on. */
+// A hook written in JavaScript that returns nothing returns undefined; its TypeScript type says void.
+// eslint-disable-next-line @typescript-eslint/no-invalid-void-type
 export type ExitHookVerdict = "stop" | "pause" | void | undefined;
 export type ExitHook = (exit: ExitEvent) => ExitHookVerdict;
 

@@ -33,7 +33,11 @@ before(() => {
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 /** A copy of `src` (a path or bytes), changed by `patch`, written to a new file. */
-function variant(name: string, src: string | Uint8Array, patch?: (b: Buffer) => Buffer | void): string {
+function variant(
+  name: string,
+  src: string | Uint8Array,
+  patch?: ((b: Buffer) => Buffer) | ((b: Buffer) => void),
+): string {
   let b: Buffer = Buffer.from(typeof src === "string" ? readFileSync(src) : src);
   if (patch) b = patch(b) ?? b;
   const p = join(dir, name);

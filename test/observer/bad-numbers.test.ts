@@ -57,7 +57,7 @@ test("KVM tree: statistics, vCPU folders and thread ids that are not kernel numb
   put(join(vm, "vcpu3", "pid"), "0\n");
   const poll = new KvmSource(kvm, proc).poll();
   assert.equal(poll.vms?.length, 1);
-  const v = poll.vms![0];
+  const v = poll.vms[0];
   assert.deepEqual(v.stats, {});
   assert.deepEqual(
     v.vcpus.map((c) => [c.index, c.tid]),

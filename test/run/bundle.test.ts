@@ -114,7 +114,7 @@ describe("the bundled vmtool command", () => {
       marks.every((m) => m !== null),
       r.stderr,
     );
-    const seen = marks.map((m) => `${m![2]} ${m![3]}`);
+    const seen = marks.map((m) => `${m[2]} ${m[3]}`);
     for (const want of [
       "main vCPU thread spawned",
       "main VM created",
@@ -128,7 +128,7 @@ describe("the bundled vmtool command", () => {
     ])
       assert.ok(seen.includes(want), `${want} missing in:\n${r.stderr}`);
     // One clock for both threads: the vCPU thread receives its vCPU after the main thread created it.
-    const at = (what: string) => Number(marks[seen.indexOf(what)]![1]);
+    const at = (what: string) => Number(marks[seen.indexOf(what)][1]);
     assert.ok(at("vcpu vCPU received") >= at("main vCPUs created"), r.stderr);
     // The order that keeps a short run short (docs/run.md, "Start-up"): the thread before the CLI is even
     // loaded, the VM before the remaining options and the image are checked.

@@ -121,8 +121,8 @@ describe("exit statuses", () => {
     });
     let out = "";
     let err = "";
-    child.stdout.on("data", (d) => (out += d));
-    child.stderr.on("data", (d) => (err += d));
+    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (err += d.toString()));
     // The guest prints one '.' and spins: wait for the quiet-time flush of that byte, then interrupt.
     await new Promise<void>((resolve) => child.stdout.once("data", () => resolve()));
     child.kill("SIGINT");
@@ -207,11 +207,11 @@ describe("devices, trace and stats", () => {
     let out = "";
     let err = "";
     let outputSeen = () => {};
-    child.stdout.on("data", (d) => {
-      out += d;
+    child.stdout.on("data", (d: Buffer) => {
+      out += d.toString();
       outputSeen();
     });
-    child.stderr.on("data", (d) => (err += d));
+    child.stderr.on("data", (d: Buffer) => (err += d.toString()));
     const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
     const output = (want: string) =>
       new Promise<void>((resolve, reject) => {

@@ -15,10 +15,10 @@ interface TestEventData {
 /** The innermost useful message of a test failure (the runner wraps the assertion error in `cause`). */
 function errorText(err: unknown): string {
   let e = err as { cause?: unknown; message?: string; stack?: string } | undefined;
-  while (e && typeof e === "object" && e.cause && typeof e.cause === "object") e = e.cause as typeof e;
+  while (e && typeof e === "object" && e.cause && typeof e.cause === "object") e = e.cause;
   if (!e) return "";
   const stack = typeof e.stack === "string" ? e.stack.split("\n").slice(0, 6).join("\n") : "";
-  return stack || String(e.message ?? e);
+  return stack || (e.message ?? JSON.stringify(e));
 }
 
 export default async function* svmReporter(
@@ -39,7 +39,7 @@ export default async function* svmReporter(
       };
       yield `SVM test ${JSON.stringify(line)}\n`;
     } else if (ev.type === "test:stdout" || ev.type === "test:stderr") {
-      for (const l of String(d.message ?? "").split("\n"))
+      for (const l of (d.message ?? "").split("\n"))
         if (l.length > 0) yield `SVM output ${JSON.stringify(l)}\n`;
     }
   }

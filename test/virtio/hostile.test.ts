@@ -225,7 +225,9 @@ test("blk request whose data buffer is outside RAM: nothing is read from the dis
     size: 8 * 512,
     readOnly: false,
     id: "x",
-    read: () => void reads++,
+    read: () => {
+      reads++;
+    },
     write: () => assert.fail("no write"),
     flush: () => {},
   });

@@ -92,7 +92,7 @@ export async function runWatch(opts: WatchRun): Promise<void> {
   const source = parseSource(opts.source);
   const src = openSource({ source, debugfs: opts.debugfs, mount: opts.mount, globals: false, info: false });
   const tracker = new Tracker(opts.staleSeconds);
-  const live = !opts.json && process.stdout.isTTY === true;
+  const live = !opts.json && process.stdout.isTTY;
   const startedAt = Date.now();
   let problemNote: string | undefined;
   const labels = new Map<string, string>();
@@ -193,7 +193,7 @@ class Screen {
   private readonly raw: boolean;
   constructor(onQuit: () => void) {
     out("\x1b[?1049h\x1b[?25l");
-    this.raw = process.stdin.isTTY === true;
+    this.raw = process.stdin.isTTY;
     if (this.raw) {
       process.stdin.setRawMode(true);
       process.stdin.resume();

@@ -401,11 +401,12 @@ export class VirtioMmioTransport implements MmioDevice {
 
   private writeConfig(offset: number, data: Uint8Array): void {
     const cfg = this.device.config;
-    if (offset + data.length > cfg.length || !this.device.writeConfig) {
+    const device = this.device;
+    if (offset + data.length > cfg.length || !device.writeConfig) {
       this.trace(`${data.length}-byte write to configuration offset 0x${offset.toString(16)} ignored`);
       return;
     }
     const copy = data.slice(); // the caller's view is reused
-    this.guard(() => this.device.writeConfig!(offset, copy));
+    this.guard(() => device.writeConfig?.(offset, copy));
   }
 }
