@@ -286,12 +286,14 @@ export class StatsCollector {
 
   private loadSpecs(filter = this.tracepointFilter): CounterSpec[] | undefined {
     if (this.traceAvailability() !== undefined) return undefined;
+    const events = this.traceEvents;
+    if (!events) return undefined;
     if (!this.keeper) {
       // The kernel unregisters a tracepoint from perf when its last counter closes, and waits for an RCU grace
       // period each time (~35 ms per event here): closing a VM's counters would stall a poll for seconds. One
       // counter of every event on this thread (where no guest runs) keeps them registered while counting lasts.
       const g = PerfGroup.open(
-        this.traceEvents!.map((event) => ({ name: event.name, event })),
+        events.map((event) => ({ name: event.name, event })),
         0,
         -1,
       );
@@ -300,8 +302,8 @@ export class StatsCollector {
         this.perfFds += g.size;
       }
     }
-    if (filter !== this.tracepointFilter) return counterSpecs(this.traceEvents!, this.exitTable, filter);
-    return (this.specs ??= counterSpecs(this.traceEvents!, this.exitTable, filter));
+    if (filter !== this.tracepointFilter) return counterSpecs(events, this.exitTable, filter);
+    return (this.specs ??= counterSpecs(events, this.exitTable, filter));
   }
 
   private desc(source: SourceName, name: string, make: () => Omit<StatDesc, "name" | "source">): StatDesc {
@@ -603,14 +605,15 @@ export class StatsCollector {
   private sampleCounters(st: VmState, out: StatSample[], problems: Problem[], final: boolean): SourceUse {
     if (!st.run && !st.counters)
       return { used: false, note: "this `vmtool run` publishes no counters (no run directory found)" };
-    if (!st.counters && !final) {
+    if (!st.counters && !final && st.run) {
+      const dir = st.run.dir;
       try {
-        st.counters = CountersReader.open(st.run!.dir);
-        st.countersDir = st.run!.dir;
+        st.counters = CountersReader.open(dir);
+        st.countersDir = dir;
       } catch (e) {
         const reason =
           e instanceof StatsFormatError ? e.message : ((e as NodeJS.ErrnoException).code ?? String(e));
-        problems.push({ what: st.run!.dir, reason });
+        problems.push({ what: dir, reason });
         return { used: false, note: `its counters cannot be read (${reason})` };
       }
     }
@@ -749,17 +752,18 @@ export class StatsCollector {
         totals.set(s.name, (totals.get(s.name) ?? 0) + values[i]);
         if (vcpu !== undefined) {
           let m = byVcpu.get(s.name);
-          if (!m) byVcpu.set(s.name, (m = new Map()));
+          if (!m) byVcpu.set(s.name, (m = new Map<number, StatValue>()));
           m.set(vcpu, { value: values[i] });
         }
       });
     }
     for (const s of specs) {
-      if (!totals.has(s.name)) continue;
+      const value = totals.get(s.name);
+      if (value === undefined) continue;
       out.push({
         desc: this.traceDesc(s),
-        value: totals.get(s.name)!,
-        vcpus: byVcpu.get(s.name) ?? new Map(),
+        value,
+        vcpus: byVcpu.get(s.name) ?? new Map<number, StatValue>(),
       });
     }
     return st.perfError ? { used: true, note: st.perfError } : { used: true };
@@ -794,9 +798,10 @@ export class StatsCollector {
       const v = g.read();
       g.specs.forEach((s, i) => totals.set(s.name, (totals.get(s.name) ?? 0) + v[i]));
     }
-    const stats = specs
-      .filter((s) => totals.has(s.name))
-      .map((s) => ({ desc: { ...this.traceDesc(s), scope: "vm" as const }, value: totals.get(s.name)! }));
+    const stats = specs.flatMap((s) => {
+      const value = totals.get(s.name);
+      return value === undefined ? [] : [{ desc: { ...this.traceDesc(s), scope: "vm" as const }, value }];
+    });
     return { stats, cpus: this.hostCpus };
   }
 

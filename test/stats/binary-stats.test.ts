@@ -168,7 +168,7 @@ test("--cpus 2: each vCPU's values apart, and halt_wait_hist's buckets agree wit
   assert.equal(hist.length, 32);
   const low = hist.reduce((s, c, i) => s + c * (i === 0 ? 0 : 2 ** (i - 1)), 0);
   const high = hist.reduce((s, c, i) => s + c * 2 ** i, 0);
-  assert.ok(hist.reduce((s, c) => s + c, 0) > 2, `some waits: ${hist}`);
+  assert.ok(hist.reduce((s, c) => s + c, 0) > 2, `some waits: ${hist.join(" ")}`);
   assert.ok(low <= ns && ns < high, `halt_wait_ns ${ns} within the buckets' [${low}, ${high})`);
   vm.kill("SIGCONT");
   vm.kill("SIGTERM");

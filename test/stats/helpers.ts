@@ -22,8 +22,8 @@ export function startVm(
   const child = spawn(process.execPath, [CLI, ...args], { stdio: ["pipe", "pipe", "pipe"], env });
   let out = "";
   let err = "";
-  child.stdout!.on("data", (d: Buffer) => (out += d.toString("latin1")));
-  child.stderr!.on("data", (d: Buffer) => (err += d.toString("latin1")));
+  child.stdout.on("data", (d: Buffer) => (out += d.toString("latin1")));
+  child.stderr.on("data", (d: Buffer) => (err += d.toString("latin1")));
   const ended = new Promise<number>((resolve) =>
     child.on("exit", (code, signal) =>
       resolve(

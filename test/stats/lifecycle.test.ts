@@ -44,7 +44,7 @@ test("a VM that starts after stat, then ends while watched: found, counted from 
   t.after(() => watcher.kill("SIGKILL"));
   const lines: JsonLine[] = [];
   let buf = "";
-  watcher.stdout!.on("data", (d: Buffer) => {
+  watcher.stdout.on("data", (d: Buffer) => {
     buf += d.toString();
     for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
       lines.push(JSON.parse(buf.slice(0, nl)) as JsonLine);
@@ -97,7 +97,8 @@ test("a VM that starts after stat, then ends while watched: found, counted from 
   );
   // The summary keeps what the ended VM counted: its totals never go backwards.
   const totals = lines.slice(at - 1).map((l) => l.summary["vmtool_exits"]?.total ?? 0);
-  for (let i = 1; i < totals.length; i++) assert.ok(totals[i] >= totals[i - 1], `summary totals ${totals}`);
+  for (let i = 1; i < totals.length; i++)
+    assert.ok(totals[i] >= totals[i - 1], `summary totals ${totals.join(" ")}`);
   watcher.kill("SIGTERM");
   const status = await new Promise<number | null>((r) => watcher.on("exit", (c) => r(c)));
   assert.equal(status, 0, "SIGTERM ends stat cleanly");

@@ -21,7 +21,7 @@ function tmuxSession(t: { after(fn: () => void): void }, command: string) {
       `the screen to show ${what} (${re})`,
       () => (re.test(screen()) ? screen() : undefined),
       30_000,
-    ).catch((e: Error) => assert.fail(`${e.message}\n${screen()}`));
+    ).catch((e: unknown) => assert.fail(`${(e as Error).message}\n${screen()}`));
   return { screen, keys, waitScreen };
 }
 

@@ -114,10 +114,10 @@ test(
     });
     t.after(() => w.kill("SIGKILL"));
     let err = "";
-    w.stderr!.on("data", (d: Buffer) => (err += d.toString()));
+    w.stderr.on("data", (d: Buffer) => (err += d.toString()));
     const lines: JsonLine[] = [];
     let buf = "";
-    w.stdout!.on("data", (d: Buffer) => {
+    w.stdout.on("data", (d: Buffer) => {
       buf += d.toString();
       for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
         lines.push(JSON.parse(buf.slice(0, nl)) as JsonLine);
@@ -129,7 +129,7 @@ test(
       "tracepoint counters on QEMU's threads",
       () => lines.find((l) => vmOf(l)?.sources.tracepoints?.used),
       20_000,
-    ).catch((e: Error) => assert.fail(`${e.message}: ${err}`));
+    ).catch((e: unknown) => assert.fail(`${(e as Error).message}: ${err}`));
     const vm = vmOf(counting)!;
     assert.equal(vm.name, name);
     assert.equal(vm.vmm, "qemu");

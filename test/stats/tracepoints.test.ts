@@ -49,7 +49,7 @@ test(
     t.after(() => w.kill("SIGKILL"));
     const lines: JsonLine[] = [];
     let buf = "";
-    w.stdout!.on("data", (d: Buffer) => {
+    w.stdout.on("data", (d: Buffer) => {
       buf += d.toString();
       for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
         lines.push(JSON.parse(buf.slice(0, nl)) as JsonLine);

@@ -324,16 +324,17 @@ export async function runLive(
   }
 
   function explainSelected(): void {
-    const r = rows[st.selected];
-    if (!r?.desc.exit) {
+    const exit = rows[st.selected]?.desc.exit;
+    if (!exit) {
       st.message = "e: the selected row is not about an exit reason";
-      return draw();
+      draw();
+      return;
     }
     void import("../../arch/explain.js").then(({ explainExit }) => {
       try {
-        const hits = explainExit(r.desc.exit!.name, r.desc.exit!.table);
+        const hits = explainExit(exit.name, exit.table);
         st.overlay = {
-          title: `vmtool explain exit ${r.desc.exit!.name} --table ${r.desc.exit!.table}`,
+          title: `vmtool explain exit ${exit.name} --table ${exit.table}`,
           lines: hits.length
             ? hits.flatMap((h) => [
                 `${h.title} ${h.number} (${h.hex}): ${h.name}`,
@@ -342,7 +343,7 @@ export async function runLive(
                 `  source: ${h.source}`,
                 "",
               ])
-            : [`no entry for ${r.desc.exit!.name} in the ${r.desc.exit!.table} table`],
+            : [`no entry for ${exit.name} in the ${exit.table} table`],
         };
       } catch (e) {
         st.overlay = { title: "vmtool explain", lines: [(e as Error).message] };
@@ -351,14 +352,14 @@ export async function runLive(
     });
   }
 
-  function submitPrompt(): void {
-    const p = st.prompt!;
+  function submitPrompt(p: Prompt): void {
     const text = p.text.trim();
     try {
       if (p.kind === "f") {
         st.filter = text ? parseFields(text, "regex") : undefined;
         st.filterText = text || undefined;
-        collector.setTracepointFilter(st.filter ? (n) => st.filter!.test(n) : () => true);
+        const re = st.filter;
+        collector.setTracepointFilter(re ? (n) => re.test(n) : () => true);
         resetCounts();
       } else if (p.kind === "s") {
         st.delay = text ? parseDelay(text, "delay") : DEFAULT_DELAY;
@@ -388,7 +389,10 @@ export async function runLive(
     }
     if (st.prompt) {
       const p = st.prompt;
-      if (key === "\r" || key === "\n") return submitPrompt();
+      if (key === "\r" || key === "\n") {
+        submitPrompt(p);
+        return;
+      }
       if (key === "\x1b") {
         st.prompt = undefined;
         return draw();
@@ -461,7 +465,7 @@ export async function runLive(
   }
 
   // The terminal: the alternate screen, no cursor, raw keys; restored however the watch ends.
-  const raw = process.stdin.isTTY === true;
+  const raw = process.stdin.isTTY;
   const restore = () => {
     if (raw) process.stdin.setRawMode(false);
     out("\x1b[?25h\x1b[?1049l");
@@ -471,7 +475,10 @@ export async function runLive(
   const onData = (d: Buffer) => {
     const s = d.toString("latin1");
     // Arrow keys arrive as one escape sequence; anything else key by key.
-    if (s === "\x1b[A" || s === "\x1b[B") return onKey(s);
+    if (s === "\x1b[A" || s === "\x1b[B") {
+      onKey(s);
+      return;
+    }
     for (const ch of s) onKey(ch);
   };
   if (raw) {

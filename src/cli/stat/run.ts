@@ -86,11 +86,15 @@ export async function runStat(req: StatRequest): Promise<void> {
   try {
     const notice = checkSources(collector.sourceReports(), req.sources);
     if (notice && req.mode !== "live") writeStderr(`vmtool: ${notice}\n`);
-    if (req.fields === "help") return listEvents(collector);
+    if (req.fields === "help") {
+      listEvents(collector);
+      return;
+    }
     const view: ViewOptions = { filter, children: true, perVcpu: req.perVcpu, sort: "rate", zeros: true };
     if (req.mode === "live") {
       const { runLive } = await import("./live.js");
-      return await runLive(collector, req, { pid, filter, notice });
+      await runLive(collector, req, { pid, filter, notice });
+      return;
     }
     const tracker = new DeltaTracker(req.includePast);
     const stop = stopSignal();
@@ -221,25 +225,28 @@ async function logLines(
 ): Promise<void> {
   const file = req.logFile;
   let fd = -1;
-  const openLog = () => {
+  const openLog = (path: string) => {
     try {
-      fd = openSync(file!, "a", 0o644);
+      fd = openSync(path, "a", 0o644);
     } catch (e) {
       throw new UsageError(
-        `-L ${file}: cannot open for appending (${(e as NodeJS.ErrnoException).code ?? e})`,
+        `-L ${path}: cannot open for appending (${(e as NodeJS.ErrnoException).code ?? "error"})`,
       );
     }
   };
   const write = (text: string) => {
-    if (fd < 0) return writeStdout(text);
+    if (fd < 0 || file === undefined) {
+      writeStdout(text);
+      return;
+    }
     try {
       writeSync(fd, text);
     } catch (e) {
-      throw new LogFileError(file!, (e as NodeJS.ErrnoException).code ?? "EIO");
+      throw new LogFileError(file, (e as NodeJS.ErrnoException).code ?? "EIO");
     }
   };
   const isEmptyFile = () => fd >= 0 && fstatSync(fd).size === 0;
-  if (file) openLog();
+  if (file) openLog(file);
   try {
     const first = tracker.update(collector.poll());
     notes(first);
@@ -255,7 +262,7 @@ async function logLines(
       if (file && stop.hangup()) {
         // Rotated: a new file gets its names again (a CSV one only if it is empty).
         closeSync(fd);
-        openLog();
+        openLog(file);
         line = 0;
         bannerDue = !req.csv || isEmptyFile();
       }

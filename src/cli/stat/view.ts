@@ -118,7 +118,10 @@ export function eventRows(t: TrackedSnapshot, opts: ViewOptions, pids?: Readonly
       for (let p = a.desc.parent; p; p = byName.get(p)?.desc.parent) shown.add(p);
     }
     const rows = [...shown]
-      .map((n) => rowOf(byName.get(n)!))
+      .flatMap((n) => {
+        const a = byName.get(n);
+        return a ? [rowOf(a)] : [];
+      })
       .filter((r) => opts.zeros || r.total !== 0 || r.delta !== 0);
     const children = new Map<string, Row[]>();
     const top: Row[] = [];
@@ -137,8 +140,8 @@ export function eventRows(t: TrackedSnapshot, opts: ViewOptions, pids?: Readonly
       if (isCounter(r.desc) && r.desc.unit !== "seconds")
         r.percent = parentTotal > 0 ? (100 * r.total) / parentTotal : 0;
       list.push(r);
-      if (opts.perVcpu) {
-        const a = byName.get(r.name)!;
+      const a = byName.get(r.name);
+      if (opts.perVcpu && a) {
         for (const [label, v] of [...a.vcpus].sort((x, y) => naturalOrder(x[0], y[0]))) {
           if (!opts.zeros && v.total === 0 && v.delta === 0 && a.desc.unit !== "boolean") continue;
           list.push({
