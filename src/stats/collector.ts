@@ -21,6 +21,7 @@ import { hex } from "../format.js";
 import { LIVE_ACCESS } from "../vmm/live-counters.js";
 import { BinaryStatsFile, vcpuOfStatsId, type BinaryStatDesc } from "./binary-stats.js";
 import {
+  FdScanner,
   discoverVms,
   identify,
   qemuVcpuOfThread,
@@ -31,7 +32,7 @@ import {
 } from "./discover.js";
 import { processStartTime } from "../vmm/run-dir.js";
 import { findDebugfs, readDebugfsVm, type DebugfsRead } from "./debugfs.js";
-import { CountersReader, findRuns, type PublishedRun, type VcpuCounters } from "./run-dirs.js";
+import { CountersReader, RunFinder, type PublishedRun, type VcpuCounters } from "./run-dirs.js";
 import { exitedPidfds, pidfdGetfd, pidfdOpen, errnoName } from "./sys.js";
 import { findTracefs, kvmEvents, type TraceEvent } from "./tracefs.js";
 import {
@@ -97,6 +98,8 @@ interface StatsCopy {
   copy: number;
   file: BinaryStatsFile;
   vcpu?: number;
+  /** The StatDesc of each of the file's descriptors, in its order. */
+  descs?: StatDesc[];
 }
 
 interface VmState {
@@ -104,6 +107,11 @@ interface VmState {
   pidfd: number;
   process: KvmProcess;
   copies: Map<number, StatsCopy>;
+  /** debugfs files of this VM's folders that refuse reads (not tried again). */
+  debugfsRefused?: Map<string, Map<string, string>>;
+  /** Thread id -> name, read once per thread. */
+  threadNames?: Map<number, string>;
+  threadNamesAt?: number;
   /** Counted through tracepoints (auto decides it once per VM). */
   traced?: boolean;
   /** The stats fds the VMM held at the last poll (a fd is copied once seen twice: syncCopies). */
@@ -148,9 +156,17 @@ export class StatsCollector {
   /** Binary stats descriptors seen (name -> desc), to type debugfs files of the same names. */
   private readonly binaryKinds = new Map<string, BinaryStatDesc>();
   private readonly identities = new Map<number, ProcessIdentity>();
+  private readonly reasonDescs: StatDesc[] = [];
+  private readonly addressDescs = new Map<number, StatDesc>();
+  private readonly scanner: FdScanner;
+  private readonly runFinder: RunFinder;
+  private readonly debugfsPids = new Map<string, number>();
+  private reports: { at: number; list: SourceReport[] } | undefined;
 
   constructor(opts: CollectorOptions = {}) {
     this.proc = opts.proc ?? "/proc";
+    this.scanner = new FdScanner(this.proc);
+    this.runFinder = new RunFinder(this.proc);
     this.sources = opts.sources === undefined || opts.sources === "auto" ? "auto" : new Set(opts.sources);
     this.pids = opts.pids;
     this.tracepointScope = opts.tracepointScope ?? (opts.pids ? "vms" : "host");
@@ -182,6 +198,7 @@ export class StatsCollector {
   setTracepointScope(scope: "host" | "vms"): void {
     if (scope === this.tracepointScope) return;
     this.tracepointScope = scope;
+    this.reports = undefined;
     this.closePerf();
   }
 
@@ -213,8 +230,15 @@ export class StatsCollector {
     }
   }
 
-  /** The sources, what they can do here, and why not. */
+  /** The sources, what they can do here, and why not (looked at again every 10 s). */
   sourceReports(): SourceReport[] {
+    const now = Date.now();
+    if (!this.reports || now - this.reports.at > 10_000)
+      this.reports = { at: now, list: this.lookAtSources() };
+    return this.reports.list;
+  }
+
+  private lookAtSources(): SourceReport[] {
     const root = isRoot();
     const out: SourceReport[] = [];
     out.push({
@@ -309,7 +333,11 @@ export class StatsCollector {
   private desc(source: SourceName, name: string, make: () => Omit<StatDesc, "name" | "source">): StatDesc {
     const key = `${source}\0${name}`;
     let d = this.descs.get(key);
-    if (!d) this.descs.set(key, (d = { name, source, ...make() }));
+    if (!d) {
+      d = { name, source, ...make() };
+      // Bounded (a watch may last months, guests come and go): past the bound, descriptions are made anew.
+      if (this.descs.size < 200_000) this.descs.set(key, d);
+    }
     return d;
   }
 
@@ -319,11 +347,12 @@ export class StatsCollector {
     const problems: Problem[] = [];
     const notes: string[] = [];
     this.reap();
-    const runs = this.wants("vmtool") ? findRuns(this.proc, problems) : new Map<number, PublishedRun>();
+    const runs = this.wants("vmtool") ? this.runFinder.find(problems) : new Map<number, PublishedRun>();
     // KVM's debugfs folder lists every VM (root): then only those processes need their descriptors listed.
-    const index = isRoot() ? vmPidsFromDebugfs(this.debugfsKvm, this.proc) : undefined;
+    const index =
+      isRoot() && !this.pids ? vmPidsFromDebugfs(this.debugfsKvm, this.proc, this.debugfsPids) : undefined;
     if (index) for (const pid of runs.keys()) index.add(pid);
-    const found = discoverVms(this.proc, this.pids, index);
+    const found = discoverVms(this.proc, this.pids, index, this.scanner);
     const seen = new Set<string>();
     const samples: VmSample[] = [];
     for (const p of found.processes) {
@@ -362,6 +391,7 @@ export class StatsCollector {
       samples.push({ ...last, ended: true });
       this.vms.delete(key);
       this.identities.delete(st.info.pid);
+      this.scanner.forget(st.info.pid);
     }
     samples.sort((a, b) => a.vm.pid - b.vm.pid);
     let host: Snapshot["host"];
@@ -402,6 +432,10 @@ export class StatsCollector {
 
   /** Who a process is: read once per process (its start time tells a reused pid). */
   private identify(pid: number): ProcessIdentity | undefined {
+    // A VM whose pidfd has not turned readable is still the same process: nothing to read again.
+    const held = this.identities.get(pid);
+    if (held && [...this.vms.values()].some((st) => st.info.pid === pid && !st.final && st.pidfd >= 0))
+      return held;
     const startTime = processStartTime(pid, this.proc);
     if (startTime === undefined) return undefined;
     const known = this.identities.get(pid);
@@ -500,8 +534,8 @@ export class StatsCollector {
       };
     }
     // VM-scoped stats (one file per VM fd) and vCPU-scoped ones (one file per vCPU), combined by name.
-    const vmValues = new Map<string, { d: BinaryStatDesc; values: StatValue[] }>();
-    const vcpuValues = new Map<string, { d: BinaryStatDesc; byVcpu: Map<number, StatValue> }>();
+    const vmValues = new Map<StatDesc, StatValue[]>();
+    const vcpuValues = new Map<StatDesc, Map<number, StatValue>>();
     for (const c of st.copies.values()) {
       try {
         c.file.refresh();
@@ -509,28 +543,36 @@ export class StatsCollector {
         problems.push({ what: `pid ${p.pid} ${c.file.id}`, reason: (e as Error).message });
         continue;
       }
-      for (const d of c.file.descs) {
-        this.binaryKinds.set(d.name, d);
-        const hist = d.type === "linear-hist" || d.type === "log-hist";
-        const buckets = hist ? c.file.values(d) : undefined;
-        const v: StatValue = buckets
-          ? { value: buckets.reduce((s, b) => s + b, 0), buckets }
-          : { value: c.file.value(d) };
-        if (c.vcpu === undefined) {
-          const e = vmValues.get(d.name) ?? { d, values: [] };
-          e.values.push(v);
-          vmValues.set(d.name, e);
-        } else {
-          const e = vcpuValues.get(d.name) ?? { d, byVcpu: new Map() };
-          e.byVcpu.set(c.vcpu, v);
-          vcpuValues.set(d.name, e);
-        }
+      if (!c.descs) {
+        const scope = c.vcpu === undefined ? "vm" : "vcpu";
+        c.descs = c.file.descs.map((d) => this.binaryDesc(d, scope));
+        for (const d of c.file.descs) this.binaryKinds.set(d.name, d);
       }
+      const descs = c.descs;
+      const vcpu = c.vcpu;
+      c.file.descs.forEach((d, i) => {
+        const desc = descs[i];
+        let v: StatValue;
+        if (desc.buckets > 0) {
+          const buckets = c.file.values(d);
+          let sum = 0;
+          for (const b of buckets) sum += b;
+          v = { value: sum, buckets };
+        } else v = { value: c.file.value(d) };
+        if (vcpu === undefined) {
+          const list = vmValues.get(desc);
+          if (list) list.push(v);
+          else vmValues.set(desc, [v]);
+        } else {
+          let m = vcpuValues.get(desc);
+          if (!m) vcpuValues.set(desc, (m = new Map<number, StatValue>()));
+          m.set(vcpu, v);
+        }
+      });
     }
-    for (const { d, values } of vmValues.values())
-      out.push({ desc: this.binaryDesc(d, "vm"), ...combine(d.type, values) });
-    for (const { d, byVcpu } of vcpuValues.values())
-      out.push({ desc: this.binaryDesc(d, "vcpu"), ...combine(d.type, [...byVcpu.values()]), vcpus: byVcpu });
+    for (const [desc, values] of vmValues) out.push({ desc, ...combine(desc.type, values) });
+    for (const [desc, byVcpu] of vcpuValues)
+      out.push({ desc, ...combine(desc.type, [...byVcpu.values()]), vcpus: byVcpu });
     return { used: true };
   }
 
@@ -619,11 +661,13 @@ export class StatsCollector {
     }
     if (!st.counters) return { used: false };
     const blocks = st.counters.read();
-    const byName = new Map<string, { desc: StatDesc; byVcpu: Map<number, StatValue> }>();
+    const byDesc = new Map<StatDesc, Map<number, StatValue>>();
     const add = (desc: StatDesc, vcpu: number, value: number) => {
-      let e = byName.get(desc.name);
-      if (!e) byName.set(desc.name, (e = { desc, byVcpu: new Map() }));
-      e.byVcpu.set(vcpu, { value: (e.byVcpu.get(vcpu)?.value ?? 0) + value });
+      let m = byDesc.get(desc);
+      if (!m) byDesc.set(desc, (m = new Map<number, StatValue>()));
+      const was = m.get(vcpu);
+      if (was) was.value += value;
+      else m.set(vcpu, { value });
     };
     const total = this.plainDesc("vmtool", "vmtool_exits");
     blocks.forEach((b: VcpuCounters, vcpu) => {
@@ -632,29 +676,10 @@ export class StatsCollector {
       b.reasons.forEach((count, reason) => {
         if (count === 0) return;
         sum += count;
-        const name = EXIT_NAME(reason);
-        add(
-          this.plainDesc("vmtool", `vmtool_exits(${name})`, {
-            parent: "vmtool_exits",
-            exit: { table: "kvm", name },
-          }),
-          vcpu,
-          count,
-        );
+        add(this.reasonDesc(reason), vcpu, count);
       });
       add(total, vcpu, sum);
-      for (const [key, count] of b.entries) {
-        const access = (key - 1) % 4;
-        const address = (key - 1 - access) / 4;
-        const pio = access === LIVE_ACCESS.PIO_IN || access === LIVE_ACCESS.PIO_OUT;
-        const dir = ["in", "out", "read", "write"][access];
-        const parent = `vmtool_exits(${EXIT_NAME(pio ? KVM_EXIT.IO : KVM_EXIT.MMIO)})`;
-        add(
-          this.plainDesc("vmtool", `vmtool_${pio ? "io" : "mmio"}(${hex(address)},${dir})`, { parent }),
-          vcpu,
-          count,
-        );
-      }
+      for (const [key, count] of b.entries) add(this.addressDesc(key), vcpu, count);
       if (b.otherPio > 0)
         add(this.plainDesc("vmtool", "vmtool_io(other)", { parent: "vmtool_exits(IO)" }), vcpu, b.otherPio);
       if (b.otherMmio > 0)
@@ -664,15 +689,44 @@ export class StatsCollector {
           b.otherMmio,
         );
     });
-    for (const { desc, byVcpu } of byName.values())
+    for (const [desc, byVcpu] of byDesc)
       out.push({ desc, ...combine(desc.type, [...byVcpu.values()]), vcpus: byVcpu });
     return { used: true };
+  }
+
+  /** `vmtool_exits(IO)` for KVM_EXIT_IO... (made once per reason). */
+  private reasonDesc(reason: number): StatDesc {
+    let d = this.reasonDescs[reason];
+    if (!d) {
+      const name = EXIT_NAME(reason);
+      d = this.reasonDescs[reason] = this.plainDesc("vmtool", `vmtool_exits(${name})`, {
+        parent: "vmtool_exits",
+        exit: { table: "kvm", name },
+      });
+    }
+    return d;
+  }
+
+  /** `vmtool_io(0xe9,out)`, `vmtool_mmio(0xd0000000,read)` for a counters-file key (made once per key). */
+  private addressDesc(key: number): StatDesc {
+    let d = this.addressDescs.get(key);
+    if (!d) {
+      const access = (key - 1) % 4;
+      const address = (key - 1 - access) / 4;
+      const pio = access === LIVE_ACCESS.PIO_IN || access === LIVE_ACCESS.PIO_OUT;
+      const dir = ["in", "out", "read", "write"][access];
+      const parent = `vmtool_exits(${EXIT_NAME(pio ? KVM_EXIT.IO : KVM_EXIT.MMIO)})`;
+      d = this.plainDesc("vmtool", `vmtool_${pio ? "io" : "mmio"}(${hex(address)},${dir})`, { parent });
+      // Bounded: a guest may touch many addresses over time; past the bound descriptors are made again.
+      if (this.addressDescs.size < 65_536) this.addressDescs.set(key, d);
+    }
+    return d;
   }
 
   private sampleDebugfs(st: VmState, out: StatSample[]): SourceUse {
     if (this.debugfsKvm === undefined) return { used: false, note: "debugfs is not mounted" };
     if (!isRoot()) return { used: false, note: "debugfs is readable by root only" };
-    const r: DebugfsRead = readDebugfsVm(this.debugfsKvm, st.info.pid);
+    const r: DebugfsRead = readDebugfsVm(this.debugfsKvm, st.info.pid, (st.debugfsRefused ??= new Map()));
     for (const [vcpu, tid] of r.threads) if (!st.info.threads.has(vcpu)) st.info.threads.set(vcpu, tid);
     if (r.folders.length === 0)
       return { used: false, note: `no folder ${st.info.pid}-<fd> in ${this.debugfsKvm}` };
@@ -711,7 +765,12 @@ export class StatsCollector {
     const specs = this.loadSpecs();
     if (!specs) return { used: false, note: this.traceError };
     if (!final) {
-      const threads = threadsOf(st.info.pid, this.proc);
+      // Thread names are read again every 10 s (QEMU names a vCPU thread just after starting it).
+      if (!st.threadNames || Date.now() - (st.threadNamesAt ?? 0) > 10_000) {
+        st.threadNames = new Map();
+        st.threadNamesAt = Date.now();
+      }
+      const threads = threadsOf(st.info.pid, this.proc, st.threadNames);
       const live = new Set(threads.map((t) => t.tid));
       for (const [tid, g] of st.perf)
         if (!live.has(tid)) {

@@ -58,8 +58,15 @@ function readNumber(path: string): { value: number; mode: number } | string {
   }
 }
 
-/** The VM folders of `pid` under `<debugfs>/kvm`, read. */
-export function readDebugfsVm(kvmDir: string, pid: number): DebugfsRead {
+/**
+ * The VM folders of `pid` under `<debugfs>/kvm`, read. `refused`: files known to refuse reads (by folder), not
+ * tried again (lockdown is never lifted while the system runs); filled in here.
+ */
+export function readDebugfsVm(
+  kvmDir: string,
+  pid: number,
+  refused = new Map<string, Map<string, string>>(),
+): DebugfsRead {
   const out: DebugfsRead = {
     values: new Map(),
     modes: new Map(),
@@ -83,7 +90,11 @@ export function readDebugfsVm(kvmDir: string, pid: number): DebugfsRead {
       continue; // the VM went away
     }
     out.folders.push(folder);
+    let known = refused.get(folder);
+    if (!known) refused.set(folder, (known = new Map()));
+    for (const [f, code] of known) out.refused.set(f, code);
     for (const f of files) {
+      if (known.has(f)) continue;
       const vcpu = /^vcpu(\d+)$/.exec(f);
       if (vcpu) {
         const tid = readNumber(join(dir, f, "pid"));
@@ -94,11 +105,15 @@ export function readDebugfsVm(kvmDir: string, pid: number): DebugfsRead {
       const r = readNumber(join(dir, f));
       if (typeof r === "string") {
         if (r !== "EISDIR" && r !== "not a file") out.refused.set(f, r);
+        if (r === "EPERM" || r === "EACCES") known.set(f, r);
         continue;
       }
       out.values.set(f, (out.values.get(f) ?? 0) + r.value);
       out.modes.set(f, r.mode);
     }
   }
+  // Folders gone (their VMs ended) are forgotten.
+  for (const folder of refused.keys())
+    if (folder.startsWith(`${pid}-`) && !out.folders.includes(folder)) refused.delete(folder);
   return out;
 }

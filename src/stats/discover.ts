@@ -28,33 +28,69 @@ const VCPU_STATS_LINK = /^anon_inode:kvm-vcpu-stats:(\d+)$/;
 
 /** The KVM descriptors of `pid`, null if it has none, "denied" if they cannot be listed, "gone" if it ended. */
 export function scanProcess(pid: number, proc = "/proc"): KvmProcess | null | "denied" | "gone" {
-  const dir = join(proc, String(pid), "fd");
-  let fds: string[];
-  try {
-    fds = readdirSync(dir);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    return code === "EACCES" || code === "EPERM" ? "denied" : "gone";
-  }
-  let found: KvmProcess | null = null;
-  for (const name of fds) {
-    let link: string;
+  return new FdScanner(proc).scan(pid);
+}
+
+/** How often every descriptor's link is read again, not only those of new descriptor numbers. */
+const FULL_SCAN_MS = 10_000;
+
+/**
+ * Lists processes' descriptors for KVM's anonymous files. A poll costs one listing of /proc/<pid>/fd: the links
+ * of numbers already seen are kept, and read again only every FULL_SCAN_MS (a number closed and opened again
+ * as another file between two polls is seen then). forget() drops a process (it ended, or its pid was reused).
+ */
+export class FdScanner {
+  private readonly known = new Map<number, { links: Map<string, string>; fullAt: number }>();
+
+  constructor(private readonly proc = "/proc") {}
+
+  scan(pid: number, now = Date.now()): KvmProcess | null | "denied" | "gone" {
+    const dir = join(this.proc, String(pid), "fd");
+    let fds: string[];
     try {
-      link = readlinkSync(join(dir, name));
-    } catch {
-      continue; // closed meanwhile
+      fds = readdirSync(dir);
+    } catch (e) {
+      this.known.delete(pid);
+      const code = (e as NodeJS.ErrnoException).code;
+      return code === "EACCES" || code === "EPERM" ? "denied" : "gone";
     }
-    if (!link.startsWith("anon_inode:kvm-")) continue;
-    found ??= { pid, vmFds: [], vmStatsFds: [], vcpuFds: new Map(), vcpuStatsFds: new Map() };
-    const fd = Number(name);
-    let m: RegExpExecArray | null;
-    if (link === "anon_inode:kvm-vm") found.vmFds.push(fd);
-    else if (link === "anon_inode:kvm-vm-stats") found.vmStatsFds.push(fd);
-    else if ((m = VCPU_STATS_LINK.exec(link))) found.vcpuStatsFds.set(Number(m[1]), fd);
-    else if ((m = VCPU_LINK.exec(link))) found.vcpuFds.set(Number(m[1]), fd);
+    let k = this.known.get(pid);
+    if (!k || now - k.fullAt > FULL_SCAN_MS) this.known.set(pid, (k = { links: new Map(), fullAt: now }));
+    const names = new Set(fds);
+    for (const name of k.links.keys()) if (!names.has(name)) k.links.delete(name);
+    let found: KvmProcess | null = null;
+    for (const name of fds) {
+      let link = k.links.get(name);
+      if (link === undefined) {
+        try {
+          link = readlinkSync(join(dir, name));
+        } catch {
+          continue; // closed meanwhile
+        }
+        k.links.set(name, link);
+      }
+      if (!link.startsWith("anon_inode:kvm-")) continue;
+      found ??= { pid, vmFds: [], vmStatsFds: [], vcpuFds: new Map(), vcpuStatsFds: new Map() };
+      const fd = Number(name);
+      let m: RegExpExecArray | null;
+      if (link === "anon_inode:kvm-vm") found.vmFds.push(fd);
+      else if (link === "anon_inode:kvm-vm-stats") found.vmStatsFds.push(fd);
+      else if ((m = VCPU_STATS_LINK.exec(link))) found.vcpuStatsFds.set(Number(m[1]), fd);
+      else if ((m = VCPU_LINK.exec(link))) found.vcpuFds.set(Number(m[1]), fd);
+    }
+    // A process holding only copied stats fds (another `vmtool stat`) is not a VM.
+    return found && found.vmFds.length > 0 ? found : null;
   }
-  // A process holding only copied stats fds (another `vmtool stat`) is not a VM.
-  return found && found.vmFds.length > 0 ? found : null;
+
+  /** Forget a process (it ended, or its pid now names another process). */
+  forget(pid: number): void {
+    this.known.delete(pid);
+  }
+
+  /** Forget every process but those in `alive`. */
+  keepOnly(alive: ReadonlySet<number>): void {
+    for (const pid of this.known.keys()) if (!alive.has(pid)) this.known.delete(pid);
+  }
 }
 
 /** The process (thread group) a thread id belongs to, or undefined if it is gone. */
@@ -69,7 +105,12 @@ function tgidOf(tid: number, proc: string): number | undefined {
  * lockdown refuses reading the files in it. Undefined when that folder cannot be listed (not root, not
  * mounted): then every process is looked at.
  */
-export function vmPidsFromDebugfs(kvmDir: string | undefined, proc = "/proc"): Set<number> | undefined {
+export function vmPidsFromDebugfs(
+  kvmDir: string | undefined,
+  proc = "/proc",
+  /** folder name -> process, kept between calls (a folder's name is its VM's for the VM's lifetime). */
+  cache = new Map<string, number>(),
+): Set<number> | undefined {
   if (kvmDir === undefined) return undefined;
   let names: string[];
   try {
@@ -78,12 +119,17 @@ export function vmPidsFromDebugfs(kvmDir: string | undefined, proc = "/proc"): S
     return undefined;
   }
   const pids = new Set<number>();
+  const present = new Set<string>();
   for (const n of names) {
     const m = /^(\d+)-\d+$/.exec(n);
     if (!m) continue;
-    const pid = tgidOf(Number(m[1]), proc);
-    if (pid !== undefined) pids.add(pid);
+    present.add(n);
+    const pid = cache.get(n) ?? tgidOf(Number(m[1]), proc);
+    if (pid === undefined) continue;
+    cache.set(n, pid);
+    pids.add(pid);
   }
+  for (const n of cache.keys()) if (!present.has(n)) cache.delete(n);
   return pids;
 }
 
@@ -95,6 +141,7 @@ export function discoverVms(
   proc = "/proc",
   pids?: ReadonlySet<number>,
   index?: ReadonlySet<number>,
+  scanner = new FdScanner(proc),
 ): Discovery {
   const processes: KvmProcess[] = [];
   let denied = 0;
@@ -107,11 +154,12 @@ export function discoverVms(
           .map(Number);
   for (const pid of candidates) {
     if (pid === process.pid) continue;
-    const r = scanProcess(pid, proc);
+    const r = scanner.scan(pid);
     if (r === "denied") denied++;
     else if (r !== null && r !== "gone") processes.push(r);
   }
   processes.sort((a, b) => a.pid - b.pid);
+  scanner.keepOnly(new Set(candidates));
   return { processes, denied };
 }
 
@@ -148,8 +196,12 @@ export function identify(pid: number, proc = "/proc"): ProcessIdentity | undefin
   return { startTime, comm, cmdline, name: qemuName(cmdline) ?? comm ?? `pid ${pid}`, vmm };
 }
 
-/** Thread ids of `pid` with their names (/proc/<pid>/task/<tid>/comm). */
-export function threadsOf(pid: number, proc = "/proc"): { tid: number; comm: string }[] {
+/** Thread ids of `pid` with their names (/proc/<pid>/task/<tid>/comm; `names` keeps them between calls). */
+export function threadsOf(
+  pid: number,
+  proc = "/proc",
+  names = new Map<number, string>(),
+): { tid: number; comm: string }[] {
   let tids: string[];
   try {
     tids = readdirSync(join(proc, String(pid), "task"));
@@ -157,10 +209,19 @@ export function threadsOf(pid: number, proc = "/proc"): { tid: number; comm: str
     return [];
   }
   const out: { tid: number; comm: string }[] = [];
+  const alive = new Set<number>();
   for (const t of tids) {
-    const comm = readOr(join(proc, String(pid), "task", t, "comm"));
-    if (comm !== null) out.push({ tid: Number(t), comm: comm.trim() });
+    const tid = Number(t);
+    alive.add(tid);
+    let comm = names.get(tid);
+    if (comm === undefined) {
+      const text = readOr(join(proc, String(pid), "task", t, "comm"));
+      if (text === null) continue; // ended meanwhile
+      names.set(tid, (comm = text.trim()));
+    }
+    out.push({ tid, comm });
   }
+  for (const tid of names.keys()) if (!alive.has(tid)) names.delete(tid);
   return out.sort((a, b) => a.tid - b.tid);
 }
 

@@ -16,13 +16,15 @@ import {
 import type { RunDescription } from "../vmm/run-dir.js";
 import {
   ADDRESS_ENTRIES,
-  BLOCK,
-  BLOCK_BYTES,
   HEADER,
   HEADER_BYTES,
   LAYOUT_VERSION,
   LIVE_MAGIC,
   REASON_SLOTS,
+  SUMMARY,
+  SUMMARY_BYTES,
+  TABLE_BYTES,
+  blockOffsets,
   countersFileBytes,
 } from "../vmm/live-counters.js";
 import { StatsFormatError } from "./errors.js";
@@ -110,38 +112,74 @@ export function findRuns(
   proc = "/proc",
   problems?: { what: string; reason: string }[],
 ): Map<number, PublishedRun> {
-  const runs = new Map<number, PublishedRun>();
-  const uid = process.getuid?.();
-  for (const base of runBases()) {
-    let owned = false;
-    try {
-      const st = lstatSync(base);
-      if (!st.isDirectory()) continue;
-      owned = st.uid === uid;
-    } catch {
-      continue;
+  return new RunFinder(proc).find(problems);
+}
+
+/** How often the list of base folders, and the runs already known, are looked at again in full. */
+const REFRESH_MS = 10_000;
+
+/**
+ * findRuns() for a watch: each poll lists the base folders (one readdir each) and reads only the run.json of
+ * runs not seen before; everything is checked again in full every REFRESH_MS.
+ */
+export class RunFinder {
+  private bases: string[] = [];
+  private basesAt = -Infinity;
+  private known = new Map<string, PublishedRun>();
+  private knownAt = -Infinity;
+
+  constructor(private readonly proc = "/proc") {}
+
+  find(problems?: { what: string; reason: string }[], now = Date.now()): Map<number, PublishedRun> {
+    if (now - this.basesAt > REFRESH_MS) {
+      this.bases = runBases();
+      this.basesAt = now;
     }
-    // Only in a folder of its own does a reader remove what it finds stale (never as root in a user's).
-    if (owned) removeStaleRuns(base, proc);
-    for (const name of listOr(base)) {
-      if (!/^\d+$/.test(name)) continue;
-      const dir = join(base, name);
+    const full = now - this.knownAt > REFRESH_MS;
+    if (full) this.knownAt = now;
+    const runs = new Map<number, PublishedRun>();
+    const known = new Map<string, PublishedRun>();
+    const uid = process.getuid?.();
+    for (const base of this.bases) {
+      let owned = false;
       try {
-        const run = parseRunDescription(
-          readSmallFile(join(dir, RUN_FILE), MAX_RUN_JSON).toString("utf8"),
-          dir,
-        );
-        if (run.pid !== Number(name)) throw new StatsFormatError(`${dir}: run.json names pid ${run.pid}`);
-        if (processStartTime(run.pid, proc) !== run.startTime) continue; // stale (gone, or a reused pid)
-        runs.set(run.pid, { dir, run });
-      } catch (e) {
-        const code = (e as NodeJS.ErrnoException).code;
-        if (code === "ENOENT") continue; // being created, or removed meanwhile
-        problems?.push({ what: dir, reason: code ?? (e as Error).message });
+        const st = lstatSync(base);
+        if (!st.isDirectory()) continue;
+        owned = st.uid === uid;
+      } catch {
+        continue;
+      }
+      // Only in a folder of its own does a reader remove what it finds stale (never as root in a user's).
+      if (owned && full) removeStaleRuns(base, this.proc);
+      for (const name of listOr(base)) {
+        if (!/^\d+$/.test(name)) continue;
+        const dir = join(base, name);
+        const was = full ? undefined : this.known.get(dir);
+        if (was) {
+          runs.set(was.run.pid, was);
+          known.set(dir, was);
+          continue;
+        }
+        try {
+          const run = parseRunDescription(
+            readSmallFile(join(dir, RUN_FILE), MAX_RUN_JSON).toString("utf8"),
+            dir,
+          );
+          if (run.pid !== Number(name)) throw new StatsFormatError(`${dir}: run.json names pid ${run.pid}`);
+          if (processStartTime(run.pid, this.proc) !== run.startTime) continue; // stale (gone, or a reused pid)
+          const found = { dir, run };
+          runs.set(run.pid, found);
+          known.set(dir, found);
+        } catch (e) {
+          const code = (e as NodeJS.ErrnoException).code;
+          if (code === "ENOENT") continue; // being created, or removed meanwhile
+          problems?.push({ what: dir, reason: code ?? (e as Error).message });
+        }
       }
     }
+    this.known = known;
+    return runs;
   }
-  return runs;
 }
 
 /** One vCPU's counters as the file holds them. */
@@ -157,13 +195,14 @@ export interface VcpuCounters {
 
 /** The counters file of one run, open for as long as the run is watched (its final values stay readable). */
 export class CountersReader {
-  private readonly buf: Buffer;
+  private readonly summaries: Buffer;
+  private readonly table = Buffer.alloc(TABLE_BYTES);
 
   private constructor(
     private readonly fd: number,
     readonly vcpus: number,
   ) {
-    this.buf = Buffer.alloc(countersFileBytes(vcpus));
+    this.summaries = Buffer.alloc(vcpus * SUMMARY_BYTES);
   }
 
   /** Open and check the header: magic, layout and size must be exactly what this version writes. */
@@ -181,7 +220,8 @@ export class CountersReader {
         w(HEADER.MAGIC) === LIVE_MAGIC &&
         w(HEADER.VERSION) === LAYOUT_VERSION &&
         w(HEADER.HEADER_BYTES) === HEADER_BYTES &&
-        w(HEADER.BLOCK_BYTES) === BLOCK_BYTES &&
+        w(HEADER.SUMMARY_BYTES) === SUMMARY_BYTES &&
+        w(HEADER.TABLE_BYTES) === TABLE_BYTES &&
         w(HEADER.REASON_SLOTS) === REASON_SLOTS &&
         w(HEADER.ADDRESS_ENTRIES) === ADDRESS_ENTRIES &&
         vcpus <= MAX_VCPUS &&
@@ -194,32 +234,35 @@ export class CountersReader {
     }
   }
 
-  /** Every vCPU's counters now. */
+  /** Every vCPU's counters now: one read for all the summaries, one per vCPU whose table is in use. */
   read(): VcpuCounters[] {
-    const n = readSync(this.fd, this.buf, 0, this.buf.length, 0);
     const out: VcpuCounters[] = [];
-    for (let v = 0; v < this.vcpus; v++) {
-      const at = HEADER_BYTES + v * BLOCK_BYTES;
-      if (at + BLOCK_BYTES > n) break;
-      // A count is a non-negative whole number; anything else (a file written by someone else) reads as 0.
-      const f64 = (off: number) => {
-        const x = this.buf.readDoubleLE(at + off);
-        return Number.isFinite(x) && x >= 0 ? x : 0;
-      };
-      const used = Math.min(Math.max(this.buf.readInt32LE(at + 4 * BLOCK.USED_WORD), 0), ADDRESS_ENTRIES);
+    const n = readSync(this.fd, this.summaries, 0, this.summaries.length, HEADER_BYTES);
+    const s = this.summaries;
+    // A count is a non-negative whole number; anything else (a file written by someone else) reads as 0.
+    const num = (b: Buffer, at: number) => {
+      const x = b.readDoubleLE(at);
+      return Number.isFinite(x) && x >= 0 ? x : 0;
+    };
+    for (let v = 0; v < this.vcpus && (v + 1) * SUMMARY_BYTES <= n; v++) {
+      const at = v * SUMMARY_BYTES;
+      const used = Math.min(Math.max(s.readInt32LE(at + 4 * SUMMARY.USED_WORD), 0), ADDRESS_ENTRIES);
       const reasons: number[] = [];
-      for (let r = 0; r < REASON_SLOTS; r++) reasons.push(f64(BLOCK.REASONS + 8 * r));
+      for (let r = 0; r < REASON_SLOTS; r++) reasons.push(num(s, at + SUMMARY.REASONS + 8 * r));
       const entries: [number, number][] = [];
-      for (let e = 0; e < used; e++) {
-        const key = f64(BLOCK.ENTRIES + 16 * e);
-        if (key > 0) entries.push([key, f64(BLOCK.ENTRIES + 16 * e + 8)]);
+      if (used > 0) {
+        const got = readSync(this.fd, this.table, 0, used * 16, blockOffsets(this.vcpus, v).table);
+        for (let e = 0; e < used && 16 * (e + 1) <= got; e++) {
+          const key = num(this.table, 16 * e);
+          if (key > 0) entries.push([key, num(this.table, 16 * e + 8)]);
+        }
       }
       out.push({
-        tid: this.buf.readInt32LE(at + 4 * BLOCK.TID_WORD),
+        tid: s.readInt32LE(at + 4 * SUMMARY.TID_WORD),
         reasons,
         entries,
-        otherPio: f64(BLOCK.OTHER_PIO),
-        otherMmio: f64(BLOCK.OTHER_MMIO),
+        otherPio: num(s, at + SUMMARY.OTHER_PIO),
+        otherMmio: num(s, at + SUMMARY.OTHER_MMIO),
       });
     }
     return out;

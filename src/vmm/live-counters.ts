@@ -10,13 +10,15 @@
 // they first appear; exits at any other address are added to one "other" count per kind (port, MMIO).
 //
 // File layout (little-endian), LAYOUT_VERSION 1:
-//   header, HEADER_BYTES: u32 words MAGIC, version, header bytes, vCPU count, block bytes, reason slots,
-//     address entries, pid; the rest is zero.
-//   then one block of BLOCK_BYTES per vCPU, in vCPU order:
+//   header, HEADER_BYTES: u32 words MAGIC, version, header bytes, vCPU count, summary bytes, table bytes,
+//     reason slots, address entries, pid; the rest is zero.
+//   then one summary of SUMMARY_BYTES per vCPU, in vCPU order (all of them together: a reader takes them in
+//   one read):
 //     i32 [0] the vCPU thread's id (0 until it starts), i32 [1] entries in use (stored after the entry itself)
 //     f64 at 32: exits at ports past the table, f64 at 40: exits at MMIO addresses past the table
 //     f64 at 64: REASON_SLOTS counts by KVM exit reason (KVM_EXIT_*; reasons past the last slot count there)
-//     f64 at 576: ADDRESS_ENTRIES pairs {key, count}; key = address * 4 + ACCESS + 1 (0: unused)
+//   then one address table of TABLE_BYTES per vCPU: ADDRESS_ENTRIES pairs {key, count}, filled in order;
+//     key = address * 4 + ACCESS + 1 (0: unused)
 import { viewOf } from "../kvm/libc.js";
 
 export const LIVE_MAGIC = 0x4c544d56; // "VMTL"
@@ -25,16 +27,15 @@ export const HEADER_BYTES = 64;
 export const REASON_SLOTS = 64;
 export const ADDRESS_ENTRIES = 1024;
 const REASONS_AT = 64;
-const ENTRIES_AT = REASONS_AT + REASON_SLOTS * 8;
-export const BLOCK_BYTES = ENTRIES_AT + ADDRESS_ENTRIES * 16;
-/** Byte offsets inside a block. */
-export const BLOCK = {
+export const SUMMARY_BYTES = REASONS_AT + REASON_SLOTS * 8;
+export const TABLE_BYTES = ADDRESS_ENTRIES * 16;
+/** Byte offsets inside a vCPU's summary. */
+export const SUMMARY = {
   TID_WORD: 0,
   USED_WORD: 1,
   OTHER_PIO: 32,
   OTHER_MMIO: 40,
   REASONS: REASONS_AT,
-  ENTRIES: ENTRIES_AT,
 } as const;
 /** Words of the header (u32 index). */
 export const HEADER = {
@@ -42,10 +43,11 @@ export const HEADER = {
   VERSION: 1,
   HEADER_BYTES: 2,
   VCPUS: 3,
-  BLOCK_BYTES: 4,
-  REASON_SLOTS: 5,
-  ADDRESS_ENTRIES: 6,
-  PID: 7,
+  SUMMARY_BYTES: 4,
+  TABLE_BYTES: 5,
+  REASON_SLOTS: 6,
+  ADDRESS_ENTRIES: 7,
+  PID: 8,
 } as const;
 
 /** What an address entry is about (the low 2 bits of its key, minus one): the same values as exit-stats.ts. */
@@ -53,14 +55,23 @@ export const LIVE_ACCESS = { PIO_IN: 0, PIO_OUT: 1, MMIO_READ: 2, MMIO_WRITE: 3 
 
 /** The file's size for `vcpus` vCPUs. */
 export function countersFileBytes(vcpus: number): number {
-  return HEADER_BYTES + vcpus * BLOCK_BYTES;
+  return HEADER_BYTES + vcpus * (SUMMARY_BYTES + TABLE_BYTES);
 }
 
-/** Where one vCPU's block is: the whole mapping (address and size) and the block's offset in it. */
+/** Where vCPU `index`'s summary and table are in a file of `vcpus` vCPUs. */
+export function blockOffsets(vcpus: number, index: number): { summary: number; table: number } {
+  return {
+    summary: HEADER_BYTES + index * SUMMARY_BYTES,
+    table: HEADER_BYTES + vcpus * SUMMARY_BYTES + index * TABLE_BYTES,
+  };
+}
+
+/** Where one vCPU's counters are: the whole mapping (address and size) and its parts' offsets in it. */
 export interface LiveCountersDescriptor {
   addr: bigint;
   size: number;
-  offset: number;
+  summary: number;
+  table: number;
 }
 
 const INDEX_BITS = 11; // 2048 slots: never more than half full
@@ -77,17 +88,17 @@ export class LiveExitCounters {
   private used = 0;
 
   constructor(desc?: LiveCountersDescriptor) {
-    const buffer = desc ? viewOf(desc.addr, desc.size) : new ArrayBuffer(BLOCK_BYTES);
-    const at = desc ? desc.offset : 0;
+    const buffer = desc ? viewOf(desc.addr, desc.size) : new ArrayBuffer(SUMMARY_BYTES + TABLE_BYTES);
+    const at = desc ? desc.summary : 0;
     this.words = new Int32Array(buffer, at, 8);
-    this.other = new Float64Array(buffer, at + BLOCK.OTHER_PIO, 2);
-    this.reasons = new Float64Array(buffer, at + BLOCK.REASONS, REASON_SLOTS);
-    this.entries = new Float64Array(buffer, at + BLOCK.ENTRIES, 2 * ADDRESS_ENTRIES);
+    this.other = new Float64Array(buffer, at + SUMMARY.OTHER_PIO, 2);
+    this.reasons = new Float64Array(buffer, at + SUMMARY.REASONS, REASON_SLOTS);
+    this.entries = new Float64Array(buffer, desc ? desc.table : SUMMARY_BYTES, 2 * ADDRESS_ENTRIES);
   }
 
   /** The vCPU thread's id, for readers that match threads to vCPUs (tracepoints per thread). */
   setThread(tid: number): void {
-    Atomics.store(this.words, BLOCK.TID_WORD, tid);
+    Atomics.store(this.words, SUMMARY.TID_WORD, tid);
   }
 
   /** One exit: its reason and, for a port or MMIO exit, the address and the LIVE_ACCESS kind (else -1). */
@@ -114,6 +125,6 @@ export class LiveExitCounters {
     this.entries[2 * e + 1] = 1;
     this.index[h] = e + 1;
     // After the entry: a reader that sees the count of entries in use sees their keys.
-    Atomics.store(this.words, BLOCK.USED_WORD, this.used);
+    Atomics.store(this.words, SUMMARY.USED_WORD, this.used);
   }
 }

@@ -29,8 +29,10 @@ import {
   LAYOUT_VERSION,
   LIVE_MAGIC,
   ADDRESS_ENTRIES,
-  BLOCK_BYTES,
   REASON_SLOTS,
+  SUMMARY_BYTES,
+  TABLE_BYTES,
+  blockOffsets,
   countersFileBytes,
   type LiveCountersDescriptor,
 } from "./live-counters.js";
@@ -136,6 +138,7 @@ export class RunDirectory {
     readonly dir: string,
     private readonly addr: bigint,
     private readonly size: number,
+    private readonly vcpus: number,
   ) {}
 
   /**
@@ -176,7 +179,8 @@ export class RunDirectory {
       header[HEADER.VERSION] = LAYOUT_VERSION;
       header[HEADER.HEADER_BYTES] = HEADER_BYTES;
       header[HEADER.VCPUS] = vcpus;
-      header[HEADER.BLOCK_BYTES] = BLOCK_BYTES;
+      header[HEADER.SUMMARY_BYTES] = SUMMARY_BYTES;
+      header[HEADER.TABLE_BYTES] = TABLE_BYTES;
       header[HEADER.REASON_SLOTS] = REASON_SLOTS;
       header[HEADER.ADDRESS_ENTRIES] = ADDRESS_ENTRIES;
       header[HEADER.PID] = process.pid;
@@ -199,7 +203,7 @@ export class RunDirectory {
         closeSync(fd2);
       }
       renameSync(tmp, join(dir, RUN_FILE));
-      return new RunDirectory(dir, addr, size);
+      return new RunDirectory(dir, addr, size, vcpus);
     } catch {
       if (addr !== libc.MAP_FAILED) libc.munmap(addr, size);
       rmSync(dir, { recursive: true, force: true });
@@ -209,7 +213,7 @@ export class RunDirectory {
 
   /** What vCPU `index`'s thread needs to count into its block. */
   vcpuCounters(index: number): LiveCountersDescriptor {
-    return { addr: this.addr, size: this.size, offset: HEADER_BYTES + index * BLOCK_BYTES };
+    return { addr: this.addr, size: this.size, ...blockOffsets(this.vcpus, index) };
   }
 
   /** Unpublish the run. Only once no vCPU thread counts any more (the mapping goes away). */
