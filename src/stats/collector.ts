@@ -726,7 +726,11 @@ export class StatsCollector {
   private sampleDebugfs(st: VmState, out: StatSample[]): SourceUse {
     if (this.debugfsKvm === undefined) return { used: false, note: "debugfs is not mounted" };
     if (!isRoot()) return { used: false, note: "debugfs is readable by root only" };
-    const r: DebugfsRead = readDebugfsVm(this.debugfsKvm, st.info.pid, (st.debugfsRefused ??= new Map()));
+    const r: DebugfsRead = readDebugfsVm(
+      this.debugfsKvm,
+      st.info.pid,
+      (st.debugfsRefused ??= new Map<string, Map<string, string>>()),
+    );
     for (const [vcpu, tid] of r.threads) if (!st.info.threads.has(vcpu)) st.info.threads.set(vcpu, tid);
     if (r.folders.length === 0)
       return { used: false, note: `no folder ${st.info.pid}-<fd> in ${this.debugfsKvm}` };

@@ -91,7 +91,7 @@ export function readDebugfsVm(
     }
     out.folders.push(folder);
     let known = refused.get(folder);
-    if (!known) refused.set(folder, (known = new Map()));
+    if (!known) refused.set(folder, (known = new Map<string, string>()));
     for (const [f, code] of known) out.refused.set(f, code);
     for (const f of files) {
       if (known.has(f)) continue;
