@@ -86,6 +86,9 @@ export class LiveExitCounters {
   /** slot -> entry index + 1 (0: empty); the thread's own memory, never shared. */
   private readonly index = new Int32Array(1 << INDEX_BITS);
   private used = 0;
+  /** The last key counted, and where its count is in `entries`. */
+  private lastKey = 0;
+  private lastCount = 0;
 
   constructor(desc?: LiveCountersDescriptor) {
     const buffer = desc ? viewOf(desc.addr, desc.size) : new ArrayBuffer(SUMMARY_BYTES + TABLE_BYTES);
@@ -106,12 +109,19 @@ export class LiveExitCounters {
     this.reasons[reason < REASON_SLOTS ? reason : REASON_SLOTS - 1]++;
     if (address < 0) return;
     const key = address * 4 + access + 1;
+    // Most exits in a row are at the same port or address: their entry is found without hashing.
+    if (key === this.lastKey) {
+      this.entries[this.lastCount]++;
+      return;
+    }
     let h = (Math.imul(key | 0, 0x9e3779b1) ^ ((key / 0x1_0000_0000) | 0)) >>> (32 - INDEX_BITS);
     for (;;) {
       const e = this.index[h];
       if (e === 0) break;
       if (this.entries[2 * e - 2] === key) {
         this.entries[2 * e - 1]++;
+        this.lastKey = key;
+        this.lastCount = 2 * e - 1;
         return;
       }
       h = (h + 1) & INDEX_MASK;
@@ -124,6 +134,8 @@ export class LiveExitCounters {
     this.entries[2 * e] = key;
     this.entries[2 * e + 1] = 1;
     this.index[h] = e + 1;
+    this.lastKey = key;
+    this.lastCount = 2 * e + 1;
     // After the entry: a reader that sees the count of entries in use sees their keys.
     Atomics.store(this.words, SUMMARY.USED_WORD, this.used);
   }
