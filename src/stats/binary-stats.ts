@@ -40,6 +40,8 @@ function readExact(fd: number, buf: Buffer, position: number, what: string): voi
 /** A stats fd whose layout has been read. The fd is the caller's: it is not closed here. */
 export class BinaryStatsFile {
   private readonly data: Buffer;
+  /** The same bytes as u32 words (offsets are 8-byte aligned): faster than Buffer's readers. */
+  private readonly words: Uint32Array;
 
   private constructor(
     readonly fd: number,
@@ -50,6 +52,7 @@ export class BinaryStatsFile {
     dataBytes: number,
   ) {
     this.data = Buffer.alloc(dataBytes);
+    this.words = new Uint32Array(this.data.buffer, this.data.byteOffset, dataBytes / 4);
   }
 
   /** Read the header, id and descriptors of stats fd `fd`. Throws StatsFormatError on anything malformed. */
@@ -104,8 +107,8 @@ export class BinaryStatsFile {
 
   /** Value `i` of descriptor `d` from the last refresh(), as a Number (exact below 2^53). */
   value(d: BinaryStatDesc, i = 0): number {
-    const at = d.offset + 8 * i;
-    return this.data.readUInt32LE(at) + this.data.readUInt32LE(at + 4) * 0x1_0000_0000;
+    const w = (d.offset >> 2) + 2 * i;
+    return this.words[w] + this.words[w + 1] * 0x1_0000_0000;
   }
 
   /** Every value of `d` (histogram buckets). */

@@ -14,7 +14,7 @@
 //                vmtool counters (they cost the guest 10-15% of its exit rate). Per thread of the VM's process,
 //                or per host CPU (scope "host": every VM of the host together, as kvm_stat counts).
 import { spawn } from "node:child_process";
-import { closeSync, readFileSync } from "node:fs";
+import { closeSync, readFileSync, readlinkSync } from "node:fs";
 import { join } from "node:path";
 import { KVM_EXIT, exitReasonName } from "../kvm/ioctls.js";
 import { hex } from "../format.js";
@@ -116,6 +116,7 @@ interface VmState {
   traced?: boolean;
   /** The stats fds the VMM held at the last poll (a fd is copied once seen twice: syncCopies). */
   seenStatsFds: Set<number>;
+  seenAt?: number;
   /** Why stats fds could not be copied (pidfd_getfd's error), once. */
   copyError?: string;
   counters?: CountersReader;
@@ -590,7 +591,12 @@ export class StatsCollector {
     if (st.run)
       for (const fd of [st.run.run.vmStatsFd, ...st.run.run.vcpus.map((c) => c.statsFd)]) kept.add(fd);
     const held = [...now].filter(([fd]) => kept.has(fd) || st.seenStatsFds.has(fd));
-    st.seenStatsFds = new Set(now.keys());
+    // "Seen before" means in an earlier listing of the process's descriptors (discover.ts lists it less often
+    // than every poll once it is known).
+    if (p.listedAt !== st.seenAt) {
+      st.seenStatsFds = new Set(now.keys());
+      st.seenAt = p.listedAt;
+    }
     for (const [target, c] of st.copies)
       if (!now.has(target)) {
         closeSync(c.copy);
@@ -598,6 +604,8 @@ export class StatsCollector {
       }
     for (const [target, vcpu] of held) {
       if (st.copies.has(target) || st.copyError) continue;
+      // The number may have been closed (and reused) since it was listed: it must still be a stats fd.
+      if (!isStatsLink(p.pid, target, this.proc)) continue;
       const copy = pidfdGetfd(st.pidfd, target);
       if (copy < 0) {
         if (copy === -9 /* EBADF: closed meanwhile */) continue;
@@ -896,6 +904,14 @@ function handOff(group: PerfGroup): void {
     // no child: the close below waits instead
   }
   group.close();
+}
+
+function isStatsLink(pid: number, fd: number, proc: string): boolean {
+  try {
+    return /^anon_inode:kvm-(vm|vcpu)-stats/.test(readlinkSync(join(proc, String(pid), "fd", String(fd))));
+  } catch {
+    return false;
+  }
 }
 
 function readOr(path: string): string | undefined {

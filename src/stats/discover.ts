@@ -15,6 +15,8 @@ export interface KvmProcess {
   /** vCPU id -> fd */
   vcpuFds: Map<number, number>;
   vcpuStatsFds: Map<number, number>;
+  /** When /proc/<pid>/fd was listed for this (ms since the epoch). */
+  listedAt: number;
 }
 
 export interface Discovery {
@@ -31,20 +33,31 @@ export function scanProcess(pid: number, proc = "/proc"): KvmProcess | null | "d
   return new FdScanner(proc).scan(pid);
 }
 
-/** How often every descriptor's link is read again, not only those of new descriptor numbers. */
-const FULL_SCAN_MS = 10_000;
+/** How often a process's descriptors are listed again once it has been known for SETTLE_MS. */
+const RESCAN_MS = 10_000;
+/** For this long after a process is first seen its descriptors are listed at every poll (a VMM opens its vCPUs). */
+const SETTLE_MS = 5_000;
+
+type ScanResult = KvmProcess | null | "denied" | "gone";
 
 /**
- * Lists processes' descriptors for KVM's anonymous files. A poll costs one listing of /proc/<pid>/fd: the links
- * of numbers already seen are kept, and read again only every FULL_SCAN_MS (a number closed and opened again
- * as another file between two polls is seen then). forget() drops a process (it ended, or its pid was reused).
+ * Lists processes' descriptors for KVM's anonymous files. Listing /proc/<pid>/fd is the largest part of a poll
+ * (~4 µs a descriptor here: a VMM with 64 vCPUs holds hundreds), and a VMM's KVM descriptors change only as it
+ * starts its VMs and vCPUs: a process is listed at every poll for SETTLE_MS after it is first seen, then every
+ * RESCAN_MS; the links of numbers already seen are kept between listings and read again every RESCAN_MS too. A
+ * VM that ends is noticed through its pidfd, not here. forget() drops a process (it ended, or its pid was reused).
  */
 export class FdScanner {
-  private readonly known = new Map<number, { links: Map<string, string>; fullAt: number }>();
+  private readonly known = new Map<
+    number,
+    { links: Map<string, string>; firstAt: number; listedAt: number; fullAt: number; result: ScanResult }
+  >();
 
   constructor(private readonly proc = "/proc") {}
 
-  scan(pid: number, now = Date.now()): KvmProcess | null | "denied" | "gone" {
+  scan(pid: number, now = Date.now()): ScanResult {
+    let k = this.known.get(pid);
+    if (k && now - k.firstAt > SETTLE_MS && now - k.listedAt < RESCAN_MS) return k.result;
     const dir = join(this.proc, String(pid), "fd");
     let fds: string[];
     try {
@@ -54,8 +67,13 @@ export class FdScanner {
       const code = (e as NodeJS.ErrnoException).code;
       return code === "EACCES" || code === "EPERM" ? "denied" : "gone";
     }
-    let k = this.known.get(pid);
-    if (!k || now - k.fullAt > FULL_SCAN_MS) this.known.set(pid, (k = { links: new Map(), fullAt: now }));
+    if (!k)
+      this.known.set(pid, (k = { links: new Map(), firstAt: now, listedAt: now, fullAt: now, result: null }));
+    k.listedAt = now;
+    if (now - k.fullAt > RESCAN_MS) {
+      k.links.clear();
+      k.fullAt = now;
+    }
     const names = new Set(fds);
     for (const name of k.links.keys()) if (!names.has(name)) k.links.delete(name);
     let found: KvmProcess | null = null;
@@ -70,7 +88,14 @@ export class FdScanner {
         k.links.set(name, link);
       }
       if (!link.startsWith("anon_inode:kvm-")) continue;
-      found ??= { pid, vmFds: [], vmStatsFds: [], vcpuFds: new Map(), vcpuStatsFds: new Map() };
+      found ??= {
+        pid,
+        vmFds: [],
+        vmStatsFds: [],
+        vcpuFds: new Map(),
+        vcpuStatsFds: new Map(),
+        listedAt: now,
+      };
       const fd = Number(name);
       let m: RegExpExecArray | null;
       if (link === "anon_inode:kvm-vm") found.vmFds.push(fd);
@@ -79,7 +104,10 @@ export class FdScanner {
       else if ((m = VCPU_LINK.exec(link))) found.vcpuFds.set(Number(m[1]), fd);
     }
     // A process holding only copied stats fds (another `vmtool stat`) is not a VM.
-    return found && found.vmFds.length > 0 ? found : null;
+    k.result = found && found.vmFds.length > 0 ? found : null;
+    // The links of a process that is no VM are not kept (most processes): its listing is what is kept.
+    if (k.result === null) k.links.clear();
+    return k.result;
   }
 
   /** Forget a process (it ended, or its pid now names another process). */

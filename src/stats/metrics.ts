@@ -11,6 +11,8 @@ export interface MetricName {
   labels: Record<string, string>;
   /** For a histogram: the counter whose value (in the same unit) is its `_sum`, when the source has one. */
   sumFrom?: string;
+  /** The sum of other series of the same name (vmtool's exit total: the sum over reasons): not exported. */
+  redundant?: true;
 }
 
 const clean = (s: string) => s.replace(/[^a-zA-Z0-9_]/g, "_");
@@ -31,8 +33,9 @@ export function metricFor(desc: StatDesc): MetricName {
   const total = counter ? "_total" : "";
   if (desc.source === "vmtool") {
     const reason = /^vmtool_exits\((\w+)\)$/.exec(desc.name);
-    if (desc.name === "vmtool_exits") return { name: "vmtool_vcpu_exits_total", type, labels: {} };
-    if (reason) return { name: "vmtool_vcpu_exits_by_reason_total", type, labels: { reason: reason[1] } };
+    if (desc.name === "vmtool_exits")
+      return { name: "vmtool_vcpu_exits_total", type, labels: {}, redundant: true };
+    if (reason) return { name: "vmtool_vcpu_exits_total", type, labels: { reason: reason[1] } };
     const addr = /^vmtool_(io|mmio)\((0x[0-9a-f]+),(in|out|read|write)\)$/.exec(desc.name);
     if (addr)
       return {

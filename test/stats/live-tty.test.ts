@@ -52,7 +52,7 @@ test("the live screen and its keys", { skip: !hasTmux && "tmux is not installed"
   s = await waitScreen(/^ {3}vmtool_exits\(IO\) +\d+ +50\.0/m, "child events under their parent, half each");
   assert.match(s, /^ {5}vmtool_io\(0x80,out\) +\d+/m);
   keys("v");
-  s = await waitScreen(/^ {3}vcpu0 +\d+ +100\.0/m, "each vCPU under its event");
+  s = await waitScreen(new RegExp(`^ {3}(${pid}/)?vcpu0 +\\d+ +100\\.0`, "m"), "each vCPU under its event");
   keys("v");
 
   // p: the guest list, then a pid.
