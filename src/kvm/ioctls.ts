@@ -37,6 +37,7 @@ export const KVM = {
   CREATE_PIT2: IOW(0x77, S.kvm_pit_config.size),
   IOEVENTFD: IOW(0x79, S.kvm_ioeventfd.size),
   ENABLE_CAP: IOW(0xa3, S.kvm_enable_cap.size),
+  X86_SET_MSR_FILTER: IOW(0xc6, S.kvm_msr_filter.size),
   GET_STATS_FD: IO(0xce),
   // vcpu fd (GET_MSRS on the system fd reads feature MSRs)
   RUN: IO(0x80),
@@ -55,6 +56,15 @@ export const KVM = {
   SET_GUEST_DEBUG: IOW(0x9b, S.kvm_guest_debug.size),
   GET_VCPU_EVENTS: IOR(0x9f, S.kvm_vcpu_events.size),
   SET_VCPU_EVENTS: IOW(0xa0, S.kvm_vcpu_events.size),
+  GET_FPU: IOR(0x8c, S.kvm_fpu.size),
+  SET_FPU: IOW(0x8d, S.kvm_fpu.size),
+  GET_DEBUGREGS: IOR(0xa1, S.kvm_debugregs.size),
+  SET_DEBUGREGS: IOW(0xa2, S.kvm_debugregs.size),
+  GET_XSAVE: IOR(0xa4, S.kvm_xsave.size),
+  SET_XSAVE: IOW(0xa5, S.kvm_xsave.size),
+  GET_XCRS: IOR(0xa6, S.kvm_xcrs.size),
+  SET_XCRS: IOW(0xa7, S.kvm_xcrs.size),
+  GET_TSC_KHZ: IO(0xa3),
 } as const;
 export type KvmIoctlName = keyof typeof KVM;
 
@@ -107,6 +117,26 @@ for (const [k, v] of Object.entries(KVM_EXIT)) EXIT_NAMES[v] = k;
 export function exitReasonName(reason: number): string {
   return EXIT_NAMES[reason] ?? `UNKNOWN_${reason}`;
 }
+
+/** kvm_guest_debug.control bits (<asm/kvm.h>, <linux/kvm.h>). */
+export const KVM_GUESTDBG = {
+  ENABLE: 0x1,
+  SINGLESTEP: 0x2,
+  USE_SW_BP: 0x10000,
+  USE_HW_BP: 0x20000,
+  INJECT_DB: 0x40000,
+  INJECT_BP: 0x80000,
+  BLOCKIRQ: 0x100000,
+} as const;
+
+/** KVM_CAP_X86_USER_SPACE_MSR's argument: which denied MSR accesses exit to user space. */
+export const KVM_MSR_EXIT_REASON = { INVAL: 1, UNKNOWN: 2, FILTER: 4 } as const;
+/** kvm_msr_filter(_range) flags. */
+export const KVM_MSR_FILTER = { DEFAULT_ALLOW: 0, DEFAULT_DENY: 1, READ: 1, WRITE: 2 } as const;
+/** kvm_userspace_memory_region flags. */
+export const KVM_MEM_READONLY = 2;
+/** KVM_INTERNAL_ERROR_EMULATION: the instruction emulator could not run the instruction. */
+export const KVM_INTERNAL_ERROR_EMULATION = 1;
 
 export const KVM_EXIT_IO_IN = 0;
 export const KVM_EXIT_IO_OUT = 1;

@@ -132,6 +132,15 @@ export const kvm_run_debug = struct("kvm_run.debug.arch", [
   ["dr7", "u64"],
 ]);
 
+/** KVM_EXIT_X86_RDMSR / KVM_EXIT_X86_WRMSR: the MSR access user space must complete. */
+export const kvm_run_msr = struct("kvm_run.msr", [
+  ["error", "u8"],
+  ["pad", { array: "u8", count: 7 }],
+  ["reason", "u32"],
+  ["index", "u32"],
+  ["data", "u64"],
+]);
+
 /** Absolute offsets inside struct kvm_run of each exit's data. */
 export const RUN = {
   io: at(KVM_RUN_EXIT_UNION, kvm_run_io),
@@ -141,6 +150,7 @@ export const RUN = {
   system_event: at(KVM_RUN_EXIT_UNION, kvm_run_system_event),
   hw: at(KVM_RUN_EXIT_UNION, kvm_run_hw),
   debug: at(KVM_RUN_EXIT_UNION, kvm_run_debug),
+  msr: at(KVM_RUN_EXIT_UNION, kvm_run_msr),
 } as const;
 
 export const kvm_irq_level = struct("kvm_irq_level", [
@@ -241,6 +251,50 @@ export const kvm_translation = struct("kvm_translation", [
   ["pad", { array: "u8", count: 5 }],
 ]);
 
+export const kvm_debugregs = struct("kvm_debugregs", [
+  ["db", { array: "u64", count: 4 }],
+  ["dr6", "u64"],
+  ["dr7", "u64"],
+  ["flags", "u64"],
+  ["reserved", { array: "u64", count: 9 }],
+]);
+export const kvm_xcr = struct("kvm_xcr", [
+  ["xcr", "u32"],
+  ["reserved", "u32"],
+  ["value", "u64"],
+]);
+export const kvm_xcrs = struct("kvm_xcrs", [
+  ["nr_xcrs", "u32"],
+  ["flags", "u32"],
+  ["xcrs", { array: "u8", count: 16 * 16 }],
+  ["padding", { array: "u64", count: 16 }],
+]);
+export const kvm_fpu = struct("kvm_fpu", [
+  ["fpr", { array: "u8", count: 128 }],
+  ["fcw", "u16"],
+  ["fsw", "u16"],
+  ["ftwx", "u8"],
+  ["pad1", "u8"],
+  ["last_opcode", "u16"],
+  ["last_ip", "u64"],
+  ["last_dp", "u64"],
+  ["xmm", { array: "u8", count: 256 }],
+  ["mxcsr", "u32"],
+  ["pad2", "u32"],
+]);
+/** struct kvm_xsave: the 4096-byte legacy region (KVM_GET_XSAVE; KVM_GET_XSAVE2 may return more). */
+export const kvm_xsave = struct("kvm_xsave", [["region", { array: "u32", count: 1024 }]]);
+export const kvm_msr_filter_range = struct("kvm_msr_filter_range", [
+  ["flags", "u32"],
+  ["nmsrs", "u32"],
+  ["base", "u32"],
+  ["bitmap", "u64"], // a pointer to the bitmap in user memory
+]);
+export const kvm_msr_filter = struct("kvm_msr_filter", [
+  ["flags", "u32"],
+  ["ranges", { array: kvm_msr_filter_range, count: 16 }],
+]);
+
 /** Every layout above, for the layout test. The C name of union members is given by their `name`. */
 export const ALL_LAYOUTS: Layout[] = [
   kvm_regs,
@@ -264,4 +318,12 @@ export const ALL_LAYOUTS: Layout[] = [
   kvm_vcpu_events,
   kvm_guest_debug,
   kvm_translation,
+  kvm_run_msr,
+  kvm_debugregs,
+  kvm_xcr,
+  kvm_xcrs,
+  kvm_fpu,
+  kvm_xsave,
+  kvm_msr_filter_range,
+  kvm_msr_filter,
 ];

@@ -68,6 +68,8 @@ export const REQ = {
   OUTPUT_FAILED: 8,
   /** Flush buffered output now. */
   FLUSH: 16,
+  /** The VM-control core changed the guest-debug settings in the debug block: apply them. */
+  DEBUG: 32,
 } as const;
 
 export function createControlBuffer(): SharedArrayBuffer {

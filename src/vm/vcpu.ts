@@ -10,64 +10,48 @@ import { KVM } from "../kvm/ioctls.js";
 import {
   kvm_cpuid2,
   kvm_cpuid_entry2,
-  kvm_dtable,
   kvm_mp_state,
   kvm_regs,
   kvm_run,
-  kvm_segment,
   kvm_signal_mask,
   kvm_sregs,
+  kvm_translation,
   kvm_vcpu_events,
-  type RegName,
-  type SegmentName,
 } from "../kvm/structs.js";
 import type { CpuidEntry } from "../kvm/system.js";
 import { VmResourceError } from "./errors.js";
 import { openStatsFd } from "./stats-fd.js";
+import {
+  decodeEvents,
+  decodeRegs,
+  decodeSregs,
+  encodeEvents,
+  encodeRegs,
+  encodeSregs,
+  type Regs,
+  type Sregs,
+  type VcpuEvents,
+} from "./vcpu-state.js";
 
-export type Regs = Record<RegName, bigint>;
-export const REG_NAMES = Object.keys(kvm_regs.off) as RegName[];
-export const SEGMENT_NAMES: readonly SegmentName[] = ["cs", "ds", "es", "fs", "gs", "ss", "tr", "ldt"];
+export {
+  REG_NAMES,
+  SEGMENT_NAMES,
+  type DescriptorTable,
+  type Regs,
+  type Segment,
+  type Sregs,
+  type VcpuEvents,
+} from "./vcpu-state.js";
 
-export interface Segment {
-  base: bigint;
-  limit: number;
-  selector: number;
-  type: number;
-  present: number;
-  dpl: number;
-  db: number;
-  s: number;
-  l: number;
-  g: number;
-  avl: number;
-  unusable: number;
-}
-export interface DescriptorTable {
-  base: bigint;
-  limit: number;
-}
-export interface Sregs extends Record<SegmentName, Segment> {
-  gdt: DescriptorTable;
-  idt: DescriptorTable;
-  cr0: bigint;
-  cr2: bigint;
-  cr3: bigint;
-  cr4: bigint;
-  cr8: bigint;
-  efer: bigint;
-  apic_base: bigint;
-  /** Bitmap of a pending external interrupt (256 bits as four u64), as KVM reports it. */
-  interrupt_bitmap: bigint[];
-}
-
-export interface VcpuEvents {
-  exception: { injected: number; nr: number; hasErrorCode: number; pending: number; errorCode: number };
-  interrupt: { injected: number; nr: number; soft: number; shadow: number };
-  nmi: { injected: number; pending: number; masked: number };
-  sipiVector: number;
-  flags: number;
-  tripleFaultPending: number;
+/** KVM_TRANSLATE's answer for one guest linear address. */
+export interface KvmTranslation {
+  /** KVM's walk found a translation (present entries, no reserved bit set). */
+  valid: boolean;
+  /** The guest physical address (all ones when not valid). */
+  gpa: bigint;
+  /** As KVM fills them: always 1 and 0 (upstream x86 KVM never computes them; do not rely on them). */
+  writeable: number;
+  usermode: number;
 }
 
 /** KVM_MP_STATE_* names by value. */
@@ -154,17 +138,12 @@ export class Vcpu {
 
   getRegs(): Regs {
     this.ioctl(KVM.GET_REGS, this.regsBuf, "KVM_GET_REGS");
-    const r = {} as Regs;
-    const off: Record<RegName, number> = kvm_regs.off;
-    for (const n of REG_NAMES) r[n] = this.regsBuf.readBigUInt64LE(off[n]);
-    return r;
+    return decodeRegs(this.regsBuf);
   }
 
   /** Sets all registers; fields left out keep their current value. */
   setRegs(regs: Partial<Regs>): void {
-    const cur = this.getRegs();
-    const off: Record<RegName, number> = kvm_regs.off;
-    for (const n of REG_NAMES) this.regsBuf.writeBigUInt64LE(BigInt.asUintN(64, regs[n] ?? cur[n]), off[n]);
+    encodeRegs({ ...this.getRegs(), ...regs }, this.regsBuf);
     this.ioctl(KVM.SET_REGS, this.regsBuf, "KVM_SET_REGS");
   }
 
@@ -175,32 +154,32 @@ export class Vcpu {
   }
 
   getSregs(): Sregs {
-    const b = this.sregsBuf;
-    this.ioctl(KVM.GET_SREGS, b, "KVM_GET_SREGS");
-    const o = kvm_sregs.off;
-    const s = {} as Sregs;
-    for (const n of SEGMENT_NAMES) s[n] = readSegment(b, o[n]);
-    s.gdt = { base: b.readBigUInt64LE(o.gdt), limit: b.readUInt16LE(o.gdt + kvm_dtable.off.limit) };
-    s.idt = { base: b.readBigUInt64LE(o.idt), limit: b.readUInt16LE(o.idt + kvm_dtable.off.limit) };
-    for (const n of ["cr0", "cr2", "cr3", "cr4", "cr8", "efer", "apic_base"] as const)
-      s[n] = b.readBigUInt64LE(o[n]);
-    s.interrupt_bitmap = [0, 1, 2, 3].map((i) => b.readBigUInt64LE(o.interrupt_bitmap + 8 * i));
-    return s;
+    this.ioctl(KVM.GET_SREGS, this.sregsBuf, "KVM_GET_SREGS");
+    return decodeSregs(this.sregsBuf);
   }
 
   setSregs(s: Sregs): void {
-    const b = this.sregsBuf;
-    b.fill(0);
-    const o = kvm_sregs.off;
-    for (const n of SEGMENT_NAMES) writeSegment(b, o[n], s[n]);
-    b.writeBigUInt64LE(BigInt.asUintN(64, s.gdt.base), o.gdt);
-    b.writeUInt16LE(s.gdt.limit, o.gdt + kvm_dtable.off.limit);
-    b.writeBigUInt64LE(BigInt.asUintN(64, s.idt.base), o.idt);
-    b.writeUInt16LE(s.idt.limit, o.idt + kvm_dtable.off.limit);
-    for (const n of ["cr0", "cr2", "cr3", "cr4", "cr8", "efer", "apic_base"] as const)
-      b.writeBigUInt64LE(BigInt.asUintN(64, s[n]), o[n]);
-    s.interrupt_bitmap.forEach((v, i) => b.writeBigUInt64LE(v, o.interrupt_bitmap + 8 * i));
-    this.ioctl(KVM.SET_SREGS, b, "KVM_SET_SREGS");
+    encodeSregs(s, this.sregsBuf);
+    this.ioctl(KVM.SET_SREGS, this.sregsBuf, "KVM_SET_SREGS");
+  }
+
+  /**
+   * KVM_TRANSLATE: KVM's own walk of the guest's page tables for a linear address, in the vCPU's current
+   * paging mode, checked as a supervisor-mode data read (so an address such a read may not reach, a user page
+   * under SMAP, has none). KVM sets the Accessed bits of the entries it walks, as the CPU would. Call it while
+   * the vCPU is not inside KVM_RUN.
+   */
+  translate(linear: bigint): KvmTranslation {
+    const b = Buffer.alloc(kvm_translation.size);
+    const o = kvm_translation.off;
+    b.writeBigUInt64LE(BigInt.asUintN(64, linear), o.linear_address);
+    this.ioctl(KVM.TRANSLATE, b, "KVM_TRANSLATE");
+    return {
+      valid: b[o.valid] !== 0,
+      gpa: b.readBigUInt64LE(o.physical_address),
+      writeable: b[o.writeable],
+      usermode: b[o.usermode],
+    };
   }
 
   /** KVM_MP_STATE_* (see MP_STATE_NAMES): RUNNABLE 0, HALTED 3 ... */
@@ -212,47 +191,13 @@ export class Vcpu {
   getVcpuEvents(): VcpuEvents {
     const b = Buffer.alloc(kvm_vcpu_events.size);
     this.ioctl(KVM.GET_VCPU_EVENTS, b, "KVM_GET_VCPU_EVENTS");
-    const o = kvm_vcpu_events.off;
-    return {
-      exception: {
-        injected: b[o["exception.injected"]],
-        nr: b[o["exception.nr"]],
-        hasErrorCode: b[o["exception.has_error_code"]],
-        pending: b[o["exception.pending"]],
-        errorCode: b.readUInt32LE(o["exception.error_code"]),
-      },
-      interrupt: {
-        injected: b[o["interrupt.injected"]],
-        nr: b[o["interrupt.nr"]],
-        soft: b[o["interrupt.soft"]],
-        shadow: b[o["interrupt.shadow"]],
-      },
-      nmi: { injected: b[o["nmi.injected"]], pending: b[o["nmi.pending"]], masked: b[o["nmi.masked"]] },
-      sipiVector: b.readUInt32LE(o.sipi_vector),
-      flags: b.readUInt32LE(o.flags),
-      tripleFaultPending: b[o["triple_fault.pending"]],
-    };
+    return decodeEvents(b);
   }
 
   /** Sets the events; `flags` says which optional parts (NMI pending, SIPI vector, ...) KVM should take. */
   setVcpuEvents(ev: VcpuEvents): void {
     const b = Buffer.alloc(kvm_vcpu_events.size);
-    const o = kvm_vcpu_events.off;
-    b[o["exception.injected"]] = ev.exception.injected;
-    b[o["exception.nr"]] = ev.exception.nr;
-    b[o["exception.has_error_code"]] = ev.exception.hasErrorCode;
-    b[o["exception.pending"]] = ev.exception.pending;
-    b.writeUInt32LE(ev.exception.errorCode >>> 0, o["exception.error_code"]);
-    b[o["interrupt.injected"]] = ev.interrupt.injected;
-    b[o["interrupt.nr"]] = ev.interrupt.nr;
-    b[o["interrupt.soft"]] = ev.interrupt.soft;
-    b[o["interrupt.shadow"]] = ev.interrupt.shadow;
-    b[o["nmi.injected"]] = ev.nmi.injected;
-    b[o["nmi.pending"]] = ev.nmi.pending;
-    b[o["nmi.masked"]] = ev.nmi.masked;
-    b.writeUInt32LE(ev.sipiVector >>> 0, o.sipi_vector);
-    b.writeUInt32LE(ev.flags >>> 0, o.flags);
-    b[o["triple_fault.pending"]] = ev.tripleFaultPending;
+    encodeEvents(ev, b);
     this.ioctl(KVM.SET_VCPU_EVENTS, b, "KVM_SET_VCPU_EVENTS");
   }
 
@@ -302,38 +247,4 @@ export class Vcpu {
     libc.close(this.desc.fd);
     if (this.statsFd >= 0) libc.close(this.statsFd);
   }
-}
-
-function readSegment(b: Buffer, off: number): Segment {
-  const o = kvm_segment.off;
-  return {
-    base: b.readBigUInt64LE(off + o.base),
-    limit: b.readUInt32LE(off + o.limit),
-    selector: b.readUInt16LE(off + o.selector),
-    type: b[off + o.type],
-    present: b[off + o.present],
-    dpl: b[off + o.dpl],
-    db: b[off + o.db],
-    s: b[off + o.s],
-    l: b[off + o.l],
-    g: b[off + o.g],
-    avl: b[off + o.avl],
-    unusable: b[off + o.unusable],
-  };
-}
-
-function writeSegment(b: Buffer, off: number, s: Segment): void {
-  const o = kvm_segment.off;
-  b.writeBigUInt64LE(BigInt.asUintN(64, s.base), off + o.base);
-  b.writeUInt32LE(s.limit >>> 0, off + o.limit);
-  b.writeUInt16LE(s.selector & 0xffff, off + o.selector);
-  b[off + o.type] = s.type;
-  b[off + o.present] = s.present;
-  b[off + o.dpl] = s.dpl;
-  b[off + o.db] = s.db;
-  b[off + o.s] = s.s;
-  b[off + o.l] = s.l;
-  b[off + o.g] = s.g;
-  b[off + o.avl] = s.avl;
-  b[off + o.unusable] = s.unusable;
 }

@@ -13,6 +13,7 @@ import { Vcpu } from "./vcpu.js";
 import { setIrqLine } from "./irq-line.js";
 import { newEventfd } from "./eventfds.js";
 import { openStatsFd } from "./stats-fd.js";
+import { MemorySlots } from "./memory-slots.js";
 
 export { setIrqLine } from "./irq-line.js";
 
@@ -46,6 +47,8 @@ export class Vm {
   private closed = false;
   /** eventfds made for this VM (ioeventfds, irqfds, doorbells), closed with it. */
   private readonly eventfds: number[] = [];
+  /** Guest RAM's memory slots; protecting pages splits them (introspection, watchpoints). */
+  readonly slots: MemorySlots;
 
   private constructor(
     readonly kvm: Kvm,
@@ -59,7 +62,11 @@ export class Vm {
     readonly pit: boolean,
     /** KVM's binary statistics of this VM (stats-fd.ts), or -1 when the host has none. */
     readonly statsFd: number,
-  ) {}
+  ) {
+    // KVM counts its own internal slots (TSS, identity map, APIC page) among KVM_CAP_NR_MEMSLOTS: leave room.
+    const maxSlots = Math.max(1, (kvm.checkExtension("NR_MEMSLOTS") || 32) - 8);
+    this.slots = new MemorySlots(fd, ramAddr, memSize, maxSlots);
+  }
 
   /** Create a VM on `kvm`, or on a /dev/kvm handle of its own (closed with the VM). */
   static create(opts: VmOptions, kvm?: Kvm): Vm {

@@ -40,6 +40,7 @@ import { OutputFlusher } from "./output-flusher.js";
 import { TERMINATING_SIGNALS, type RunEnd, type TerminatingSignal } from "./run-end.js";
 import { startupMark } from "./startup-marks.js";
 import { RunDirectory } from "./run-dir.js";
+import { createDebugBlock } from "./debug-block.js";
 
 export interface MachineOptions extends VcpuThreadOptions {
   /** The BSP's thread, started earlier with spawnVcpuThread (with the same trace/stats/hook options). */
@@ -75,6 +76,11 @@ export interface MachineOptions extends VcpuThreadOptions {
   onPaused?: (machine: RunningMachine) => void;
   /** Publish the run for `vmtool stat`: a run directory with live exit counters (run-dir.ts; default true). */
   publish?: boolean;
+  /**
+   * Called once the run's end is decided, before the threads are stopped and guest RAM is unmapped: the last
+   * moment to touch the VM (a debugger removing its breakpoints, an introspection tool told goodbye).
+   */
+  onEnding?: (end: RunEnd) => void;
 }
 
 export interface RunningMachine {
@@ -82,8 +88,14 @@ export interface RunningMachine {
   /** The vCPU concerned (onPaused) or the BSP (onStart). */
   vcpu: Vcpu;
   control: VcpuControl;
-  /** Every vCPU, by index (APIC id = index). */
-  vcpus: { vcpu: Vcpu; control: VcpuControl }[];
+  /** Every vCPU, by index (APIC id = index), with its debug block (debug-block.ts: the VM-control core's). */
+  vcpus: { vcpu: Vcpu; control: VcpuControl; debug: SharedArrayBuffer }[];
+  /** onPaused: why the vCPU parked (StopKind of debug-block.ts). */
+  stopKind?: number;
+  /** onPaused: which vCPU. */
+  index: number;
+  /** End the run for this reason (every vCPU is stopped; the first decision wins). */
+  end: (end: RunEnd) => void;
 }
 
 export interface RunResult {
@@ -146,12 +158,15 @@ export async function runMachine(opts: MachineOptions): Promise<RunResult> {
     };
     io?.start(ioStart);
     const controls = vcpus.map((v, i) => new VcpuControl(threads[i].control, v));
+    const debugBlocks = vcpus.map(() => createDebugBlock());
     vcpus.forEach((v, i) => {
       const start: VcpuStart = {
         vcpu: v.desc,
         memory: theVm.memory.descriptors(),
         irqchip: theVm.irqchip,
         cpuCount: cpus,
+        debug: debugBlocks[i],
+        ram: { size: theVm.memSize, bits: theVm.slots.bitmap },
         io: {
           buffer: ioBuffer,
           doorbell,
@@ -163,7 +178,7 @@ export async function runMachine(opts: MachineOptions): Promise<RunResult> {
       threads[i].start(start);
     });
     started = true;
-    return await supervise(theVm, vcpus, controls, threads, {
+    return await supervise(theVm, vcpus, controls, debugBlocks, threads, {
       buffer: ioBuffer,
       io,
       startIo: () => {
@@ -235,12 +250,13 @@ async function supervise(
   vm: Vm,
   vcpus: Vcpu[],
   controls: VcpuControl[],
+  debugBlocks: SharedArrayBuffer[],
   threads: VcpuThread[],
   parts: RunParts,
 ): Promise<RunResult> {
   const { opts } = parts;
   const ioCtl = ioCtlView(parts.buffer);
-  const all = vcpus.map((vcpu, i) => ({ vcpu, control: controls[i] }));
+  const all = vcpus.map((vcpu, i) => ({ vcpu, control: controls[i], debug: debugBlocks[i] }));
   let io = parts.io;
   const pump = new InputPump({
     queue: parts.stdinRing,
@@ -252,7 +268,16 @@ async function supervise(
   });
   const stdin = opts.stdin ?? true;
   const supervisor = new RunSupervisor(threads, controls, parts.buffer, {
-    onPaused: (i) => opts.onPaused?.({ vm, vcpu: vcpus[i], control: controls[i], vcpus: all }),
+    onPaused: (i, kind) =>
+      opts.onPaused?.({
+        vm,
+        vcpu: vcpus[i],
+        control: controls[i],
+        vcpus: all,
+        stopKind: kind,
+        index: i,
+        end: (e) => supervisor.end(e),
+      }),
     onIoWanted: () => {
       if (io || supervisor.ending) return;
       supervisor.watchIo((io = parts.startIo()));
@@ -274,10 +299,18 @@ async function supervise(
   }
   halts.start();
   flusher.start();
-  opts.onStart?.({ vm, vcpu: vcpus[0], control: controls[0], vcpus: all });
+  opts.onStart?.({
+    vm,
+    vcpu: vcpus[0],
+    control: controls[0],
+    vcpus: all,
+    index: 0,
+    end: (e) => supervisor.end(e),
+  });
   let outcome;
   try {
     outcome = await supervisor.outcome;
+    opts.onEnding?.(outcome.end);
   } finally {
     halts.stop();
     flusher.stop();

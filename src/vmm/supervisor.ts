@@ -28,8 +28,8 @@ export interface RunOutcome {
 }
 
 export interface SupervisorEvents {
-  /** vCPU `index` parked itself in the paused state. */
-  onPaused?: (index: number) => void;
+  /** vCPU `index` parked itself in the paused state, for `kind` (StopKind of debug-block.ts). */
+  onPaused?: (index: number, kind: number) => void;
   /** A vCPU touched a device of the I/O worker, which is dormant: start it. */
   onIoWanted?: () => void;
 }
@@ -63,7 +63,7 @@ export class RunSupervisor {
         if (m.type === "done") {
           startupMark("vCPU thread's result received");
           this.threadEnded(i, m.end, m.stats);
-        } else if (m.type === "paused") events.onPaused?.(i);
+        } else if (m.type === "paused") events.onPaused?.(i, m.kind);
         else if (m.type === "io-wanted") events.onIoWanted?.();
       });
       worker.on("error", (e) =>

@@ -6,6 +6,10 @@ import { parentPort, workerData } from "node:worker_threads";
 import { KVM_EXIT, KVM_MP_STATE, exitReasonName } from "../kvm/ioctls.js";
 import { RUN } from "../kvm/structs.js";
 import { ExitDecoder, type IoExit, type MmioExit } from "../kvm/exit.js";
+import { KVM_INTERNAL_ERROR_EMULATION } from "../kvm/ioctls.js";
+import { protectedBit } from "../vm/memory-slots.js";
+import { VcpuDebugAgent, type Resume } from "./vcpu-debug.js";
+import { ResumeAction, StopKind, type StopKindValue } from "./debug-block.js";
 import { EAGAIN, EINTR, errnoName, gettid } from "../kvm/libc.js";
 import { Vcpu } from "../vm/vcpu.js";
 import { CTL, HaltVerdict, REQ, VcpuKickReceiver, VcpuState } from "../vm/vcpu-control.js";
@@ -56,6 +60,12 @@ const forwarder = new IoForwarder(start.io.buffer, start.vcpu.id, start.io.doorb
 for (const r of start.io.pio) pio.register(r.base, r.size, forwarder.pioDevice(r.name, r.base));
 for (const r of start.io.mmio) mmio.register(r.base, r.size, forwarder.mmioDevice(r.name, r.base));
 const smp = start.cpuCount > 1;
+/** The VM-control core's agent in this thread (src/debug/ drives it through the debug block). */
+const agent = new VcpuDebugAgent(vcpu, start.debug);
+const ramSize = start.ram.size;
+const ramBits = new Uint8Array(start.ram.bits);
+/** A step saw a port or MMIO exit: the next KVM_RUN has immediate_exit set and ends the step. */
+let stepCompleting = false;
 const trace = data.trace;
 const stats = data.stats ? new ExitStats() : undefined;
 const live = new LiveExitCounters(start.counters);
@@ -138,8 +148,37 @@ function bytesHex(b: Uint8Array): string {
   return `0x${s.replace(/^0+(?=.)/, "")}`;
 }
 
+/**
+ * An MMIO exit inside guest RAM: a page the core protected (its memory slot is read-only or absent), or a page
+ * briefly in no slot while slots change. The access is done on RAM here; a protected page first parks the vCPU
+ * (the access is reported before it happens, and the core may say to skip it).
+ */
+function handleRamAccess(m: MmioExit): RunEnd | undefined {
+  const { addr, data: bytes } = m;
+  let skip = false;
+  if (agent.armed && protectedBit(ramBits, addr)) {
+    agent.detail({ WRITE: m.write ? 1 : 0, ADDR_LO: addr, LEN: bytes.length });
+    if (m.write) agent.setAccessData(bytes);
+    const r = parkFor(m.write ? StopKind.PAGE_WRITE : StopKind.PAGE_READ);
+    if (r.action === ResumeAction.CRASH) return crashed();
+    skip = r.action === ResumeAction.SKIP;
+    if (r.action === ResumeAction.STEP) agent.beginStep();
+  }
+  if (trace)
+    out.line(
+      `#${++traceSeq} MMIO addr=${hex(addr)} size=${bytes.length} ${m.write ? `write data=${bytesHex(bytes)}` : "read"} (guest RAM${skip ? ", skipped" : ""}) rip=${hex(vcpu.getRip())}`,
+    );
+  const mem = (memory ??= GuestMemory.fromDescriptors(start.memory));
+  if (m.write) {
+    if (!skip) mem.write(addr, bytes);
+  } else if (skip) bytes.fill(0);
+  else bytes.set(mem.slice(addr, bytes.length));
+  return undefined;
+}
+
 function handleMmio(m: MmioExit): RunEnd | undefined {
   const { addr, data: bytes } = m;
+  if (addr < ramSize && addr + bytes.length <= ramSize) return handleRamAccess(m);
   try {
     if (m.write) {
       if (trace)
@@ -224,18 +263,115 @@ function haltVerdict(): number {
   return HaltVerdict.FOR_GOOD;
 }
 
-function pauseHere(): void {
+/**
+ * Park the vCPU (state PAUSED) until the main thread clears REQ.PAUSE (or stops the run), serving the VM-control
+ * core's commands meanwhile. `kind` says why (the main thread asked, or an event of the core's); the result
+ * says how to go on.
+ */
+function parkFor(kind: StopKindValue): Resume {
   out.flush();
-  Atomics.store(ctl, CTL.STATE, VcpuState.PAUSED);
-  Atomics.notify(ctl, CTL.STATE);
-  post({ type: "paused" });
-  for (;;) {
-    const req = Atomics.load(ctl, CTL.REQUEST);
-    if (!(req & REQ.PAUSE) || req & REQ.STOP) break;
-    Atomics.wait(ctl, CTL.REQUEST, req, 1000);
+  // An event parks on the vCPU's own initiative: the PAUSE bit is set here, as a pause request would set it.
+  if (kind !== StopKind.REQUESTED) Atomics.or(ctl, CTL.REQUEST, REQ.PAUSE);
+  return agent.park(kind, (serve) => {
+    Atomics.store(ctl, CTL.STATE, VcpuState.PAUSED);
+    Atomics.notify(ctl, CTL.STATE);
+    post({ type: "paused", kind });
+    for (;;) {
+      serve();
+      const req = Atomics.load(ctl, CTL.REQUEST);
+      if (!(req & REQ.PAUSE) || req & REQ.STOP) break;
+      // The core rings CTL.REQUEST (notify) when it posts a command or resumes.
+      Atomics.wait(ctl, CTL.REQUEST, req, 1000);
+    }
+    Atomics.store(ctl, CTL.STATE, VcpuState.RUNNING);
+    Atomics.notify(ctl, CTL.STATE);
+  });
+}
+
+/** After a park: STEP starts a single step; CRASH ends the run. */
+function afterPark(r: Resume): RunEnd | undefined {
+  if (r.action === ResumeAction.CRASH) return crashed();
+  if (r.action === ResumeAction.STEP) agent.beginStep();
+  return undefined;
+}
+
+function crashed(): RunEnd {
+  return fault("the VM-control client asked for the guest to be crashed");
+}
+
+/** A step is done (a debug exit, or the immediate exit after a port/MMIO exit): report it. */
+function stepDone(): RunEnd | undefined {
+  stepCompleting = false;
+  agent.endStep();
+  return afterPark(parkFor(StopKind.SINGLESTEP));
+}
+
+/** KVM_EXIT_DEBUG: a step, a hardware breakpoint (DR0-DR3), or a software breakpoint through USE_SW_BP. */
+function handleDebugExit(): RunEnd | undefined {
+  const exception = run.getUint32(RUN.debug.exception, true);
+  const pc = run.getBigUint64(RUN.debug.pc, true);
+  const dr6 = run.getBigUint64(RUN.debug.dr6, true);
+  agent.detail({ CODE: exception, ADDR_LO: pc, VALUE_LO: dr6 });
+  if (exception === 1 && dr6 & 0x4000n && agent.stepping) return stepDone();
+  let kind: StopKindValue = StopKind.DEBUG_OTHER;
+  if (exception === 1 && dr6 & 0xfn) kind = StopKind.HW_BREAKPOINT;
+  else if (exception === 3 && agent.isPlanted(pc)) kind = StopKind.SW_BREAKPOINT;
+  else if (exception === 3 && agent.wantsInt3) kind = StopKind.INT3;
+  if (agent.stepping) agent.endStep();
+  return afterPark(parkFor(kind));
+}
+
+/** KVM_EXIT_X86_RDMSR / WRMSR of an MSR the core intercepts: report it, then complete it as the core says. */
+function handleMsrExit(write: boolean): RunEnd | undefined {
+  const index = run.getUint32(RUN.msr.index, true);
+  const data = run.getBigUint64(RUN.msr.data, true);
+  let r: Resume = { action: ResumeAction.CONTINUE, arg: 0n };
+  if (agent.armed) {
+    agent.detail({ CODE: index, VALUE_LO: data, WRITE: write ? 1 : 0 });
+    r = parkFor(write ? StopKind.MSR_WRITE : StopKind.MSR_READ);
+    if (r.action === ResumeAction.CRASH) return crashed();
   }
-  Atomics.store(ctl, CTL.STATE, VcpuState.RUNNING);
-  Atomics.notify(ctl, CTL.STATE);
+  let ok = r.action !== ResumeAction.FAIL;
+  if (ok && write) ok = agent.writeMsr(index, r.action === ResumeAction.SET_VALUE ? r.arg : data);
+  else if (ok) {
+    const v = r.action === ResumeAction.SET_VALUE ? r.arg : agent.readMsr(index);
+    ok = v !== undefined;
+    if (v !== undefined) run.setBigUint64(RUN.msr.data, BigInt.asUintN(64, v), true);
+  }
+  run.setUint8(RUN.msr.error, ok ? 0 : 1); // 1: KVM injects #GP
+  if (r.action === ResumeAction.STEP) agent.beginStep();
+  return undefined;
+}
+
+/** An exit the guest cannot go on from: with a client that asked (WANT.FAULT) the vCPU parks first. */
+function faultOrPark(reason: number, what: string): RunEnd | undefined {
+  if (!agent.wantsFaults) return fault(what);
+  out.line(`vmtool: guest fault (the vCPU is parked for the VM-control client): ${what}`);
+  agent.detail({
+    EXIT_REASON: reason,
+    EXIT_DETAIL: reason === KVM_EXIT.INTERNAL_ERROR ? run.getUint32(RUN.internal.suberror, true) : 0,
+  });
+  const r = parkFor(StopKind.FAULT);
+  if (r.action === ResumeAction.CRASH) return fault(what);
+  if (r.action === ResumeAction.STEP) agent.beginStep();
+  return undefined; // the client may have fixed the state: run again
+}
+
+/** KVM_EXIT_INTERNAL_ERROR: a planted software breakpoint on kvm_pvm, or a real emulation failure. */
+function handleInternalError(): RunEnd | undefined {
+  if (agent.armed && run.getUint32(RUN.internal.suberror, true) === KVM_INTERNAL_ERROR_EMULATION) {
+    const s = vcpu.getSregs();
+    const linear = BigInt.asUintN(64, s.cs.base + vcpu.getRip());
+    // The instruction's bytes follow the flags (data[0]) when KVM gives them: an INT3 is 0xCC.
+    const bytesGiven = (run.getUint32(RUN.internal.data, true) & 1) !== 0;
+    const int3 = bytesGiven && run.getUint8(RUN.internal.data + 9) === 0xcc;
+    if (agent.isPlanted(linear) || (int3 && agent.wantsInt3)) {
+      agent.detail({ ADDR_LO: linear, CODE: 3 });
+      if (agent.stepping) agent.endStep();
+      return afterPark(parkFor(agent.isPlanted(linear) ? StopKind.SW_BREAKPOINT : StopKind.INT3));
+    }
+  }
+  return faultOrPark(KVM_EXIT.INTERNAL_ERROR, exitDetail(KVM_EXIT.INTERNAL_ERROR));
 }
 
 /** Serve the main thread's requests. Returns how the run ends when asked to stop or when the guest is done. */
@@ -257,7 +393,11 @@ function serveRequests(): RunEnd | undefined {
     Atomics.store(ctl, CTL.HALT_VERDICT, verdict);
     Atomics.add(ctl, CTL.HALT_SEQ, 1);
   }
-  if (req & REQ.PAUSE) pauseHere();
+  if (req & REQ.DEBUG) {
+    Atomics.and(ctl, CTL.REQUEST, ~REQ.DEBUG);
+    agent.applyGuestDebug();
+  }
+  if (req & REQ.PAUSE) return afterPark(parkFor(StopKind.REQUESTED));
   return undefined;
 }
 
@@ -278,16 +418,25 @@ function runLoop(): RunEnd {
     if (stats) t1 = performance.now();
     if (rc !== 0 && rc !== -EINTR) return fault(`KVM_RUN failed: ${errnoName(-rc)}`);
     const reason = rc === 0 ? exit.decode() : KVM_EXIT.INTR;
+    if (stepCompleting && (reason === KVM_EXIT.INTR || reason === KVM_EXIT.DEBUG)) {
+      // The step's instruction was completed by a port/MMIO exit's re-entry (EINTR), or just finished (DEBUG).
+      if (reason === KVM_EXIT.INTR) kicks.consume();
+      const end = stepDone();
+      if (end) return end;
+      continue;
+    }
     exits++;
     let end: RunEnd | undefined;
     let address = -1;
     let access = 0;
     if (reason === KVM_EXIT.IO) {
       end = handleIo(exit.io);
+      if (agent.stepping && !end) stepCompleting = vcpu.immediateExit = true;
       address = exit.io.port;
       access = exit.io.out ? ACCESS.PIO_OUT : ACCESS.PIO_IN;
     } else if (reason === KVM_EXIT.MMIO) {
       end = handleMmio(exit.mmio);
+      if (agent.stepping && !end) stepCompleting = vcpu.immediateExit = true;
       address = exit.mmio.addr;
       access = exit.mmio.write ? ACCESS.MMIO_WRITE : ACCESS.MMIO_READ;
     } else if (reason === KVM_EXIT.INTR) {
@@ -304,8 +453,14 @@ function runLoop(): RunEnd {
         end = { kind: "halted", reason: "the guest halted" };
       } else if (reason === KVM_EXIT.SYSTEM_EVENT && run.getUint32(RUN.system_event.type, true) === 1) {
         end = { kind: "halted", reason: "the guest shut down" };
+      } else if (reason === KVM_EXIT.DEBUG) {
+        end = handleDebugExit();
+      } else if (reason === KVM_EXIT.X86_WRMSR || reason === KVM_EXIT.X86_RDMSR) {
+        end = handleMsrExit(reason === KVM_EXIT.X86_WRMSR);
+      } else if (reason === KVM_EXIT.INTERNAL_ERROR) {
+        end = handleInternalError();
       } else {
-        end = fault(exitDetail(reason));
+        end = faultOrPark(reason, exitDetail(reason));
       }
     }
     // Per-exit bookkeeping without a locked instruction on the fast path: the verdict is read first and rarely

@@ -27,6 +27,10 @@ export interface VcpuStart {
   irqchip: boolean;
   /** How many vCPUs the VM has (halt detection differs with more than one). */
   cpuCount: number;
+  /** The debug block of this vCPU (debug-block.ts), shared with the VM-control core. */
+  debug: SharedArrayBuffer;
+  /** Guest RAM's size and the bitmap of its protected pages (memory-slots.ts). */
+  ram: { size: number; bits: SharedArrayBuffer };
   /** The I/O worker: request slots, doorbell eventfd, and the ranges whose accesses are forwarded to it. */
   io: {
     buffer: SharedArrayBuffer;
@@ -40,7 +44,8 @@ export interface VcpuStart {
 
 export type WorkerMessage =
   | { type: "loaded" } // its modules (koffi among them) are loaded: from now on terminate() is safe
-  | { type: "paused" }
+  /** The vCPU parked itself: `kind` is the StopKind (debug-block.ts) of why. */
+  | { type: "paused"; kind: number }
   | { type: "io-wanted" } // an access to a device of the I/O worker, which has not been started yet
   | { type: "done"; end: RunEnd; stats?: StatsSummary };
 

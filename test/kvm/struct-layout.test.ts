@@ -18,6 +18,7 @@ function cExpr(layoutName: string): { type: string; prefix: string } {
 const C_MEMBER: Record<string, string> = {
   "kvm_run.exit": "io",
   "kvm_guest_debug.debugreg": "arch.debugreg",
+  "kvm_xcrs.xcrs": "xcrs",
 };
 
 test("struct layouts match gcc's offsetof/sizeof on <linux/kvm.h>", () => {

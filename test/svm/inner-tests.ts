@@ -22,6 +22,14 @@ export const INNER_TESTS: readonly InnerTest[] = [
       "written by three APs at once, a triple fault on an AP (kvm_amd dumps the reset state, and says so)",
   },
   {
+    file: "test/debug/paging.test.ts",
+    why:
+      "guest linear-address translation against a second KVM's walker and CPU: guests that turn on 32-bit " +
+      "and PAE paging themselves (kvm_pvm refuses both), long mode with the guest's own tables, each probe's " +
+      "page fault or value compared with the walk, KVM_TRANSLATE on the same addresses; 5-level paging " +
+      "where that KVM offers LA57",
+  },
+  {
     file: "test/svm/kvm-smoke.test.ts",
     why: "src/kvm on its own: real-mode and long-mode guests, port I/O, MMIO exits, the reset state",
   },

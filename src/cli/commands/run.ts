@@ -3,6 +3,7 @@
 // and the VMM are imported lazily so that `--help` and bad options cost nothing.
 import { Command, Option } from "commander";
 import { fileURLToPath } from "node:url";
+import { basename } from "node:path";
 import { UsageError, parseIntOption } from "../errors.js";
 import { writeStderr } from "../action.js";
 import { statusForRun } from "../exit-status.js";
@@ -26,6 +27,10 @@ interface RunOptions {
   disk: string[];
   pit?: boolean;
   raw?: boolean;
+  introspect?: string;
+  name?: string;
+  introspectTimeout: string;
+  introspectOnTimeout: "continue" | "stop";
 }
 
 /** The most vCPUs `vmtool run` starts (also bounded by the host's KVM_CAP_MAX_VCPUS). */
@@ -92,6 +97,18 @@ export function register(program: Command): void {
       "--no-raw",
       "keep a terminal on standard input in its usual (cooked) mode: line editing and echo by the terminal, " +
         "Ctrl-C ends vmtool",
+    )
+    .option(
+      "--introspect <where>",
+      "a KVMI introspection socket: connect:PATH (a tool listens there; vmtool connects before the guest " +
+        "starts), listen:PATH (vmtool listens, mode 0600; tools connect while the guest runs)",
+    )
+    .option("--name <name>", "the VM's name for introspection tools (default: the image's file name)")
+    .option("--introspect-timeout <seconds>", "how long a vCPU waits for the tool's reply to an event", "15")
+    .addOption(
+      new Option("--introspect-on-timeout <what>", "when that time passes: the vCPU goes on, or the VM stops")
+        .choices(["continue", "stop"])
+        .default("continue"),
     )
     .option(
       "--disk <file[,ro]>",
@@ -215,6 +232,26 @@ async function runGuest(
       deviceId: d.deviceId,
     })),
   ];
+  // Introspection: in connect mode the tool is reached (and the handshake done) before the guest starts.
+  let introspection: import("../../introspect/index.js").Introspection | undefined;
+  if (o.introspect !== undefined) {
+    const intro = await import("../../introspect/index.js");
+    const timeout = Number(
+      parseIntOption(o.introspectTimeout, "--introspect-timeout", { min: 1n, max: 3600n }),
+    );
+    try {
+      introspection = await intro.Introspection.prepare({
+        endpoint: intro.parseEndpoint(o.introspect),
+        name: o.name ?? (file === undefined ? "demo" : basename(file)),
+        replyTimeoutMs: timeout * 1000,
+        onTimeout: o.introspectOnTimeout,
+        log: (line) => writeStderr(`vmtool: ${line}\n`),
+      });
+    } catch (e) {
+      await thread.cancel();
+      throw e;
+    }
+  }
   const result = await runMachine({
     vm,
     memSize,
@@ -228,6 +265,9 @@ async function runGuest(
     raw: o.raw ?? true,
     // The process exits as soon as the run is over: threads that said they stopped are not waited for.
     join: false,
+    onStart: introspection ? (m) => introspection.attach(m) : undefined,
+    onPaused: introspection ? (m) => introspection.onPaused(m) : undefined,
+    onEnding: introspection ? () => introspection.finish() : undefined,
     load: (mem) => {
       // The VM was made for this run and no guest code has run yet: its RAM still reads as zero.
       loader.applyPlan(mem, plan, { freshRam: true });

@@ -1,0 +1,225 @@
+// The vCPU thread's side of the VM-control core (src/debug/): it decides on the spot whether an exit is one
+// the core asked to hear about, parks the vCPU with the stop's details in the debug block (debug-block.ts),
+// serves the core's commands on its own vCPU fd while parked, and goes on as the core says. With no client
+// attached (ARMED = 0) nothing here runs on the exit path: the run loop looks at the block only for the exits
+// that would otherwise end the run, and for MMIO exits inside RAM (which only page protection makes).
+//
+// Rules taken from how KVM guest debugging behaves (docs/introspection.md, "Backends"):
+//   - software breakpoints on kvm_pvm: a planted byte (0xCC or 0xF1) comes back as an emulation failure at its
+//     address (KVM_EXIT_INTERNAL_ERROR, suberror 1), not as a debug exit; on VMX/SVM, 0xCC with USE_SW_BP comes
+//     back as KVM_EXIT_DEBUG with exception 3;
+//   - a single step ends at KVM_EXIT_DEBUG; when a port or MMIO exit comes first, the instruction may already
+//     be complete (an OUT: RIP is past it), so the vCPU runs once more with immediate_exit set: EINTR (it was
+//     complete) or KVM_EXIT_DEBUG (the step finished) both end the step, with no instruction run unseen.
+import * as libc from "../kvm/libc.js";
+import { KVM, KVM_GUESTDBG } from "../kvm/ioctls.js";
+import { RUN, kvm_guest_debug, kvm_msr_entry, kvm_msrs } from "../kvm/structs.js";
+import type { Vcpu } from "../vm/vcpu.js";
+import {
+  CMD,
+  CMD_STATE,
+  DBG,
+  DETAIL,
+  MAX_SW_BREAKPOINTS,
+  ResumeAction,
+  STEP,
+  StopKind,
+  WANT,
+  debugScratch,
+  debugWords,
+  writeU64,
+  readU64,
+  type StopKindValue,
+} from "./debug-block.js";
+
+/** The ioctls the core may have a parked vCPU run on its own fd (no others: KVM_RUN above all). */
+const ALLOWED_IOCTLS = new Set<number>([
+  KVM.GET_REGS,
+  KVM.SET_REGS,
+  KVM.GET_SREGS,
+  KVM.SET_SREGS,
+  KVM.GET_FPU,
+  KVM.SET_FPU,
+  KVM.GET_XSAVE,
+  KVM.SET_XSAVE,
+  KVM.GET_XCRS,
+  KVM.SET_XCRS,
+  KVM.GET_MSRS,
+  KVM.SET_MSRS,
+  KVM.GET_DEBUGREGS,
+  KVM.SET_DEBUGREGS,
+  KVM.GET_VCPU_EVENTS,
+  KVM.SET_VCPU_EVENTS,
+  KVM.GET_MP_STATE,
+  KVM.SET_MP_STATE,
+  KVM.TRANSLATE,
+  KVM.GET_CPUID2,
+  KVM.GET_TSC_KHZ,
+  KVM.SET_GUEST_DEBUG,
+]);
+
+/** What a park ended with. */
+export interface Resume {
+  action: number;
+  arg: bigint;
+}
+
+export class VcpuDebugAgent {
+  readonly words: Int32Array;
+  private readonly scratch: Uint8Array;
+  private appliedSeq = 0;
+  private readonly gd = Buffer.alloc(kvm_guest_debug.size);
+  private readonly msrBuf = Buffer.alloc(kvm_msrs.size + kvm_msr_entry.size);
+  /** A step is under way: the next debug exit (or an I/O exit, then an immediate exit) ends it. */
+  stepping = false;
+
+  constructor(
+    private readonly vcpu: Vcpu,
+    block: SharedArrayBuffer,
+  ) {
+    this.words = debugWords(block);
+    this.scratch = debugScratch(block);
+  }
+
+  get armed(): boolean {
+    return this.words[DBG.ARMED] !== 0;
+  }
+
+  get wantsFaults(): boolean {
+    return this.armed && (this.words[DBG.WANT] & WANT.FAULT) !== 0;
+  }
+
+  get wantsInt3(): boolean {
+    return this.armed && (this.words[DBG.WANT] & WANT.INT3) !== 0;
+  }
+
+  /** Apply the core's guest-debug settings if they changed (and a step's SINGLESTEP while stepping). */
+  applyGuestDebug(force = false): void {
+    const seq = Atomics.load(this.words, DBG.GD_SEQ);
+    if (!force && seq === this.appliedSeq) return;
+    this.appliedSeq = seq;
+    this.writeGuestDebug();
+  }
+
+  private writeGuestDebug(): void {
+    const w = this.words;
+    let control = w[DBG.GD_CONTROL] >>> 0;
+    if (this.stepping) {
+      control |= KVM_GUESTDBG.ENABLE | KVM_GUESTDBG.SINGLESTEP;
+      if ((w[DBG.STEP_FLAGS] & STEP.ALLOW_IRQ) === 0) control |= KVM_GUESTDBG.BLOCKIRQ;
+    }
+    const b = this.gd;
+    b.fill(0);
+    b.writeUInt32LE(control >>> 0, kvm_guest_debug.off.control);
+    for (let i = 0; i < 8; i++)
+      b.writeBigUInt64LE(readU64(w, DBG.GD_REGS + 2 * i), kvm_guest_debug.off.debugreg + 8 * i);
+    if (libc.ioctlPtr(this.vcpu.fd, KVM.SET_GUEST_DEBUG, b) < 0)
+      throw new libc.SysError("KVM_SET_GUEST_DEBUG", libc.errno());
+  }
+
+  /** Start a single step (after a STEP resume): SINGLESTEP is set for the next KVM_RUN. */
+  beginStep(): void {
+    this.stepping = true;
+    this.writeGuestDebug();
+  }
+
+  /** The step is over: back to the core's own settings. */
+  endStep(): void {
+    this.stepping = false;
+    this.writeGuestDebug();
+  }
+
+  /** Whether `linear` is a planted software breakpoint. */
+  isPlanted(linear: bigint): boolean {
+    const w = this.words;
+    const n = Math.min(Atomics.load(w, DBG.BP_COUNT), MAX_SW_BREAKPOINTS);
+    for (let i = 0; i < n; i++) if (readU64(w, DBG.BP_TABLE + 2 * i) === linear) return true;
+    return false;
+  }
+
+  /** Record a stop's details (DETAIL words), before park(). */
+  detail(fields: Partial<Record<keyof typeof DETAIL, number | bigint>>): void {
+    const w = this.words;
+    for (let i = DBG.DETAIL; i < DBG.DETAIL + 32; i++) w[i] = 0;
+    for (const [k, v] of Object.entries(fields) as [keyof typeof DETAIL, number | bigint][]) {
+      const at = DBG.DETAIL + DETAIL[k];
+      if (k === "ADDR_LO" || k === "VALUE_LO") writeU64(w, at, BigInt(v));
+      else w[at] = Number(v) | 0;
+    }
+  }
+
+  /** The access data of an access stop (8 bytes, DETAIL.DATA), for the core. */
+  setAccessData(data: Uint8Array): void {
+    const bytes = new Uint8Array(
+      this.words.buffer,
+      this.words.byteOffset + 4 * (DBG.DETAIL + DETAIL.DATA),
+      8,
+    );
+    bytes.fill(0);
+    bytes.set(data.subarray(0, 8));
+  }
+
+  /**
+   * Park the vCPU for `kind`: publish the stop, then serve commands until the core resumes it (clears
+   * REQ.PAUSE through `waitResume`, which the run loop provides: it owns the control block). Returns how to go
+   * on.
+   */
+  park(kind: StopKindValue, waitResume: (serve: () => void) => void): Resume {
+    const w = this.words;
+    Atomics.store(w, DBG.STOP_KIND, kind);
+    Atomics.store(w, DBG.ACTION, ResumeAction.CONTINUE);
+    Atomics.add(w, DBG.STOP_SEQ, 1);
+    waitResume(() => this.serveCommand());
+    const r = { action: Atomics.load(w, DBG.ACTION), arg: readU64(w, DBG.ACTION_ARG_LO) };
+    Atomics.store(w, DBG.STOP_KIND, StopKind.NONE);
+    return r;
+  }
+
+  /** Run the command the core posted, if any (called while parked, whenever the block's words change). */
+  serveCommand(): void {
+    const w = this.words;
+    if (Atomics.load(w, DBG.CMD_STATE) !== CMD_STATE.REQUEST) return;
+    const op = w[DBG.CMD];
+    const nr = w[DBG.CMD_IOCTL] >>> 0;
+    const len = w[DBG.CMD_LEN];
+    let rc = -libc.EPERM;
+    if (ALLOWED_IOCTLS.has(nr) && len >= 0 && len <= this.scratch.length) {
+      const r =
+        op === CMD.IOCTL_INT
+          ? libc.ioctlInt(this.vcpu.fd, nr, len)
+          : op === CMD.IOCTL
+            ? libc.ioctlPtr(this.vcpu.fd, nr, this.scratch.subarray(0, len))
+            : -1;
+      rc = r < 0 ? -libc.errno() : r;
+      // SET_GUEST_DEBUG issued for the core counts as applied (its settings are in GD_*: keep them in step).
+      if (nr === KVM.SET_GUEST_DEBUG && r >= 0) this.appliedSeq = Atomics.load(w, DBG.GD_SEQ);
+    }
+    w[DBG.CMD_RC] = rc;
+    Atomics.store(w, DBG.CMD_STATE, CMD_STATE.DONE);
+    Atomics.notify(w, DBG.CMD_STATE);
+  }
+
+  /** KVM_GET_MSRS / KVM_SET_MSRS of one MSR on this vCPU (intercepted MSR accesses are completed here). */
+  readMsr(index: number): bigint | undefined {
+    const b = this.prepareMsr(index, 0n);
+    return libc.ioctlPtr(this.vcpu.fd, KVM.GET_MSRS, b) === 1
+      ? b.readBigUInt64LE(kvm_msrs.size + kvm_msr_entry.off.data)
+      : undefined;
+  }
+
+  writeMsr(index: number, value: bigint): boolean {
+    return libc.ioctlPtr(this.vcpu.fd, KVM.SET_MSRS, this.prepareMsr(index, value)) === 1;
+  }
+
+  private prepareMsr(index: number, value: bigint): Buffer {
+    const b = this.msrBuf;
+    b.fill(0);
+    b.writeUInt32LE(1, kvm_msrs.off.nmsrs);
+    b.writeUInt32LE(index >>> 0, kvm_msrs.size + kvm_msr_entry.off.index);
+    b.writeBigUInt64LE(BigInt.asUintN(64, value), kvm_msrs.size + kvm_msr_entry.off.data);
+    return b;
+  }
+}
+
+/** kvm_run.msr fields, for the run loop. */
+export const RUN_MSR = RUN.msr;
