@@ -2,7 +2,8 @@
 // `vmtool stat`'s benchmark (not a test): the cost of one poll of each source, for a `vmtool run` of 1, 16 and 64
 // vCPUs (vCPU 0 busy making exits, the others waiting for a SIPI), against the floor: a plain pread of the data
 // block of the same stats fds (copied once with pidfd_getfd, as stat does), in the same process. CPU time per
-// poll, median of RUNS batches of POLLS polls, sources alternated. The collector is restricted to the one VM
+// poll in steady state (after a VM's first 5 s, when its descriptors are no longer listed at every poll),
+// median of RUNS batches of POLLS polls, sources alternated. The collector is restricted to the one VM
 // (`-p`), except "auto, whole host", which also finds every VM of the host (the poll `vmtool stat` makes).
 // Usage: node bench/stat-poll.mjs      (VMTOOL_DIST=.dist-x for another build; BENCH_RUNS=7 BENCH_POLLS=200)
 import { spawn } from "node:child_process";
@@ -99,6 +100,9 @@ for (const cpus of [1, 16, 64]) {
       c.poll();
       return { name, c };
     });
+    // Steady state: a process's descriptors are listed at every poll only for its first 5 s (discover.ts).
+    await sleep(6000);
+    for (const { c } of collectors) c.poll();
     const samples = { floor: [], ...Object.fromEntries(collectors.map(({ name }) => [name, []])) };
     for (let r = 0; r < RUNS; r++) {
       samples.floor.push(
