@@ -1,12 +1,14 @@
 #!/usr/bin/env node
 // What vmtool's live exit counters cost the exit path (not a test): every exit of every `vmtool run` counts
-// itself in the run's counters file (src/vmm/live-counters.ts). Two measurements, each against a reference in
-// the same run:
+// itself in the run's counters file (src/vmm/live-counters.ts). Measurements, each against a reference in the
+// same run:
 //   (a) LiveExitCounters.add() for a port exit and for an MMIO exit, in a loop over the real mapped counters
-//       file of a run directory, against the same loop without it (ns per exit); and that time as a share of
-//       one exit of vmtool run (the 200,000-exit guest of bench/run-all.mjs, timed here).
-//   (b) with BENCH_BEFORE=<output folder of a build without the counters>: bench/run-all.mjs's exit-throughput
-//       ratio (vmtool against the C reference VMM) of both builds, in alternating rounds, medians.
+//       file of a run directory (ns per call, the loop included); and that time as a share of one exit of
+//       vmtool run (the 200,000-exit guest of bench/run-all.mjs, timed here).
+//   with BENCH_BEFORE=<output folder of a build without the counters, under the repository root>:
+//   (b) bench/run-all.mjs's exit-throughput ratio (vmtool against the C reference VMM) of both builds, in
+//       alternating rounds, medians;
+//   (c) the CPU time (user + system) per exit of both builds, alternating rounds, medians.
 // Usage: node bench/stat-exit-path.mjs
 //        BENCH_BEFORE=.dist-before BENCH_ROUNDS=6 node bench/stat-exit-path.mjs
 import { spawnSync } from "node:child_process";
@@ -80,7 +82,8 @@ console.log(
 
 // (b) the whole exit path, against a build without the counters
 const before = process.env.BENCH_BEFORE;
-if (before) {
+// BENCH_SKIP_RUN_ALL=1: only (c), which is quicker and less noisy.
+if (before && process.env.BENCH_SKIP_RUN_ALL !== "1") {
   const rounds = Number(process.env.BENCH_ROUNDS || 6);
   const ratio = (dist) => {
     const r = spawnSync(process.execPath, [join(ROOT, "bench", "run-all.mjs")], {
@@ -103,4 +106,34 @@ if (before) {
   );
   console.log(`  without the counters (${before})  median ${median(a).toFixed(2)}   [${a.join(" ")}]`);
   console.log(`  with them                        median ${median(b).toFixed(2)}   [${b.join(" ")}]`);
+}
+
+// (c) CPU time per exit of both builds (user + system of the whole vmtool process, from /usr/bin/time): the
+// host's other load changes when a run is scheduled far more than what it costs.
+if (before) {
+  const rounds = Number(process.env.BENCH_ROUNDS || 6);
+  const cpu = (dist, bin) => {
+    const cli = join(ROOT, dist, "src", "cli", "main.js");
+    const r = spawnSync("/usr/bin/time", ["-f", "%U %S", process.execPath, ...runArgs(cli, bin)], {
+      encoding: "utf8",
+    });
+    const m = /(\d+\.\d+) (\d+\.\d+)\s*$/.exec(r.stderr);
+    if (r.status !== 1 || !m) throw new Error(`${cli}: status ${r.status}: ${r.stderr}`);
+    return Number(m[1]) + Number(m[2]);
+  };
+  const perExit = (dist) => ((cpu(dist, exitsGuest) - cpu(dist, quitGuest)) * 1e6) / EXITS;
+  const a = [];
+  const b = [];
+  for (let i = 0; i < rounds; i++) {
+    a.push(perExit(before));
+    b.push(perExit(process.env.VMTOOL_DIST || "dist"));
+  }
+  console.log(`\n(c) CPU time per exit (µs, user + system of vmtool run, ${rounds} alternating rounds):`);
+  console.log(
+    `  without the counters  median ${median(a).toFixed(2)}   [${a.map((x) => x.toFixed(2)).join(" ")}]`,
+  );
+  console.log(
+    `  with them             median ${median(b).toFixed(2)}   [${b.map((x) => x.toFixed(2)).join(" ")}]`,
+  );
+  console.log(`  ratio with / without  ${(median(b) / median(a)).toFixed(3)}`);
 }

@@ -3,7 +3,11 @@
 // vmtool's live counters.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync } from "node:fs";
+import { closeSync, existsSync } from "node:fs";
+import * as libc from "../../src/kvm/libc.js";
+import { KVM } from "../../src/kvm/ioctls.js";
+import { scanProcess } from "../../src/stats/discover.js";
+import { pidfdGetfd, pidfdOpen } from "../../src/stats/sys.js";
 import { GUEST_OUT, guests } from "../helpers/guests.js";
 import { join } from "node:path";
 import { countedGuest, runArgs } from "./guests.js";
@@ -53,6 +57,17 @@ test("binary stats of a vmtool run, read from another process, match its own --s
   assert.deepEqual(v.sources.stats, { used: true }, JSON.stringify(v.sources));
   assert.equal(v.vmm, "vmtool");
   const kvm = (n: string) => event(v, "stats", n)?.total;
+  // Why the stats fds the VMM holds are what gets copied: a copy of its VM fd is refused (EIO: KVM answers no
+  // VM ioctl from a process whose mm is not the VM's).
+  const p = scanProcess(vm.pid);
+  assert.ok(p && typeof p === "object");
+  const pidfd = pidfdOpen(vm.pid);
+  const vmCopy = pidfdGetfd(pidfd, p.vmFds[0]);
+  assert.ok(vmCopy >= 0, `pidfd_getfd of the VM fd: ${vmCopy}`);
+  assert.equal(libc.ioctlInt(vmCopy, KVM.GET_STATS_FD, 0), -1);
+  assert.equal(libc.errnoName(libc.errno()), "EIO");
+  closeSync(vmCopy);
+  closeSync(pidfd);
   // The run's own count, as it ends.
   vm.kill("SIGTERM");
   assert.equal(await vm.ended, 143, vm.stderr());
