@@ -196,6 +196,8 @@ export interface ProcessIdentity {
   comm: string | null;
   cmdline: string[];
   name: string;
+  /** The name is the guest's own (QEMU's -name), not the command's. */
+  named: boolean;
   vmm: VmmKind;
 }
 
@@ -221,7 +223,8 @@ export function identify(pid: number, proc = "/proc"): ProcessIdentity | undefin
       : cmdline.some((a, i) => a === "run" && i > 0 && /vmtool|main\.js|cli\.cjs/.test(cmdline[i - 1] ?? ""))
         ? "vmtool"
         : "other";
-  return { startTime, comm, cmdline, name: qemuName(cmdline) ?? comm ?? `pid ${pid}`, vmm };
+  const own = qemuName(cmdline);
+  return { startTime, comm, cmdline, name: own ?? comm ?? `pid ${pid}`, named: own !== null, vmm };
 }
 
 /** Thread ids of `pid` with their names (/proc/<pid>/task/<tid>/comm; `names` keeps them between calls). */

@@ -56,6 +56,8 @@ export interface VmInfo {
   startTime: number;
   /** As the observer names VMs: a QEMU `-name`, else the command name (/proc/<pid>/comm). */
   name: string;
+  /** The name is the guest's own (QEMU's -name), not its command's: a guest that restarts keeps it. */
+  named: boolean;
   comm: string | null;
   cmdline: string[];
   vmm: VmmKind;

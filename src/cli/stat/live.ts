@@ -26,6 +26,7 @@ type Overlay = { title: string; lines: string[] };
 interface State {
   pid?: number;
   name?: string;
+  named: boolean;
   dead: boolean;
   filter?: RegExp;
   filterText?: string;
@@ -82,6 +83,7 @@ export async function runLive(
   const st: State = {
     pid: ctx.pid,
     name: ctx.pid === undefined ? undefined : identify(ctx.pid)?.name,
+    named: ctx.pid === undefined ? false : (identify(ctx.pid)?.named ?? false),
     dead: false,
     filter: ctx.filter,
     filterText: req.fieldsText,
@@ -116,7 +118,9 @@ export async function runLive(
   };
   const setPid = (pid: number | undefined) => {
     st.pid = pid;
-    st.name = pid === undefined ? undefined : identify(pid)?.name;
+    const id = pid === undefined ? undefined : identify(pid);
+    st.name = id?.name;
+    st.named = id?.named ?? false;
     st.dead = false;
     collector.setPids(pid === undefined ? undefined : new Set([pid]));
     collector.setTracepointScope(pid !== undefined || st.byGuest ? "vms" : "host");
@@ -133,8 +137,9 @@ export async function runLive(
         const mine = t.vms.find((v) => v.sample.vm.pid === st.pid);
         if (!mine || mine.sample.ended) {
           st.dead = true;
-          // kvm_stat's behaviour: a guest that comes back under the same name is found again.
-          const again = st.name === undefined ? undefined : findByName(st.name);
+          // kvm_stat's behaviour: a guest that comes back under the same name is found again (a name of its own:
+          // a command name, `node` for every vmtool run, says nothing about which guest it is).
+          const again = st.name === undefined || !st.named ? undefined : findByName(st.name);
           if (again !== undefined && again !== st.pid) setPid(again);
         }
       }
