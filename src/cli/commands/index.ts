@@ -8,6 +8,7 @@ import { register as explain } from "./explain.js";
 import { register as vcpus } from "./vcpus.js";
 import { register as watch } from "./watch.js";
 import { register as stat } from "./stat.js";
+import { register as serve } from "./serve.js";
 
 export const commands: Readonly<Record<string, (program: Command) => void>> = {
   run,
@@ -17,4 +18,5 @@ export const commands: Readonly<Record<string, (program: Command) => void>> = {
   vcpus,
   watch,
   stat,
+  serve,
 };
