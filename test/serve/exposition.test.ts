@@ -18,12 +18,23 @@ test("label values and HELP are escaped; the parser reads back exactly what was 
       help: 'help with \\ and "quotes"\nand a newline',
       samples: [{ suffix: "_total", labels: { vm: nasty, pid: "1" }, value: 3 }],
     },
-    { name: "x_temp_seconds", type: "gauge", unit: "seconds", help: "g", samples: [{ suffix: "", labels: {}, value: 1.5e-9 }] },
-    { name: "x_vm", type: "info", help: "i", samples: [{ suffix: "_info", labels: { name: nasty }, value: 1 }] },
+    {
+      name: "x_temp_seconds",
+      type: "gauge",
+      unit: "seconds",
+      help: "g",
+      samples: [{ suffix: "", labels: {}, value: 1.5e-9 }],
+    },
+    {
+      name: "x_vm",
+      type: "info",
+      help: "i",
+      samples: [{ suffix: "_info", labels: { name: nasty }, value: 1 }],
+    },
   ];
   const text = writeExposition(fams, "text");
   assert.ok(text.includes('vm="a\\\\b\\"c\\nd é"'), text);
-  assert.ok(text.includes("# HELP x_events_total help with \\\\ and \"quotes\"\\nand a newline\n"), text);
+  assert.ok(text.includes('# HELP x_events_total help with \\\\ and "quotes"\\nand a newline\n'), text);
   const parsed = parseExposition(text, "text");
   assert.equal(parsed.get("x_events_total")?.type, "counter");
   assert.equal(valueOf(parsed, "x_events_total", { vm: nasty }), 3);
@@ -39,7 +50,9 @@ test("label values and HELP are escaped; the parser reads back exactly what was 
   assert.equal(p.get("x_vm")?.type, "info");
   assert.equal(valueOf(p, "x_events_total", { vm: nasty }), 3);
   // The parser is strict: a counter family named with _total in OpenMetrics is refused.
-  assert.throws(() => parseExposition(om.replace("# TYPE x_events counter", "# TYPE x_events_total counter"), "openmetrics"));
+  assert.throws(() =>
+    parseExposition(om.replace("# TYPE x_events counter", "# TYPE x_events_total counter"), "openmetrics"),
+  );
   assert.throws(() => parseExposition(om.replace("# EOF\n", ""), "openmetrics"), /EOF/);
 });
 
@@ -85,7 +98,14 @@ const desc = (over: Partial<StatDesc>): StatDesc => ({
 });
 
 test("KVM histograms become cumulative Prometheus histograms in le order, the _ns counter their _sum", () => {
-  const hist = desc({ name: "halt_wait_hist", type: "log-hist", unit: "seconds", exponent: -9, scale: 1e-9, buckets: 32 });
+  const hist = desc({
+    name: "halt_wait_hist",
+    type: "log-hist",
+    unit: "seconds",
+    exponent: -9,
+    scale: 1e-9,
+    buckets: 32,
+  });
   const ns = desc({ name: "halt_wait_ns", unit: "seconds", exponent: -9, scale: 1e-9 });
   const lin = desc({ name: "lin_hist", type: "linear-hist", buckets: 4, bucketSize: 10 });
   const buckets = new Array<number>(32).fill(0);
@@ -93,22 +113,41 @@ test("KVM histograms become cumulative Prometheus histograms in le order, the _n
   buckets[24] = 101; // [2^23, 2^24) ns
   buckets[31] = 1; // the last bucket: everything above
   const vm: VmSample = {
-    vm: { key: "1@1", pid: 1, startTime: 1, name: 'we"ird', named: true, comm: "x", cmdline: [], vmm: "qemu", vcpus: [0], threads: new Map() },
+    vm: {
+      key: "1@1",
+      pid: 1,
+      startTime: 1,
+      name: 'we"ird',
+      named: true,
+      comm: "x",
+      cmdline: [],
+      vmm: "qemu",
+      vcpus: [0],
+      threads: new Map(),
+    },
     stats: [
       { desc: hist, value: 104, buckets, vcpus: new Map([[0, { value: 104, buckets }]]) },
       { desc: ns, value: 1_008_978_424, vcpus: new Map([[0, { value: 1_008_978_424 }]]) },
-      { desc: lin, value: 6, buckets: [1, 2, 0, 3], vcpus: new Map([[0, { value: 6, buckets: [1, 2, 0, 3] }]]) },
+      {
+        desc: lin,
+        value: 6,
+        buckets: [1, 2, 0, 3],
+        vcpus: new Map([[0, { value: 6, buckets: [1, 2, 0, 3] }]]),
+      },
     ],
     sources: { stats: { used: true } },
     ended: false,
   };
   const snap: Snapshot = { takenAt: 0, monoMs: 0, vms: [vm], sources: [], problems: [], notes: [] };
-  const fams = scrapeFamilies({ snapshot: snap, collectors: [{ name: "kvm_stats", up: true, seconds: 0.001 }] }, 0.002);
+  const fams = scrapeFamilies(
+    { snapshot: snap, collectors: [{ name: "kvm_stats", up: true, seconds: 0.001 }] },
+    0.002,
+  );
   for (const format of ["text", "openmetrics"] as const) {
     const p = parseExposition(writeExposition(fams, format), format);
     const h = p.get("kvm_vcpu_halt_wait_seconds");
     assert.equal(h?.type, "histogram");
-    const b = h!.samples.filter((s) => s.name.endsWith("_bucket"));
+    const b = h.samples.filter((s) => s.name.endsWith("_bucket"));
     assert.equal(b.length, 32, "31 bounded buckets and +Inf");
     assert.deepEqual(b[0].labels, { vm: 'we"ird', pid: "1", vcpu: "0", le: "1e-9" });
     assert.equal(b[0].value, 2);
@@ -124,7 +163,12 @@ test("KVM histograms become cumulative Prometheus histograms in le order, the _n
     const l = p.get("kvm_vcpu_lin")!.samples.filter((s) => s.name.endsWith("_bucket"));
     assert.deepEqual(
       l.map((s) => [s.labels.le, s.value]),
-      [["10", 1], ["20", 3], ["30", 3], ["+Inf", 6]],
+      [
+        ["10", 1],
+        ["20", 3],
+        ["30", 3],
+        ["+Inf", 6],
+      ],
     );
     assert.equal(valueOf(p, "vmtool_exporter_collector_up", { collector: "kvm_stats" }), 1);
   }

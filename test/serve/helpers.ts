@@ -81,7 +81,9 @@ export async function until<T>(what: string, check: () => Promise<T | undefined>
       last = e;
     }
     if (Date.now() > deadline)
-      throw new Error(`timed out waiting for ${what}${last ? ` (last error: ${String(last)})` : ""}`);
+      throw new Error(
+        `timed out waiting for ${what}${last instanceof Error ? ` (last error: ${last.message})` : ""}`,
+      );
     await new Promise((r) => setTimeout(r, 200));
   }
 }

@@ -22,9 +22,15 @@ test("a VM's exit counters in /metrics equal the guest's exits; the text passes 
     },
     60_000,
   );
-  assert.equal(valueOf(fams, "vmtool_vcpu_port_exits_total", { pid, vcpu: "0", port: "0x80", direction: "out" }), 1000);
+  assert.equal(
+    valueOf(fams, "vmtool_vcpu_port_exits_total", { pid, vcpu: "0", port: "0x80", direction: "out" }),
+    1000,
+  );
   assert.equal(valueOf(fams, "vmtool_vcpu_port_exits_total", { pid, port: "0x81", direction: "in" }), 1000);
-  assert.equal(valueOf(fams, "vmtool_vcpu_mmio_exits_total", { pid, address: "0xe0000000", direction: "read" }), 1000);
+  assert.equal(
+    valueOf(fams, "vmtool_vcpu_mmio_exits_total", { pid, address: "0xe0000000", direction: "read" }),
+    1000,
+  );
   assert.equal(valueOf(fams, "vmtool_vcpu_exits_total", { pid, reason: "IO" }), 2000);
   assert.equal(valueOf(fams, "vmtool_vcpu_exits_total", { pid, reason: "MMIO" }), 2000);
   // KVM's own count of the MMIO exits, from the binary stats.
@@ -67,6 +73,8 @@ test("a VM's exit counters in /metrics equal the guest's exits; the text passes 
   await vm.ended;
   await until("the ended VM gone from /metrics", async () => {
     const r = await get(`${srv.url}/metrics`);
-    return valueOf(parseExposition(r.text, "text"), "vmtool_vm_info", { pid }) === undefined ? true : undefined;
+    return valueOf(parseExposition(r.text, "text"), "vmtool_vm_info", { pid }) === undefined
+      ? true
+      : undefined;
   });
 });

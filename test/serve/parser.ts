@@ -23,7 +23,8 @@ function parseValue(text: string, line: number): number {
   if (text === "+Inf") return Infinity;
   if (text === "-Inf") return -Infinity;
   if (text === "NaN") return NaN;
-  if (!/^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/.test(text)) throw new Error(`line ${line}: bad value '${text}'`);
+  if (!/^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/.test(text))
+    throw new Error(`line ${line}: bad value '${text}'`);
   return Number(text);
 }
 
@@ -80,7 +81,6 @@ export function parseExposition(text: string, format: "text" | "openmetrics"): M
   const lines = text.slice(0, -1).split("\n");
   const families = new Map<string, ParsedFamily>();
   let current: ParsedFamily | undefined;
-  const done = new Set<string>();
   const series = new Set<string>();
   lines.forEach((l, idx) => {
     const line = idx + 1;
@@ -98,7 +98,6 @@ export function parseExposition(text: string, format: "text" | "openmetrics"): M
       if (!NAME.test(name)) throw new Error(`line ${line}: bad metric name ${name}`);
       if (current?.name !== name) {
         if (families.has(name)) throw new Error(`line ${line}: family ${name} appears twice`);
-        if (current) done.add(current.name);
         current = { name, type: "untyped", samples: [] };
         families.set(name, current);
       }
@@ -119,7 +118,8 @@ export function parseExposition(text: string, format: "text" | "openmetrics"): M
         current.help = rest;
       } else {
         if (!om) throw new Error(`line ${line}: UNIT is OpenMetrics only`);
-        if (!name.endsWith(`_${rest}`)) throw new Error(`line ${line}: ${name} does not end with its unit ${rest}`);
+        if (!name.endsWith(`_${rest}`))
+          throw new Error(`line ${line}: ${name} does not end with its unit ${rest}`);
         current.unit = rest;
       }
       return;
@@ -132,10 +132,13 @@ export function parseExposition(text: string, format: "text" | "openmetrics"): M
     if (!nm) throw new Error(`line ${line}: bad sample '${l}'`);
     const [labels, rest] = parseLabels(l.slice(nm[1].length), line);
     const vm = /^ (\S+)$/.exec(rest);
-    if (!vm) throw new Error(`line ${line}: expected ' VALUE' (no timestamp) after the labels, got '${rest}'`);
+    if (!vm)
+      throw new Error(`line ${line}: expected ' VALUE' (no timestamp) after the labels, got '${rest}'`);
     const value = parseValue(vm[1], line);
     if (!current || !belongs(current, nm[1], om))
-      throw new Error(`line ${line}: sample ${nm[1]} outside its family (current: ${current?.name ?? "none"})`);
+      throw new Error(
+        `line ${line}: sample ${nm[1]} outside its family (current: ${current?.name ?? "none"})`,
+      );
     const key = nm[1] + JSON.stringify(Object.entries(labels).sort());
     if (series.has(key)) throw new Error(`line ${line}: series ${key} twice`);
     series.add(key);
@@ -143,7 +146,6 @@ export function parseExposition(text: string, format: "text" | "openmetrics"): M
   });
   if (om && lines[lines.length - 1] !== "# EOF") throw new Error("no # EOF at the end");
   for (const f of families.values()) if (f.type === "histogram") checkHistogram(f);
-  void done;
   return families;
 }
 
@@ -172,7 +174,8 @@ function checkHistogram(f: ParsedFamily): void {
       prev = b.value;
     }
     if (g[g.length - 1].labels.le !== "+Inf") throw new Error(`${f.name}${key}: the last bucket is not +Inf`);
-    if (counts.get(key) !== prev) throw new Error(`${f.name}${key}: _count ${counts.get(key)} != +Inf bucket ${prev}`);
+    if (counts.get(key) !== prev)
+      throw new Error(`${f.name}${key}: _count ${counts.get(key)} != +Inf bucket ${prev}`);
   }
 }
 

@@ -165,4 +165,10 @@ export const NOT_INSIDE: Readonly<Record<string, string>> = {
   "test/stats/tracepoints.test.ts": "perf counters on KVM's tracepoints (no tracefs inside)",
   "test/vmm/end-of-run.test.ts":
     "many runs of a virtio-blk guest per case (too slow under TCG); the I/O worker's ioeventfds run inside through test/virtio/kvm.test.ts",
+  "test/serve/exposition.test.ts": "the exposition writer and Accept negotiation over built families; no KVM",
+  "test/serve/metrics.test.ts":
+    "vmtool serve's /metrics of a vmtool run; the stats it exports are the stats layer's, whose own tests cover the backend; left out for time",
+  "test/serve/security.test.ts": "the HTTP server's headers, bounds, token and SSE framing; no guest",
+  "test/serve/prometheus.test.ts": "Debian's prometheus scraping vmtool serve (no prometheus inside)",
+  "test/serve/browser.test.ts": "Debian's chromium driving the dashboard (no browser inside)",
 };

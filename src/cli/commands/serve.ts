@@ -1,6 +1,6 @@
 // `vmtool serve`: a Prometheus exporter and a live dashboard of the host's VMs (docs/serve.md). Options are
 // checked here (bad ones: one line, exit 2); the server loads only in the action.
-import type { Command } from "commander";
+import { Option, type Command } from "commander";
 import { UsageError } from "../errors.js";
 import { parseSources } from "./stat.js";
 import type { SourceName } from "../../stats/types.js";
@@ -14,6 +14,7 @@ export interface ServeOptions {
   tokenFile?: string;
   interval: string;
   source?: string;
+  heartbeat: string;
 }
 
 export interface ServeRequest {
@@ -22,6 +23,7 @@ export interface ServeRequest {
   tokenFile?: string;
   intervalMs: number;
   sources: "auto" | SourceName[];
+  heartbeatMs: number;
 }
 
 /** `HOST:PORT`, `[V6]:PORT`, `:PORT` (loopback) or `PORT`. */
@@ -43,7 +45,11 @@ export function checkServeOptions(o: ServeOptions): ServeRequest {
     );
   const v = /^\d+(\.\d+)?$/.test(o.interval.trim()) ? Number(o.interval) : NaN;
   if (!(v >= 0.1 && v <= 60)) throw new UsageError(`--interval: '${o.interval}' is not 0.1..60 seconds`);
+  const hb = /^\d+(\.\d+)?$/.test(o.heartbeat.trim()) ? Number(o.heartbeat) : NaN;
+  if (!(hb >= 0.1 && hb <= 3600))
+    throw new UsageError(`--heartbeat: '${o.heartbeat}' is not 0.1..3600 seconds`);
   return {
+    heartbeatMs: Math.round(hb * 1000),
     host,
     port,
     tokenFile: o.tokenFile,
@@ -70,6 +76,11 @@ export function register(program: Command): void {
     )
     .option("--interval <seconds>", "the dashboard's refresh interval, 0.1..60 s", "1")
     .option("--source <list>", "the stats sources, as vmtool stat's --source (default auto)")
+    .addOption(
+      new Option("--heartbeat <seconds>", "seconds between the stream's keep-alive comments")
+        .default("15")
+        .hideHelp(),
+    )
     .addHelpText(
       "after",
       "\nExamples:\n" +

@@ -48,6 +48,7 @@ export async function runServe(req: ServeRequest): Promise<void> {
     port: req.port,
     token,
     intervalMs: req.intervalMs,
+    heartbeatMs: req.heartbeatMs,
     sources,
     assets,
   });
