@@ -157,7 +157,7 @@
     const id = `vm-${vm.pid}-${vms.size}`;
     const c = el(
       "article",
-      { class: "vm", id, "aria-labelledby": id + "-h", tabindex: "-1" },
+      { class: "vm", id, "aria-labelledby": id + "-h", tabindex: "-1", "data-pid": String(vm.pid) },
       el(
         "header",
         {},
@@ -202,7 +202,10 @@
     }
     if (vm.ended) markEnded(v);
     const rates = vm.exits.rates;
-    const reasons = Object.keys(vm.exits.totals).sort();
+    // Reasons that ever counted (the tracepoints' table has ~25, mostly 0 for a given guest).
+    const reasons = Object.keys(vm.exits.totals)
+      .filter((r) => vm.exits.totals[r] > 0 || v.reasons.includes(r))
+      .sort();
     let rebuild = !v.chart;
     for (const r of reasons)
       if (!v.reasons.includes(r)) {
@@ -217,19 +220,23 @@
     }
     if (rebuild) makeChart(v);
     else v.chart.setData(v.data);
+    // How many points the chart holds (the page's tests read it).
+    v.card.querySelector(".chart").dataset.points = String(v.data[0].length);
     const total = rates ? Object.values(rates).reduce((a, b) => a + b, 0) : null;
     const halt = vm.halt;
     v.card
       .querySelector(".facts")
       .replaceChildren(
-        fact("VMM", vm.vmm),
-        fact("vCPUs", String(vm.vcpus.length)),
-        fact("exits/s", fmt(total), WORDS[vm.exits.source]),
-        vm.kvmExits ? fact("KVM exits/s", fmt(vm.kvmExits.rate), WORDS.stats) : null,
-        halt
-          ? fact("halted", halt.rate === null ? "–" : fmtSeconds(halt.rate) + "/s", WORDS[halt.source])
-          : null,
-        fact("sources", vm.sources.join(", ") || "none"),
+        ...[
+          fact("VMM", vm.vmm),
+          fact("vCPUs", String(vm.vcpus.length)),
+          fact("exits/s", fmt(total), WORDS[vm.exits.source]),
+          vm.kvmExits ? fact("KVM exits/s", fmt(vm.kvmExits.rate), WORDS.stats) : null,
+          halt
+            ? fact("halted", halt.rate === null ? "–" : fmtSeconds(halt.rate) + "/s", WORDS[halt.source])
+            : null,
+          fact("sources", vm.sources.join(", ") || "none"),
+        ].filter(Boolean),
       );
     v.card.querySelector(".exits-source").textContent =
       `chart: ${vm.exits.what}, from ${WORDS[vm.exits.source]}`;

@@ -17,8 +17,8 @@ export interface Served {
 type T = { after(fn: () => void | Promise<void>): void };
 
 /** `vmtool serve --listen 127.0.0.1:0 ARGS`, killed when the test ends. */
-export async function startServe(t: T, args: string[] = []): Promise<Served> {
-  const child = spawn(process.execPath, [CLI, "serve", "--listen", "127.0.0.1:0", ...args], {
+export async function startServe(t: T, args: string[] = [], port = 0): Promise<Served> {
+  const child = spawn(process.execPath, [CLI, "serve", "--listen", `127.0.0.1:${port}`, ...args], {
     stdio: ["ignore", "pipe", "pipe"],
   });
   let err = "";
@@ -31,13 +31,13 @@ export async function startServe(t: T, args: string[] = []): Promise<Served> {
       await ended;
     }
   });
-  const port = await waitFor("serve's listening line", () => {
+  const got = await waitFor("serve's listening line", () => {
     const m = /listening on http:\/\/127\.0\.0\.1:(\d+)\//.exec(err);
     if (m) return Number(m[1]);
     if (child.exitCode !== null) throw new Error(`vmtool serve exited ${child.exitCode}: ${err}`);
     return undefined;
   });
-  return { child, port, url: `http://127.0.0.1:${port}`, stderr: () => err, ended };
+  return { child, port: got, url: `http://127.0.0.1:${got}`, stderr: () => err, ended };
 }
 
 export interface Reply {
