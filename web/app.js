@@ -357,5 +357,9 @@
       if (v.chart && box.clientWidth > 0) v.chart.setSize({ width: box.clientWidth, height: 200 });
     }
   }).observe($("vm-list"));
+  // Axes and grid take the theme's colours when a chart is made: make them again when the theme changes.
+  matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => {
+    for (const v of vms.values()) if (v.chart) makeChart(v);
+  });
   connect();
 })();
