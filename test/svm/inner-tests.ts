@@ -159,6 +159,8 @@ export const NOT_INSIDE: Readonly<Record<string, string>> = {
   "test/stats/lifecycle.test.ts":
     "VMs that start and end while vmtool stat watches; reads KVM's debugfs; left out for time",
   "test/stats/live-tty.test.ts": "vmtool stat's live screen in tmux (not inside)",
+  "test/stats/metrics.test.ts":
+    "metric names and units of a real VM's statistics: naming rules, the same on any backend",
   "test/stats/qemu.test.ts": "a QEMU guest watched by vmtool stat (no QEMU inside)",
   "test/stats/run-dir.test.ts":
     "the run directory and its counters file: files and processes, the same on any backend",
