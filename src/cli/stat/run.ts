@@ -84,6 +84,8 @@ export async function runStat(req: StatRequest): Promise<void> {
     tracepointFilter: filter ? (name) => filter.test(name) : undefined,
   });
   try {
+    // The screen needs a terminal; anything else (a pipe, a file) gets kvm_stat's log lines.
+    if (req.mode === "live" && !process.stdout.isTTY) req = { ...req, mode: "log" };
     const notice = checkSources(collector.sourceReports(), req.sources);
     if (notice && req.mode !== "live") writeStderr(`vmtool: ${notice}\n`);
     if (req.fields === "help") {
