@@ -169,6 +169,7 @@ export const NOT_INSIDE: Readonly<Record<string, string>> = {
     "vmtool stat reading a run's binary stats from another process; left out for time (under kvm_amd it would also check io_exits, which kvm_pvm does not count)",
   "test/stats/cli.test.ts":
     "vmtool stat's output formats and bad input; as another user through setpriv (not inside)",
+  "test/stats/debugfs.test.ts": "vmtool stat over KVM's debugfs files of a vmtool run; left out for time",
   "test/stats/lifecycle.test.ts":
     "VMs that start and end while vmtool stat watches; reads KVM's debugfs; left out for time",
   "test/stats/live-tty.test.ts": "vmtool stat's live screen in tmux (not inside)",
