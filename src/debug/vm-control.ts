@@ -26,7 +26,6 @@ import {
   kvm_msrs,
   kvm_regs,
   kvm_sregs,
-  kvm_translation,
   kvm_vcpu_events,
   kvm_xcrs,
   kvm_xsave,
@@ -50,6 +49,15 @@ import type { RunningMachine } from "../vmm/machine.js";
 import { debugMethods, detectBackend, type Backend, type DebugMethods } from "./backend.js";
 import { VmControlError, VmControlUnsupported } from "./errors.js";
 import { VcpuLink, type StopInfo } from "./vcpu-link.js";
+import {
+  pagingFeatures,
+  pagingState,
+  translate as translateLinear,
+  walk,
+  type PagingFeatures,
+  type PagingState,
+  type Walk,
+} from "./paging.js";
 
 export { ResumeAction, StopKind, type StopInfo };
 
@@ -100,6 +108,7 @@ export class VmControl {
   readonly backend: Backend;
   readonly methods: DebugMethods;
   private readonly swBreakpoints = new Map<bigint, SwBreakpoint>();
+  private readonly pagingFeatures = new Map<number, PagingFeatures>();
   private readonly hw: (HwBreakpoint | undefined)[] = [undefined, undefined, undefined, undefined];
   private readonly msrIntercepts = new Map<number, { read: boolean; write: boolean }>();
   private userSpaceMsrEnabled = false;
@@ -382,6 +391,15 @@ export class VmControl {
     return this.vm.memSize;
   }
 
+  /**
+   * Where another process on this host can map guest RAM: this process's id and the memfd's number
+   * (/proc/PID/fd/FD), or undefined when RAM is anonymous memory (VmOptions.sharedRam).
+   */
+  ramMapping(): { pid: number; fd: number; size: number } | undefined {
+    const fd = this.vm.ramFd;
+    return fd === undefined ? undefined : { pid: process.pid, fd, size: this.vm.memSize };
+  }
+
   /** Guest-physical bytes, planted breakpoint bytes shown as the guest's own. Throws outside RAM. */
   readPhys(gpa: number, len: number): Uint8Array {
     this.checkRange(gpa, len);
@@ -416,39 +434,66 @@ export class VmControl {
       );
   }
 
-  /** KVM_TRANSLATE through vCPU `index`'s paging: the GPA of `linear`, or undefined when it is not mapped. */
+  /**
+   * The paging state of parked vCPU `index`: its control registers, CPL and RFLAGS.AC, and CPUID's paging
+   * features (read once per vCPU: CPUID is the VMM's, the guest cannot change it).
+   */
+  async pagingState(index: number): Promise<PagingState> {
+    const sregs = await this.sregs(index);
+    const { rflags } = await this.regs(index);
+    let features = this.pagingFeatures.get(index);
+    if (!features) {
+      features = pagingFeatures(await this.cpuid(index));
+      this.pagingFeatures.set(index, features);
+    }
+    return pagingState(sregs, rflags, features);
+  }
+
+  /**
+   * The walk of `linear` through vCPU `index`'s page tables, level by level (src/debug/paging.ts). It only
+   * reads: KVM_TRANSLATE would set the Accessed bits of the entries it walks, and a debugger must not.
+   */
+  async walk(index: number, linear: bigint): Promise<Walk> {
+    return walk(await this.pagingState(index), linear, this.memory);
+  }
+
+  /** The GPA of `linear` through vCPU `index`'s paging, or undefined when it is not mapped. */
   async translate(index: number, linear: bigint): Promise<bigint | undefined> {
-    const b = Buffer.alloc(kvm_translation.size);
-    b.writeBigUInt64LE(BigInt.asUintN(64, linear), kvm_translation.off.linear_address);
-    await this.parkedLink(index, "translating an address").ioctl(KVM.TRANSLATE, b, "KVM_TRANSLATE");
-    return b[kvm_translation.off.valid] ? b.readBigUInt64LE(kvm_translation.off.physical_address) : undefined;
+    const t = translateLinear(await this.pagingState(index), linear, this.memory);
+    return t.ok ? t.gpa : undefined;
   }
 
   /** Bytes at linear address `linear` of vCPU `index`, page by page through its translation. */
   async readVirt(index: number, linear: bigint, len: number): Promise<Uint8Array> {
     const out = new Uint8Array(len);
-    let done = 0;
-    while (done < len) {
-      const at = linear + BigInt(done);
-      const gpa = await this.translate(index, at);
-      if (gpa === undefined) throw new VmControlError(`linear address 0x${at.toString(16)} is not mapped`);
-      const n = Math.min(len - done, 4096 - Number(at & 0xfffn));
-      out.set(this.readPhys(Number(gpa), n), done);
-      done += n;
-    }
+    await this.eachPage(index, linear, len, (gpa, done, n) => out.set(this.readPhys(gpa, n), done));
     return out;
   }
 
   async writeVirt(index: number, linear: bigint, data: Uint8Array): Promise<void> {
-    let done = 0;
-    while (done < data.length) {
-      const at = linear + BigInt(done);
-      const gpa = await this.translate(index, at);
-      if (gpa === undefined) throw new VmControlError(`linear address 0x${at.toString(16)} is not mapped`);
-      const n = Math.min(data.length - done, 4096 - Number(at & 0xfffn));
-      this.writePhys(Number(gpa), data.subarray(done, done + n));
+    await this.eachPage(index, linear, data.length, (gpa, done, n) =>
+      this.writePhys(gpa, data.subarray(done, done + n)),
+    );
+  }
+
+  /** Call `fn(gpa, offset, n)` for each page-sized piece of [linear, linear + len), all translated first. */
+  private async eachPage(
+    index: number,
+    linear: bigint,
+    len: number,
+    fn: (gpa: number, offset: number, n: number) => void,
+  ): Promise<void> {
+    const state = await this.pagingState(index);
+    const pieces: [number, number, number][] = [];
+    for (let done = 0; done < len;) {
+      const at = BigInt.asUintN(64, linear + BigInt(done));
+      const t = translateLinear(state, at, this.memory);
+      if (!t.ok) throw new VmControlError(`linear address 0x${at.toString(16)}: ${t.message}`);
+      const n = Math.min(len - done, 4096 - Number(at & 0xfffn));
+      pieces.push([Number(t.gpa), done, n]);
       done += n;
     }
+    for (const [gpa, done, n] of pieces) fn(gpa, done, n);
   }
 
   // ---- Breakpoints and watchpoints ----

@@ -9,6 +9,7 @@
 import { KVM_MP_STATE } from "../kvm/ioctls.js";
 import { ResumeAction, StopKind, VmControl, type StopInfo } from "../debug/vm-control.js";
 import { VmControlError, VmControlUnsupported } from "../debug/errors.js";
+import type { Walk } from "../debug/paging.js";
 import { SysError } from "../kvm/libc.js";
 import { kvm_segment, kvm_sregs } from "../kvm/structs.js";
 import type { Connection } from "./connection.js";
@@ -57,6 +58,8 @@ const SUPPORTED = new Set<number>([
   MSG.VCPU_CONTROL_SINGLESTEP,
   MSG.CONTROL_CMD_RESPONSE,
   MSG.VMTOOL_GET_MEMORY_MAP,
+  MSG.VMTOOL_GET_RAM_MAPPING,
+  MSG.VMTOOL_TRANSLATE_EXPLAINED,
 ]);
 /** Known to the dialect, not possible on an unmodified KVM from user space. */
 const NOT_POSSIBLE = new Set<number>([
@@ -289,6 +292,17 @@ export class KvmiServer {
         r.writeUInt32LE(1, 24); // RAM
         return r;
       }
+      case MSG.VMTOOL_GET_RAM_MAPPING: {
+        this.expect(p, 0, []);
+        const map = this.core.ramMapping();
+        if (!map) return fail(KVM_E.OPNOTSUPP, "guest RAM is not a file another process can map");
+        const r = Buffer.alloc(24); // {u32 pid; s32 fd; u64 size; u64 gpa}
+        r.writeUInt32LE(map.pid, 0);
+        r.writeInt32LE(map.fd, 4);
+        r.writeBigUInt64LE(BigInt(map.size), 8);
+        r.writeBigUInt64LE(0n, 16);
+        return r;
+      }
       default:
         break;
     }
@@ -433,6 +447,11 @@ export class KvmiServer {
         const r = Buffer.alloc(8);
         r.writeBigUInt64LE(gpa ?? 0xffff_ffff_ffff_ffffn, 0);
         return r;
+      }
+      case MSG.VMTOOL_TRANSLATE_EXPLAINED: {
+        this.expect(a, 8, []);
+        const gva = a.readBigUInt64LE(0);
+        return encodeWalk(await this.onParked(vcpu, () => this.core.walk(vcpu, gva)));
       }
       case MSG.VCPU_CONTROL_SINGLESTEP: {
         this.expect(a, 8, [1, 8]);
@@ -836,4 +855,35 @@ function hasErrorCode(vector: number): boolean {
 
 function range(start: number, n: number): number[] {
   return Array.from({ length: n }, (_, i) => start + i);
+}
+
+/** VMTOOL_TRANSLATE_EXPLAINED's numbers for paging.ts's names (docs/introspection.md, "vmtool's own commands"). */
+const WALK_MODE = { none: 0, "32-bit": 1, pae: 2, "4-level": 3, "5-level": 4, invalid: 5 } as const;
+const WALK_LEVEL = { PTE: 1, PDE: 2, PDPTE: 3, PML4E: 4, PML5E: 5 } as const;
+const WALK_STOP = {
+  "not-present": 1,
+  "reserved-bit": 2,
+  "non-canonical": 3,
+  "outside-ram": 4,
+  "address-width": 5,
+  "invalid-state": 6,
+} as const;
+
+/**
+ * {u32 mode; u32 levels; u64 gpa (~0 if none); u32 stop_reason (0: translated); u32 pad} + levels x
+ * {u32 level_kind; u32 pad; u64 entry_gpa; u64 entry_value}, top level first.
+ */
+function encodeWalk(w: Walk): Buffer {
+  const b = Buffer.alloc(24 + 24 * w.entries.length);
+  b.writeUInt32LE(WALK_MODE[w.mode], 0);
+  b.writeUInt32LE(w.entries.length, 4);
+  b.writeBigUInt64LE(w.ok ? w.gpa : 0xffff_ffff_ffff_ffffn, 8);
+  b.writeUInt32LE(w.ok ? 0 : WALK_STOP[w.reason], 16);
+  w.entries.forEach((e, i) => {
+    const at = 24 + 24 * i;
+    b.writeUInt32LE(WALK_LEVEL[e.level], at);
+    b.writeBigUInt64LE(e.gpa, at + 8);
+    b.writeBigUInt64LE(e.raw, at + 16);
+  });
+  return b;
 }

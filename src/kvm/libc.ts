@@ -55,6 +55,16 @@ export const eventfd = lib.func("int eventfd(unsigned int initval, int flags)") 
   initval: number,
   flags: number,
 ) => number;
+/** memfd_create(2): an anonymous file, here for guest RAM another process may map (MFD_CLOEXEC). */
+export const memfdCreate = lib.func("int memfd_create(const char *name, unsigned int flags)") as (
+  name: string,
+  flags: number,
+) => number;
+export const MFD_CLOEXEC = 1;
+export const ftruncate = lib.func("int ftruncate(int fd, long length)") as (
+  fd: number,
+  length: number,
+) => number;
 export const gettid = lib.func("int gettid()") as () => number;
 export const getpid = lib.func("int getpid()") as () => number;
 export const tgkill = lib.func("int tgkill(int tgid, int tid, int sig)") as (

@@ -765,11 +765,15 @@ export class StatsCollector {
       out.push({ desc, value });
     }
     if (r.refused.size === 0) return { used: true };
-    const codes = [...new Set(r.refused.values())];
-    const why = codes.includes("EPERM") ? "EPERM: the kernel's lockdown restricts debugfs" : codes.join(", ");
+    const byCode = new Map<string, string[]>();
+    for (const [file, code] of r.refused) byCode.set(code, [...(byCode.get(code) ?? []), file]);
+    const groups = [...byCode].map(
+      ([code, files]) =>
+        `${code === "EPERM" ? "EPERM (the kernel's lockdown restricts debugfs)" : code}: ${files.sort().join(" ")}`,
+    );
     return {
       used: r.values.size > 0,
-      note: `${r.refused.size} of ${r.refused.size + r.values.size} files not readable (${why}): ${[...r.refused.keys()].sort().join(" ")}`,
+      note: `${r.refused.size} of ${r.refused.size + r.values.size} files not readable: ${groups.join("; ")}`,
     };
   }
 

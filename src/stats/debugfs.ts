@@ -46,7 +46,9 @@ function readNumber(path: string): { value: number; mode: number } | string {
     const st = fstatSync(fd);
     if (!st.isFile()) return "not a file";
     const buf = Buffer.alloc(MAX_FILE);
-    const n = readSync(fd, buf, 0, MAX_FILE, 0);
+    // Read at the file's own offset (a fresh descriptor's 0): KVM's files refuse positioned reads (ESPIPE).
+    let n = 0;
+    for (let got = 1; got > 0 && n < MAX_FILE; n += got) got = readSync(fd, buf, n, MAX_FILE - n, null);
     const text = buf.toString("latin1", 0, n).trim();
     // A histogram's file shows one number too (its first bucket); anything else is not a stat.
     if (!/^\d+$/.test(text)) return "not a number";

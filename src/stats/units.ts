@@ -55,8 +55,12 @@ function trim(v: number): string {
   return t.includes(".") ? t.replace(/\.?0+$/, "") : t;
 }
 
+const isHistogram = (desc: StatDesc) => desc.type === "log-hist" || desc.type === "linear-hist";
+
 /** A value of `desc` in its unit, for people: `1.01s`, `12KiB`, `yes`, `1234`. `count`: vCPUs summed. */
 export function formatValue(desc: StatDesc, raw: number, vcpus?: number): string {
+  // A histogram's value is its count of samples; the unit is its buckets' (histogramBar).
+  if (isHistogram(desc)) return String(raw);
   switch (desc.unit) {
     case "seconds":
       return formatSeconds(inUnit(desc, raw));
@@ -71,6 +75,7 @@ export function formatValue(desc: StatDesc, raw: number, vcpus?: number): string
 
 /** A rate (raw units per second) for people: `12345`, `980ms/s` (seconds per second), `1.2MiB/s`. */
 export function formatRate(desc: StatDesc, rawPerSecond: number): string {
+  if (isHistogram(desc)) return String(Math.round(rawPerSecond));
   switch (desc.unit) {
     case "seconds":
       return `${formatSeconds(inUnit(desc, rawPerSecond))}/s`;

@@ -55,7 +55,9 @@ export interface MachineOptions extends VcpuThreadOptions {
   stdinToConsole?: boolean;
   /** Add the in-kernel i8254 PIT (vm.ts says why it is off by default). */
   pit?: boolean;
-  /** A VM the caller created (Vm.create with this memSize and pit, no vCPU yet); the run closes it. */
+  /** Guest RAM as a memfd another process may map (VmOptions.sharedRam). */
+  sharedRam?: boolean;
+  /** A VM the caller created (Vm.create with this memSize, pit and sharedRam, no vCPU yet); the run closes it. */
   vm?: Vm;
   /** Writes the guest into RAM and says how the BSP starts (mode, entry, boot data addresses). */
   load: (mem: GuestMemory) => BootSetup;
@@ -135,7 +137,7 @@ export async function runMachine(opts: MachineOptions): Promise<RunResult> {
   let runDir: RunDirectory | undefined;
   let started = false;
   try {
-    vm = opts.vm ?? Vm.create({ memSize: opts.memSize, pit: opts.pit });
+    vm = opts.vm ?? Vm.create({ memSize: opts.memSize, pit: opts.pit, sharedRam: opts.sharedRam });
     const maxCpus = vm.kvm.checkExtension("MAX_VCPUS") || vm.kvm.checkExtension("NR_VCPUS") || 4;
     if (cpus > maxCpus)
       throw new VmConfigError(`${cpus} vCPUs: this host's KVM allows at most ${maxCpus} per VM`);

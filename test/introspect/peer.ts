@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CLI } from "../helpers/paths.js";
+import { assemble } from "../vm/asm.js";
 
 export interface Reply {
   id: number;
@@ -91,6 +92,12 @@ export function u8s(...bytes: number[]): Buffer {
   return Buffer.from(bytes);
 }
 
+/** vmtool processes still running, killed if the test file exits first (a test that timed out). */
+const running = new Set<ChildProcess>();
+process.on("exit", () => {
+  for (const c of running) c.kill("SIGKILL");
+});
+
 export class Peer {
   handshake!: Buffer;
   private seq = 1;
@@ -100,6 +107,7 @@ export class Peer {
   private eventWaiter: ((e: Event) => void) | undefined;
   private socket!: Socket;
   closed = false;
+  socketError: string | undefined;
   stderr = "";
   stdout = "";
   exit!: Promise<number | null>;
@@ -124,7 +132,13 @@ export class Peer {
     const p = new Peer(server, child, dir);
     child.stdout?.on("data", (d: Buffer) => (p.stdout += d.toString()));
     child.stderr?.on("data", (d: Buffer) => (p.stderr += d.toString()));
-    p.exit = new Promise((resolve) => child.on("exit", (code) => resolve(code)));
+    running.add(child);
+    p.exit = new Promise((resolve) =>
+      child.on("exit", (code) => {
+        running.delete(child);
+        resolve(code);
+      }),
+    );
     child.stdin?.end(stdin);
     p.socket = await accepted;
     p.handshake = await p.readExactly(96);
@@ -133,6 +147,8 @@ export class Peer {
     p.socket.write(answer);
     p.socket.on("data", (d: Buffer) => p.onData(d));
     p.socket.on("close", () => (p.closed = true));
+    // vmtool resets the connection when it ends with bytes of ours unread: that is an end, not a crash.
+    p.socket.on("error", (e) => (p.socketError = e.message));
     return p;
   }
 
@@ -261,4 +277,29 @@ export function u64(v: bigint): Buffer {
   const b = Buffer.alloc(8);
   b.writeBigUInt64LE(v, 0);
   return b;
+}
+
+/** The flag the test guests wait on: they spin until the word at FLAG is nonzero (the tool's go). */
+export const FLAG = 0x2000;
+/** Wait for the tool's go, so that the tool has enabled what it needs before the guest goes on. */
+const PROLOGUE = `
+  wait_for_tool: pause
+    cmpl $0, ${FLAG}
+    je wait_for_tool
+  go:`;
+
+/** `vmtool run` arguments for a 64-bit guest at 1 MiB: the prologue, then `body`. */
+export function guest(body: string): string[] {
+  return ["--mode", "long", "--load", "0x100000", assemble(`.code64\n${PROLOGUE}\n${body}`, 0x100000, 64)];
+}
+
+/** Set the word at `gpa` (FLAG by default: the guest's go) with WRITE_PHYSICAL. */
+export async function go(p: Peer, gpa = FLAG): Promise<void> {
+  const r = await p.command(ID.WRITE_PHYSICAL, Buffer.concat([u64(BigInt(gpa)), u64(4n), u8s(1, 0, 0, 0)]));
+  if (r.err !== 0) throw new Error(`WRITE_PHYSICAL of the flag at 0x${gpa.toString(16)}: ${r.err}`);
+}
+
+/** vmtool's exit status for a guest that writes `v` to the exit port. */
+export function exitStatus(v: number): number {
+  return ((v << 1) | 1) & 0xff;
 }

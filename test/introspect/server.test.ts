@@ -3,11 +3,14 @@
 // GPA 0x2000 (WRITE_PHYSICAL), so the tool has enabled what it needs before the guest goes on.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { assemble } from "../vm/asm.js";
 import {
   EV,
+  FLAG,
   ID,
   Peer,
+  exitStatus,
+  go,
+  guest,
   REG,
   cmdResponse,
   controlEvents,
@@ -19,27 +22,6 @@ import {
 } from "./peer.js";
 
 const WAIT = { timeout: 60_000 };
-const FLAG = 0x2000;
-/** Wait for the tool's go: spin until the word at FLAG is nonzero. */
-const PROLOGUE = `
-  wait_for_tool: pause
-    cmpl $0, ${FLAG}
-    je wait_for_tool
-  go:`;
-
-function guest(body: string): string[] {
-  return ["--mode", "long", "--load", "0x100000", assemble(`.code64\n${PROLOGUE}\n${body}`, 0x100000, 64)];
-}
-
-async function go(p: Peer): Promise<void> {
-  const r = await p.command(ID.WRITE_PHYSICAL, Buffer.concat([u64(BigInt(FLAG)), u64(4n), u8s(1, 0, 0, 0)]));
-  assert.equal(r.err, 0);
-}
-
-function exitStatus(v: number): number {
-  return ((v << 1) | 1) & 0xff;
-}
-
 test("handshake and the VM's facts: version, vCPUs, max gfn, the handshake's name", WAIT, async () => {
   const p = await Peer.start(["--cpus", "2", "--name", "probe-vm", ...guest("mov $1, %al\n out %al, $0xf4")]);
   try {

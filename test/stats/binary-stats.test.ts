@@ -3,7 +3,8 @@
 // vmtool's live counters.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { closeSync, existsSync } from "node:fs";
+import { closeSync, existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import * as libc from "../../src/kvm/libc.js";
 import { KVM } from "../../src/kvm/ioctls.js";
 import { scanProcess } from "../../src/stats/discover.js";
@@ -190,4 +191,29 @@ test("--cpus 2: each vCPU's values apart, and halt_wait_hist's buckets agree wit
   assert.equal(await vm.ended, 143);
   const own = lastJson(vm.stderr());
   assert.equal(address(own, "port 0xe9 out"), console.total, "--stats counted the same console writes");
+});
+
+test("a VMM that holds stats fds and publishes nothing (as QEMU 8.1 and later): its fds found and copied", async (t) => {
+  // A run directory where no `vmtool stat` looks: this run is, to stat, any VMM holding stats fds.
+  const runtime = mkdtempSync(join(tmpdir(), "unpublished-"));
+  t.after(() => rmSync(runtime, { recursive: true, force: true }));
+  const loops = 1000;
+  const vm = startVm(t, runArgs(countedGuest(loops)), { ...process.env, XDG_RUNTIME_DIR: runtime });
+  const args = ["--json", "-i", "-p", String(vm.pid), "--count", "2", "-s", "0.1"];
+  const v = await waitFor("the guest's MMIO exits, counted by KVM", () => {
+    const r = stat(args);
+    const got =
+      r.status === 0
+        ? jsonLines(r.stdout)
+            .at(-1)
+            ?.vms.find((x) => x.pid === vm.pid)
+        : undefined;
+    return event(got, "stats", "mmio_exits")?.total === 2 * loops ? got : undefined;
+  });
+  assert.deepEqual(v.sources.stats, { used: true });
+  assert.match(v.sources.vmtool?.note ?? "", /publishes no counters/);
+  assert.equal(event(v, "vmtool", "vmtool_exits"), undefined);
+  assert.equal(event(v, "stats", "exits")?.vcpus?.["0"]?.total, event(v, "stats", "exits")?.total);
+  vm.kill("SIGTERM");
+  assert.equal(await vm.ended, 143, vm.stderr());
 });

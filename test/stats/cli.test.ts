@@ -51,7 +51,7 @@ test("-1: every event as 'name total delta' in kvm_stat's columns, sorted; -f ke
   assert.match(perVcpu.stdout, /^exits\/vcpu0 +\d+ +\d+$/m);
 });
 
-test("-l, -l -c, -L FILE -c (header once per file), -z, SIGHUP reopening a rotated file", async (t) => {
+test("-l, -l -c, -L FILE -c (header once per file), -z, SIGHUP reopening a rotated file; a pipe gets -l's lines", async (t) => {
   const vm = startVm(t, runArgs(busyGuest()));
   const pid = String(vm.pid);
   // Events that all exist from the start (an INTR exit, a kick, may come later and add a column).
@@ -69,6 +69,14 @@ test("-l, -l -c, -L FILE -c (header once per file), -z, SIGHUP reopening a rotat
     assert.match(row, TIMESTAMP);
     assert.equal(row.slice(19).trim().split(/ +/).length, keys.length, row);
   }
+  // No output option and no terminal (a pipe): the same log lines, never the screen's escape sequences.
+  const piped = stat(["-p", pid, "-s", "0.2", "--count", "2", "-f", FIXED]);
+  assert.equal(piped.status, 0, piped.stderr);
+  assert.ok(!piped.stdout.includes("\u001b"), "no escape sequence");
+  const [pipedBanner, ...pipedRows] = piped.stdout.trimEnd().split("\n");
+  assert.equal(pipedBanner, banner);
+  assert.equal(pipedRows.length, 2);
+  for (const row of pipedRows) assert.match(row, TIMESTAMP);
   const csv = stat(["-l", "-c", "-p", pid, "-s", "0.2", "--count", "2", "-f", FIXED]);
   const [head, ...data] = csv.stdout.trimEnd().split("\n");
   assert.equal(head, `timestamp,${keys.join(",")}`);

@@ -63,3 +63,20 @@ export function busyGuest(): string {
        jmp 1b`,
   );
 }
+
+/**
+ * `ios` port writes to 0x80, then `sti; hlt` forever: the vCPU sleeps in KVM (halt_wait_ns, halt_wait_hist,
+ * blocking), woken only by vmtool's own halt checks (INTR exits, a few a second). No interrupt ever comes.
+ */
+export function ioThenSleepGuest(ios: number): string {
+  return flatGuest(
+    `io-then-sleep-${ios}`,
+    `  mov $${ios}, %ecx
+    1: out %al, $0x80
+       dec %ecx
+       jnz 1b
+       sti
+    2: hlt
+       jmp 2b`,
+  );
+}

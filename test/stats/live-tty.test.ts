@@ -1,10 +1,10 @@
 // `vmtool stat` on a real terminal (tmux, a pseudo-terminal): the test reads the screen and sends the keys a
-// kvm_stat user would (x, v, p, f, e, b, s, h, r, q), with a real VM under it.
+// kvm_stat user would (x, v, p, f, e, b, s, h, r, q, o, g), with real VMs under it.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
 import { CLI } from "../helpers/paths.js";
-import { busyGuest, runArgs } from "./guests.js";
+import { busyGuest, ioThenSleepGuest, runArgs } from "./guests.js";
 import { startVm, stat, waitFor } from "./helpers.js";
 
 const hasTmux = spawnSync("tmux", ["-V"]).status === 0;
@@ -122,3 +122,77 @@ test("the live screen and its keys", { skip: !hasTmux && "tmux is not installed"
   assert.match(s, /EXIT=0/);
   assert.doesNotMatch(s, /kvm statistics/, "the alternate screen is gone");
 });
+
+test(
+  "the screen's units (seconds, yes/no, a histogram's count and bars), o's sort by Total, g by name",
+  { skip: !hasTmux && "tmux is not installed" },
+  async (t) => {
+    // 20,000 port exits, then asleep: its IO row has the larger total, its INTR row (a few wake-ups a second)
+    // the only rate; INTR's total would need thousands of seconds to catch up.
+    const vm = startVm(t, runArgs(ioThenSleepGuest(20_000)));
+    const pid = String(vm.pid);
+    await waitFor("the guest asleep for a second", () => {
+      const r = stat(["-1", "-i", "-p", pid, "-f", "halt_wait_ns$|vmtool_exits\\(IO\\)$"]);
+      const ns = /^halt_wait_ns +(\d+) +(\d+)$/m.exec(r.stdout);
+      const io = /^vmtool_exits\(IO\) +(\d+) +\d+$/m.exec(r.stdout);
+      return ns && Number(ns[1]) > 1e9 && io?.[1] === "20000" ? true : undefined;
+    });
+    // -1 keeps its columns apart when a number is wider than kvm_stat's 10 characters (nanoseconds are).
+    const one = stat(["-1", "-i", "-p", pid, "-f", "halt_wait_ns$"]);
+    assert.match(one.stdout, /^halt_wait_ns +\d{10,} +\d+\n$/);
+    const { screen, keys, waitScreen } = tmuxSession(
+      t,
+      `'${process.execPath}' '${CLI}' stat -i -s 0.5 -p ${pid} --source stats,vmtool; echo "EXIT=$?"; sleep 60`,
+    );
+    // halt_wait_ns in seconds (a rate of seconds per second: the share of time asleep), blocking yes/no, the
+    // histogram's row a count of waits with its bars and their range beneath.
+    let s = await waitScreen(/^ halt_wait_ns +\d+(\.\d+)?s +\d+(\.\d+)?m?s\/s$/m, "halt_wait_ns in seconds");
+    s = await waitScreen(/^ blocking +yes$/m, "blocking as yes");
+    s = await waitScreen(/^ halt_wait_hist +\d+ +\d+$/m, "the histogram's count, in no unit");
+    const lines = s.split("\n");
+    const hist = lines.findIndex((l) => /^ halt_wait_hist /.test(l));
+    assert.match(
+      lines[hist + 1],
+      /^ {3}[ ▁▂▃▄▅▆▇█]*[▁▂▃▄▅▆▇█] {2}\d+(\.\d+)?[mµn]?s\.\.(\d+(\.\d+)?[mµn]?s|∞)$/u,
+      s,
+    );
+
+    // o: sorted by CurAvg/s (INTR moves, IO does not), then by Total (IO's 20,000 first).
+    keys("x");
+    const order = (sc: string) => {
+      const io = sc.search(/^ {3}vmtool_exits\(IO\) +20000 /m);
+      const intr = sc.search(/^ {3}vmtool_exits\(INTR\) +\d+ +[\d.]+ +\d+$/m);
+      return io >= 0 && intr >= 0 ? (intr < io ? "INTR first" : "IO first") : undefined;
+    };
+    await waitFor(
+      "INTR above IO (by CurAvg/s)",
+      () => (order(screen()) === "INTR first" ? true : undefined),
+      30_000,
+    ).catch((e: unknown) => assert.fail(`${(e as Error).message}\n${screen()}`));
+    keys("o");
+    await waitFor(
+      "IO above INTR (by Total)",
+      () => (order(screen()) === "IO first" ? true : undefined),
+      30_000,
+    ).catch((e: unknown) => assert.fail(`${(e as Error).message}\n${screen()}`));
+    keys("o");
+    await waitFor(
+      "INTR above IO again",
+      () => (order(screen()) === "INTR first" ? true : undefined),
+      30_000,
+    ).catch((e: unknown) => assert.fail(`${(e as Error).message}\n${screen()}`));
+
+    // g: a guest by name; one that no VM has is refused in place, with the running guests named.
+    keys("g");
+    await waitScreen(/Guest or pid \[ENTER exits\]:/, "the guest prompt");
+    assert.match(screen(), new RegExp(`^ +${pid}  node$`, "m"));
+    keys("no-such-guest", "Enter");
+    s = await waitScreen(/-g no-such-guest: no VM of that name \(running: /, "the refusal");
+    keys("Enter");
+    await waitScreen(/^kvm statistics - summary/, "every guest (ENTER alone)");
+
+    keys("q");
+    s = await waitScreen(/EXIT=\d+/, "the exit status");
+    assert.match(s, /EXIT=0/);
+  },
+);

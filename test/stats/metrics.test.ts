@@ -92,4 +92,7 @@ test("values in their units, and histogram buckets' bounds", () => {
   buckets[20] = 1;
   assert.equal(histogramBar(log, buckets), "▁   █  524µs..16.8ms");
   assert.equal(histogramBar(log, new Array<number>(32).fill(0)), "");
+  // A histogram's value is its count of samples, in no unit (the unit is the buckets').
+  assert.equal(formatValue(log, 102), "102");
+  assert.equal(formatRate(log, 19.9), "20");
 });

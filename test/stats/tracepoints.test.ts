@@ -129,3 +129,61 @@ test(
     assert.ok(row("kvm_userspace_exit") >= row("kvm_userspace_exit(IO)") + row("kvm_userspace_exit(MMIO)"));
   },
 );
+
+test(
+  "-t -p: -1 and -l -c of one VM's tracepoints, parsed as kvm_stat's users parse them",
+  { skip },
+  async (t) => {
+    const vm = startVm(t, runArgs(busyGuest()));
+    const pid = String(vm.pid);
+    await waitFor("the VM", () =>
+      stat(["-1", "-p", pid, "-f", "vmtool"]).stdout.includes("vmtool_exits") ? true : undefined,
+    );
+    // The guest makes one port write and one port read per round: kvm_pio's delta is that of the IO children.
+    const one = stat(["-t", "-1", "-p", pid, "-f", "kvm_pio$|kvm_userspace_exit"]);
+    assert.equal(one.status, 0, one.stderr);
+    const rows = new Map(
+      one.stdout
+        .trimEnd()
+        .split("\n")
+        .map((l) => {
+          const m = /^(\S+) +(\d+) +(\d+)$/.exec(l);
+          assert.ok(m, `'${l}'`);
+          return [m[1], Number(m[3])] as const;
+        }),
+    );
+    assert.ok((rows.get("kvm_pio") ?? 0) > 100, one.stdout);
+    assert.ok((rows.get("kvm_userspace_exit(IO)") ?? 0) > 100, one.stdout);
+    assert.ok(
+      Math.abs(rows.get("kvm_pio")! - rows.get("kvm_userspace_exit(IO)")!) <= 2,
+      `one kvm_pio per port exit, give or take a moment at each end: ${one.stdout}`,
+    );
+    for (const n of rows.keys()) assert.match(n, /^(kvm_pio|kvm_userspace_exit)/, "only the -f events");
+    // -l -c: a CSV header of the events, then one line of deltas per interval, every cell a number.
+    const csv = stat([
+      "-t",
+      "-l",
+      "-c",
+      "-p",
+      pid,
+      "-s",
+      "0.2",
+      "--count",
+      "2",
+      "-f",
+      "kvm_pio$|kvm_userspace_exit$",
+    ]);
+    assert.equal(csv.status, 0, csv.stderr);
+    const [head, ...data] = csv.stdout.trimEnd().split("\n");
+    assert.deepEqual(head.split(",").sort(), ["kvm_pio", "kvm_userspace_exit", "timestamp"]);
+    assert.equal(data.length, 2);
+    for (const d of data) {
+      const cells = d.split(",");
+      assert.equal(cells.length, 3, d);
+      assert.ok(
+        cells.slice(1).every((c) => /^\d+$/.test(c) && Number(c) > 0),
+        d,
+      );
+    }
+  },
+);

@@ -85,6 +85,19 @@ export const INNER_TESTS: readonly InnerTest[] = [
       "virtio-blk (write, flush, read back, get id) and a hostile guest (descriptor outside RAM), spec-written " +
       "guest drivers built inside with the carried gcc; virtio-rng and the no-device probe are left out for time",
   },
+  {
+    file: "test/debug/vm-control.test.ts",
+    why:
+      "the VM-control core where debug exits come from the CPU's own virtualization: KVM_GUESTDBG hardware " +
+      "breakpoints and single steps (kvm_pvm emulates them), software breakpoints through USE_SW_BP and #BP " +
+      "interception, MSR write exits, write-protected pages through read-only memory slots, parked faults",
+  },
+  {
+    file: "test/introspect/server.test.ts",
+    why:
+      "the KVMI server over the core on kvm_amd: pause batches across two vCPUs, BREAKPOINT, SINGLESTEP counts, " +
+      "MSR and PF events, INJECT_EXCEPTION with its TRAP: every event is a KVM exit the backend delivers its own way",
+  },
 ];
 
 /** Test files that do not run inside, with the reason. */
@@ -156,9 +169,12 @@ export const NOT_INSIDE: Readonly<Record<string, string>> = {
     "vmtool stat reading a run's binary stats from another process; left out for time (under kvm_amd it would also check io_exits, which kvm_pvm does not count)",
   "test/stats/cli.test.ts":
     "vmtool stat's output formats and bad input; as another user through setpriv (not inside)",
+  "test/stats/debugfs.test.ts": "vmtool stat over KVM's debugfs files of a vmtool run; left out for time",
   "test/stats/lifecycle.test.ts":
     "VMs that start and end while vmtool stat watches; reads KVM's debugfs; left out for time",
   "test/stats/live-tty.test.ts": "vmtool stat's live screen in tmux (not inside)",
+  "test/stats/metrics.test.ts":
+    "metric names and units of a real VM's statistics: naming rules, the same on any backend",
   "test/stats/qemu.test.ts": "a QEMU guest watched by vmtool stat (no QEMU inside)",
   "test/stats/run-dir.test.ts":
     "the run directory and its counters file: files and processes, the same on any backend",
@@ -171,4 +187,22 @@ export const NOT_INSIDE: Readonly<Record<string, string>> = {
   "test/serve/security.test.ts": "the HTTP server's headers, bounds, token and SSE framing; no guest",
   "test/serve/prometheus.test.ts": "Debian's prometheus scraping vmtool serve (no prometheus inside)",
   "test/serve/browser.test.ts": "Debian's chromium driving the dashboard (no browser inside)",
+  "test/introspect/malformed.test.ts":
+    "a tool that breaks the KVMI protocol: the socket side, the same on any backend; its guests only spin (left out for time)",
+  "test/backends/block-file.test.ts":
+    "disk files, a loop device and OFD locks on the host (losetup is not inside); the virtio-blk path runs inside through test/virtio/kvm.test.ts",
+  "test/files/input-file.test.ts": "opening files of every kind (FIFOs, procfs, a loop device); no KVM",
+  "test/files/layering.test.ts": "reads the sources' imports; no KVM",
+  "test/files/lock.test.ts": "OFD locks checked against gcc on the installed headers (not inside); no KVM",
+  "test/host/stdout-full.test.ts":
+    "the host and observer commands' standard output on /dev/full and closed pipes; no guest runs",
+  "test/loader/bss.test.ts":
+    "a large .bss measured as the process's RSS: the host kernel's anonymous memory, the same on any backend",
+  "test/observer/bad-numbers.test.ts": "numbers in copied debugfs trees; no KVM",
+  "test/observer/hostile-tree.test.ts": "FIFOs, symlinks and odd files in copied debugfs trees; no KVM",
+  "test/virtio/request-path.test.ts": "virtio request paths over plain buffers; no KVM",
+  "test/vmm/io-priority.test.ts":
+    "the I/O worker's nice value: host scheduling, the same on any backend (the worker itself runs inside in io-worker.test.ts)",
+  "test/vmm/run-parts.test.ts":
+    "the supervisor and the input pump with worker threads and an eventfd; no KVM",
 };

@@ -133,7 +133,8 @@ async function runCommand(file: string | undefined, o: RunOptions): Promise<numb
   if (memSize % 4096 !== 0) throw new UsageError(`--mem: ${o.mem} is not a multiple of 4 KiB`);
   const cpus = Number(parseIntOption(o.cpus, "--cpus", { min: 1n, max: BigInt(MAX_CPUS) }));
   const { Vm } = await import("../../vm/vm.js");
-  const vm = Vm.create({ memSize, pit: o.pit ?? false });
+  // An introspection tool may map guest RAM (VMTOOL_GET_RAM_MAPPING): then it is a memfd.
+  const vm = Vm.create({ memSize, pit: o.pit ?? false, sharedRam: o.introspect !== undefined });
   (await import("../../vmm/startup-marks.js")).startupMark("VM created");
   try {
     return await runWithVm(vm, memSize, cpus, file, o);

@@ -84,6 +84,8 @@ export async function runStat(req: StatRequest): Promise<void> {
     tracepointFilter: filter ? (name) => filter.test(name) : undefined,
   });
   try {
+    // The screen needs a terminal; anything else (a pipe, a file) gets kvm_stat's log lines.
+    if (req.mode === "live" && !process.stdout.isTTY) req = { ...req, mode: "log" };
     const notice = checkSources(collector.sourceReports(), req.sources);
     if (notice && req.mode !== "live") writeStderr(`vmtool: ${notice}\n`);
     if (req.fields === "help") {
@@ -187,10 +189,7 @@ async function once(
   const events = flatEvents(t, pids, view);
   const lines = [...events]
     .sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
-    .map(
-      ([name, e]) =>
-        `${name.padEnd(42)}${String(Math.round(e.total)).padStart(10)}${String(Math.round(e.delta)).padStart(10)}\n`,
-    );
+    .map(([name, e]) => `${name.padEnd(41)} ${column(e.total)}${column(e.delta)}\n`);
   writeStdout(lines.join(""));
   if (lines.length === 0) writeStderr(vmsNote(t));
 }
@@ -205,6 +204,11 @@ async function waitNext(next: number, stop: Stop): Promise<void> {
   await Promise.race([sleep(Math.max(0, next - Date.now())), stop.promise]);
 }
 
+/** kvm_stat's `%10d`, with a space before a wider number (nanoseconds) so that the columns stay apart. */
+const column = (v: number) => {
+  const s = String(Math.round(v));
+  return s.length >= 10 ? ` ${s}` : s.padStart(10);
+};
 const pad2 = (n: number) => String(n).padStart(2, "0");
 /** `YYYY-mm-dd HH:MM:SS`, local time (kvm_stat's log timestamp). */
 export function timestamp(d = new Date()): string {
