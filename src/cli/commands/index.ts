@@ -9,6 +9,7 @@ import { register as vcpus } from "./vcpus.js";
 import { register as watch } from "./watch.js";
 import { register as stat } from "./stat.js";
 import { register as serve } from "./serve.js";
+import { register as introspect } from "./introspect.js";
 
 export const commands: Readonly<Record<string, (program: Command) => void>> = {
   run,
@@ -19,4 +20,5 @@ export const commands: Readonly<Record<string, (program: Command) => void>> = {
   watch,
   stat,
   serve,
+  introspect,
 };
