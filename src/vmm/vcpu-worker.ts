@@ -24,6 +24,7 @@ import { ForwardAbandoned, IoForwarder } from "./io-forward.js";
 import { GuestExitRequest } from "../devices/types.js";
 import { Output } from "./output.js";
 import { ACCESS, ExitStats } from "./exit-stats.js";
+import { LiveExitCounters } from "./live-counters.js";
 import { hex } from "../format.js";
 import type { RunEnd } from "./run-end.js";
 import type { ExitHook, HookContext, VcpuStart, VcpuWorkerData, WorkerMessage } from "./worker-protocol.js";
@@ -67,6 +68,7 @@ const ramBits = new Uint8Array(start.ram.bits);
 let stepCompleting = false;
 const trace = data.trace;
 const stats = data.stats ? new ExitStats() : undefined;
+const live = new LiveExitCounters(start.counters);
 
 const hooks: ExitHook[] = [];
 // Guest RAM is viewed here only when a hook asks for it: V8 counts a 64 MiB view as external memory and
@@ -434,17 +436,13 @@ function runLoop(): RunEnd {
     if (reason === KVM_EXIT.IO) {
       end = handleIo(exit.io);
       if (agent.stepping && !end) stepCompleting = vcpu.immediateExit = true;
-      if (stats) {
-        address = exit.io.port;
-        access = exit.io.out ? ACCESS.PIO_OUT : ACCESS.PIO_IN;
-      }
+      address = exit.io.port;
+      access = exit.io.out ? ACCESS.PIO_OUT : ACCESS.PIO_IN;
     } else if (reason === KVM_EXIT.MMIO) {
       end = handleMmio(exit.mmio);
       if (agent.stepping && !end) stepCompleting = vcpu.immediateExit = true;
-      if (stats) {
-        address = exit.mmio.addr;
-        access = exit.mmio.write ? ACCESS.MMIO_WRITE : ACCESS.MMIO_READ;
-      }
+      address = exit.mmio.addr;
+      access = exit.mmio.write ? ACCESS.MMIO_WRITE : ACCESS.MMIO_READ;
     } else if (reason === KVM_EXIT.INTR) {
       // A kick (or another signal): serve requests at the top of the loop.
       kicks.consume();
@@ -475,6 +473,7 @@ function runLoop(): RunEnd {
     if (reason !== KVM_EXIT.INTR && ctl[CTL.HALT_VERDICT] !== HaltVerdict.UNKNOWN)
       Atomics.store(ctl, CTL.HALT_VERDICT, HaltVerdict.UNKNOWN);
     ctl[CTL.EXITS] = exits & 0x7fff_ffff;
+    live.add(reason, address, access);
     if (hooks.length > 0 && !end) {
       for (const h of hooks) {
         const verdict = h({ seq: exits, reason, reasonName: exitReasonName(reason) });
@@ -490,6 +489,7 @@ function runLoop(): RunEnd {
 /** Run the vCPU until the guest or the main thread ends it, then say how it ended. */
 function runThread(): void {
   Atomics.store(ctl, CTL.TID, gettid());
+  live.setThread(Atomics.load(ctl, CTL.TID));
   Atomics.store(ctl, CTL.STATE, VcpuState.RUNNING);
   Atomics.notify(ctl, CTL.STATE);
   let end: RunEnd;
