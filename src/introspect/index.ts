@@ -65,6 +65,9 @@ export class Introspection {
     return i;
   }
 
+  /** A tool whose handshake is under way (listen mode). */
+  private handshaking: Socket | undefined;
+
   /** The run has started: serve the tool already connected (connect mode), or those that come (listen mode). */
   attach(machine: RunningMachine): void {
     this.machine = machine;
@@ -79,17 +82,21 @@ export class Introspection {
   }
 
   private async accept(s: Socket): Promise<void> {
-    if (this.server || !this.core) {
-      s.destroy(); // one tool at a time (and none before the run started)
+    // One tool at a time, counted from its first byte of handshake (and none before the run started).
+    if (this.server || this.handshaking || !this.core) {
+      s.destroy();
       this.setup.log("introspection: a second tool connected while one is attached: refused");
       return;
     }
+    this.handshaking = s;
     try {
       await handshake(s, this.info);
     } catch (e) {
       s.destroy();
       this.setup.log(`introspection: a tool's handshake failed: ${(e as Error).message}`);
       return;
+    } finally {
+      this.handshaking = undefined;
     }
     this.serve(s);
   }

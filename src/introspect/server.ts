@@ -92,6 +92,7 @@ const IMPOSSIBLE_EVENTS = new Set<number>([
   EVENT.DESCRIPTOR,
   EVENT.CPUID,
   EVENT.HYPERCALL,
+  EVENT.CREATE_VCPU, // every vCPU of a vmtool VM exists before a tool can connect
 ]);
 /** Events always sent (not controllable), and VM events (CONTROL_VM_EVENTS). */
 const ALWAYS_EVENTS = new Set<number>([EVENT.PAUSE_VCPU, EVENT.TRAP]);

@@ -1,12 +1,18 @@
 // The socket `vmtool run --introspect listen:PATH` listens on: private from its creation, never another
-// kind of file replaced, and the process's umask left as it was whether listening worked or not.
+// kind of file replaced, and the process's umask left as it was whether listening worked or not; one tool at a
+// time; a bad timeout refused before anything runs.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { createConnection, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { listenOn } from "../../src/introspect/connection.js";
 import { IntrospectionError } from "../../src/introspect/errors.js";
+import { CLI } from "../helpers/paths.js";
+import { guests } from "../helpers/guests.js";
+import { guest } from "./peer.js";
 
 async function withDir(fn: (dir: string) => Promise<void> | void): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), "vmtool-listen-"));
@@ -54,3 +60,59 @@ test("a file that is not a socket is refused, not replaced", () =>
     assert.throws(() => listenOn(join(dir, "f"), (s) => s.destroy()), /exists and is not a socket/);
     assert.equal(statSync(join(dir, "f")).size, 4);
   }));
+
+test("a bad --introspect-timeout: one line and status 2, before any guest runs", () => {
+  for (const bad of ["abc", "0", "3601"]) {
+    const r = spawnSync(
+      process.execPath,
+      [CLI, "run", "--introspect", "listen:/nonexistent/s", "--introspect-timeout", bad, guests().halt],
+      { encoding: "utf8", timeout: 60_000 },
+    );
+    assert.equal(r.status, 2, `${bad}: ${r.stderr}`);
+    assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+    assert.match(r.stderr, /--introspect-timeout/);
+  }
+});
+
+test(
+  "listen mode: a second tool that connects during the first one's handshake is refused",
+  { timeout: 60_000 },
+  async () => {
+    const dir = mkdtempSync(join(tmpdir(), "vmtool-listen-"));
+    const sock = join(dir, "s");
+    const child = spawn(
+      process.execPath,
+      [CLI, "run", "--introspect", `listen:${sock}`, ...guest("1: pause\n jmp 1b")],
+      {
+        stdio: ["ignore", "ignore", "pipe"],
+      },
+    );
+    let stderr = "";
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    try {
+      for (let i = 0; i < 300 && !existsSync(sock); i++) await new Promise((r) => setTimeout(r, 50));
+      // Both connect before either answers the handshake: one gets it, the other is closed.
+      const open = () =>
+        new Promise<{ s: Socket; data: Buffer[]; closed: Promise<void> }>((resolve) => {
+          const s = createConnection(sock);
+          const data: Buffer[] = [];
+          const closed = new Promise<void>((r) => s.on("close", () => r()));
+          s.on("data", (d: Buffer) => data.push(d));
+          s.on("error", () => {});
+          s.on("connect", () => resolve({ s, data, closed }));
+        });
+      const [a, b] = await Promise.all([open(), open()]);
+      const kept = await Promise.race([a.closed.then(() => b), b.closed.then(() => a)]);
+      const refused = kept === a ? b : a;
+      assert.equal(Buffer.concat(refused.data).length, 0, "the refused tool got no handshake");
+      for (let i = 0; i < 200 && Buffer.concat(kept.data).length < 96; i++)
+        await new Promise((r) => setTimeout(r, 50));
+      assert.equal(Buffer.concat(kept.data).length, 96, "the other got the 96-byte handshake");
+      assert.match(stderr, /a second tool connected while one is attached: refused/);
+      kept.s.destroy();
+    } finally {
+      child.kill("SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+);

@@ -18,7 +18,14 @@ test("a VM's exit counters in /metrics equal the guest's exits; the text passes 
     async () => {
       const r = await get(`${srv.url}/metrics`);
       const p = parseExposition(r.text, "text");
-      return valueOf(p, "vmtool_vcpu_mmio_exits_total", { pid, direction: "write" }) === 1000 ? p : undefined;
+      // Every counter settled: one scrape reads the counters one after the other while the guest runs, so a
+      // scrape in its last rounds can see the later ones ahead of the earlier ones.
+      const settled =
+        valueOf(p, "vmtool_vcpu_mmio_exits_total", { pid, direction: "write" }) === 1000 &&
+        valueOf(p, "vmtool_vcpu_exits_total", { pid, reason: "IO" }) === 2000 &&
+        valueOf(p, "vmtool_vcpu_exits_total", { pid, reason: "MMIO" }) === 2000 &&
+        valueOf(p, "kvm_vcpu_mmio_exits_total", { pid, vcpu: "0" }) === 2000;
+      return settled ? p : undefined;
     },
     60_000,
   );

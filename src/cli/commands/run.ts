@@ -195,6 +195,9 @@ async function runGuest(
   const entry = addr(o.entry, "--entry");
   const stats = o.stats || o.json;
   const path = file ?? DEMO_GUEST;
+  const introspectTimeout = Number(
+    parseIntOption(o.introspectTimeout, "--introspect-timeout", { min: 1n, max: 3600n }),
+  );
 
   // The vCPU thread was started before the options were parsed (or starts now, before the heavy modules
   // load): its start-up overlaps the rest.
@@ -237,14 +240,11 @@ async function runGuest(
   let introspection: import("../../introspect/index.js").Introspection | undefined;
   if (o.introspect !== undefined) {
     const intro = await import("../../introspect/index.js");
-    const timeout = Number(
-      parseIntOption(o.introspectTimeout, "--introspect-timeout", { min: 1n, max: 3600n }),
-    );
     try {
       introspection = await intro.Introspection.prepare({
         endpoint: intro.parseEndpoint(o.introspect),
         name: o.name ?? (file === undefined ? "demo" : basename(file)),
-        replyTimeoutMs: timeout * 1000,
+        replyTimeoutMs: introspectTimeout * 1000,
         onTimeout: o.introspectOnTimeout,
         log: (line) => writeStderr(`vmtool: ${line}\n`),
       });

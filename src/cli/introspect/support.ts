@@ -24,6 +24,9 @@ export const COMMAND_REASONS: ReadonlyMap<number, string> = new Map([
   [Msg.CREATE_EPT_VIEW, EPT_VIEWS],
   [Msg.DESTROY_EPT_VIEW, EPT_VIEWS],
   [Msg.VCPU_CHANGE_GFN, EPT_VIEWS],
+  [Msg.GET_NEXT_AVAILABLE_GFN, "guest-physical pages for a tool's own use need a KVMI kernel's memory hooks"],
+  [Msg.VCPU_ALLOC_GFN, "guest-physical pages for a tool's own use need a KVMI kernel's memory hooks"],
+  [Msg.VCPU_FREE_GFN, "guest-physical pages for a tool's own use need a KVMI kernel's memory hooks"],
 ]);
 
 /** Reasons by event id. */
@@ -32,4 +35,6 @@ export const EVENT_REASONS: ReadonlyMap<number, string> = new Map([
   [Ev.XSETBV, "KVM handles XSETBV in the kernel: no exit reaches user space"],
   [Ev.DESCRIPTOR, "descriptor-table loads and stores never leave the kernel"],
   [Ev.CPUID, "KVM answers CPUID in the kernel from the VMM's table"],
+  [Ev.HYPERCALL, "KVM handles VMCALL/VMMCALL in the kernel: no exit reaches user space for KVMI's hypercall"],
+  [Ev.CREATE_VCPU, "every vCPU of a vmtool VM is created before a tool can connect"],
 ]);
