@@ -231,6 +231,16 @@ export class VmControl {
     };
   }
 
+  /** Write the debug registers of a stopped vCPU (the guest's own DR0-DR3, DR6, DR7). */
+  async setDebugRegs(index: number, d: DebugRegs): Promise<void> {
+    const b = Buffer.alloc(kvm_debugregs.size);
+    const o = kvm_debugregs.off;
+    d.db.forEach((v, i) => b.writeBigUInt64LE(BigInt.asUintN(64, v), o.db + 8 * i));
+    b.writeBigUInt64LE(BigInt.asUintN(64, d.dr6), o.dr6);
+    b.writeBigUInt64LE(BigInt.asUintN(64, d.dr7), o.dr7);
+    await this.parkedLink(index, "writing debug registers").ioctl(KVM.SET_DEBUGREGS, b, "KVM_SET_DEBUGREGS");
+  }
+
   /** MSR values (an MSR KVM does not know is left out of the result). */
   async msrs(index: number, indices: readonly number[]): Promise<Map<number, bigint>> {
     const out = new Map<number, bigint>();
@@ -272,6 +282,13 @@ export class VmControl {
     const b = Buffer.alloc(kvm_fpu.size);
     await this.parkedLink(index, "reading the FPU").ioctl(KVM.GET_FPU, b, "KVM_GET_FPU");
     return b;
+  }
+
+  /** Write struct kvm_fpu (as fpu() reads it). */
+  async setFpu(index: number, area: Uint8Array): Promise<void> {
+    if (area.length !== kvm_fpu.size)
+      throw new VmControlError(`struct kvm_fpu is ${kvm_fpu.size} bytes, not ${area.length}`);
+    await this.parkedLink(index, "writing the FPU").ioctl(KVM.SET_FPU, Buffer.from(area), "KVM_SET_FPU");
   }
 
   /** The 4096-byte XSAVE area (struct kvm_xsave), raw. */
