@@ -268,7 +268,7 @@ function control(): RegisterDef[] {
       },
     },
     cr("cr0", "vmtool_cr0"),
-    cr("cr2", "data_ptr"),
+    cr("cr2"),
     cr("cr3"),
     cr("cr4", "vmtool_cr4"),
     cr("cr8"),

@@ -113,7 +113,7 @@ export class GdbStub {
   }
 
   /** A stop with no gdb attached (a breakpoint hit while gdb was going away): let the vCPU go on. */
-  private unattendedStop(): void {
+  unattendedStop(): void {
     while (this.events.length > 0) {
       const s = this.events.shift();
       if (s) this.control.resume(s.vcpu, ResumeAction.CONTINUE);
@@ -142,22 +142,57 @@ export class GdbStub {
     return this.ended;
   }
 
-  /** A new gdb connection: served if none is, else refused. */
+  /**
+   * A new gdb connection: served if none is, else refused. A gdb that reconnects may connect before its old
+   * connection's end is seen here: a connection is refused only if the old one is still there when the new
+   * one's first packet has arrived.
+   */
   attach(socket: Socket, peer: string): void {
-    if (this.session && !this.session.closed) {
-      this.opts.log(`gdb: a second debugger (${peer}) was refused: one is attached`);
-      refuse(socket);
-      return;
-    }
     if (this.ended) {
       socket.destroy();
       return;
     }
+    if (!this.session) {
+      this.serve(socket, peer, []);
+      return;
+    }
+    const chunks: Buffer[] = [];
+    const reader = new PacketReader(PACKET_SIZE + 64);
+    let decided = false;
+    const onData = (chunk: Buffer) => {
+      chunks.push(chunk);
+      if (decided || !reader.feed(chunk).some((e) => e.kind === "packet")) return;
+      decided = true;
+      if (this.session && !this.session.closed) {
+        socket.off("data", onData);
+        this.opts.log(`gdb: a second debugger (${peer}) was refused: one is attached`);
+        refuse(socket);
+        return;
+      }
+      socket.off("data", onData);
+      socket.pause();
+      this.waitingSocket = () => this.serve(socket, peer, chunks);
+      if (!this.session) this.takeWaiting();
+    };
+    socket.on("data", onData);
+    socket.on("error", () => undefined);
+  }
+
+  private waitingSocket: (() => void) | undefined;
+
+  private takeWaiting(): void {
+    const w = this.waitingSocket;
+    this.waitingSocket = undefined;
+    w?.();
+  }
+
+  private serve(socket: Socket, peer: string, initial: Buffer[]): void {
     this.opts.log(`gdb: debugger attached (${peer})`);
-    this.session = new Session(this, socket, () => {
+    this.session = new Session(this, socket, initial, () => {
       this.session = undefined;
       this.opts.log("gdb: debugger detached");
       this.unattendedStop();
+      this.takeWaiting();
     });
   }
 
@@ -221,15 +256,18 @@ class Session implements MonitorContext {
   constructor(
     private readonly stub: GdbStub,
     private readonly socket: Socket,
+    initial: Buffer[],
     private readonly onClose: () => void,
   ) {
     this.control = stub.control;
     socket.setNoDelay(true);
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
+    socket.resume();
     socket.on("error", () => this.close());
     socket.on("close", () => this.close());
     // gdb expects a stopped target when it connects.
     this.work = this.work.then(() => this.connect()).catch((e: unknown) => this.fail(e));
+    for (const c of initial) this.onData(c);
   }
 
   private async connect(): Promise<void> {
