@@ -5,7 +5,7 @@
  * `vmtool run --mode real`); see test/gdb/guests.ts.
  *
  * Debug console 0xE9: "R" in real mode, "P" in protected mode, "L" in long mode, "S" when it starts to spin,
- * "B" from the #BP handler. Exit port 0xF4: 0x2a from the #BP handler (status 85), or 0x11 if the int3 came
+ * "." now and then while it spins, "B" from the #BP handler. Exit port 0xF4: 0x2a from the #BP handler (status 85), or 0x11 if the int3 came
  * back unhandled.
  */
         .set PML4, 0x20000
@@ -94,9 +94,16 @@ long_write:
         movq    $0x4444, long_var
         mov     $'S', %al
         out     %al, $0xe9
-spin:
+        mov     $0x10000, %ecx
+spin:                                   /* until the debugger sets go: a '.' every 65536 rounds */
         cmpl    $0, go
-        je      spin
+        jne     guest_int3
+        dec     %ecx
+        jnz     spin
+        mov     $'.', %al
+        out     %al, $0xe9
+        mov     $0x10000, %ecx
+        jmp     spin
 guest_int3:
         int3
         mov     $0x11, %al              /* reached only if the int3 came back without the handler */

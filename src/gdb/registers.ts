@@ -625,7 +625,7 @@ export function targetXml(arch: GdbArch): string {
     .join("");
   return (
     `<?xml version="1.0"?><!DOCTYPE target SYSTEM "gdb-target.dtd">` +
-    `<target version="1.0"><architecture>${arch}</architecture>${body}</target>`
+    `<target version="1.0"><architecture>${arch}</architecture><osabi>none</osabi>${body}</target>`
   );
 }
 

@@ -116,8 +116,24 @@ export class GdbStub {
   unattendedStop(): void {
     while (this.events.length > 0) {
       const s = this.events.shift();
-      if (s) this.control.resume(s.vcpu, ResumeAction.CONTINUE);
+      if (!s) continue;
+      if (s.kind === StopKind.DEBUG_OTHER && s.code === 3)
+        void this.reinjectBreakpoint(s.vcpu)
+          .catch((e: unknown) => this.opts.log(`gdb: ${(e as Error).message}`))
+          .finally(() => this.control.resume(s.vcpu, ResumeAction.CONTINUE));
+      else this.control.resume(s.vcpu, ResumeAction.CONTINUE);
     }
+  }
+
+  /** A guest int3 (0xCC at RIP, or RIP just past it): #BP delivered to the guest with RIP after the int3. */
+  async reinjectBreakpoint(i: number): Promise<void> {
+    const c = this.control;
+    const regs = await c.regs(i);
+    const sregs = await c.sregs(i);
+    const gpa = await c.translate(i, BigInt.asUintN(64, sregs.cs.base + regs.rip));
+    if (gpa !== undefined && gpa < BigInt(c.ramSize) && c.readPhys(Number(gpa), 1)[0] === 0xcc)
+      await c.setRegs(i, { rip: regs.rip + 1n });
+    await c.injectException(i, 3);
   }
 
   /** The next event (undefined once the run is over), or undefined at once if `signal` fired. */
@@ -132,6 +148,11 @@ export class GdbStub {
       });
       this.eventWaiter = undefined;
     }
+  }
+
+  /** Events to be looked at again, before any new one. */
+  requeue(list: StopInfo[]): void {
+    this.events.unshift(...list);
   }
 
   takeQueuedEvents(): StopInfo[] {
@@ -247,6 +268,8 @@ class Session implements MonitorContext {
   private readonly hwBreaks = new Map<bigint, number>();
   private readonly swBreaks = new Set<bigint>();
   private readonly inFlight = new Map<number, InFlight>();
+  /** Events of vCPUs that stopped while the VM was being stopped for another one. */
+  private deferred: StopInfo[] = [];
   /** Modes already told about (a console message at the stop where the guest's mode no longer fits). */
   private readonly toldModes = new Set<string>();
   physMode = false;
@@ -837,6 +860,8 @@ class Session implements MonitorContext {
     this.state.clear();
     this.interrupt = { fired: false };
     this.running = true;
+    const again = this.deferred.filter((e) => plan.has(e.vcpu));
+    this.deferred = this.deferred.filter((e) => !plan.has(e.vcpu));
     for (const [i, r] of plan) {
       const link = this.control.link(i);
       if (!link.parked) continue;
@@ -844,9 +869,12 @@ class Session implements MonitorContext {
       if (r.kind === "step" || r.kind === "range") f.stepping = true;
       if (r.kind === "range") f.range = { start: r.start, end: r.end };
       this.inFlight.set(i, f);
+      // A vCPU parked at an event gdb has not heard of: the event is looked at again first.
+      if (again.some((e) => e.vcpu === i)) continue;
       if (f.stepping) this.control.step(i, this.stepIrq);
       else this.control.resume(i, ResumeAction.CONTINUE);
     }
+    this.stub.requeue(again);
     void this.waitForStop();
   }
 
@@ -857,30 +885,29 @@ class Session implements MonitorContext {
       for (;;) {
         const e = await this.stub.nextEvent(this.interrupt);
         if (this.closed) return;
-        if (!e) {
-          if (this.stub.runOver) return; // runEnded() sends the W packet
-          // Ctrl-C: stop everything; an event that came meanwhile is what gdb hears of.
-          await this.control.pause();
-          const queued = this.stub.takeQueuedEvents();
-          for (const q of queued) {
-            const r = await this.onEvent(q, true);
-            if (r && !reply) reply = r;
-          }
-          reply ??= `T${hex2(SIGINT)}thread:${tid(this.cThread)};`;
-          if (!reply.includes("thread:")) reply += `thread:${tid(this.cThread)};`;
-          break;
+        if (e) {
+          reply = await this.onEvent(e, false);
+          if (reply !== undefined) break;
+          continue;
         }
-        reply = await this.onEvent(e, false);
-        if (reply !== undefined) break;
+        if (this.stub.runOver) return; // runEnded() sends the W packet
+        // Ctrl-C: stop everything; an event that came meanwhile is what gdb hears of.
+        await this.control.pause();
+        for (const q of this.stub.takeQueuedEvents()) {
+          if (reply === undefined) reply = await this.onEvent(q, true);
+          else this.deferred.push(q);
+        }
+        reply ??= this.reportStop(this.cThread, SIGINT);
+        break;
       }
       await this.control.pause();
-      // Stops of other vCPUs that came meanwhile: they are parked before their event; each is let to
-      // happen again when the vCPU goes on (a breakpoint is hit again, an access is tried again).
-      for (const q of this.stub.takeQueuedEvents()) await this.onEvent(q, true);
+      // Stops of other vCPUs that came meanwhile: each vCPU stays parked at its event, which is dealt with
+      // when it is next resumed.
+      this.deferred.push(...this.stub.takeQueuedEvents());
     } catch (err) {
       if (this.closed) return;
       this.stub.opts.log(`gdb: ${(err as Error).message}`);
-      reply ??= `T${hex2(SIGABRT)}thread:${tid(this.lastStopVcpu)};`;
+      reply ??= this.reportStop(this.lastStopVcpu, SIGABRT);
     }
     this.running = false;
     this.state.clear();
@@ -890,17 +917,24 @@ class Session implements MonitorContext {
     this.send(reply);
   }
 
+  private reportStop(i: number, sig: number, extra = ""): string {
+    this.lastStopVcpu = this.gThread = this.cThread = i;
+    return `T${hex2(sig)}thread:${tid(i)};${extra}`;
+  }
+
   /**
-   * What to do with one stop of a vCPU: undefined (the stub dealt with it and the vCPU went on, or, with
-   * `late`, it stays parked), or the stop reply for gdb. Sets lastStopVcpu.
+   * What to do with one stop of a vCPU: the stop reply for gdb, or undefined: the stub dealt with it and the
+   * vCPU went on, or (`stopping`: the VM is being stopped) it stays parked at its event, deferred to when the
+   * vCPU is next resumed.
    */
-  private async onEvent(e: StopInfo, late: boolean): Promise<string | undefined> {
+  private async onEvent(e: StopInfo, stopping: boolean): Promise<string | undefined> {
     const i = e.vcpu;
     const f = this.inFlight.get(i) ?? {};
-    const t = `thread:${tid(i)};`;
-    const report = (sig: number, extra = ""): string => {
-      this.lastStopVcpu = this.gThread = this.cThread = i;
-      return `T${hex2(sig)}${t}${extra}`;
+    const report = (sig: number, extra = ""): string => this.reportStop(i, sig, extra);
+    const goOn = (action: number = ResumeAction.CONTINUE): string | undefined => {
+      if (stopping) this.deferred.push(e);
+      else this.control.resume(i, action);
+      return undefined;
     };
     switch (e.kind) {
       case StopKind.SINGLESTEP: {
@@ -910,34 +944,30 @@ class Session implements MonitorContext {
           const name = w.kind === "write" ? "watch" : w.kind === "read" ? "rwatch" : "awatch";
           return report(SIGTRAP, `${name}:${w.addr.toString(16)};`);
         }
-        if (f.range && !late) {
+        if (f.range && !stopping) {
           const rip = (await this.control.regs(i)).rip;
           if (rip >= f.range.start && rip < f.range.end) {
             this.control.step(i, this.stepIrq);
             return undefined;
           }
         }
+        if (!f.stepping) return goOn();
         return report(SIGTRAP);
       }
       case StopKind.SW_BREAKPOINT:
         if (this.swBreaks.has(e.addr)) return report(SIGTRAP, "swbreak:;");
-        if (!late) this.control.resume(i);
-        return undefined;
+        return goOn();
       case StopKind.HW_BREAKPOINT: {
         const slot = [0, 1, 2, 3].find((s) => (e.value >> BigInt(s)) & 1n);
         const w = this.watches.find((x) => x.slot === slot);
-        if (w) {
-          const name = w.kind === "write" ? "watch" : "awatch";
-          return report(SIGTRAP, `${name}:${w.linear.toString(16)};`);
-        }
+        if (w) return report(SIGTRAP, `${w.kind === "write" ? "watch" : "awatch"}:${w.linear.toString(16)};`);
         if ([...this.hwBreaks.values()].includes(slot ?? -1)) return report(SIGTRAP, "hwbreak:;");
-        if (!late) this.control.resume(i);
-        return undefined;
+        return goOn();
       }
       case StopKind.PAGE_WRITE:
       case StopKind.PAGE_READ: {
+        if (stopping) return goOn();
         const hit = this.watchHit(e.addr, Math.max(e.len, 1), e.kind === StopKind.PAGE_WRITE);
-        if (late) return undefined; // parked before the access: it is tried again when the vCPU goes on
         if (!hit) {
           // An access to a watched page outside the watched bytes: let it happen.
           this.control.resume(i, f.stepping ? ResumeAction.STEP : ResumeAction.CONTINUE);
@@ -951,9 +981,10 @@ class Session implements MonitorContext {
       }
       case StopKind.DEBUG_OTHER:
         if (e.code === 3) {
-          // The guest's own int3: give it back to the guest as #BP.
-          if (late) return undefined;
-          await this.reinjectBreakpoint(i);
+          // The guest's own int3: given back to the guest as #BP.
+          if (stopping) return goOn();
+          await this.stub.reinjectBreakpoint(i);
+          this.state.delete(i);
           this.control.resume(i);
           return undefined;
         }
@@ -968,29 +999,10 @@ class Session implements MonitorContext {
               : SIGABRT;
         return report(sig);
       }
-      case StopKind.MSR_READ:
-      case StopKind.MSR_WRITE:
-        if (!late) this.control.resume(i);
-        return undefined;
       default:
-        return report(SIGTRAP);
+        // MSR stops (the stub intercepts none) and anything else: the vCPU goes on.
+        return goOn();
     }
-  }
-
-  /** A guest int3 (0xCC at RIP, or RIP just past it): #BP delivered to the guest with RIP after the int3. */
-  private async reinjectBreakpoint(i: number): Promise<void> {
-    const regs = await this.control.regs(i);
-    const sregs = await this.control.sregs(i);
-    const at = BigInt.asUintN(64, sregs.cs.base + regs.rip);
-    const gpa = await this.control.translate(i, at);
-    if (
-      gpa !== undefined &&
-      gpa < BigInt(this.control.ramSize) &&
-      this.control.readPhys(Number(gpa), 1)[0] === 0xcc
-    )
-      await this.control.setRegs(i, { rip: regs.rip + 1n });
-    await this.control.injectException(i, 3);
-    this.state.delete(i);
   }
 
   /** When the stopped vCPU's mode no longer fits what gdb was told: say so (once per mode). */

@@ -364,6 +364,14 @@ function handleInternalError(): RunEnd | undefined {
       if (agent.stepping) agent.endStep();
       return afterPark(parkFor(StopKind.SW_BREAKPOINT));
     }
+    // The guest's own int3 (a 0xCC nobody planted), which kvm_pvm's emulator cannot run outside real mode: the
+    // #BP debug stop it is on VMX/SVM, so that the client can give it back to the guest.
+    const d = RUN.internal.data; // struct emulation_failure: u64 flags, u8 insn_size, u8 insn_bytes[15]
+    if ((run.getUint32(d, true) & 1) !== 0 && run.getUint8(d + 8) > 0 && run.getUint8(d + 9) === 0xcc) {
+      agent.detail({ CODE: 3, ADDR_LO: linear });
+      if (agent.stepping) agent.endStep();
+      return afterPark(parkFor(StopKind.DEBUG_OTHER));
+    }
   }
   return faultOrPark(KVM_EXIT.INTERNAL_ERROR, exitDetail(KVM_EXIT.INTERNAL_ERROR));
 }

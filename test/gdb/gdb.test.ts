@@ -1,0 +1,240 @@
+// Real gdb (batch mode) against `vmtool run --gdb` and real guests with symbols: the mode-walking guest
+// (guest/tests/gdb-modes.S: real -> protected -> long mode), the SMP example with two and four vCPUs, the
+// demo guest. Each test asserts what gdb printed and how vmtool ended.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { runWithGdb, modesGuest, hx } from "./harness.js";
+import { GUEST_OUT, guests } from "../helpers/guests.js";
+
+function smpHello(): string {
+  guests();
+  return join(GUEST_OUT, "smp-hello.elf");
+}
+import { ROOT } from "../helpers/paths.js";
+
+const SCRIPT = join(ROOT, "guest", "gdb", "vmtool.gdb");
+
+/** The lines of `out` after the first line that contains `marker`. */
+function after(out: string, marker: string): string {
+  const i = out.indexOf(marker);
+  assert.ok(i >= 0, `gdb's output has '${marker}':\n${out}`);
+  return out.slice(i + marker.length);
+}
+
+test("real -> protected -> long mode: stepi, x/i per mode, hbreak, break, mode notice, reconnect, watch, the guest's own int3", async () => {
+  const g = modesGuest();
+  const s = g.sym;
+  const r = await runWithGdb({
+    guest: g.bin,
+    args: ["--gdb-wait"],
+    script: [
+      // Symbols after connecting: gdb keeps the i8086 layout it got (the ELF is a 64-bit file).
+      `symbol-file ${g.elf}`,
+      `source ${SCRIPT}`,
+      "echo @@real\\n",
+      "info registers eip cs cs_base",
+      "x/2i $pc",
+      "stepi",
+      "stepi",
+      "echo @@rip-after-2\\n",
+      "p/x $eip",
+      "break real_in",
+      "continue",
+      "echo @@in\\n",
+      "stepi",
+      "p/x $eip",
+      "hbreak protected_out",
+      "continue",
+      "echo @@protected\\n",
+      "info registers cs cr0",
+      "x/1i $pc",
+      "break long_out",
+      "continue",
+      "echo @@reconnect\\n",
+      "vmtool-reconnect",
+      "echo @@long\\n",
+      "info registers rip efer cs_attr gdtr_limit",
+      "x/1i $pc",
+      "stepi",
+      "p/x $rip",
+      "stepi",
+      "p/x $rip",
+      "stepi",
+      "p/x $rip",
+      "stepi",
+      "echo @@after-mmio\\n",
+      "p/x $rip",
+      "delete",
+      "watch *(int *)&counter",
+      "continue",
+      "echo @@watch\\n",
+      "p/x $rip",
+      "delete",
+      "set var *(int *)&go = 1",
+      "continue",
+    ],
+  });
+  const o = r.gdb;
+  // Real mode: 16-bit disassembly at 0x7c00, two exact steps.
+  const real = after(o, "@@real");
+  assert.match(real, /eip\s+0x7c00/);
+  assert.match(real, /cs\s+0x0\s/);
+  assert.match(real, /cli\s*\n.*xor\s+%ax,%ax/);
+  assert.match(after(o, "@@rip-after-2"), /= 0x7c03/);
+  // A software breakpoint in real mode, then a step over `in` lands on the next instruction.
+  assert.match(after(o, "@@in"), new RegExp(`= ${hx(s.real_write)}`));
+  // A hardware breakpoint in protected mode; 32-bit disassembly; the mode notice.
+  assert.match(o, /vmtool: vCPU 0 is now in protected mode; gdb was given the i8086 register layout/);
+  const prot = after(o, "@@protected");
+  assert.match(prot, /cs\s+0x8\s/);
+  assert.match(prot, /cr0\s+0x\w+\s+\[ PE ET /);
+  assert.match(prot, /mov\s+\$0x50,%al/);
+  assert.match(o, /vmtool: vCPU 0 is now in long mode \(64-bit\)/);
+  // After reconnecting: the x86-64 layout, vmtool's registers, exact steps over OUT and the MMIO write.
+  const long = after(o, "@@long");
+  assert.match(long, new RegExp(`rip\\s+${hx(s.long_out)}`));
+  assert.match(long, /efer\s+0x500\s+\[ LME LMA \]/);
+  assert.match(long, /cs_attr\s+0xa09b/);
+  assert.match(long, /gdtr_limit\s+0x1f/);
+  assert.match(long, /mov\s+\$0x4c,%al/);
+  const rips = [...long.matchAll(/\$\d+ = (0x[0-9a-f]+)/g)].map((m) => parseInt(m[1], 16));
+  // mov $'L',%al (2) / out (2) / mov $MMIO,%edi (5) / movl $0x55,(%rdi) (6)
+  assert.deepEqual(rips.slice(0, 4), [s.long_out + 2, s.long_out + 4, s.long_mmio, s.long_after_mmio]);
+  // The watchpoint stops after the writing instruction (incl counter, 7 bytes), with the old and new value.
+  const watch = after(o, "@@after-mmio");
+  assert.match(watch, /Old value = 0\s+New value = 1/);
+  assert.match(after(o, "@@watch"), new RegExp(`= ${hx(s.count_loop + 7)}`));
+  // The guest's own int3 went to its #BP handler, which wrote 0x2a to the exit port: status 85.
+  assert.match(o, /exited with code 0125/);
+  assert.match(r.stdout, /^RPLS\.*B$/);
+  assert.equal(r.status, 85, r.stderr);
+});
+
+test("Ctrl-C stops a spinning guest; detach lets it finish with its usual exit status", async () => {
+  const g = modesGuest();
+  let interrupted = false;
+  let seen: number | undefined;
+  const r = await runWithGdb({
+    guest: g.bin,
+    file: g.elf,
+    // The guest is running when gdb connects: whatever its mode then, the x86-64 layout of the ELF.
+    args: ["--gdb-arch", "i386:x86-64"],
+    script: [
+      "echo @@continuing\\n",
+      "continue",
+      "echo @@stopped\\n",
+      "p/x $rip",
+      "set var *(int *)&go = 1",
+      "detach",
+    ],
+    // Once gdb runs `continue` and the guest spins, interrupt gdb (it sends 0x03 to the stub) until it stops.
+    // Once gdb has run `continue` and the guest prints again (it runs), interrupt gdb once: it sends 0x03.
+    onGdbOutput: (gdbOut, guestOut, gdb) => {
+      if (!gdbOut.includes("@@continuing")) return true;
+      seen ??= guestOut.length;
+      if (guestOut.length === seen) return true;
+      interrupted = true;
+      gdb.kill("SIGINT");
+      return false;
+    },
+  });
+  assert.ok(interrupted, `the guest spun: ${r.stdout}`);
+  assert.match(r.gdb, /received signal SIGINT/);
+  const rip = parseInt(/= (0x[0-9a-f]+)/.exec(after(r.gdb, "@@stopped"))?.[1] ?? "0", 16);
+  assert.ok(rip >= g.sym.spin && rip < g.sym.guest_int3, `stopped in the spin loop: ${hx(rip)}`);
+  assert.match(r.gdb, /Remote target\) detached/);
+  assert.match(r.stdout, /^RPLS\.*B$/);
+  assert.equal(r.status, 85, r.stderr);
+});
+
+test("kill ends the run with status 12", async () => {
+  const g = modesGuest();
+  const r = await runWithGdb({ guest: g.bin, args: ["--gdb-wait"], script: ["stepi", "kill"] });
+  assert.match(r.gdb, /killed/);
+  assert.equal(r.status, 12, r.stderr);
+  assert.equal(r.stdout, "");
+});
+
+test("monitor commands: mode, regs sys, translate, phys, sstep, help", async () => {
+  const g = modesGuest();
+  const r = await runWithGdb({
+    guest: g.bin,
+    args: ["--gdb-wait"],
+    script: [
+      `symbol-file ${g.elf}`,
+      `source ${SCRIPT}`,
+      "monitor help",
+      "break long_write",
+      "continue",
+      "vmtool-reconnect",
+      "vmtool-mode",
+      "vmtool-sys",
+      "monitor translate 0x8008",
+      "monitor translate 0x7fffffff0000",
+      "monitor phys on",
+      "x/1wx 0x8008",
+      "monitor phys off",
+      "monitor sstep irq on",
+      "monitor sstep",
+      "monitor nonsense",
+      "kill",
+    ],
+  });
+  const o = r.gdb;
+  assert.match(o, /translate ADDR/);
+  assert.match(o, /vCPU 0: long mode \(64-bit\), 4-level paging, CS 64-bit code, CPL 0/);
+  assert.match(o, /gdb's register layout: i386:x86-64/);
+  assert.match(o, /cr0\s+0x\w+\s+PE .*PG/);
+  assert.match(o, /efer\s+0x\w+\s+LME LMA/);
+  assert.match(o, /cs\s+0x0018/);
+  assert.match(o, /linear 0x8008 -> guest-physical 0x8008/);
+  assert.match(o, /linear 0x7fffffff0000: not mapped/);
+  assert.match(o, /0x8008:\s+0x00000003/);
+  assert.match(o, /single steps: interrupts delivered/);
+  assert.match(o, /unknown monitor command 'nonsense'/);
+  assert.equal(r.status, 12);
+});
+
+test("two and four vCPUs are threads: info threads, thread N, step one while the others stay stopped", async () => {
+  for (const cpus of [2, 4]) {
+    const r = await runWithGdb({
+      guest: smpHello(),
+      file: smpHello(),
+      args: ["--gdb-wait", "--cpus", String(cpus)],
+      script: [
+        "hbreak ap_main",
+        "continue",
+        "set $ap = $_thread",
+        "echo @@hit\\n",
+        "info threads",
+        "set scheduler-locking on",
+        "thread 1",
+        "echo @@bsp-before\\n",
+        "p/x $pc",
+        'eval "thread %d", $ap',
+        "echo @@ap-before\\n",
+        "p/x $pc",
+        "delete",
+        "stepi",
+        "stepi",
+        "echo @@ap-after\\n",
+        "p/x $pc",
+        "thread 1",
+        "echo @@bsp-after\\n",
+        "p/x $pc",
+        "set scheduler-locking off",
+        "continue",
+      ],
+    });
+    const o = r.gdb;
+    assert.match(o, /Thread \d+ hit (Hardware assisted )?Breakpoint 1, .*ap_main/);
+    for (let t = 1; t <= cpus; t++)
+      assert.match(after(o, "@@hit"), new RegExp(`Thread ${t} .*vCPU ${t - 1}`));
+    const pc = (marker: string) => parseInt(/= (0x[0-9a-f]+)/.exec(after(o, marker))?.[1] ?? "-1", 16);
+    assert.equal(pc("@@bsp-after"), pc("@@bsp-before"), "vCPU 0 stayed stopped");
+    assert.notEqual(pc("@@ap-after"), pc("@@ap-before"), "the AP stepped");
+    assert.match(r.stdout, new RegExp(`BSP: ${cpus - 1} of ${cpus - 1} APs up`));
+    assert.equal(r.status, 0, r.stderr);
+  }
+});
