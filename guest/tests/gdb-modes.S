@@ -16,7 +16,8 @@
 
         .code16
         .section .text
-        .globl _start
+        .globl _start, real_out, real_in, real_write, protected_entry, protected_out, long_entry, long_out
+        .globl long_mmio, long_after_mmio, count_loop, long_write, spin, guest_int3, bp_handler
 _start:
         cli
         xor     %ax, %ax

@@ -224,20 +224,12 @@ export class GdbStub {
   }
 }
 
-/** Answer a refused connection's first packet with an error, then close. */
+/** Answer a refused connection's first packet (already received) with an error, then close. */
 function refuse(socket: Socket): void {
-  const reader = new PacketReader(PACKET_SIZE);
-  const timer = setTimeout(() => socket.destroy(), 2000);
   socket.on("error", () => undefined);
-  socket.on("data", (chunk: Buffer) => {
-    for (const ev of reader.feed(chunk))
-      if (ev.kind === "packet") {
-        socket.write("+");
-        socket.end(framePacket("E.vmtool: another gdb is attached to this VM (one at a time)"));
-        clearTimeout(timer);
-      }
-  });
-  socket.on("close", () => clearTimeout(timer));
+  socket.write("+");
+  socket.end(framePacket("E.vmtool: another gdb is attached to this VM (one at a time)"));
+  setTimeout(() => socket.destroy(), 2000).unref();
 }
 
 class StubError extends Error {
@@ -262,6 +254,8 @@ class Session implements MonitorContext {
   private lastStopVcpu = 0;
   private lastStopReply = "S05";
   private running = false;
+  private resumesQueued = 0;
+  private interruptQueued = false;
   private interrupt: { fired: boolean; wake?: () => void } = { fired: false };
   private readonly state = new Map<number, CpuState>();
   private readonly watches: Watch[] = [];
@@ -345,8 +339,11 @@ class Session implements MonitorContext {
         case "packet": {
           if (!this.noAck) this.socket.write("+");
           const body = ev.body;
+          const resumes = /^([cCsS]|vCont;)/.test(body.toString("latin1", 0, 6));
+          if (resumes) this.resumesQueued++;
           this.work = this.work
             .then(async () => {
+              if (resumes) this.resumesQueued--;
               const reply = await this.handle(body);
               if (reply !== undefined) this.send(reply);
             })
@@ -373,6 +370,8 @@ class Session implements MonitorContext {
   }
 
   private onInterrupt(): void {
+    // A resume packet read but not handled yet: the interrupt is for the run it starts.
+    if (!this.running && this.resumesQueued > 0) this.interruptQueued = true;
     if (!this.running) return;
     this.interrupt.fired = true;
     this.interrupt.wake?.();
@@ -858,7 +857,8 @@ class Session implements MonitorContext {
 
   private resume(plan: Map<number, Resume>): void {
     this.state.clear();
-    this.interrupt = { fired: false };
+    this.interrupt = { fired: this.interruptQueued };
+    this.interruptQueued = false;
     this.running = true;
     const again = this.deferred.filter((e) => plan.has(e.vcpu));
     this.deferred = this.deferred.filter((e) => !plan.has(e.vcpu));

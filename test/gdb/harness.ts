@@ -2,7 +2,7 @@
 // vmtool says it listens. Each run gets its own socket (tests may run side by side). Returns gdb's output,
 // vmtool's status, standard output and standard error.
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CLI, DIST, ROOT } from "../helpers/paths.js";
@@ -111,10 +111,15 @@ export function modesGuest(): ModesGuest {
     ...["-m", "elf_x86_64", "--build-id=none", "-z", "max-page-size=0x1000", "-z", "noexecstack"],
     ...["-T", ld, obj, "-o", elf],
   ]);
-  execFileSync("objcopy", ["-O", "binary", elf, bin]);
+  // The flat binary and the symbols from ld alone (the kvm_amd harness's VM carries as and ld only).
+  const map = join(dir, "gdb-modes.map");
+  execFileSync("ld", [
+    ...["-m", "elf_x86_64", "--build-id=none", "-z", "max-page-size=0x1000", "-z", "noexecstack"],
+    ...["-T", ld, "--oformat", "binary", `-Map=${map}`, obj, "-o", bin],
+  ]);
   const sym: Record<string, number> = {};
-  for (const line of execFileSync("nm", [elf]).toString().split("\n")) {
-    const m = /^([0-9a-f]+) \w (\w+)$/.exec(line);
+  for (const line of readFileSync(map, "utf8").split("\n")) {
+    const m = /^\s+0x([0-9a-f]+)\s+([A-Za-z_]\w*)\s*$/.exec(line);
     if (m) sym[m[2]] = parseInt(m[1], 16);
   }
   modes = { elf, bin, sym };

@@ -77,10 +77,19 @@ export const INNER_TESTS: readonly InnerTest[] = [
       "virtio-blk (write, flush, read back, get id) and a hostile guest (descriptor outside RAM), spec-written " +
       "guest drivers built inside with the carried gcc; virtio-rng and the no-device probe are left out for time",
   },
+  {
+    file: "test/gdb/protocol.test.ts",
+    why:
+      "the GDB stub through the test's own remote-protocol client (there is no gdb inside): software " +
+      "breakpoints by the backend's method (0xCC with USE_SW_BP on SVM, 0xF1 on kvm_pvm), a write watchpoint " +
+      "(DR7 on SVM, page protection on kvm_pvm), exact steps over OUT, a range step, Ctrl-C, bad input",
+  },
 ];
 
 /** Test files that do not run inside, with the reason. */
 export const NOT_INSIDE: Readonly<Record<string, string>> = {
+  "test/gdb/gdb.test.ts":
+    "drives the stub with real gdb, which is not inside; test/gdb/protocol.test.ts runs the backend-specific paths there",
   "test/kvm/caps.test.ts":
     "compiles C against <linux/kvm.h> with gcc (not inside); the numbers it checks do not depend on the backend",
   "test/kvm/struct-layout.test.ts":
