@@ -4,20 +4,30 @@
 //     times them with the TSC, then its 1000 virtio requests (guest/examples/virtio-{rng,blk}-bench.c);
 //   - QEMU's `microvm` machine (it has virtio-mmio) running the same guest code, booted through PVH (the
 //     same ELF32 with a PVH entry note and the device base QEMU uses, bench/qemu/), with KVM.
-// Printed: MB/s and requests/s under vmtool (from its --stats wall time of the vCPU loop), user-space exits per
-// request (--stats: the notify is an ioeventfd, so it is not among them), and the TSC ratios: a request against
-// a port-I/O exit in the same VM, and vmtool against QEMU for the same 1000 requests. Medians of BENCH_RUNS.
-// Usage: VMTOOL_DIST=.dist-x node bench/virtio.mjs      BENCH_RUNS=7 node bench/virtio.mjs
+// Each round runs every vmtool build, then QEMU, one after the other (so a change in the host's load hits
+// them alike). Printed per case: time per request of every run (µs, from the guest's TSC), the medians and
+// ranges, vmtool / QEMU as the ratio of the medians and as the median of each round's own ratio, user-space
+// exits per request (--stats: the notify is an ioeventfd, so it is not among them), and a request against a
+// port-I/O exit of the same VM.
+// Usage: node bench/virtio.mjs                 BENCH_RUNS=11 (default 5)   BENCH_CASES=rng (or blk)
+//        VMTOOL_DIST=.dist-x node bench/virtio.mjs                       another output folder
+//        VMTOOL_DIST=dist,../base/dist node bench/virtio.mjs             several builds, alternating in rounds
 import { execFileSync, spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join, dirname } from "node:path";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { loadavg, tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { median } from "./lib.mjs";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
-const DIST = join(ROOT, process.env.VMTOOL_DIST || "dist");
-const CLI = join(DIST, "src", "cli", "main.js");
+// The command as installed (package.json "bin": the bundle), else the separate compiled modules.
+const CLIS = (process.env.VMTOOL_DIST || "dist").split(",").map((d) => {
+  const dist = resolve(ROOT, d);
+  const bundle = join(dist, "bundle", "vmtool.cjs");
+  return { name: d, cli: existsSync(bundle) ? bundle : join(dist, "src", "cli", "main.js") };
+});
 const RUNS = Number(process.env.BENCH_RUNS || 5);
+const CASES = (process.env.BENCH_CASES || "rng,blk").split(",");
 const REQUESTS = 1000;
 const QEMU = "qemu-system-x86_64";
 const QEMU_VIRTIO_BASE = "0xFEB00000u"; // microvm's first virtio-mmio transport
@@ -32,7 +42,6 @@ const TSC_HZ = Number(execFileSync(join(work, "tsc-hz"), { encoding: "utf8" }).t
 const disk = join(work, "disk.img");
 writeFileSync(disk, new Uint8Array(4 << 20));
 
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 /** "tsc/1024: 1000 port exits P, 1000 requests R" from the guest's output. */
 function tsc(out) {
   const m = /tsc\/1024: 1000 port exits (\d+), 1000 requests (\d+)/.exec(out);
@@ -40,8 +49,8 @@ function tsc(out) {
   return { port: Number(m[1]), req: Number(m[2]) };
 }
 
-function vmtool(guest, args) {
-  const r = spawnSync(process.execPath, [CLI, "run", "--json", ...args, join(work, guest)], {
+function vmtool(cli, guest, args) {
+  const r = spawnSync(process.execPath, [cli, "run", "--json", ...args, join(work, guest)], {
     encoding: "utf8",
     input: "",
   });
@@ -124,9 +133,14 @@ const cases = [
   },
 ];
 
+const loadAtStart = loadavg()[0];
+const usPerRequest = (tscCount) => (tscCount * 1024 * 1e6) / TSC_HZ / REQUESTS;
+const fmtRange = (xs) =>
+  `median ${median(xs).toFixed(1)}, range ${Math.min(...xs).toFixed(1)}-${Math.max(...xs).toFixed(1)}`;
+
 let qemuWhy = qemuOk ? "" : `${QEMU} not found`;
-for (const c of cases) {
-  const v = [];
+for (const c of cases.filter((k) => CASES.some((n) => k.name === `virtio-${n}`))) {
+  const v = CLIS.map(() => []);
   const q = [];
   let qelf;
   if (!qemuWhy)
@@ -137,7 +151,7 @@ for (const c of cases) {
     }
   for (let i = 0; i < RUNS; i++) {
     process.stderr.write(`${c.name}: run ${i + 1}/${RUNS}\r`);
-    v.push(vmtool(`${c.guest}.elf`, c.args));
+    CLIS.forEach(({ cli }, k) => v[k].push(vmtool(cli, `${c.guest}.elf`, c.args)));
     if (qelf && !qemuWhy)
       try {
         q.push(qemu(qelf, c.qemuDevice));
@@ -145,34 +159,49 @@ for (const c of cases) {
         qemuWhy = `QEMU microvm did not run the guest: ${e.message.split("\n").slice(0, 2).join(" ")}`;
       }
   }
-  const reqTsc = median(v.map((r) => r.req));
-  const portTsc = median(v.map((r) => r.port));
-  const reqSeconds = (reqTsc * 1024) / TSC_HZ;
-  const last = v[v.length - 1].stats;
-  const portExits = last.byAddress.find((a) => a.key === "port 0xe0 out")?.count ?? 0;
-  console.log(`${c.name}: ${REQUESTS} requests of ${c.bytes} bytes, one at a time (median of ${RUNS})`);
-  console.log(
-    `  vmtool: ${((REQUESTS * c.bytes) / reqSeconds / 1e6).toFixed(1)} MB/s, ${Math.round(REQUESTS / reqSeconds)} requests/s, ` +
-      `${((reqSeconds * 1e6) / REQUESTS).toFixed(1)} µs per request`,
-  );
-  console.log(
-    `  user-space exits per request: ${((last.exits - portExits) / REQUESTS).toFixed(3)} (${last.exits - portExits} ` +
-      `besides the 1000 port exits, set-up included); notifies through ioeventfd: ${last.ioeventfdNotifies}; ` +
-      `register accesses forwarded: ${last.forwarded}`,
-  );
-  console.log(
-    `  one request = ${(reqTsc / portTsc).toFixed(2)} port-I/O exits of the same VM ` +
-      `(${((portTsc * 1024 * 1e6) / TSC_HZ / 1000).toFixed(1)} µs per port exit)`,
-  );
-  if (q.length === RUNS) {
-    const qReq = median(q.map((r) => r.req));
-    const qPort = median(q.map((r) => r.port));
-    const qSeconds = (qReq * 1024) / TSC_HZ;
+  console.log(`${c.name}: ${REQUESTS} requests of ${c.bytes} bytes, one at a time (${RUNS} rounds)`);
+  const qUs = q.length === RUNS ? q.map((r) => usPerRequest(r.req)) : undefined;
+  CLIS.forEach(({ name }, k) => {
+    const runs = v[k];
+    const us = runs.map((r) => usPerRequest(r.req));
+    const reqUs = median(us);
+    const portTsc = median(runs.map((r) => r.port));
+    const last = runs[runs.length - 1].stats;
+    const portExits = last.byAddress.find((a) => a.key === "port 0xe0 out")?.count ?? 0;
     console.log(
-      `  QEMU microvm: ${((REQUESTS * c.bytes) / qSeconds / 1e6).toFixed(1)} MB/s, ${Math.round(REQUESTS / qSeconds)} requests/s; ` +
-        `one request = ${(qReq / qPort).toFixed(2)} of its port-I/O exits; ` +
-        `ratio vmtool / QEMU: requests ${(reqTsc / qReq).toFixed(2)}x the time, port exits ${(portTsc / qPort).toFixed(2)}x`,
+      `  vmtool (${name}): µs per request ${fmtRange(us)}: ${(c.bytes / reqUs).toFixed(1)} MB/s, ` +
+        `${Math.round(1e6 / reqUs)} requests/s`,
     );
+    console.log(`    runs: ${us.map((x) => x.toFixed(1)).join(" ")}`);
+    console.log(
+      `    user-space exits per request: ${((last.exits - portExits) / REQUESTS).toFixed(3)} (${last.exits - portExits} ` +
+        `besides the 1000 port exits, set-up included); notifies through ioeventfd: ${last.ioeventfdNotifies}; ` +
+        `register accesses forwarded: ${last.forwarded}`,
+    );
+    console.log(
+      `    one request = ${(median(runs.map((r) => r.req)) / portTsc).toFixed(2)} port-I/O exits of the same VM ` +
+        `(${usPerRequest(portTsc).toFixed(1)} µs per port exit)`,
+    );
+    if (qUs) {
+      const perRound = us.map((x, i) => x / qUs[i]);
+      console.log(
+        `    ratio vmtool / QEMU, time per request: ${(reqUs / median(qUs)).toFixed(2)} (medians), ` +
+          `${median(perRound).toFixed(2)} (median of the rounds' ratios, range ${Math.min(...perRound).toFixed(2)}-${Math.max(...perRound).toFixed(2)})`,
+      );
+    }
+  });
+  if (qUs) {
+    const qPort = median(q.map((r) => r.port));
+    console.log(
+      `  QEMU microvm: µs per request ${fmtRange(qUs)}: ${(c.bytes / median(qUs)).toFixed(1)} MB/s; ` +
+        `one request = ${(median(q.map((r) => r.req)) / qPort).toFixed(2)} of its port-I/O exits ` +
+        `(${usPerRequest(qPort).toFixed(1)} µs per port exit)`,
+    );
+    console.log(`    runs: ${qUs.map((x) => x.toFixed(1)).join(" ")}`);
   }
 }
 if (qemuWhy) console.log(`QEMU microvm: not compared (${qemuWhy})`);
+// Both programs share the host with whatever else runs: single runs vary with its load.
+console.log(
+  `host load average (1 min): ${loadAtStart.toFixed(2)} at the start, ${loadavg()[0].toFixed(2)} at the end`,
+);

@@ -47,6 +47,11 @@ export class VcpuLink {
   private readonly scratch: Uint8Array;
   /** Commands run one at a time: each waits for the one before. */
   private queue: Promise<unknown> = Promise.resolve();
+  /**
+   * Set by resume(): the vCPU may still show PAUSED for a moment, but it is leaving its park; it counts as
+   * parked again only after it parks anew (pause(), or an event of its own: parkedAgain()).
+   */
+  private resumed = false;
 
   constructor(
     readonly index: number,
@@ -59,7 +64,12 @@ export class VcpuLink {
 
   /** Parked (PAUSED) and able to run commands. */
   get parked(): boolean {
-    return this.control.state === VcpuState.PAUSED;
+    return !this.resumed && this.control.state === VcpuState.PAUSED;
+  }
+
+  /** The vCPU parked on its own (an event): it is parked, whatever was resumed before. */
+  parkedAgain(): void {
+    this.resumed = false;
   }
 
   get stopped(): boolean {
@@ -89,10 +99,15 @@ export class VcpuLink {
     };
   }
 
-  /** Ask the vCPU to park; resolves once it is parked (or has stopped for good). */
+  /**
+   * Ask the vCPU to park; resolves once it is parked (or has stopped for good). The request is made even if
+   * it looks parked: after a resume it may be on its way out, and the request keeps it in (or parks it again).
+   */
   async pause(): Promise<void> {
-    if (this.parked || this.stopped) return;
+    if (this.stopped) return;
+    if (this.parked) return;
     await this.control.pause();
+    this.resumed = false;
   }
 
   /** Let the parked vCPU go on, with `action` (ResumeAction) and its argument. */
@@ -100,6 +115,7 @@ export class VcpuLink {
     if (!this.parked) return;
     Atomics.store(this.words, DBG.ACTION, action);
     writeU64(this.words, DBG.ACTION_ARG_LO, arg);
+    this.resumed = true;
     this.control.resume();
   }
 

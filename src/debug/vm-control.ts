@@ -13,7 +13,10 @@
 import * as libc from "../kvm/libc.js";
 import { KVM, KVM_GUESTDBG, KVM_MSR_EXIT_REASON, KVM_MSR_FILTER } from "../kvm/ioctls.js";
 import { KVM_CAP } from "../kvm/caps.js";
+import type { CpuidEntry } from "../kvm/system.js";
 import {
+  kvm_cpuid2,
+  kvm_cpuid_entry2,
   kvm_debugregs,
   kvm_enable_cap,
   kvm_fpu,
@@ -23,7 +26,6 @@ import {
   kvm_msrs,
   kvm_regs,
   kvm_sregs,
-  kvm_translation,
   kvm_vcpu_events,
   kvm_xcrs,
   kvm_xsave,
@@ -47,6 +49,15 @@ import type { RunningMachine } from "../vmm/machine.js";
 import { debugMethods, detectBackend, type Backend, type DebugMethods } from "./backend.js";
 import { VmControlError, VmControlUnsupported } from "./errors.js";
 import { VcpuLink, type StopInfo } from "./vcpu-link.js";
+import {
+  pagingFeatures,
+  pagingState,
+  translate as translateLinear,
+  walk,
+  type PagingFeatures,
+  type PagingState,
+  type Walk,
+} from "./paging.js";
 
 export { ResumeAction, StopKind, type StopInfo };
 
@@ -97,9 +108,11 @@ export class VmControl {
   readonly backend: Backend;
   readonly methods: DebugMethods;
   private readonly swBreakpoints = new Map<bigint, SwBreakpoint>();
+  private readonly pagingFeatures = new Map<number, PagingFeatures>();
   private readonly hw: (HwBreakpoint | undefined)[] = [undefined, undefined, undefined, undefined];
   private readonly msrIntercepts = new Map<number, { read: boolean; write: boolean }>();
   private userSpaceMsrEnabled = false;
+  private int3 = false;
   private readonly stops: StopInfo[] = [];
   private stopWaiters: ((s: StopInfo | undefined) => void)[] = [];
   private closed = false;
@@ -122,6 +135,7 @@ export class VmControl {
   onPaused(index: number, kind: number): void {
     if (this.closed) return;
     const link = this.vcpus[index];
+    link.parkedAgain();
     if (kind === StopKind.REQUESTED) return;
     if (this.stops.length >= MAX_QUEUED_STOPS) return;
     const stop = link.stopInfo();
@@ -162,6 +176,23 @@ export class VmControl {
     v.resume(ResumeAction.STEP);
   }
 
+  /**
+   * Whether every INT3 the guest runs stops its vCPU (StopKind.INT3), not only the core's planted
+   * breakpoints: an introspection tool plants its own 0xCC bytes.
+   */
+  set catchInt3(on: boolean) {
+    this.int3 = on;
+    for (const v of this.vcpus) {
+      if (on) Atomics.or(v.words, DBG.WANT, WANT.INT3);
+      else Atomics.and(v.words, DBG.WANT, ~WANT.INT3);
+    }
+    this.updateGuestDebug();
+  }
+
+  get catchInt3(): boolean {
+    return this.int3;
+  }
+
   /** Whether a fault (triple fault, emulation failure) parks the vCPU for inspection instead of ending the run. */
   set stopOnFault(on: boolean) {
     for (const v of this.vcpus) {
@@ -194,6 +225,45 @@ export class VmControl {
     const b = Buffer.alloc(kvm_regs.size);
     encodeRegs({ ...(await this.regs(index)), ...regs }, b);
     await this.link(index).ioctl(KVM.SET_REGS, b, "KVM_SET_REGS");
+  }
+
+  /** struct kvm_regs and struct kvm_sregs as KVM gives them (protocols that carry the kernel's structs). */
+  async rawRegs(index: number): Promise<{ regs: Buffer; sregs: Buffer }> {
+    const v = this.parkedLink(index, "reading registers");
+    const regs = Buffer.alloc(kvm_regs.size);
+    const sregs = Buffer.alloc(kvm_sregs.size);
+    await v.ioctl(KVM.GET_REGS, regs, "KVM_GET_REGS");
+    await v.ioctl(KVM.GET_SREGS, sregs, "KVM_GET_SREGS");
+    return { regs, sregs };
+  }
+
+  /** Set struct kvm_regs as given. */
+  async setRawRegs(index: number, regs: Uint8Array): Promise<void> {
+    if (regs.length !== kvm_regs.size)
+      throw new VmControlError(`kvm_regs is ${kvm_regs.size} bytes, not ${regs.length}`);
+    await this.parkedLink(index, "writing registers").ioctl(KVM.SET_REGS, Buffer.from(regs), "KVM_SET_REGS");
+  }
+
+  /** The vCPU's CPUID table (KVM_GET_CPUID2). */
+  async cpuid(index: number): Promise<CpuidEntry[]> {
+    const max = 256;
+    const b = Buffer.alloc(kvm_cpuid2.size + max * kvm_cpuid_entry2.size);
+    b.writeUInt32LE(max, kvm_cpuid2.off.nent);
+    await this.parkedLink(index, "reading CPUID").ioctl(KVM.GET_CPUID2, b, "KVM_GET_CPUID2");
+    const n = b.readUInt32LE(kvm_cpuid2.off.nent);
+    const o = kvm_cpuid_entry2.off;
+    return Array.from({ length: n }, (_, i) => {
+      const at = kvm_cpuid2.size + i * kvm_cpuid_entry2.size;
+      return {
+        function: b.readUInt32LE(at + o.function),
+        index: b.readUInt32LE(at + o.index),
+        flags: b.readUInt32LE(at + o.flags),
+        eax: b.readUInt32LE(at + o.eax),
+        ebx: b.readUInt32LE(at + o.ebx),
+        ecx: b.readUInt32LE(at + o.ecx),
+        edx: b.readUInt32LE(at + o.edx),
+      };
+    });
   }
 
   async sregs(index: number): Promise<Sregs> {
@@ -338,6 +408,15 @@ export class VmControl {
     return this.vm.memSize;
   }
 
+  /**
+   * Where another process on this host can map guest RAM: this process's id and the memfd's number
+   * (/proc/PID/fd/FD), or undefined when RAM is anonymous memory (VmOptions.sharedRam).
+   */
+  ramMapping(): { pid: number; fd: number; size: number } | undefined {
+    const fd = this.vm.ramFd;
+    return fd === undefined ? undefined : { pid: process.pid, fd, size: this.vm.memSize };
+  }
+
   /** Guest-physical bytes, planted breakpoint bytes shown as the guest's own. Throws outside RAM. */
   readPhys(gpa: number, len: number): Uint8Array {
     this.checkRange(gpa, len);
@@ -359,6 +438,7 @@ export class VmControl {
   }
 
   private checkRange(gpa: number, len: number): void {
+    if (this.closed) throw new VmControlError("the VM has ended");
     if (
       !Number.isSafeInteger(gpa) ||
       !Number.isSafeInteger(len) ||
@@ -371,39 +451,66 @@ export class VmControl {
       );
   }
 
-  /** KVM_TRANSLATE through vCPU `index`'s paging: the GPA of `linear`, or undefined when it is not mapped. */
+  /**
+   * The paging state of parked vCPU `index`: its control registers, CPL and RFLAGS.AC, and CPUID's paging
+   * features (read once per vCPU: CPUID is the VMM's, the guest cannot change it).
+   */
+  async pagingState(index: number): Promise<PagingState> {
+    const sregs = await this.sregs(index);
+    const { rflags } = await this.regs(index);
+    let features = this.pagingFeatures.get(index);
+    if (!features) {
+      features = pagingFeatures(await this.cpuid(index));
+      this.pagingFeatures.set(index, features);
+    }
+    return pagingState(sregs, rflags, features);
+  }
+
+  /**
+   * The walk of `linear` through vCPU `index`'s page tables, level by level (src/debug/paging.ts). It only
+   * reads: KVM_TRANSLATE would set the Accessed bits of the entries it walks, and a debugger must not.
+   */
+  async walk(index: number, linear: bigint): Promise<Walk> {
+    return walk(await this.pagingState(index), linear, this.memory);
+  }
+
+  /** The GPA of `linear` through vCPU `index`'s paging, or undefined when it is not mapped. */
   async translate(index: number, linear: bigint): Promise<bigint | undefined> {
-    const b = Buffer.alloc(kvm_translation.size);
-    b.writeBigUInt64LE(BigInt.asUintN(64, linear), kvm_translation.off.linear_address);
-    await this.parkedLink(index, "translating an address").ioctl(KVM.TRANSLATE, b, "KVM_TRANSLATE");
-    return b[kvm_translation.off.valid] ? b.readBigUInt64LE(kvm_translation.off.physical_address) : undefined;
+    const t = translateLinear(await this.pagingState(index), linear, this.memory);
+    return t.ok ? t.gpa : undefined;
   }
 
   /** Bytes at linear address `linear` of vCPU `index`, page by page through its translation. */
   async readVirt(index: number, linear: bigint, len: number): Promise<Uint8Array> {
     const out = new Uint8Array(len);
-    let done = 0;
-    while (done < len) {
-      const at = linear + BigInt(done);
-      const gpa = await this.translate(index, at);
-      if (gpa === undefined) throw new VmControlError(`linear address 0x${at.toString(16)} is not mapped`);
-      const n = Math.min(len - done, 4096 - Number(at & 0xfffn));
-      out.set(this.readPhys(Number(gpa), n), done);
-      done += n;
-    }
+    await this.eachPage(index, linear, len, (gpa, done, n) => out.set(this.readPhys(gpa, n), done));
     return out;
   }
 
   async writeVirt(index: number, linear: bigint, data: Uint8Array): Promise<void> {
-    let done = 0;
-    while (done < data.length) {
-      const at = linear + BigInt(done);
-      const gpa = await this.translate(index, at);
-      if (gpa === undefined) throw new VmControlError(`linear address 0x${at.toString(16)} is not mapped`);
-      const n = Math.min(data.length - done, 4096 - Number(at & 0xfffn));
-      this.writePhys(Number(gpa), data.subarray(done, done + n));
+    await this.eachPage(index, linear, data.length, (gpa, done, n) =>
+      this.writePhys(gpa, data.subarray(done, done + n)),
+    );
+  }
+
+  /** Call `fn(gpa, offset, n)` for each page-sized piece of [linear, linear + len), all translated first. */
+  private async eachPage(
+    index: number,
+    linear: bigint,
+    len: number,
+    fn: (gpa: number, offset: number, n: number) => void,
+  ): Promise<void> {
+    const state = await this.pagingState(index);
+    const pieces: [number, number, number][] = [];
+    for (let done = 0; done < len;) {
+      const at = BigInt.asUintN(64, linear + BigInt(done));
+      const t = translateLinear(state, at, this.memory);
+      if (!t.ok) throw new VmControlError(`linear address 0x${at.toString(16)}: ${t.message}`);
+      const n = Math.min(len - done, 4096 - Number(at & 0xfffn));
+      pieces.push([Number(t.gpa), done, n]);
       done += n;
     }
+    for (const [gpa, done, n] of pieces) fn(gpa, done, n);
   }
 
   // ---- Breakpoints and watchpoints ----
@@ -517,7 +624,7 @@ export class VmControl {
       dr7 |= 0x600n; // GE and the always-set bit 10, as QEMU and Cloud Hypervisor write it
       control |= KVM_GUESTDBG.ENABLE | KVM_GUESTDBG.USE_HW_BP;
     }
-    if (this.methods.swBreakpointAsDebugExit && this.swBreakpoints.size > 0)
+    if (this.methods.swBreakpointAsDebugExit && (this.swBreakpoints.size > 0 || this.int3))
       control |= KVM_GUESTDBG.ENABLE | KVM_GUESTDBG.USE_SW_BP;
     for (const v of this.vcpus) {
       v.words[DBG.GD_CONTROL] = control;
@@ -649,7 +756,6 @@ export class VmControl {
    * reporting events, and let every vCPU go on. The guest runs on as if never watched.
    */
   detach(): void {
-    if (this.closed) return;
     for (const linear of [...this.swBreakpoints.keys()]) this.removeSwBreakpoint(linear);
     for (let i = 0; i < 4; i++) this.hw[i] = undefined;
     this.updateGuestDebug();
@@ -659,9 +765,18 @@ export class VmControl {
       this.msrIntercepts.clear();
     }
     this.stopOnFault = false;
+    this.catchInt3 = false;
     for (const v of this.vcpus) Atomics.store(v.words, DBG.ARMED, 0);
-    this.close();
+    // Whoever waited for stops is done; stops not taken are dropped (their vCPUs are resumed below).
+    this.stops.length = 0;
+    for (const w of this.stopWaiters) w(undefined);
+    this.stopWaiters = [];
     this.resume();
+  }
+
+  /** Start reporting events again after detach() (a new client). */
+  arm(): void {
+    for (const v of this.vcpus) Atomics.store(v.words, DBG.ARMED, 1);
   }
 
   /** The run ended (or the client went away): wake whoever waits for a stop. */

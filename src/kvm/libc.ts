@@ -55,6 +55,16 @@ export const eventfd = lib.func("int eventfd(unsigned int initval, int flags)") 
   initval: number,
   flags: number,
 ) => number;
+/** memfd_create(2): an anonymous file, here for guest RAM another process may map (MFD_CLOEXEC). */
+export const memfdCreate = lib.func("int memfd_create(const char *name, unsigned int flags)") as (
+  name: string,
+  flags: number,
+) => number;
+export const MFD_CLOEXEC = 1;
+export const ftruncate = lib.func("int ftruncate(int fd, long length)") as (
+  fd: number,
+  length: number,
+) => number;
 export const gettid = lib.func("int gettid()") as () => number;
 export const getpid = lib.func("int getpid()") as () => number;
 export const tgkill = lib.func("int tgkill(int tgid, int tid, int sig)") as (
@@ -79,6 +89,8 @@ export const poll = lib.func("int poll(void *fds, unsigned long nfds, int timeou
   nfds: number,
   timeout: number,
 ) => number;
+/** isatty(3): 1 when `fd` is a terminal (asked without setting up a Node stream on it). */
+export const isatty = lib.func("int isatty(int fd)") as (fd: number) => number;
 /** Ends the process at once (no atexit handlers, no Node teardown): see src/cli/commands/run.ts. */
 export const _exit = lib.func("void _exit(int status)") as (status: number) => void;
 export const strerror = lib.func("const char *strerror(int errnum)") as (errnum: number) => string;
@@ -181,3 +193,15 @@ export const F_WRLCK = 1;
 export const F_UNLCK = 2;
 /** struct flock (x86-64): l_type and l_whence are shorts, l_start and l_len off_t, l_pid 0 for OFD locks. */
 export const FLOCK = { size: 32, l_type: 0, l_whence: 2, l_start: 8, l_len: 16, l_pid: 24 } as const;
+
+// ---- Threads: scheduling. ----
+
+const setpriority = lib.func("int setpriority(int which, int who, int prio)") as (
+  which: number,
+  who: number,
+  prio: number,
+) => number;
+/** Set thread `tid`'s nice value (Linux: PRIO_PROCESS with a thread id); false if refused (EPERM). */
+export function setThreadNice(tid: number, nice: number): boolean {
+  return setpriority(0, tid, nice) === 0;
+}

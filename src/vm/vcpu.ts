@@ -15,6 +15,7 @@ import {
   kvm_run,
   kvm_signal_mask,
   kvm_sregs,
+  kvm_translation,
   kvm_vcpu_events,
 } from "../kvm/structs.js";
 import type { CpuidEntry } from "../kvm/system.js";
@@ -40,6 +41,17 @@ export {
   type Sregs,
   type VcpuEvents,
 } from "./vcpu-state.js";
+
+/** KVM_TRANSLATE's answer for one guest linear address. */
+export interface KvmTranslation {
+  /** KVM's walk found a translation (present entries, no reserved bit set). */
+  valid: boolean;
+  /** The guest physical address (all ones when not valid). */
+  gpa: bigint;
+  /** As KVM fills them: always 1 and 0 (upstream x86 KVM never computes them; do not rely on them). */
+  writeable: number;
+  usermode: number;
+}
 
 /** KVM_MP_STATE_* names by value. */
 export const MP_STATE_NAMES = ["RUNNABLE", "UNINITIALIZED", "INIT_RECEIVED", "HALTED", "SIPI_RECEIVED"];
@@ -143,6 +155,25 @@ export class Vcpu {
   setSregs(s: Sregs): void {
     encodeSregs(s, this.sregsBuf);
     this.ioctl(KVM.SET_SREGS, this.sregsBuf, "KVM_SET_SREGS");
+  }
+
+  /**
+   * KVM_TRANSLATE: KVM's own walk of the guest's page tables for a linear address, in the vCPU's current
+   * paging mode, checked as a supervisor-mode data read (so an address such a read may not reach, a user page
+   * under SMAP, has none). KVM sets the Accessed bits of the entries it walks, as the CPU would. Call it while
+   * the vCPU is not inside KVM_RUN.
+   */
+  translate(linear: bigint): KvmTranslation {
+    const b = Buffer.alloc(kvm_translation.size);
+    const o = kvm_translation.off;
+    b.writeBigUInt64LE(BigInt.asUintN(64, linear), o.linear_address);
+    this.ioctl(KVM.TRANSLATE, b, "KVM_TRANSLATE");
+    return {
+      valid: b[o.valid] !== 0,
+      gpa: b.readBigUInt64LE(o.physical_address),
+      writeable: b[o.writeable],
+      usermode: b[o.usermode],
+    };
   }
 
   /** KVM_MP_STATE_* (see MP_STATE_NAMES): RUNNABLE 0, HALTED 3 ... */

@@ -39,6 +39,13 @@ export interface VmOptions {
    * periods and a kthread; docs/run.md, "Start-up").
    */
   pit?: boolean;
+  /**
+   * Back guest RAM with a memfd instead of anonymous memory (default false), so that a tool on the same host
+   * (root, or the same user) can map it through /proc/PID/fd/N and read it without a message per page
+   * (introspection's VMTOOL_GET_RAM_MAPPING). The file is sparse: pages cost memory only once touched, as
+   * anonymous memory does, but count as shared memory (shmem) and get no transparent huge pages.
+   */
+  sharedRam?: boolean;
 }
 
 export class Vm {
@@ -59,6 +66,8 @@ export class Vm {
     readonly memSize: number,
     readonly irqchip: boolean,
     readonly pit: boolean,
+    /** The memfd guest RAM is a mapping of (VmOptions.sharedRam), closed with the VM; else undefined. */
+    readonly ramFd: number | undefined,
   ) {
     // KVM counts its own internal slots (TSS, identity map, APIC page) among KVM_CAP_NR_MEMSLOTS: leave room.
     const maxSlots = Math.max(1, (kvm.checkExtension("NR_MEMSLOTS") || 32) - 8);
@@ -80,14 +89,21 @@ export class Vm {
     const ownsKvm = kvm === undefined;
     kvm ??= Kvm.open();
     try {
-      return Vm.createOn(kvm, ownsKvm, memSize, irqchip, pit);
+      return Vm.createOn(kvm, ownsKvm, memSize, irqchip, pit, opts.sharedRam ?? false);
     } catch (e) {
       if (ownsKvm) kvm.close();
       throw e;
     }
   }
 
-  private static createOn(kvm: Kvm, ownsKvm: boolean, memSize: number, irqchip: boolean, pit: boolean): Vm {
+  private static createOn(
+    kvm: Kvm,
+    ownsKvm: boolean,
+    memSize: number,
+    irqchip: boolean,
+    pit: boolean,
+    sharedRam: boolean,
+  ): Vm {
     kvm.requireCaps(pit ? [...REQUIRED_CAPS, "PIT2"] : REQUIRED_CAPS);
     // A signal can interrupt KVM_CREATE_VM (EINTR: seen here under a profiler's SIGPROF); QEMU retries too.
     let fd = libc.ioctlInt(kvm.fd, KVM.CREATE_VM, 0);
@@ -95,18 +111,30 @@ export class Vm {
     if (fd < 0)
       throw new VmResourceError(`KVM_CREATE_VM failed: ${new libc.SysError("", libc.errno()).message}`);
     let ramAddr = libc.MAP_FAILED;
+    let ramFd: number | undefined;
     try {
       // Intel VT-x runs real mode through a TSS and an identity-mapped page; both sit outside RAM.
       check(libc.ioctlInt(fd, KVM.SET_TSS_ADDR, LAYOUT.TSS), "KVM_SET_TSS_ADDR");
       const idmap = Buffer.alloc(8);
       idmap.writeBigUInt64LE(BigInt(LAYOUT.IDENTITY_MAP));
       check(libc.ioctlPtr(fd, KVM.SET_IDENTITY_MAP_ADDR, idmap), "KVM_SET_IDENTITY_MAP_ADDR");
+      if (sharedRam) {
+        ramFd = libc.memfdCreate("vmtool-guest-ram", libc.MFD_CLOEXEC);
+        if (ramFd < 0)
+          throw new VmResourceError(`memfd_create for guest RAM: ${libc.strerror(libc.errno())}`);
+        if (libc.ftruncate(ramFd, memSize) < 0)
+          throw new VmResourceError(
+            `cannot size guest RAM's memfd to ${memSize} bytes: ${libc.strerror(libc.errno())}`,
+          );
+      }
       ramAddr = libc.mmap(
         null,
         memSize,
         libc.PROT_READ | libc.PROT_WRITE,
-        libc.MAP_PRIVATE | libc.MAP_ANONYMOUS | libc.MAP_NORESERVE,
-        -1,
+        ramFd === undefined
+          ? libc.MAP_PRIVATE | libc.MAP_ANONYMOUS | libc.MAP_NORESERVE
+          : libc.MAP_SHARED | libc.MAP_NORESERVE,
+        ramFd ?? -1,
         0,
       );
       if (ramAddr === libc.MAP_FAILED) throw new VmResourceError(`cannot map ${memSize} bytes of guest RAM`);
@@ -126,9 +154,10 @@ export class Vm {
         check(libc.ioctlPtr(fd, KVM.CREATE_PIT2, Buffer.alloc(kvm_pit_config.size)), "KVM_CREATE_PIT2");
       // Viewed lazily, window by window (GuestMemory): a view of all RAM at once makes V8 collect garbage.
       const memory = new GuestMemory([{ gpa: 0, size: memSize, hostAddr: ramAddr }]);
-      return new Vm(kvm, ownsKvm, fd, memory, ramAddr, memSize, irqchip, pit);
+      return new Vm(kvm, ownsKvm, fd, memory, ramAddr, memSize, irqchip, pit, ramFd);
     } catch (e) {
       if (ramAddr !== libc.MAP_FAILED) libc.munmap(ramAddr, memSize);
+      if (ramFd !== undefined) libc.close(ramFd);
       libc.close(fd);
       throw e;
     }
@@ -162,6 +191,7 @@ export class Vm {
     this.closed = true;
     for (const v of this.vcpus) v.close();
     libc.munmap(this.ramAddr, this.memSize);
+    if (this.ramFd !== undefined) libc.close(this.ramFd);
     // The VM fd first: KVM drops its references to the ioeventfds and irqfds with it.
     libc.close(this.fd);
     for (const fd of this.eventfds) libc.close(fd);

@@ -76,6 +76,12 @@ export const DETAIL = {
 export const WANT = {
   /** A fault (triple fault, emulation failure, failed entry) parks the vCPU instead of ending the run. */
   FAULT: 1,
+  /**
+   * The guest's own INT3 (0xCC) parks the vCPU as a software breakpoint (StopKind.INT3) wherever it is, not
+   * only at the core's planted addresses: an introspection tool plants its own. On kvm_pvm it shows as an
+   * emulation failure of a 0xCC instruction; on VMX/SVM as a #BP debug exit (the core sets USE_SW_BP).
+   */
+  INT3: 2,
 } as const;
 
 /** Why a parked vCPU stopped. */
@@ -101,6 +107,8 @@ export const StopKind = {
   FAULT: 9,
   /** A debug exit the core's settings did not ask for as such (a #DB or #BP through KVM's guest debug). */
   DEBUG_OTHER: 10,
+  /** The guest ran an INT3 that is not one of the core's breakpoints (WANT.INT3; DETAIL.ADDR: its address). */
+  INT3: 11,
 } as const;
 export type StopKindValue = (typeof StopKind)[keyof typeof StopKind];
 

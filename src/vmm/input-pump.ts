@@ -47,7 +47,9 @@ export class InputPump {
 
   /** Whether standard input is a terminal that this pump puts in raw mode. */
   static wantsRaw(raw: boolean): boolean {
-    return raw && process.stdin.isTTY;
+    // Asked of fd 0 itself: touching process.stdin would set up a stream (and load its modules), milliseconds
+    // of a short run for nothing.
+    return raw && libc.isatty(0) === 1;
   }
 
   /** Put the terminal in raw mode now (before the guest may print a prompt), if asked and possible. */

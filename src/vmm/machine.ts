@@ -54,7 +54,9 @@ export interface MachineOptions extends VcpuThreadOptions {
   stdinToConsole?: boolean;
   /** Add the in-kernel i8254 PIT (vm.ts says why it is off by default). */
   pit?: boolean;
-  /** A VM the caller created (Vm.create with this memSize and pit, no vCPU yet); the run closes it. */
+  /** Guest RAM as a memfd another process may map (VmOptions.sharedRam). */
+  sharedRam?: boolean;
+  /** A VM the caller created (Vm.create with this memSize, pit and sharedRam, no vCPU yet); the run closes it. */
   vm?: Vm;
   /** Writes the guest into RAM and says how the BSP starts (mode, entry, boot data addresses). */
   load: (mem: GuestMemory) => BootSetup;
@@ -73,6 +75,11 @@ export interface MachineOptions extends VcpuThreadOptions {
   onStart?: (machine: RunningMachine) => void;
   /** Called each time a vCPU enters the paused state (asked by pause(), or an exit hook said "pause"). */
   onPaused?: (machine: RunningMachine) => void;
+  /**
+   * Called once the run's end is decided, before the threads are stopped and guest RAM is unmapped: the last
+   * moment to touch the VM (a debugger removing its breakpoints, an introspection tool told goodbye).
+   */
+  onEnding?: (end: RunEnd) => void;
 }
 
 export interface RunningMachine {
@@ -84,6 +91,10 @@ export interface RunningMachine {
   vcpus: { vcpu: Vcpu; control: VcpuControl; debug: SharedArrayBuffer }[];
   /** onPaused: why the vCPU parked (StopKind of debug-block.ts). */
   stopKind?: number;
+  /** onPaused: which vCPU. */
+  index: number;
+  /** End the run for this reason (every vCPU is stopped; the first decision wins). */
+  end: (end: RunEnd) => void;
 }
 
 export interface RunResult {
@@ -122,7 +133,7 @@ export async function runMachine(opts: MachineOptions): Promise<RunResult> {
   let vm: Vm | undefined;
   let started = false;
   try {
-    vm = opts.vm ?? Vm.create({ memSize: opts.memSize, pit: opts.pit });
+    vm = opts.vm ?? Vm.create({ memSize: opts.memSize, pit: opts.pit, sharedRam: opts.sharedRam });
     const maxCpus = vm.kvm.checkExtension("MAX_VCPUS") || vm.kvm.checkExtension("NR_VCPUS") || 4;
     if (cpus > maxCpus)
       throw new VmConfigError(`${cpus} vCPUs: this host's KVM allows at most ${maxCpus} per VM`);
@@ -243,7 +254,15 @@ async function supervise(
   const stdin = opts.stdin ?? true;
   const supervisor = new RunSupervisor(threads, controls, parts.buffer, {
     onPaused: (i, kind) =>
-      opts.onPaused?.({ vm, vcpu: vcpus[i], control: controls[i], vcpus: all, stopKind: kind }),
+      opts.onPaused?.({
+        vm,
+        vcpu: vcpus[i],
+        control: controls[i],
+        vcpus: all,
+        stopKind: kind,
+        index: i,
+        end: (e) => supervisor.end(e),
+      }),
     onIoWanted: () => {
       if (io || supervisor.ending) return;
       supervisor.watchIo((io = parts.startIo()));
@@ -265,10 +284,18 @@ async function supervise(
   }
   halts.start();
   flusher.start();
-  opts.onStart?.({ vm, vcpu: vcpus[0], control: controls[0], vcpus: all });
+  opts.onStart?.({
+    vm,
+    vcpu: vcpus[0],
+    control: controls[0],
+    vcpus: all,
+    index: 0,
+    end: (e) => supervisor.end(e),
+  });
   let outcome;
   try {
     outcome = await supervisor.outcome;
+    opts.onEnding?.(outcome.end);
   } finally {
     halts.stop();
     flusher.stop();

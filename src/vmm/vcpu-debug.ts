@@ -89,6 +89,10 @@ export class VcpuDebugAgent {
     return this.armed && (this.words[DBG.WANT] & WANT.FAULT) !== 0;
   }
 
+  get wantsInt3(): boolean {
+    return this.armed && (this.words[DBG.WANT] & WANT.INT3) !== 0;
+  }
+
   /** Apply the core's guest-debug settings if they changed (and a step's SINGLESTEP while stepping). */
   applyGuestDebug(force = false): void {
     const seq = Atomics.load(this.words, DBG.GD_SEQ);
@@ -146,7 +150,11 @@ export class VcpuDebugAgent {
 
   /** The access data of an access stop (8 bytes, DETAIL.DATA), for the core. */
   setAccessData(data: Uint8Array): void {
-    const bytes = new Uint8Array(this.words.buffer, this.words.byteOffset + 4 * (DBG.DETAIL + DETAIL.DATA), 8);
+    const bytes = new Uint8Array(
+      this.words.buffer,
+      this.words.byteOffset + 4 * (DBG.DETAIL + DETAIL.DATA),
+      8,
+    );
     bytes.fill(0);
     bytes.set(data.subarray(0, 8));
   }

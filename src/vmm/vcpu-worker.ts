@@ -314,6 +314,7 @@ function handleDebugExit(): RunEnd | undefined {
   let kind: StopKindValue = StopKind.DEBUG_OTHER;
   if (exception === 1 && dr6 & 0xfn) kind = StopKind.HW_BREAKPOINT;
   else if (exception === 3 && agent.isPlanted(pc)) kind = StopKind.SW_BREAKPOINT;
+  else if (exception === 3 && agent.wantsInt3) kind = StopKind.INT3;
   if (agent.stepping) agent.endStep();
   return afterPark(parkFor(kind));
 }
@@ -359,10 +360,13 @@ function handleInternalError(): RunEnd | undefined {
   if (agent.armed && run.getUint32(RUN.internal.suberror, true) === KVM_INTERNAL_ERROR_EMULATION) {
     const s = vcpu.getSregs();
     const linear = BigInt.asUintN(64, s.cs.base + vcpu.getRip());
-    if (agent.isPlanted(linear)) {
-      agent.detail({ ADDR_LO: linear });
+    // The instruction's bytes follow the flags (data[0]) when KVM gives them: an INT3 is 0xCC.
+    const bytesGiven = (run.getUint32(RUN.internal.data, true) & 1) !== 0;
+    const int3 = bytesGiven && run.getUint8(RUN.internal.data + 9) === 0xcc;
+    if (agent.isPlanted(linear) || (int3 && agent.wantsInt3)) {
+      agent.detail({ ADDR_LO: linear, CODE: 3 });
       if (agent.stepping) agent.endStep();
-      return afterPark(parkFor(StopKind.SW_BREAKPOINT));
+      return afterPark(parkFor(agent.isPlanted(linear) ? StopKind.SW_BREAKPOINT : StopKind.INT3));
     }
     // The guest's own int3 (a 0xCC nobody planted), which kvm_pvm's emulator cannot run outside real mode: the
     // #BP debug stop it is on VMX/SVM, so that the client can give it back to the guest.

@@ -22,6 +22,14 @@ export const INNER_TESTS: readonly InnerTest[] = [
       "written by three APs at once, a triple fault on an AP (kvm_amd dumps the reset state, and says so)",
   },
   {
+    file: "test/debug/paging.test.ts",
+    why:
+      "guest linear-address translation against a second KVM's walker and CPU: guests that turn on 32-bit " +
+      "and PAE paging themselves (kvm_pvm refuses both), long mode with the guest's own tables, each probe's " +
+      "page fault or value compared with the walk, KVM_TRANSLATE on the same addresses; 5-level paging " +
+      "where that KVM offers LA57",
+  },
+  {
     file: "test/svm/kvm-smoke.test.ts",
     why: "src/kvm on its own: real-mode and long-mode guests, port I/O, MMIO exits, the reset state",
   },
@@ -83,6 +91,19 @@ export const INNER_TESTS: readonly InnerTest[] = [
       "the GDB stub through the test's own remote-protocol client (there is no gdb inside): software " +
       "breakpoints by the backend's method (0xCC with USE_SW_BP on SVM, 0xF1 on kvm_pvm), a write watchpoint " +
       "(DR7 on SVM, page protection on kvm_pvm), exact steps over OUT, a range step, Ctrl-C, bad input",
+  },
+  {
+    file: "test/debug/vm-control.test.ts",
+    why:
+      "the VM-control core where debug exits come from the CPU's own virtualization: KVM_GUESTDBG hardware " +
+      "breakpoints and single steps (kvm_pvm emulates them), software breakpoints through USE_SW_BP and #BP " +
+      "interception, MSR write exits, write-protected pages through read-only memory slots, parked faults",
+  },
+  {
+    file: "test/introspect/server.test.ts",
+    why:
+      "the KVMI server over the core on kvm_amd: pause batches across two vCPUs, BREAKPOINT, SINGLESTEP counts, " +
+      "MSR and PF events, INJECT_EXCEPTION with its TRAP: every event is a KVM exit the backend delivers its own way",
   },
 ];
 
@@ -155,4 +176,22 @@ export const NOT_INSIDE: Readonly<Record<string, string>> = {
     "12,288 distinct MMIO exits through vmtool run (slow under TCG); the bounded table itself does not depend on the backend",
   "test/vmm/end-of-run.test.ts":
     "many runs of a virtio-blk guest per case (too slow under TCG); the I/O worker's ioeventfds run inside through test/virtio/kvm.test.ts",
+  "test/introspect/malformed.test.ts":
+    "a tool that breaks the KVMI protocol: the socket side, the same on any backend; its guests only spin (left out for time)",
+  "test/backends/block-file.test.ts":
+    "disk files, a loop device and OFD locks on the host (losetup is not inside); the virtio-blk path runs inside through test/virtio/kvm.test.ts",
+  "test/files/input-file.test.ts": "opening files of every kind (FIFOs, procfs, a loop device); no KVM",
+  "test/files/layering.test.ts": "reads the sources' imports; no KVM",
+  "test/files/lock.test.ts": "OFD locks checked against gcc on the installed headers (not inside); no KVM",
+  "test/host/stdout-full.test.ts":
+    "the host and observer commands' standard output on /dev/full and closed pipes; no guest runs",
+  "test/loader/bss.test.ts":
+    "a large .bss measured as the process's RSS: the host kernel's anonymous memory, the same on any backend",
+  "test/observer/bad-numbers.test.ts": "numbers in copied debugfs trees; no KVM",
+  "test/observer/hostile-tree.test.ts": "FIFOs, symlinks and odd files in copied debugfs trees; no KVM",
+  "test/virtio/request-path.test.ts": "virtio request paths over plain buffers; no KVM",
+  "test/vmm/io-priority.test.ts":
+    "the I/O worker's nice value: host scheduling, the same on any backend (the worker itself runs inside in io-worker.test.ts)",
+  "test/vmm/run-parts.test.ts":
+    "the supervisor and the input pump with worker threads and an eventfd; no KVM",
 };

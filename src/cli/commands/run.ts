@@ -3,6 +3,7 @@
 // and the VMM are imported lazily so that `--help` and bad options cost nothing.
 import { Command, Option } from "commander";
 import { fileURLToPath } from "node:url";
+import { basename } from "node:path";
 import { UsageError, parseIntOption } from "../errors.js";
 import { writeStderr } from "../action.js";
 import { statusForRun } from "../exit-status.js";
@@ -31,6 +32,10 @@ interface RunOptions {
   s?: boolean;
   gdbWait?: boolean;
   gdbArch?: string;
+  introspect?: string;
+  name?: string;
+  introspectTimeout: string;
+  introspectOnTimeout: "continue" | "stop";
 }
 
 /** The most vCPUs `vmtool run` starts (also bounded by the host's KVM_CAP_MAX_VCPUS). */
@@ -99,6 +104,18 @@ export function register(program: Command): void {
         "Ctrl-C ends vmtool",
     )
     .option(
+      "--introspect <where>",
+      "a KVMI introspection socket: connect:PATH (a tool listens there; vmtool connects before the guest " +
+        "starts), listen:PATH (vmtool listens, mode 0600; tools connect while the guest runs)",
+    )
+    .option("--name <name>", "the VM's name for introspection tools (default: the image's file name)")
+    .option("--introspect-timeout <seconds>", "how long a vCPU waits for the tool's reply to an event", "15")
+    .addOption(
+      new Option("--introspect-on-timeout <what>", "when that time passes: the vCPU goes on, or the VM stops")
+        .choices(["continue", "stop"])
+        .default("continue"),
+    )
+    .option(
       "--disk <file[,ro]>",
       "add a virtio-blk device backed by FILE (',ro': read-only); repeat for more disks",
       (v: string, acc: string[]) => [...acc, v],
@@ -135,7 +152,8 @@ async function runCommand(file: string | undefined, o: RunOptions): Promise<numb
   const cpus = Number(parseIntOption(o.cpus, "--cpus", { min: 1n, max: BigInt(MAX_CPUS) }));
   const gdb = await gdbOptions(o);
   const { Vm } = await import("../../vm/vm.js");
-  const vm = Vm.create({ memSize, pit: o.pit ?? false });
+  // An introspection tool may map guest RAM (VMTOOL_GET_RAM_MAPPING): then it is a memfd.
+  const vm = Vm.create({ memSize, pit: o.pit ?? false, sharedRam: o.introspect !== undefined });
   (await import("../../vmm/startup-marks.js")).startupMark("VM created");
   try {
     return await runWithVm(vm, memSize, cpus, file, o, gdb);
@@ -248,6 +266,26 @@ async function runGuest(
       deviceId: d.deviceId,
     })),
   ];
+  // Introspection: in connect mode the tool is reached (and the handshake done) before the guest starts.
+  let introspection: import("../../introspect/index.js").Introspection | undefined;
+  if (o.introspect !== undefined) {
+    const intro = await import("../../introspect/index.js");
+    const timeout = Number(
+      parseIntOption(o.introspectTimeout, "--introspect-timeout", { min: 1n, max: 3600n }),
+    );
+    try {
+      introspection = await intro.Introspection.prepare({
+        endpoint: intro.parseEndpoint(o.introspect),
+        name: o.name ?? (file === undefined ? "demo" : basename(file)),
+        replyTimeoutMs: timeout * 1000,
+        onTimeout: o.introspectOnTimeout,
+        log: (line) => writeStderr(`vmtool: ${line}\n`),
+      });
+    } catch (e) {
+      await thread.cancel();
+      throw e;
+    }
+  }
   const result = await runMachine({
     vm,
     memSize,
@@ -261,8 +299,10 @@ async function runGuest(
     raw: o.raw ?? true,
     // The process exits as soon as the run is over: threads that said they stopped are not waited for.
     join: false,
-    onStart: gdb ? (m) => gdb.onStart(m) : undefined,
-    onPaused: gdb ? (m) => gdb.onPaused(m) : undefined,
+    // At most one of the two (gdbOptions refuses both at once): each drives the vCPUs' debug state.
+    onStart: gdb ? (m) => gdb.onStart(m) : introspection ? (m) => introspection.attach(m) : undefined,
+    onPaused: gdb ? (m) => gdb.onPaused(m) : introspection ? (m) => introspection.onPaused(m) : undefined,
+    onEnding: introspection ? () => introspection.finish() : undefined,
     load: (mem) => {
       // The VM was made for this run and no guest code has run yet: its RAM still reads as zero.
       loader.applyPlan(mem, plan, { freshRam: true });
@@ -336,6 +376,8 @@ async function exitNow(status: number): Promise<void> {
 async function gdbOptions(o: RunOptions): Promise<import("../../gdb/attach.js").GdbRunOptions | undefined> {
   if (o.gdb !== undefined && o.s) throw new UsageError("-s is --gdb tcp::1234: give one of -s and --gdb");
   const spec = o.gdb ?? (o.s ? "tcp::1234" : undefined);
+  if (spec !== undefined && o.introspect !== undefined)
+    throw new UsageError("--gdb and --introspect both drive the vCPUs' debug state: give one of them");
   if (spec === undefined) {
     if (o.gdbWait) throw new UsageError("--gdb-wait needs --gdb (or -s)");
     if (o.gdbArch) throw new UsageError("--gdb-arch needs --gdb (or -s)");

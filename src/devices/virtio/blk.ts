@@ -6,7 +6,7 @@
 // and traced. Data moves between the guest's buffers and the backend through views of guest RAM, no copy.
 import { BLK, DEVICE_ID, bit } from "./constants.js";
 import type { VirtioContext, VirtioDevice } from "./device.js";
-import type { ChainBuffers, ViewVisitor } from "./chain-io.js";
+import type { ChainBuffers, ChainWriter, ViewVisitor } from "./chain-io.js";
 import type { SplitQueue } from "./virtqueue.js";
 
 /** Storage behind a virtio-blk device: byte offsets, synchronous. */
@@ -66,6 +66,8 @@ export class VirtioBlk implements VirtioDevice {
   private readonly writeFrom: ViewVisitor;
   /** Byte offset on the disk of the request being served. */
   private base = 0;
+  /** One request (made once: nothing is allocated per request). */
+  private readonly serveChain = (chain: ChainBuffers): number => this.handle(chain);
 
   constructor(private readonly backend: BlockBackend) {
     this.capacitySectors = Math.floor(backend.size / BLK.SECTOR_SIZE);
@@ -91,14 +93,47 @@ export class VirtioBlk implements VirtioDevice {
   }
 
   processQueue(q: SplitQueue): void {
-    const ctx = this.ctx;
-    if (!ctx) return;
-    q.serveAll(ctx.memory, (chain) => this.handle(ctx, chain));
-    ctx.notifyUsed(q);
+    if (!this.ctx) return;
+    q.serveAll(this.ctx.memory, this.serveChain);
+    this.ctx.notifyUsed(q);
+  }
+
+  /** Write the status byte, count the request; returns the bytes written into the chain (data + status). */
+  private complete(status: ChainWriter, code: number, written: number): number {
+    this.statusByte[0] = code;
+    status.write(this.statusByte);
+    if (code === BLK.S_OK) this.completed.ok++;
+    else if (code === BLK.S_IOERR) this.completed.ioerr++;
+    else this.completed.unsupp++;
+    return written + 1;
+  }
+
+  /** The request's sector, exactly (for messages: it may be past 2^53). */
+  private get sectorText(): string {
+    return (
+      (BigInt(this.headerView.getUint32(12, true)) << 32n) |
+      BigInt(this.headerView.getUint32(8, true))
+    ).toString();
+  }
+
+  /**
+   * Whether `len` bytes from the request's sector are whole sectors inside the disk. The sector is read as
+   * two 32-bit halves (no BigInt per request): a high half of 2^21 or more is past 2^53 sectors, past any disk.
+   */
+  private inRange(len: number): boolean {
+    const high = this.headerView.getUint32(12, true);
+    if (high >= 2 ** 21 || len % BLK.SECTOR_SIZE !== 0) return false;
+    const sector = high * 2 ** 32 + this.headerView.getUint32(8, true);
+    return (
+      sector <= this.capacitySectors &&
+      sector * BLK.SECTOR_SIZE + len <= this.capacitySectors * BLK.SECTOR_SIZE
+    );
   }
 
   /** Do one request; returns the number of bytes written into the chain (data + status byte). */
-  private handle(ctx: VirtioContext, chain: ChainBuffers): number {
+  private handle(chain: ChainBuffers): number {
+    const ctx = this.ctx;
+    if (!ctx) return 0; // served only between activate and reset
     const { reader } = chain;
     if (chain.writer.length < 1) {
       ctx.trace(`request ${chain.head}: no device-writable byte for the status: dropped`);
@@ -107,75 +142,74 @@ export class VirtioBlk implements VirtioDevice {
     // The status is the last writable byte; the data-in area is everything before it.
     const dataIn = chain.writer;
     const status = dataIn.splitAt(dataIn.length - 1);
-    const complete = (code: number, written: number): number => {
-      this.statusByte[0] = code;
-      status.write(this.statusByte);
-      if (code === BLK.S_OK) this.completed.ok++;
-      else if (code === BLK.S_IOERR) this.completed.ioerr++;
-      else this.completed.unsupp++;
-      return written + 1;
-    };
     if (reader.length < BLK.HEADER_SIZE) {
       ctx.trace(`request ${chain.head}: header is ${reader.length} bytes, not ${BLK.HEADER_SIZE}`);
-      return complete(BLK.S_IOERR, 0);
+      return this.complete(status, BLK.S_IOERR, 0);
     }
     reader.read(this.header);
     const type = this.headerView.getUint32(0, true);
-    const sector = this.headerView.getBigUint64(8, true);
     const dataOut = reader.remaining;
-    const inRange = (len: number): boolean =>
-      len % BLK.SECTOR_SIZE === 0 &&
-      sector <= BigInt(this.capacitySectors) &&
-      Number(sector) * BLK.SECTOR_SIZE + len <= this.capacitySectors * BLK.SECTOR_SIZE;
-    const tooLong = (what: string, len: number): boolean => {
-      if (len <= BLK_MAX_DATA_BYTES) return false;
-      ctx.trace(
-        `${what} of ${len} bytes at sector ${sector}: more than ${BLK_MAX_DATA_BYTES} (seg_max x size_max)`,
-      );
-      return true;
-    };
     try {
       switch (type) {
         case BLK.T_IN: {
-          if (tooLong("read", dataIn.length)) return complete(BLK.S_IOERR, 0);
-          if (!inRange(dataIn.length)) {
+          if (dataIn.length > BLK_MAX_DATA_BYTES) {
             ctx.trace(
-              `read of ${dataIn.length} bytes at sector ${sector}: not whole sectors inside the disk`,
+              `read of ${dataIn.length} bytes at sector ${this.sectorText}: more than ${BLK_MAX_DATA_BYTES} (seg_max x size_max)`,
             );
-            return complete(BLK.S_IOERR, 0);
+            return this.complete(status, BLK.S_IOERR, 0);
           }
-          this.base = Number(sector) * BLK.SECTOR_SIZE;
+          if (!this.inRange(dataIn.length)) {
+            ctx.trace(
+              `read of ${dataIn.length} bytes at sector ${this.sectorText}: not whole sectors inside the disk`,
+            );
+            return this.complete(status, BLK.S_IOERR, 0);
+          }
+          this.base = this.sectorOffset();
           const n = dataIn.fill(dataIn.length, this.readInto);
-          return complete(BLK.S_OK, n);
+          return this.complete(status, BLK.S_OK, n);
         }
         case BLK.T_OUT: {
           if (this.backend.readOnly) {
-            ctx.trace(`write at sector ${sector} refused: the disk is read-only`);
-            return complete(BLK.S_IOERR, 0);
+            ctx.trace(`write at sector ${this.sectorText} refused: the disk is read-only`);
+            return this.complete(status, BLK.S_IOERR, 0);
           }
-          if (tooLong("write", dataOut)) return complete(BLK.S_IOERR, 0);
-          if (!inRange(dataOut)) {
-            ctx.trace(`write of ${dataOut} bytes at sector ${sector}: not whole sectors inside the disk`);
-            return complete(BLK.S_IOERR, 0);
+          if (dataOut > BLK_MAX_DATA_BYTES) {
+            ctx.trace(
+              `write of ${dataOut} bytes at sector ${this.sectorText}: more than ${BLK_MAX_DATA_BYTES} (seg_max x size_max)`,
+            );
+            return this.complete(status, BLK.S_IOERR, 0);
           }
-          this.base = Number(sector) * BLK.SECTOR_SIZE;
+          if (!this.inRange(dataOut)) {
+            ctx.trace(
+              `write of ${dataOut} bytes at sector ${this.sectorText}: not whole sectors inside the disk`,
+            );
+            return this.complete(status, BLK.S_IOERR, 0);
+          }
+          this.base = this.sectorOffset();
           reader.stream(dataOut, this.writeFrom);
-          return complete(BLK.S_OK, 0);
+          return this.complete(status, BLK.S_OK, 0);
         }
         case BLK.T_FLUSH:
           this.backend.flush();
-          return complete(BLK.S_OK, 0);
+          return this.complete(status, BLK.S_OK, 0);
         case BLK.T_GET_ID:
-          return complete(BLK.S_OK, dataIn.write(this.id));
+          return this.complete(status, BLK.S_OK, dataIn.write(this.id));
         default:
           ctx.trace(`request ${chain.head}: unsupported type ${type}`);
-          return complete(BLK.S_UNSUPP, 0);
+          return this.complete(status, BLK.S_UNSUPP, 0);
       }
     } catch (e) {
       ctx.trace(
         `request ${chain.head} (type ${type}): backend error: ${e instanceof Error ? e.message : String(e)}`,
       );
-      return complete(BLK.S_IOERR, 0);
+      return this.complete(status, BLK.S_IOERR, 0);
     }
+  }
+
+  /** The request's byte offset on the disk (its sector is known to be in range). */
+  private sectorOffset(): number {
+    return (
+      (this.headerView.getUint32(12, true) * 2 ** 32 + this.headerView.getUint32(8, true)) * BLK.SECTOR_SIZE
+    );
   }
 }

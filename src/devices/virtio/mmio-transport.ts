@@ -351,7 +351,12 @@ export class VirtioMmioTransport implements MmioDevice {
   /** Let the device take chains from `q` (on notify, or when it has new input for the guest). */
   process(q: SplitQueue): void {
     if (!this.driverOk || !q.ready || !q.active) return;
-    this.guard(() => this.device.processQueue(q));
+    // guard() inlined: this is the per-request path, and a closure per call is garbage per request.
+    try {
+      this.device.processQueue(q);
+    } catch (e) {
+      this.failed(e);
+    }
   }
 
   /**
@@ -362,9 +367,13 @@ export class VirtioMmioTransport implements MmioDevice {
     try {
       work();
     } catch (e) {
-      if (e instanceof VirtqueueError || e instanceof GuestMemoryError) this.markBroken(e.message);
-      else this.markBroken(`internal error: ${e instanceof Error ? e.message : String(e)}`);
+      this.failed(e);
     }
+  }
+
+  private failed(e: unknown): void {
+    if (e instanceof VirtqueueError || e instanceof GuestMemoryError) this.markBroken(e.message);
+    else this.markBroken(`internal error: ${e instanceof Error ? e.message : String(e)}`);
   }
 
   /** Set DEVICE_NEEDS_RESET and tell the driver with a configuration-change interrupt. */

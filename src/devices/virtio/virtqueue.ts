@@ -48,6 +48,15 @@ function u16View(memory: GuestMemory, gpa: number): Uint16Array {
   return new Uint16Array(b.buffer, b.byteOffset, 1);
 }
 
+/**
+ * A live DataView of [gpa, gpa+len) of guest RAM, checked once through GuestMemory: a table or ring read
+ * through it costs no call per field, and the view's own bounds keep every access inside that range.
+ */
+function ramView(memory: GuestMemory, gpa: number, len: number): DataView {
+  const b = memory.slice(gpa, len);
+  return new DataView(b.buffer, b.byteOffset, b.byteLength);
+}
+
 /** True when an interrupt (or notification) is due: `event` was passed going from `old` to `now`. */
 export function needEvent(event: number, now: number, old: number): boolean {
   return ((now - event - 1) & 0xffff) < ((now - old) & 0xffff);
@@ -67,7 +76,8 @@ export class DescriptorChain {
   /** The head descriptor's index: what the used element names. */
   head = 0;
   private memory!: GuestMemory;
-  private table = 0;
+  /** The descriptor table being walked (the queue's, or an indirect one), as a view of exactly its bytes. */
+  private table!: DataView;
   private tableSize = 0;
   private inIndirect = false;
   private idx = 0;
@@ -81,10 +91,10 @@ export class DescriptorChain {
   constructor(private readonly queueIndex: number) {}
 
   /**
-   * Start at `head` (already checked against `size`) of the descriptor table at `table`; `indirect`:
-   * VIRTIO_F_INDIRECT_DESC was negotiated.
+   * Start at `head` (already checked against `size`) of the descriptor table `table` (a view of its `size`
+   * descriptors); `indirect`: VIRTIO_F_INDIRECT_DESC was negotiated.
    */
-  start(memory: GuestMemory, table: number, size: number, head: number, indirect: boolean): this {
+  start(memory: GuestMemory, table: DataView, size: number, head: number, indirect: boolean): this {
     this.memory = memory;
     this.indirectAllowed = indirect;
     this.head = head;
@@ -102,7 +112,6 @@ export class DescriptorChain {
   /** The next descriptor (a view reused by every call), or undefined after the last one. */
   next(): Descriptor | undefined {
     if (this.ended) return undefined;
-    const memory = this.memory;
     for (;;) {
       const idx = this.idx;
       if (idx >= this.tableSize)
@@ -113,13 +122,14 @@ export class DescriptorChain {
         throw new VirtqueueError(
           `${this.where}: chain ${this.head} is longer than its ${this.inIndirect ? "indirect table" : "descriptor table"} (${this.tableSize}): a loop`,
         );
-      const d = this.table + VIRTQ.DESC_SIZE * idx;
+      const table = this.table;
+      const d = VIRTQ.DESC_SIZE * idx;
       // The 64-bit address as two halves: no BigInt per descriptor.
-      const addrLow = memory.readU32(d);
-      const addrHigh = memory.readU32(d + 4);
-      const len = memory.readU32(d + 8);
-      const flags = memory.readU16(d + 12);
-      const next = memory.readU16(d + 14);
+      const addrLow = table.getUint32(d, true);
+      const addrHigh = table.getUint32(d + 4, true);
+      const len = table.getUint32(d + 8, true);
+      const flags = table.getUint16(d + 12, true);
+      const next = table.getUint16(d + 14, true);
       if (flags & VIRTQ.DESC_F_INDIRECT) {
         this.enterIndirect(idx, addrLow, addrHigh, len, flags);
         continue;
@@ -162,7 +172,11 @@ export class DescriptorChain {
       throw new VirtqueueError(
         `${where}: indirect table of ${len / VIRTQ.DESC_SIZE} descriptors, more than ${MAX_INDIRECT_DESCRIPTORS}`,
       );
-    this.table = this.checkedAddress(addrLow, addrHigh, len, "indirect table", idx);
+    this.table = ramView(
+      this.memory,
+      this.checkedAddress(addrLow, addrHigh, len, "indirect table", idx),
+      len,
+    );
     this.tableSize = len / VIRTQ.DESC_SIZE;
     this.inIndirect = true;
     this.idx = 0;
@@ -176,7 +190,9 @@ export class DescriptorChain {
 
   /** The address `addrHigh:addrLow` of descriptor `idx`'s `what`, once [addr, addr+len) is known to be RAM. */
   private checkedAddress(addrLow: number, addrHigh: number, len: number, what: string, idx: number): number {
-    const addr = addrHigh * 2 ** 32 + addrLow; // exact below 2^53; anything above is outside RAM anyway
+    // Exact below 2^53; anything above is outside RAM anyway. (No multiplication for the usual high half of 0:
+    // in baseline code it would box a double per descriptor.)
+    const addr = addrHigh === 0 ? addrLow : addrHigh * 2 ** 32 + addrLow;
     if (addrHigh > MAX_SAFE_HIGH || !this.memory.contains(addr, len)) {
       const full = (BigInt(addrHigh) << 32n) | BigInt(addrLow);
       throw new VirtqueueError(
@@ -210,6 +226,9 @@ export class SplitQueue {
   private usedFlags?: Uint16Array;
   private usedEvent?: Uint16Array;
   private availEvent?: Uint16Array;
+  /** The descriptor table and the available ring's entries, once activated. */
+  private descTable?: DataView;
+  private availRing?: DataView;
   /** The chain pop() hands out and the buffers take() fills, reused for every chain of this queue. */
   private readonly chain: DescriptorChain;
   private readonly buffers: ChainBuffers;
@@ -238,6 +257,7 @@ export class SplitQueue {
     this.lastAvail = this.nextUsed = this.signalledUsed = 0;
     this.availIdx = this.availFlags = this.usedIdx = this.usedFlags = undefined;
     this.usedEvent = this.availEvent = undefined;
+    this.descTable = this.availRing = undefined;
   }
 
   get active(): boolean {
@@ -270,6 +290,8 @@ export class SplitQueue {
     this.usedFlags = u16View(memory, this.deviceAddr);
     this.usedIdx = u16View(memory, this.deviceAddr + 2);
     this.availEvent = u16View(memory, this.deviceAddr + 4 + 8 * n);
+    this.descTable = ramView(memory, this.descAddr, VIRTQ.DESC_SIZE * n);
+    this.availRing = ramView(memory, this.driverAddr + 4, 2 * n);
     // Ring positions start at zero (the driver zeroes its rings before enabling the queue); a driver that
     // left avail.idx elsewhere is caught by pending()'s check.
     this.lastAvail = this.nextUsed = this.signalledUsed = 0;
@@ -291,15 +313,14 @@ export class SplitQueue {
    * descriptors as the caller walks them (DescriptorChain.next). Valid until the next pop.
    */
   pop(memory: GuestMemory): DescriptorChain | undefined {
-    if (this.pending() === 0) return undefined;
-    const slot = this.driverAddr + 4 + 2 * (this.lastAvail % this.size);
-    const head = memory.readU16(slot);
+    if (this.pending() === 0 || !this.availRing || !this.descTable) return undefined;
+    const head = this.availRing.getUint16(2 * (this.lastAvail % this.size), true);
     if (head >= this.size)
       throw new VirtqueueError(
         `queue ${this.index}: available ring names descriptor ${head}, past the queue size ${this.size}`,
       );
     this.lastAvail = (this.lastAvail + 1) & 0xffff;
-    return this.chain.start(memory, this.descAddr, this.size, head, this.indirect);
+    return this.chain.start(memory, this.descTable, this.size, head, this.indirect);
   }
 
   /**
