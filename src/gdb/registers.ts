@@ -227,12 +227,16 @@ function sse(count: number): RegisterDef[] {
   return out;
 }
 
+// In the 32-bit layouts fs_base and gs_base are in vmtool's feature, not gdb's org.gnu.gdb.i386.segments: gdb
+// 13 with the GNU/Linux OS ABI (its default for an ELF32 file, or `set osabi GNU/Linux`) aborts on an i386
+// description that has that feature without org.gnu.gdb.i386.linux ("tdesc_use_registers: Assertion
+// `data->arch_regs.size () <= num_regs' failed"), and <osabi>none</osabi> does not win over a file's own ABI.
 function segmentBases(bits: number): RegisterDef[] {
   return (["fs", "gs"] as const).map((seg) => ({
     name: `${seg}_base`,
     bits,
     type: bits === 64 ? "int64" : "int32",
-    feature: "segments",
+    feature: bits === 64 ? "segments" : "control",
     get: (s: CpuState) => s.sregs[seg].base,
     set: (s: CpuState, v: Buffer) => {
       s.sregs[seg].base = le(v);

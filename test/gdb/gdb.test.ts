@@ -3,9 +3,13 @@
 // demo guest. Each test asserts what gdb printed and how vmtool ended.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { runWithGdb, modesGuest, hx } from "./harness.js";
 import { GUEST_OUT, guests } from "../helpers/guests.js";
+import { GDB_ARCHES, targetXml } from "../../src/gdb/registers.js";
 
 function smpHello(): string {
   guests();
@@ -111,6 +115,49 @@ test("real -> protected -> long mode: stepi, x/i per mode, hbreak, break, mode n
   assert.equal(r.status, 85, r.stderr);
 });
 
+test("gdb takes every register layout under every OS ABI it may choose (none, GNU/Linux, an ELF32 file's)", () => {
+  const dir = mkdtempSync(join(tmpdir(), "vmtool-tdesc-"));
+  try {
+    for (const arch of GDB_ARCHES) {
+      const xml = join(dir, `${arch.replace(":", "_")}.xml`);
+      writeFileSync(xml, targetXml(arch));
+      for (const osabi of ["none", "GNU/Linux", undefined]) {
+        const args = ["-batch", "-nx"];
+        // No `set osabi`: gdb takes the file's (a 32-bit ELF with no ABI note: gdb's default, GNU/Linux).
+        if (osabi) args.push("-ex", `set osabi ${osabi}`);
+        else if (arch !== "i386:x86-64") args.push(smpHello());
+        args.push("-ex", `set tdesc filename ${xml}`, "-ex", "show architecture");
+        let out: string;
+        try {
+          out = execFileSync("gdb", args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+        } catch (e) {
+          const x = e as { stdout?: string; stderr?: string };
+          assert.fail(`gdb ${arch} osabi ${osabi ?? "of the file"}: ${x.stdout ?? ""}${x.stderr ?? ""}`);
+        }
+        assert.doesNotMatch(out, /internal-error|rejected/, `${arch} osabi ${osabi ?? "of the file"}: ${out}`);
+        // With a 32-bit file and the i8086 layout gdb shows the file's i386 (it disassembles as i8086 once
+        // connected: the real-mode test).
+        if (osabi) assert.match(out, new RegExp(`currently "${arch}"`), `${arch} osabi ${osabi}: ${out}`);
+      }
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("a 32-bit guest under gdb's GNU/Linux OS ABI: gdb connects and reads fs_base", async () => {
+  const r = await runWithGdb({
+    guest: smpHello(),
+    file: smpHello(),
+    before: ["set osabi GNU/Linux"],
+    args: ["--gdb-wait"],
+    script: ["echo @@regs\\n", "info registers eip fs_base cr0", "kill"],
+  });
+  assert.doesNotMatch(r.gdb, /internal-error/);
+  assert.match(after(r.gdb, "@@regs"), /fs_base\s+0x0/);
+  assert.equal(r.status, 12, r.stderr);
+});
+
 test("Ctrl-C stops a spinning guest; detach lets it finish with its usual exit status", async () => {
   const g = modesGuest();
   let interrupted = false;
@@ -188,8 +235,12 @@ test("monitor commands: mode, regs sys, translate, phys, sstep, help", async () 
   assert.match(o, /cr0\s+0x\w+\s+PE .*PG/);
   assert.match(o, /efer\s+0x\w+\s+LME LMA/);
   assert.match(o, /cs\s+0x0018/);
-  assert.match(o, /linear 0x8008 -> guest-physical 0x8008/);
-  assert.match(o, /linear 0x7fffffff0000: not mapped/);
+  // The walk, level by level, through the guest's own tables (CR3 0x20000, a 2 MiB page at 0).
+  assert.match(o, /linear 0x8008: 4-level paging, CR3 0x20000/);
+  assert.match(o, /PML4E\[0\] at 0x20000 = 0x0+21023 .*-> page-directory-pointer table 0x21000/);
+  assert.match(o, /PDE\[0\]\s+at 0x22000 = 0x0+e3 .*PS -> 2 MiB page 0x0/);
+  assert.match(o, /= physical 0x8008 \(2 MiB page 0x0 \+ 0x8008\), in guest RAM/);
+  assert.match(o, /PML4E\[255\] at 0x207f8 = 0x0+\s+not present\s+no translation: the PML4E is not present/);
   assert.match(o, /0x8008:\s+0x00000003/);
   assert.match(o, /single steps: interrupts delivered/);
   assert.match(o, /unknown monitor command 'nonsense'/);

@@ -27,6 +27,8 @@ export interface GdbRunOptions {
   script: string[];
   /** The file gdb loads before connecting (symbols of the same mode as the guest at connect). */
   file?: string;
+  /** gdb commands before `target remote`. */
+  before?: string[];
   /**
    * Polled while gdb runs, with gdb's output and the guest's so far: returns true to be called again (gdb may
    * not have acted on what the callback did yet), false when it is done.
@@ -61,6 +63,7 @@ export async function runWithGdb(o: GdbRunOptions): Promise<GdbRun> {
       if (!gdb && stderr.includes("gdb: listening on")) {
         const args = ["-batch", "-nx"];
         if (o.file) args.push(o.file);
+        for (const c of o.before ?? []) args.push("-ex", c);
         args.push("-ex", `target remote ${sock}`, "-x", script);
         gdb = spawn("gdb", args, { stdio: ["ignore", "pipe", "pipe"] });
         gdb.stdout?.on("data", (b: Buffer) => (gdbOut += b.toString()));
