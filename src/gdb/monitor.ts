@@ -6,6 +6,7 @@ import type { CpuState, GdbArch } from "./registers.js";
 import { cpuMode, segmentAttributes } from "./registers.js";
 import { modeText } from "./stub.js";
 import { hex } from "../format.js";
+import { formatWalk } from "../debug/paging.js";
 
 export interface MonitorContext {
   readonly control: VmControl;
@@ -19,7 +20,7 @@ export interface MonitorContext {
 const HELP = `vmtool monitor commands (gdb: monitor COMMAND):
   mode                    the CPU mode of each vCPU, and the register layout gdb was given
   regs sys                control registers, EFER, segment caches, GDTR/IDTR, LDTR/TR, debug registers, decoded
-  translate ADDR          the linear address ADDR through the current vCPU's paging, to guest-physical
+  translate ADDR          the walk of linear address ADDR through the current vCPU's page tables, level by level
   phys on|off             memory accesses (x, print, watch) by guest-physical address instead of linear
   sstep irq on|off        let interrupts be delivered during single steps (default off, as QEMU's NOIRQ)
   sstep                   the single-step settings
@@ -172,8 +173,7 @@ async function translateReport(ctx: MonitorContext, args: string[]): Promise<str
   if (args.length !== 1 || !/^(0x)?[0-9a-fA-F]{1,16}$/.test(args[0]))
     return "usage: monitor translate ADDR\n";
   const linear = BigInt(args[0].startsWith("0x") ? args[0] : `0x${args[0]}`);
-  const gpa = await ctx.control.translate(ctx.currentVcpu, linear);
-  return gpa === undefined
-    ? `linear ${hex(linear)}: not mapped\n`
-    : `linear ${hex(linear)} -> guest-physical ${hex(gpa)} (KVM_TRANSLATE)\n`;
+  const state = await ctx.control.pagingState(ctx.currentVcpu);
+  const w = await ctx.control.walk(ctx.currentVcpu, linear);
+  return formatWalk(w, state).join("\n") + "\n";
 }
