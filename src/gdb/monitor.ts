@@ -7,6 +7,8 @@ import { cpuMode, segmentAttributes } from "./registers.js";
 import { modeText } from "./stub.js";
 import { hex } from "../format.js";
 import { formatWalk } from "../debug/paging.js";
+import { KVM_EXIT, exitReasonName } from "../kvm/ioctls.js";
+import { EXIT_BREAK, EXIT_COUNT_SLOTS } from "../vmm/debug-block.js";
 
 export interface MonitorContext {
   readonly control: VmControl;
@@ -24,6 +26,12 @@ const HELP = `vmtool monitor commands (gdb: monitor COMMAND):
   phys on|off             memory accesses (x, print, watch) by guest-physical address instead of linear
   sstep irq on|off        let interrupts be delivered during single steps (default off, as QEMU's NOIRQ)
   sstep                   the single-step settings
+  exits                   the current vCPU's last exit and its exits counted by KVM exit reason
+  break-on io PORT        stop after the next port access (IN or OUT) to PORT, by any vCPU
+  break-on mmio ADDR      stop after the next MMIO access that covers guest-physical ADDR
+  break-on exit REASON    stop at the next exit with that KVM exit reason (a name as vmtool explain exit
+                          prints it, e.g. IO, MMIO, HLT, SHUTDOWN, or a number)
+  break-on off            cancel
   help                    this list
 `;
 
@@ -56,6 +64,10 @@ export async function runMonitorCommand(ctx: MonitorContext, line: string): Prom
           return `single steps: interrupts ${ctx.stepIrq ? "delivered" : "held off"}\n`;
         }
         return "usage: monitor sstep [irq on|off]\n";
+      case "exits":
+        return exitsReport(ctx);
+      case "break-on":
+        return breakOn(ctx, args);
       default:
         return `unknown monitor command '${cmd}' (monitor help lists them)\n`;
     }
@@ -176,4 +188,69 @@ async function translateReport(ctx: MonitorContext, args: string[]): Promise<str
   const state = await ctx.control.pagingState(ctx.currentVcpu);
   const w = await ctx.control.walk(ctx.currentVcpu, linear);
   return formatWalk(w, state).join("\n") + "\n";
+}
+
+function exitsReport(ctx: MonitorContext): string {
+  const { counts, last } = ctx.control.exitCounts(ctx.currentVcpu);
+  const lines = [`vCPU ${ctx.currentVcpu}:`];
+  if (!last) return `vCPU ${ctx.currentVcpu}: no exit yet\n`;
+  const where =
+    last.addr === undefined
+      ? ""
+      : last.reason === KVM_EXIT.IO
+        ? ` port ${hex(last.addr, 4)} ${last.write ? "out" : "in"}`
+        : ` ${hex(last.addr)} ${last.write ? "write" : "read"}`;
+  lines.push(`  last exit: ${exitReasonName(last.reason)} (${last.reason})${where}`);
+  const rows = [...counts].sort((a, b) => b[1] - a[1]);
+  const total = rows.reduce((n, [, c]) => n + c, 0);
+  lines.push(`  ${total} exits since the vCPU started:`);
+  for (const [r, c] of rows) lines.push(`    ${exitReasonName(r).padEnd(16)} ${String(c).padStart(10)}`);
+  return lines.join("\n") + "\n";
+}
+
+/** Parse a number as gdb users write it (0x.. hex, or decimal). */
+function parseNumber(v: string | undefined): bigint | undefined {
+  if (v === undefined || !/^(0x[0-9a-fA-F]{1,16}|[0-9]{1,20})$/.test(v)) return undefined;
+  const n = BigInt(v);
+  return n < 2n ** 64n ? n : undefined;
+}
+
+function breakOn(ctx: MonitorContext, args: string[]): string {
+  const [what, value] = args;
+  const usage = "usage: monitor break-on io PORT | mmio ADDR | exit REASON | off\n";
+  if (what === "off" && args.length === 1) {
+    ctx.control.breakOnExit(EXIT_BREAK.NONE);
+    return "break-on: off\n";
+  }
+  if (args.length !== 2) return usage;
+  if (what === "io") {
+    const port = parseNumber(value);
+    if (port === undefined || port > 0xffffn) return "break-on io: PORT is 0..0xffff\n";
+    ctx.control.breakOnExit(EXIT_BREAK.IO, port);
+    return `break-on: the next access to port ${hex(port, 4)} stops the VM (after the instruction; continue)\n`;
+  }
+  if (what === "mmio") {
+    const addr = parseNumber(value);
+    if (addr === undefined) return "break-on mmio: ADDR is a guest-physical address\n";
+    ctx.control.breakOnExit(EXIT_BREAK.MMIO, addr);
+    return `break-on: the next MMIO access covering ${hex(addr)} stops the VM (after the instruction; continue)\n`;
+  }
+  if (what === "exit") {
+    const reason = exitReasonNumber(value);
+    if (reason === undefined)
+      return `break-on exit: '${value}' is not a KVM exit reason (vmtool explain exit NAME lists them)\n`;
+    ctx.control.breakOnExit(EXIT_BREAK.REASON, BigInt(reason));
+    return `break-on: the next ${exitReasonName(reason)} exit stops the VM (continue)\n`;
+  }
+  return usage;
+}
+
+/** A KVM exit reason by name (IO, kvm_exit_io, KVM_EXIT_IO) or number. */
+function exitReasonNumber(v: string): number | undefined {
+  const n = parseNumber(v);
+  if (n !== undefined) return n < BigInt(EXIT_COUNT_SLOTS) ? Number(n) : undefined;
+  const name = v.toUpperCase().replace(/^KVM_EXIT_/, "");
+  return Object.prototype.hasOwnProperty.call(KVM_EXIT, name)
+    ? KVM_EXIT[name as keyof typeof KVM_EXIT]
+    : undefined;
 }

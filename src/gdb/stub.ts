@@ -396,6 +396,7 @@ class Session implements MonitorContext {
       for (const w of [...this.watches]) this.dropWatch(w);
       this.inFlight.clear();
       this.control.stopOnFault = false;
+      this.control.exitBreakTaken();
     } catch (e) {
       this.stub.opts.log(`gdb: cleaning up: ${(e as Error).message}`);
     }
@@ -989,6 +990,18 @@ class Session implements MonitorContext {
           return undefined;
         }
         return report(SIGTRAP);
+      case StopKind.EXIT: {
+        // `monitor break-on`: it stops once, whichever vCPU makes the exit first.
+        this.control.exitBreakTaken();
+        const where =
+          e.exitReason === KVM_EXIT.IO
+            ? ` (port 0x${e.addr.toString(16)} ${e.write ? "out" : "in"})`
+            : e.exitReason === KVM_EXIT.MMIO
+              ? ` (0x${e.addr.toString(16)}, ${e.len} byte${e.len === 1 ? "" : "s"} ${e.write ? "written" : "read"})`
+              : "";
+        this.console(`vmtool: vCPU ${i} stopped after exit ${exitReasonName(e.exitReason)}${where}\n`);
+        return report(SIGTRAP);
+      }
       case StopKind.FAULT: {
         this.console(`vmtool: the guest cannot go on: ${faultText(e)}; the vCPU is stopped for inspection\n`);
         const sig =

@@ -65,6 +65,8 @@ const ramSize = start.ram.size;
 const ramBits = new Uint8Array(start.ram.bits);
 /** A step saw a port or MMIO exit: the next KVM_RUN has immediate_exit set and ends the step. */
 let stepCompleting = false;
+// A port/MMIO exit matched DBG.EXIT_BREAK: the next KVM_RUN (immediate exit) completes it, then the vCPU parks.
+let exitBreakCompleting = false;
 const trace = data.trace;
 const stats = data.stats ? new ExitStats() : undefined;
 
@@ -427,7 +429,16 @@ function runLoop(): RunEnd {
     if (stepCompleting && (reason === KVM_EXIT.INTR || reason === KVM_EXIT.DEBUG)) {
       // The step's instruction was completed by a port/MMIO exit's re-entry (EINTR), or just finished (DEBUG).
       if (reason === KVM_EXIT.INTR) kicks.consume();
+      exitBreakCompleting = false;
       const end = stepDone();
+      if (end) return end;
+      continue;
+    }
+    if (exitBreakCompleting && reason === KVM_EXIT.INTR) {
+      // The instruction of the port/MMIO exit the core asked to stop at is complete: report it.
+      kicks.consume();
+      exitBreakCompleting = false;
+      const end = afterPark(parkFor(StopKind.EXIT));
       if (end) return end;
       continue;
     }
@@ -479,6 +490,18 @@ function runLoop(): RunEnd {
     if (reason !== KVM_EXIT.INTR && ctl[CTL.HALT_VERDICT] !== HaltVerdict.UNKNOWN)
       Atomics.store(ctl, CTL.HALT_VERDICT, HaltVerdict.UNKNOWN);
     ctl[CTL.EXITS] = exits & 0x7fff_ffff;
+    if (reason !== KVM_EXIT.INTR) {
+      const io = reason === KVM_EXIT.IO;
+      const mmio = reason === KVM_EXIT.MMIO;
+      const at = io ? exit.io.port : mmio ? exit.mmio.addr : -1;
+      const write = io ? exit.io.out : mmio && exit.mmio.write;
+      if (agent.noteExit(reason, at, write, mmio ? exit.mmio.data.length : io ? exit.io.size : 0) && !end) {
+        // A port or MMIO instruction completes on the next KVM_RUN: stop once it has (immediate exit).
+        if (io || mmio) {
+          if (!stepCompleting) exitBreakCompleting = vcpu.immediateExit = true;
+        } else end = afterPark(parkFor(StopKind.EXIT));
+      }
+    }
     if (hooks.length > 0 && !end) {
       for (const h of hooks) {
         const verdict = h({ seq: exits, reason, reasonName: exitReasonName(reason) });

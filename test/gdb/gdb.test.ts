@@ -134,7 +134,11 @@ test("gdb takes every register layout under every OS ABI it may choose (none, GN
           const x = e as { stdout?: string; stderr?: string };
           assert.fail(`gdb ${arch} osabi ${osabi ?? "of the file"}: ${x.stdout ?? ""}${x.stderr ?? ""}`);
         }
-        assert.doesNotMatch(out, /internal-error|rejected/, `${arch} osabi ${osabi ?? "of the file"}: ${out}`);
+        assert.doesNotMatch(
+          out,
+          /internal-error|rejected/,
+          `${arch} osabi ${osabi ?? "of the file"}: ${out}`,
+        );
         // With a 32-bit file and the i8086 layout gdb shows the file's i386 (it disassembles as i8086 once
         // connected: the real-mode test).
         if (osabi) assert.match(out, new RegExp(`currently "${arch}"`), `${arch} osabi ${osabi}: ${out}`);
@@ -245,6 +249,51 @@ test("monitor commands: mode, regs sys, translate, phys, sstep, help", async () 
   assert.match(o, /single steps: interrupts delivered/);
   assert.match(o, /unknown monitor command 'nonsense'/);
   assert.equal(r.status, 12);
+});
+
+test("monitor exits and break-on: stop after the next port access, MMIO access, exit reason", async () => {
+  const g = modesGuest();
+  const s = g.sym;
+  const r = await runWithGdb({
+    guest: g.bin,
+    args: ["--gdb-wait"],
+    script: [
+      `symbol-file ${g.elf}`,
+      "monitor exits",
+      "monitor break-on io 0x10000",
+      "monitor break-on exit NONSENSE",
+      "monitor break-on io 0x80",
+      "continue",
+      "echo @@io\\n",
+      "p/x $pc",
+      "monitor break-on mmio 0xd0001002",
+      "continue",
+      "echo @@mmio\\n",
+      "p/x $pc",
+      "monitor exits",
+      "monitor break-on exit io",
+      "monitor break-on off",
+      "kill",
+    ],
+  });
+  const o = r.gdb;
+  assert.match(o, /vCPU 0: no exit yet/);
+  assert.match(o, /break-on io: PORT is 0\.\.0xffff/);
+  assert.match(o, /'NONSENSE' is not a KVM exit reason/);
+  // After the IN (2 bytes) at real_in: the next instruction, with the exit named.
+  assert.match(o, /vmtool: vCPU 0 stopped after exit IO \(port 0x80 in\)/);
+  assert.match(after(o, "@@io"), new RegExp(`= ${hx(s.real_write)}`));
+  // The 4-byte write at 0xd0001000 covers 0xd0001002; the stop is after the instruction.
+  assert.match(o, /stopped after exit MMIO \(0xd0001000, 4 bytes written\)/);
+  const mmio = after(o, "@@mmio");
+  assert.match(mmio, new RegExp(`= ${hx(s.long_after_mmio)}`));
+  assert.match(mmio, /last exit: MMIO \(6\) 0xd0001000 write/);
+  // R, P, L on 0xE9 and the IN: four port exits, and the MMIO write.
+  assert.match(mmio, /IO\s+4\n/);
+  assert.match(mmio, /MMIO\s+1\n/);
+  assert.match(o, /the next IO exit stops the VM/);
+  assert.match(o, /break-on: off/);
+  assert.equal(r.status, 12, r.stderr);
 });
 
 test("two and four vCPUs are threads: info threads, thread N, step one while the others stay stopped", async () => {

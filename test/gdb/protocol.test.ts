@@ -87,7 +87,7 @@ const le = (n: number, bytes: number) => {
   return b.toString("hex");
 };
 
-test("the stub through its protocol: breakpoints, steps, watchpoint, Ctrl-C, bad input, a second client, a vanished one", async () => {
+test("the stub through its protocol: breakpoints, steps, watchpoint, break-on io, Ctrl-C, bad input, a second client, a vanished one", async () => {
   const g = modesGuest();
   const s = g.sym;
   const sock = join(work, "stub.sock");
@@ -159,6 +159,14 @@ test("the stub through its protocol: breakpoints, steps, watchpoint, Ctrl-C, bad
     // Memory outside RAM, and a breakpoint there.
     assert.equal(await ask("m7fff0000000,10"), "E14");
     assert.match(await ask("Z0,7fff0000000,1"), /^E\..*not/);
+    // monitor break-on io: a stop after the IN at real_in, the instruction complete (AL read), on either
+    // backend (the port exit's instruction is completed by a KVM_RUN with immediate_exit).
+    const rcmd = (t: string) => `qRcmd,${Buffer.from(t).toString("hex")}`;
+    assert.equal(await ask(rcmd("break-on io 0x80")), "OK");
+    const ioStop: string[] = [];
+    assert.match(await ask("vCont;c", ioStop), /^T05thread:1;/);
+    assert.match(ioStop.join(""), /stopped after exit IO \(port 0x80 in\)/);
+    assert.equal((await ask("p8")).slice(0, 8), le(s.real_write, 4));
     // Planted bytes never show; the guest's code is what reads return.
     const before = await ask(`m${s.long_out.toString(16)},2`);
     assert.equal(await ask(`Z0,${s.long_out.toString(16)},1`), "OK");
