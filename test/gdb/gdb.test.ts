@@ -7,7 +7,11 @@ import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { runWithGdb, modesGuest, hx } from "./harness.js";
+import { runWithGdb, modesGuest, hx, freePort } from "./harness.js";
+import { spawnSync } from "node:child_process";
+import { createServer } from "node:net";
+import { readFileSync } from "node:fs";
+import { CLI } from "../helpers/paths.js";
 import { GUEST_OUT, guests } from "../helpers/guests.js";
 import { GDB_ARCHES, targetXml } from "../../src/gdb/registers.js";
 
@@ -160,6 +164,64 @@ test("a 32-bit guest under gdb's GNU/Linux OS ABI: gdb connects and reads fs_bas
   assert.doesNotMatch(r.gdb, /internal-error/);
   assert.match(after(r.gdb, "@@regs"), /fs_base\s+0x0/);
   assert.equal(r.status, 12, r.stderr);
+});
+
+test("gdb -ex 'target remote :PORT' guest.elf works with nothing else: --gdb tcp::PORT on 127.0.0.1", async () => {
+  const r = await runWithGdb({
+    guest: smpHello(),
+    file: smpHello(),
+    tcp: true,
+    args: ["--gdb-wait"],
+    script: ["echo @@regs\\n", "info registers eip cr0", "x/1i $pc", "kill"],
+  });
+  const regs = after(r.gdb, "@@regs");
+  assert.match(r.stderr, /gdb: listening on 127\.0\.0\.1:\d+/);
+  assert.match(regs, /eip\s+0x[0-9a-f]+\s+0x[0-9a-f]+ <_start/);
+  assert.match(regs, /cr0\s+0x\w+\s+\[ PE /);
+  assert.equal(r.status, 12, r.stderr);
+});
+
+test("bad --gdb options: one error line, status 2, nothing touched", async () => {
+  const g = modesGuest();
+  const dir = mkdtempSync(join(tmpdir(), "vmtool-gdb-opts-"));
+  const busy = createServer();
+  try {
+    const file = join(dir, "not-a-socket");
+    writeFileSync(file, "keep me");
+    const port = await freePort();
+    await new Promise<void>((resolve) => busy.listen(port, "127.0.0.1", resolve));
+    const cases: [string[], RegExp][] = [
+      [["--gdb-wait"], /--gdb-wait needs --gdb/],
+      [["--gdb-arch", "i386"], /--gdb-arch needs --gdb/],
+      [["-s", "--gdb", "tcp::1"], /give one of -s and --gdb/],
+      [["--gdb", "tcp::99999"], /'99999' is not a TCP port/],
+      [["--gdb", "tcp:::1:5"], /IPv6 address in brackets/],
+      [["--gdb", "unix:"], /no socket path/],
+      [["--gdb", `unix:${file}`], /the path exists and is not a socket/],
+      [["--gdb", `tcp::${port}`], /cannot listen: EADDRINUSE/],
+      [["--gdb", "tcp::1", "--gdb-arch", "sparc"], /--gdb-arch/],
+      [["--gdb", "tcp::1", "--introspect", `listen:${join(dir, "k")}`], /give one of them/],
+    ];
+    for (const [args, msg] of cases) {
+      const r = spawnSync(process.execPath, [CLI, "run", ...args, g.bin], {
+        encoding: "utf8",
+        timeout: 60_000,
+      });
+      assert.equal(r.status, 2, `${args.join(" ")}: ${r.stderr}`);
+      assert.match(r.stderr, msg, args.join(" "));
+      // (The option parser's own errors add the hint "(run with --help for usage)".)
+      const lines = r.stderr
+        .trim()
+        .split("\n")
+        .filter((l) => !/^\(run with --help/.test(l));
+      assert.equal(lines.length, 1, `one line: ${r.stderr}`);
+      assert.equal(r.stdout, "", "the guest never ran");
+    }
+    assert.equal(readFileSync(file, "utf8"), "keep me");
+  } finally {
+    busy.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test("Ctrl-C stops a spinning guest; detach lets it finish with its usual exit status", async () => {

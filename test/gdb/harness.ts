@@ -5,6 +5,7 @@ import { spawn, execFileSync, type ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createServer, type AddressInfo } from "node:net";
 import { CLI, DIST, ROOT } from "../helpers/paths.js";
 
 export interface GdbRun {
@@ -29,6 +30,8 @@ export interface GdbRunOptions {
   file?: string;
   /** gdb commands before `target remote`. */
   before?: string[];
+  /** Listen on TCP (127.0.0.1, a port free when the run starts; gdb connects to `:PORT`) instead of a socket file. */
+  tcp?: boolean;
   /**
    * Polled while gdb runs, with gdb's output and the guest's so far: returns true to be called again (gdb may
    * not have acted on what the callback did yet), false when it is done.
@@ -41,12 +44,26 @@ const work = mkdtempSync(join(tmpdir(), "vmtool-gdb-test-"));
 process.on("exit", () => rmSync(work, { recursive: true, force: true }));
 let runs = 0;
 
+/** A TCP port that was free a moment ago (the kernel's choice for port 0). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const port = (srv.address() as AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
 export async function runWithGdb(o: GdbRunOptions): Promise<GdbRun> {
   const n = ++runs;
-  const sock = join(work, `gdb-${n}.sock`);
+  const port = o.tcp ? await freePort() : 0;
+  const sock = o.tcp ? `:${port}` : join(work, `gdb-${n}.sock`);
   const script = join(work, `script-${n}.gdb`);
   writeFileSync(script, ["set pagination off", "set confirm off", ...o.script].join("\n") + "\n");
-  const vm = spawn(process.execPath, [CLI, "run", "--gdb", `unix:${sock}`, ...(o.args ?? []), o.guest], {
+  const dev = o.tcp ? `tcp::${port}` : `unix:${sock}`;
+  const vm = spawn(process.execPath, [CLI, "run", "--gdb", dev, ...(o.args ?? []), o.guest], {
     stdio: ["ignore", "pipe", "pipe"],
   });
   let stdout = "";

@@ -208,3 +208,86 @@ test("the stub through its protocol: breakpoints, steps, watchpoint, break-on io
     vm.kill("SIGKILL");
   }
 });
+
+test("the rest of the protocol: threads (two vCPUs), qAttached, qOffsets, G/P/X, vCont C/S/t, read and access watchpoints, k", async () => {
+  const g = modesGuest();
+  const s = g.sym;
+  const sock = join(work, "stub2.sock");
+  const vm = spawn(
+    process.execPath,
+    [CLI, "run", "--gdb", `unix:${sock}`, "--gdb-wait", "--cpus", "2", g.bin],
+    {
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
+  let stderr = "";
+  let stdout = "";
+  vm.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+  const listening = new Promise<void>((resolve) =>
+    vm.stderr.on("data", (d: Buffer) => {
+      stderr += d.toString();
+      if (stderr.includes("listening")) resolve();
+    }),
+  );
+  const ended = new Promise<number | null>((resolve) => vm.on("close", (code) => resolve(code)));
+  const timer = setTimeout(() => vm.kill("SIGKILL"), 300_000);
+  try {
+    await listening;
+    const c = await Client.open(sock);
+    const ask = (body: string, consoleOut: string[] = []) => c.ask(body, consoleOut);
+    assert.match(await ask("qSupported:swbreak+;hwbreak+;vContSupported+"), /vContSupported\+/);
+    assert.match(await ask("vCont?"), /^vCont;c;C;s;S;t;r$/);
+    assert.equal(await ask("qAttached"), "1");
+    assert.equal(await ask("qOffsets"), "Text=0;Data=0;Bss=0");
+    // Each vCPU a thread; the AP waits for INIT-SIPI.
+    assert.equal(await ask("qfThreadInfo"), "m1,2");
+    assert.equal(await ask("qsThreadInfo"), "l");
+    assert.equal(await ask("qC"), "QC1");
+    assert.equal(await ask("T2"), "OK");
+    assert.equal(await ask("T3"), "E01");
+    const extra = (t: number) => ask(`qThreadExtraInfo,${t}`).then((h) => Buffer.from(h, "hex").toString());
+    assert.match(await extra(1), /vCPU 0.*real mode/);
+    assert.match(await extra(2), /vCPU 1.*INIT-SIPI/);
+    assert.equal(await ask("Hg2"), "OK");
+    assert.match(await ask("p8"), /^[0-9a-f]{8}$/);
+    assert.equal(await ask("Hg1"), "OK");
+    // G writes what g read (unchanged), P one register: eax (register 0) of vCPU 0.
+    const regs = await ask("g");
+    assert.equal(await ask(`G${regs}`), "OK");
+    assert.equal(await ask("g"), regs);
+    assert.equal(await ask(`P0=${le(0x12345678, 4)}`), "OK");
+    assert.equal(await ask("p0"), le(0x12345678, 4));
+    // X (binary write, with an escaped '}' byte) and M, read back with m, in the guest's scratch data.
+    const at = s.counter.toString(16);
+    const old = await ask(`m${at},4`);
+    // 0x7d is the escape byte: each data byte 0x7d is sent as 0x7d 0x5d.
+    c.socket.write(
+      framePacket(Buffer.concat([Buffer.from(`X${at},2:`), Buffer.from([0x7d, 0x5d, 0x7d, 0x5d])])),
+    );
+    assert.equal(await c.next(), "+");
+    assert.equal(await c.next(), "OK");
+    assert.equal(await ask(`m${at},2`), "7d7d");
+    assert.equal(await ask(`M${at},4:${old}`), "OK");
+    // Read and access watchpoints on the counter: the read watchpoint is served by the page method or
+    // refused (empty: gdb then asks for an access one, as with QEMU); the access one stops at its write.
+    const z3 = await ask(`Z3,${at},4`);
+    assert.ok(z3 === "OK" || z3 === "", `Z3: ${z3}`);
+    if (z3 === "OK") assert.equal(await ask(`z3,${at},4`), "OK");
+    assert.equal(await ask(`Z4,${at},4`), "OK");
+    // vCont;C (a signal given back is dropped: the guest has no signals) with t for the other thread.
+    assert.match(await ask("vCont;C05:1;t"), new RegExp(`^T05thread:1;awatch:${at};`));
+    assert.equal(await ask(`z4,${at},4`), "OK");
+    // vCont;S steps like s.
+    const before = Buffer.from((await ask("p8")).slice(0, 8), "hex").readUInt32LE(0);
+    assert.match(await ask("vCont;S05:1"), /^T05thread:1;$/);
+    const afterStep = Buffer.from((await ask("p8")).slice(0, 8), "hex").readUInt32LE(0);
+    assert.ok(afterStep > before && afterStep - before <= 15, `one instruction: ${before} -> ${afterStep}`);
+    // k ends the run with status 12.
+    c.socket.write(framePacket("k"));
+    assert.equal(await ended, 12, stderr);
+    assert.equal(stdout.includes("B"), false, "the guest did not reach its end");
+  } finally {
+    clearTimeout(timer);
+    vm.kill("SIGKILL");
+  }
+});
