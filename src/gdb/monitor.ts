@@ -61,7 +61,11 @@ export async function runMonitorCommand(ctx: MonitorContext, line: string): Prom
           return `single steps: interrupts ${ctx.stepIrq ? "delivered" : "held off (KVM_GUESTDBG_BLOCKIRQ)"}\n`;
         if (args[0] === "irq" && (args[1] === "on" || args[1] === "off")) {
           ctx.stepIrq = args[1] === "on";
-          return `single steps: interrupts ${ctx.stepIrq ? "delivered" : "held off"}\n`;
+          return ctx.stepIrq
+            ? "single steps: interrupts delivered. An interrupt taken during a step has the trap flag KVM steps " +
+                "with in the EFLAGS it saves (why KVM_GUESTDBG_BLOCKIRQ exists): when its handler returns, the " +
+                "guest takes a debug exception (#DB) of its own\n"
+            : "single steps: interrupts held off\n";
         }
         return "usage: monitor sstep [irq on|off]\n";
       case "exits":

@@ -59,6 +59,7 @@ const forwarder = new IoForwarder(start.io.buffer, start.vcpu.id, start.io.doorb
 for (const r of start.io.pio) pio.register(r.base, r.size, forwarder.pioDevice(r.name, r.base));
 for (const r of start.io.mmio) mmio.register(r.base, r.size, forwarder.mmioDevice(r.name, r.base));
 const smp = start.cpuCount > 1;
+const irqchip = start.irqchip;
 /** The VM-control core's agent in this thread (src/debug/ drives it through the debug block). */
 const agent = new VcpuDebugAgent(vcpu, start.debug);
 const ramSize = start.ram.size;
@@ -290,9 +291,31 @@ function parkFor(kind: StopKindValue): Resume {
 
 /** After a park: STEP starts a single step; CRASH ends the run. */
 function afterPark(r: Resume): RunEnd | undefined {
-  if (r.action === ResumeAction.CRASH) return crashed();
-  if (r.action === ResumeAction.STEP) agent.beginStep();
-  return undefined;
+  for (;;) {
+    if (r.action === ResumeAction.CRASH) return crashed();
+    if (r.action !== ResumeAction.STEP) return undefined;
+    if (!stepOverHlt()) {
+      agent.beginStep();
+      return undefined;
+    }
+    r = parkFor(StopKind.SINGLESTEP);
+  }
+}
+
+/**
+ * With the in-kernel irqchip, a step whose instruction is HLT is done here: RIP goes past it and the step is
+ * over, the vCPU not halted (as KVM steps HLT without an irqchip). kvm_pvm's emulator, single-stepping a HLT
+ * there, leaves the vCPU so that the next interrupt that wakes it from a later HLT keeps it halted inside the
+ * handler with IF=0: the guest never runs again. Returns whether it did the step.
+ */
+function stepOverHlt(): boolean {
+  if (!irqchip) return false;
+  const rip = vcpu.getRip();
+  const t = vcpu.translate(BigInt.asUintN(64, vcpu.getSregs().cs.base + rip));
+  if (!t.valid || t.gpa >= BigInt(ramSize)) return false;
+  if (hookCtx.memory.read(Number(t.gpa), 1)[0] !== 0xf4) return false;
+  vcpu.setRegs({ rip: rip + 1n });
+  return true;
 }
 
 function crashed(): RunEnd {

@@ -358,6 +358,71 @@ test("monitor exits and break-on: stop after the next port access, MMIO access, 
   assert.equal(r.status, 12, r.stderr);
 });
 
+test("single steps hold interrupts off by default; steps over HLT with the in-kernel irqchip, then detach: the guest finishes; monitor sstep irq on lets them in", async () => {
+  guests();
+  const elf = join(GUEST_OUT, "pit-ticks.elf");
+  // pit-ticks waits for 10 timer ticks in `sti; hlt; mov ticks,%eax; cmp; jbe` (1 kHz PIT, IRQ 0).
+  const dis = execFileSync("objdump", ["-d", elf], { encoding: "utf8" });
+  const sti = /^\s+([0-9a-f]+):\s+fb\s+sti\s*\n\s+[0-9a-f]+:\s+f4\s+hlt/m.exec(dis);
+  assert.ok(sti, "the sti; hlt loop of pit-ticks");
+  const loop = parseInt(sti[1], 16);
+  const inLoop = `($pc >= ${hx(loop)} && $pc < ${hx(loop + 16)})`;
+  const toLoop = [`hbreak *${hx(loop)}`, "continue", "delete"];
+  // 300 steps (60 rounds of the loop, over 60 HLTs) with interrupts held off: never outside the loop.
+  const blocked = await runWithGdb({
+    guest: elf,
+    file: elf,
+    args: ["--pit", "--gdb-wait"],
+    script: [
+      ...toLoop,
+      "set $t0 = (int)ticks",
+      "set $i = 0",
+      "set $out = 0",
+      "while $i < 300",
+      "  stepi",
+      `  if !${inLoop}`,
+      "    set $out = $out + 1",
+      "  end",
+      "  set $i = $i + 1",
+      "end",
+      "echo @@blocked\\n",
+      "p $out",
+      "p (int)ticks - $t0",
+      "detach",
+    ],
+  });
+  assert.match(
+    after(blocked.gdb, "@@blocked"),
+    /\$\d+ = 0\s+\$\d+ = 0/,
+    "no step left the loop, no tick taken",
+  );
+  // After stepping HLTs the guest still takes its ticks and ends as it does without gdb.
+  assert.match(blocked.stdout, /pit-ticks: 10 timer interrupts on IRQ 0/);
+  assert.equal(blocked.status, 0, blocked.stderr);
+
+  // With interrupts let in, a step lands in the timer handler (bounded: the PIT ticks every millisecond).
+  const irq = await runWithGdb({
+    guest: elf,
+    file: elf,
+    args: ["--pit", "--gdb-wait"],
+    script: [
+      ...toLoop,
+      "monitor sstep irq on",
+      "set $i = 0",
+      `while $i < 5000 && ${inLoop}`,
+      "  stepi",
+      "  set $i = $i + 1",
+      "end",
+      "echo @@irq\\n",
+      "info symbol $pc",
+      "kill",
+    ],
+  });
+  assert.match(irq.gdb, /interrupts delivered\. An interrupt taken during a step has the trap flag/);
+  assert.match(after(irq.gdb, "@@irq"), /pit_isr|pit_handler|pic_eoi/);
+  assert.equal(irq.status, 12, irq.stderr);
+});
+
 test("two and four vCPUs are threads: info threads, thread N, step one while the others stay stopped", async () => {
   for (const cpus of [2, 4]) {
     const r = await runWithGdb({
