@@ -423,6 +423,34 @@ test("single steps hold interrupts off by default; steps over HLT with the in-ke
   assert.equal(irq.status, 12, irq.stderr);
 });
 
+test("a fault stops the VM for gdb instead of ending the run: the state is readable, continue faults again, kill", async () => {
+  guests();
+  const elf = join(GUEST_OUT, "triple-fault.elf");
+  const r = await runWithGdb({
+    guest: elf,
+    file: elf,
+    args: ["--gdb-wait"],
+    script: [
+      "continue",
+      "echo @@fault\\n",
+      "p/x $pc",
+      "p/x $idtr_limit",
+      "monitor exits",
+      "continue",
+      "echo @@again\\n",
+      "kill",
+    ],
+  });
+  const o = r.gdb;
+  // A triple fault (SIGSEGV) or, where KVM's emulator runs the guest, an emulation failure (SIGILL).
+  assert.match(o, /vmtool: the guest cannot go on: .*; the vCPU is stopped for inspection/);
+  assert.match(after(o, "@@fault"), /= 0x[0-9a-f]+\s+\$\d+ = 0x0\s/, "registers readable: the empty IDT");
+  assert.match(o, /Program received signal (SIGSEGV|SIGILL)/);
+  assert.match(after(o, "@@fault"), /Program (received|terminated with) signal (SIGSEGV|SIGILL)/);
+  assert.equal(r.stdout, "!");
+  assert.equal(r.status, 12, r.stderr);
+});
+
 test("two and four vCPUs are threads: info threads, thread N, step one while the others stay stopped", async () => {
   for (const cpus of [2, 4]) {
     const r = await runWithGdb({
