@@ -70,6 +70,12 @@ export const REQ = {
   FLUSH: 16,
   /** The VM-control core changed the guest-debug settings in the debug block: apply them. */
   DEBUG: 32,
+  /**
+   * The VM-control core posted a command for the parked thread: set with the command so that the request
+   * word changes (the parked thread waits on it; a wake-up with the word unchanged could come before the
+   * wait, and be lost until the wait's timeout).
+   */
+  COMMAND: 64,
 } as const;
 
 export function createControlBuffer(): SharedArrayBuffer {

@@ -278,9 +278,13 @@ function parkFor(kind: StopKindValue): Resume {
     Atomics.notify(ctl, CTL.STATE);
     post({ type: "paused", kind });
     for (;;) {
+      // Cleared before the command area is looked at: a command posted after this sets it again, so the wait
+      // below, on the request word, cannot miss it.
+      Atomics.and(ctl, CTL.REQUEST, ~REQ.COMMAND);
       serve();
       const req = Atomics.load(ctl, CTL.REQUEST);
       if (!(req & REQ.PAUSE) || req & REQ.STOP) break;
+      if (req & REQ.COMMAND) continue; // posted while serve() looked: serve it
       // The core rings CTL.REQUEST (notify) when it posts a command or resumes.
       Atomics.wait(ctl, CTL.REQUEST, req, 1000);
     }
@@ -408,6 +412,8 @@ function handleInternalError(): RunEnd | undefined {
 /** Serve the main thread's requests. Returns how the run ends when asked to stop or when the guest is done. */
 function serveRequests(): RunEnd | undefined {
   const req = Atomics.load(ctl, CTL.REQUEST);
+  // Only a parked thread serves commands (parkFor); a bit left over from one is dropped.
+  if (req & REQ.COMMAND) Atomics.and(ctl, CTL.REQUEST, ~REQ.COMMAND);
   if (req & REQ.STOP) return { kind: "stopped", reason: "stopped" };
   if (req & REQ.OUTPUT_FAILED && out.failure) return out.failure;
   if (req & REQ.FLUSH) {
