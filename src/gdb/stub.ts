@@ -387,13 +387,13 @@ class Session implements MonitorContext {
     this.work = this.work.then(() => this.removeEverything()).finally(() => this.onClose());
   }
 
-  private removeEverything(): void {
+  private async removeEverything(): Promise<void> {
     try {
       for (const a of this.swBreaks) this.control.removeSwBreakpoint(a);
       this.swBreaks.clear();
       for (const slot of this.hwBreaks.values()) this.control.clearHwBreakpoint(slot);
       this.hwBreaks.clear();
-      for (const w of [...this.watches]) this.dropWatch(w);
+      for (const w of [...this.watches]) await this.dropWatch(w);
       this.inFlight.clear();
       this.control.stopOnFault = false;
       this.control.exitBreakTaken();
@@ -445,10 +445,10 @@ class Session implements MonitorContext {
       case "S":
         return this.simpleResume(c, text.slice(1));
       case "D":
-        this.detach();
+        await this.detach();
         return undefined;
       case "k":
-        this.kill();
+        await this.kill();
         return undefined;
       case "q":
         return this.query(text);
@@ -460,7 +460,7 @@ class Session implements MonitorContext {
         }
         return "";
       case "v":
-        return this.vPacket(text);
+        return await this.vPacket(text);
       default:
         return "";
     }
@@ -496,12 +496,12 @@ class Session implements MonitorContext {
     );
   }
 
-  private vPacket(text: string): string | undefined {
+  private async vPacket(text: string): Promise<string | undefined> {
     if (text === "vCont?") return "vCont;c;C;s;S;t;r";
     if (text.startsWith("vCont;")) return this.vCont(text.slice(6));
     if (text.startsWith("vKill")) {
       this.send("OK");
-      this.kill();
+      await this.kill();
       return undefined;
     }
     if (text === "vMustReplyEmpty") return "";
@@ -735,7 +735,7 @@ class Session implements MonitorContext {
     const wkind: WatchKind = type === 2 ? "write" : type === 3 ? "read" : "access";
     if (!insert) {
       const w = this.watches.find((x) => x.linear === addr && x.len === kind && x.kind === wkind);
-      if (w) this.dropWatch(w);
+      if (w) await this.dropWatch(w);
       return "OK";
     }
     return this.addWatch(addr, kind, wkind);
@@ -769,19 +769,19 @@ class Session implements MonitorContext {
     }
     const w: Watch = { linear, len, kind, gpas };
     this.watches.push(w);
-    this.protectFor();
+    await this.protectFor();
     return "OK";
   }
 
-  private dropWatch(w: Watch): void {
+  private async dropWatch(w: Watch): Promise<void> {
     const i = this.watches.indexOf(w);
     if (i >= 0) this.watches.splice(i, 1);
     if (w.slot !== undefined) this.control.clearHwBreakpoint(w.slot);
-    else this.protectFor(w);
+    else await this.protectFor(w);
   }
 
   /** Page protection as the watches need it (and `released`'s pages given back where no watch needs them). */
-  private protectFor(released?: Watch): void {
+  private async protectFor(released?: Watch): Promise<void> {
     const want = new Map<number, "r" | "none">();
     for (const w of this.watches)
       for (const g of w.gpas)
@@ -789,11 +789,13 @@ class Session implements MonitorContext {
           const access = w.kind === "write" ? "r" : "none";
           if (want.get(p) !== "none") want.set(p, access);
         }
+    const changes: { gpa: number; len: number; access: "r" | "none" | "rw" }[] = [];
     for (const [page, access] of want)
-      if (this.control.pageAccess(page) !== access) this.control.protectPages(page, 4096, access);
+      if (this.control.pageAccess(page) !== access) changes.push({ gpa: page, len: 4096, access });
     for (const g of released?.gpas ?? [])
       for (let p = g.gpa & ~0xfff; p < g.gpa + g.len; p += 4096)
-        if (!want.has(p)) this.control.protectPages(p, 4096, "rw");
+        if (!want.has(p)) changes.push({ gpa: p, len: 4096, access: "rw" });
+    if (changes.length > 0) await this.control.changePageAccess(changes);
   }
 
   /** The watch (page method) that an access of `len` bytes at guest-physical `gpa` hits. */
@@ -1034,16 +1036,16 @@ class Session implements MonitorContext {
     );
   }
 
-  private detach(): void {
-    this.removeEverything();
+  private async detach(): Promise<void> {
+    await this.removeEverything();
     this.send("OK");
     this.control.resume();
     this.close();
   }
 
-  private kill(): void {
+  private async kill(): Promise<void> {
     this.stub.killed = true;
-    this.removeEverything();
+    await this.removeEverything();
     // The run ends; the connection is closed by gdb, or at the run's end.
     this.stub.opts.onKill();
   }

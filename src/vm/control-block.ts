@@ -71,9 +71,8 @@ export const REQ = {
   /** The VM-control core changed the guest-debug settings in the debug block: apply them. */
   DEBUG: 32,
   /**
-   * The VM-control core posted a command for the parked thread: set with the command so that the request
-   * word changes (the parked thread waits on it; a wake-up with the word unchanged could come before the
-   * wait, and be lost until the wait's timeout).
+   * The VM-control core posted a command in the debug block. It wakes a parked worker: the bit changes the word
+   * the worker waits on, so a command posted just before the wait cannot go unseen. No meaning while running.
    */
   COMMAND: 64,
 } as const;
