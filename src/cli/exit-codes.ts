@@ -19,6 +19,8 @@ export const ExitCode = {
    * `vmtool introspect`, or the tool of `vmtool run --introspect` with `--introspect-on-timeout stop`.
    */
   PEER: 12,
+  /** `run --gdb`: the debugger killed the guest (gdb's `kill`). */
+  GDB_KILLED: 13,
   /** SIGHUP (128 + 1): the terminal hung up. */
   HANGUP: 129,
   /** SIGINT (128 + 2): Ctrl-C, or Ctrl-A x typed on a raw terminal. */

@@ -44,7 +44,17 @@ import {
 } from "../vm/vcpu-state.js";
 import type { Vm } from "../vm/vm.js";
 import type { PageAccess } from "../vm/memory-slots.js";
-import { DBG, MAX_SW_BREAKPOINTS, ResumeAction, StopKind, WANT, writeU64 } from "../vmm/debug-block.js";
+import {
+  DBG,
+  EXIT_BREAK,
+  EXIT_COUNT_SLOTS,
+  MAX_SW_BREAKPOINTS,
+  ResumeAction,
+  StopKind,
+  WANT,
+  readU64,
+  writeU64,
+} from "../vmm/debug-block.js";
 import type { RunningMachine } from "../vmm/machine.js";
 import { debugMethods, detectBackend, type Backend, type DebugMethods } from "./backend.js";
 import { VmControlError, VmControlUnsupported } from "./errors.js";
@@ -193,6 +203,51 @@ export class VmControl {
     return this.int3;
   }
 
+  /**
+   * Park the vCPU that makes the next exit of a kind (StopKind.EXIT, once; the first vCPU to make it): a port
+   * exit at port `arg`, an MMIO exit that covers GPA `arg`, or an exit with KVM exit reason `arg`. A port or
+   * MMIO instruction has completed when the vCPU parks. EXIT_BREAK.NONE cancels.
+   */
+  breakOnExit(kind: (typeof EXIT_BREAK)[keyof typeof EXIT_BREAK], arg = 0n): void {
+    for (const v of this.vcpus) {
+      Atomics.store(v.words, DBG.EXIT_BREAK, EXIT_BREAK.NONE);
+      writeU64(v.words, DBG.EXIT_BREAK_ARG_LO, arg);
+      Atomics.store(v.words, DBG.EXIT_BREAK, kind);
+    }
+  }
+
+  /** Cancel the request of breakOnExit on every vCPU once one of them made that exit. */
+  exitBreakTaken(): void {
+    this.breakOnExit(EXIT_BREAK.NONE);
+  }
+
+  /**
+   * A vCPU's exits by KVM exit reason since it started (reasons of EXIT_COUNT_SLOTS - 1 and higher counted
+   * together), and its last exit. Exact while the vCPU is parked; a running vCPU's counts move on.
+   */
+  exitCounts(index: number): {
+    counts: Map<number, number>;
+    last: { reason: number; addr: bigint | undefined; write: boolean } | undefined;
+  } {
+    const w = this.link(index).words;
+    const counts = new Map<number, number>();
+    for (let r = 0; r < EXIT_COUNT_SLOTS; r++) {
+      const n = w[DBG.EXIT_COUNTS + r] >>> 0;
+      if (n) counts.set(r, n);
+    }
+    const total = [...counts.values()].reduce((a, b) => a + b, 0);
+    const hi = w[DBG.LAST_EXIT_ADDR_HI];
+    const last =
+      total === 0
+        ? undefined
+        : {
+            reason: w[DBG.LAST_EXIT],
+            addr: hi === -1 ? undefined : readU64(w, DBG.LAST_EXIT_ADDR_LO),
+            write: w[DBG.LAST_EXIT_WRITE] !== 0,
+          };
+    return { counts, last };
+  }
+
   /** Whether a fault (triple fault, emulation failure) parks the vCPU for inspection instead of ending the run. */
   set stopOnFault(on: boolean) {
     for (const v of this.vcpus) {
@@ -301,6 +356,16 @@ export class VmControl {
     };
   }
 
+  /** Write the debug registers of a stopped vCPU (the guest's own DR0-DR3, DR6, DR7). */
+  async setDebugRegs(index: number, d: DebugRegs): Promise<void> {
+    const b = Buffer.alloc(kvm_debugregs.size);
+    const o = kvm_debugregs.off;
+    d.db.forEach((v, i) => b.writeBigUInt64LE(BigInt.asUintN(64, v), o.db + 8 * i));
+    b.writeBigUInt64LE(BigInt.asUintN(64, d.dr6), o.dr6);
+    b.writeBigUInt64LE(BigInt.asUintN(64, d.dr7), o.dr7);
+    await this.parkedLink(index, "writing debug registers").ioctl(KVM.SET_DEBUGREGS, b, "KVM_SET_DEBUGREGS");
+  }
+
   /** MSR values (an MSR KVM does not know is left out of the result). */
   async msrs(index: number, indices: readonly number[]): Promise<Map<number, bigint>> {
     const out = new Map<number, bigint>();
@@ -342,6 +407,13 @@ export class VmControl {
     const b = Buffer.alloc(kvm_fpu.size);
     await this.parkedLink(index, "reading the FPU").ioctl(KVM.GET_FPU, b, "KVM_GET_FPU");
     return b;
+  }
+
+  /** Write struct kvm_fpu (as fpu() reads it). */
+  async setFpu(index: number, area: Uint8Array): Promise<void> {
+    if (area.length !== kvm_fpu.size)
+      throw new VmControlError(`struct kvm_fpu is ${kvm_fpu.size} bytes, not ${area.length}`);
+    await this.parkedLink(index, "writing the FPU").ioctl(KVM.SET_FPU, Buffer.from(area), "KVM_SET_FPU");
   }
 
   /** The 4096-byte XSAVE area (struct kvm_xsave), raw. */
@@ -775,6 +847,7 @@ export class VmControl {
     }
     this.stopOnFault = false;
     this.catchInt3 = false;
+    this.breakOnExit(EXIT_BREAK.NONE);
     for (const v of this.vcpus) Atomics.store(v.words, DBG.ARMED, 0);
     // Whoever waited for stops is done; stops not taken are dropped (their vCPUs are resumed below).
     this.stops.length = 0;

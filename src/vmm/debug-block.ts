@@ -44,10 +44,33 @@ export const DBG = {
   DETAIL: 32,
   /** The planted software breakpoints' linear addresses (lo, hi), MAX_SW_BREAKPOINTS of them. */
   BP_TABLE: 64,
+  /** Park after the next exit of a kind (EXIT_BREAK values), with its argument (lo, hi). */
+  EXIT_BREAK: 192,
+  EXIT_BREAK_ARG_LO: 193,
+  EXIT_BREAK_ARG_HI: 194,
+  /** The vCPU's last exit: KVM exit reason, its port or GPA (lo, hi; port and MMIO exits), 1 for a write. */
+  LAST_EXIT: 195,
+  LAST_EXIT_ADDR_LO: 196,
+  LAST_EXIT_ADDR_HI: 197,
+  LAST_EXIT_WRITE: 198,
+  /** Exits by KVM exit reason since the vCPU started (EXIT_COUNT_SLOTS words; the last one: any higher). */
+  EXIT_COUNTS: 200,
 } as const;
 
 export const MAX_SW_BREAKPOINTS = 64;
-const WORDS = DBG.BP_TABLE + 2 * MAX_SW_BREAKPOINTS;
+export const EXIT_COUNT_SLOTS = 64;
+const WORDS = DBG.EXIT_COUNTS + EXIT_COUNT_SLOTS;
+
+/** Values of DBG.EXIT_BREAK. */
+export const EXIT_BREAK = {
+  NONE: 0,
+  /** A port exit (IN or OUT) at port ARG. */
+  IO: 1,
+  /** An MMIO exit whose access covers guest-physical address ARG. */
+  MMIO: 2,
+  /** An exit with KVM exit reason ARG. */
+  REASON: 3,
+} as const;
 /** Where the scratch area starts (bytes) and its size: room for the largest ioctl buffer (XSAVE, MSR lists). */
 export const SCRATCH_OFFSET = WORDS * 4;
 export const SCRATCH_SIZE = 16 * 1024;
@@ -109,6 +132,8 @@ export const StopKind = {
   DEBUG_OTHER: 10,
   /** The guest ran an INT3 that is not one of the core's breakpoints (WANT.INT3; DETAIL.ADDR: its address). */
   INT3: 11,
+  /** The exit DBG.EXIT_BREAK asked for happened (its instruction completed; DETAIL: EXIT_REASON, ADDR, WRITE). */
+  EXIT: 12,
 } as const;
 export type StopKindValue = (typeof StopKind)[keyof typeof StopKind];
 

@@ -12,7 +12,7 @@
 //     be complete (an OUT: RIP is past it), so the vCPU runs once more with immediate_exit set: EINTR (it was
 //     complete) or KVM_EXIT_DEBUG (the step finished) both end the step, with no instruction run unseen.
 import * as libc from "../kvm/libc.js";
-import { KVM, KVM_GUESTDBG } from "../kvm/ioctls.js";
+import { KVM, KVM_EXIT, KVM_GUESTDBG } from "../kvm/ioctls.js";
 import { RUN, kvm_guest_debug, kvm_msr_entry, kvm_msrs } from "../kvm/structs.js";
 import type { Vcpu } from "../vm/vcpu.js";
 import {
@@ -20,6 +20,8 @@ import {
   CMD_STATE,
   DBG,
   DETAIL,
+  EXIT_BREAK,
+  EXIT_COUNT_SLOTS,
   MAX_SW_BREAKPOINTS,
   ResumeAction,
   STEP,
@@ -127,6 +129,32 @@ export class VcpuDebugAgent {
   endStep(): void {
     this.stepping = false;
     this.writeGuestDebug();
+  }
+
+  /**
+   * Count an exit and remember it as the last one; true when it is the exit DBG.EXIT_BREAK asks for (the
+   * request is then cleared: it stops once). `at` is the port or GPA of a port or MMIO exit (-1 otherwise).
+   */
+  noteExit(reason: number, at: number, write: boolean, len: number): boolean {
+    const w = this.words;
+    w[DBG.EXIT_COUNTS + Math.min(reason, EXIT_COUNT_SLOTS - 1)]++;
+    w[DBG.LAST_EXIT] = reason;
+    w[DBG.LAST_EXIT_ADDR_LO] = at;
+    w[DBG.LAST_EXIT_ADDR_HI] = at < 0 ? -1 : Math.floor(at / 2 ** 32);
+    w[DBG.LAST_EXIT_WRITE] = write ? 1 : 0;
+    const kind = w[DBG.EXIT_BREAK];
+    if (kind === EXIT_BREAK.NONE || !this.armed) return false;
+    const arg = readU64(w, DBG.EXIT_BREAK_ARG_LO);
+    const hit =
+      kind === EXIT_BREAK.REASON
+        ? BigInt(reason) === arg
+        : kind === EXIT_BREAK.IO
+          ? reason === KVM_EXIT.IO && BigInt(at) === arg
+          : reason === KVM_EXIT.MMIO && at >= 0 && arg >= BigInt(at) && arg < BigInt(at + Math.max(len, 1));
+    if (!hit) return false;
+    w[DBG.EXIT_BREAK] = EXIT_BREAK.NONE;
+    this.detail({ EXIT_REASON: reason, ADDR_LO: BigInt(Math.max(at, 0)), WRITE: write ? 1 : 0, LEN: len });
+    return true;
   }
 
   /** Whether `linear` is a planted software breakpoint. */

@@ -60,12 +60,15 @@ const forwarder = new IoForwarder(start.io.buffer, start.vcpu.id, start.io.doorb
 for (const r of start.io.pio) pio.register(r.base, r.size, forwarder.pioDevice(r.name, r.base));
 for (const r of start.io.mmio) mmio.register(r.base, r.size, forwarder.mmioDevice(r.name, r.base));
 const smp = start.cpuCount > 1;
+const irqchip = start.irqchip;
 /** The VM-control core's agent in this thread (src/debug/ drives it through the debug block). */
 const agent = new VcpuDebugAgent(vcpu, start.debug);
 const ramSize = start.ram.size;
 const ramBits = new Uint8Array(start.ram.bits);
 /** A step saw a port or MMIO exit: the next KVM_RUN has immediate_exit set and ends the step. */
 let stepCompleting = false;
+// A port/MMIO exit matched DBG.EXIT_BREAK: the next KVM_RUN (immediate exit) completes it, then the vCPU parks.
+let exitBreakCompleting = false;
 const trace = data.trace;
 const stats = data.stats ? new ExitStats() : undefined;
 const live = new LiveExitCounters(start.counters);
@@ -281,6 +284,8 @@ function parkFor(kind: StopKindValue): Resume {
       serve();
       const req = Atomics.load(ctl, CTL.REQUEST);
       if (!(req & REQ.PAUSE) || req & REQ.STOP) break;
+      if (req & REQ.COMMAND) continue; // posted while serve() looked: serve it
+      // The core rings CTL.REQUEST (notify) when it posts a command or resumes.
       if (req & REQ.COMMAND) continue; // posted while serving
       // The core changes CTL.REQUEST (REQ.COMMAND, or PAUSE cleared) and notifies when it posts or resumes.
       Atomics.wait(ctl, CTL.REQUEST, req, 1000);
@@ -292,9 +297,31 @@ function parkFor(kind: StopKindValue): Resume {
 
 /** After a park: STEP starts a single step; CRASH ends the run. */
 function afterPark(r: Resume): RunEnd | undefined {
-  if (r.action === ResumeAction.CRASH) return crashed();
-  if (r.action === ResumeAction.STEP) agent.beginStep();
-  return undefined;
+  for (;;) {
+    if (r.action === ResumeAction.CRASH) return crashed();
+    if (r.action !== ResumeAction.STEP) return undefined;
+    if (!stepOverHlt()) {
+      agent.beginStep();
+      return undefined;
+    }
+    r = parkFor(StopKind.SINGLESTEP);
+  }
+}
+
+/**
+ * With the in-kernel irqchip, a step whose instruction is HLT is done here: RIP goes past it and the step is
+ * over, the vCPU not halted (as KVM steps HLT without an irqchip). kvm_pvm's emulator, single-stepping a HLT
+ * there, leaves the vCPU so that the next interrupt that wakes it from a later HLT keeps it halted inside the
+ * handler with IF=0: the guest never runs again. Returns whether it did the step.
+ */
+function stepOverHlt(): boolean {
+  if (!irqchip) return false;
+  const rip = vcpu.getRip();
+  const t = vcpu.translate(BigInt.asUintN(64, vcpu.getSregs().cs.base + rip));
+  if (!t.valid || t.gpa >= BigInt(ramSize)) return false;
+  if (hookCtx.memory.read(Number(t.gpa), 1)[0] !== 0xf4) return false;
+  vcpu.setRegs({ rip: rip + 1n });
+  return true;
 }
 
 function crashed(): RunEnd {
@@ -372,6 +399,14 @@ function handleInternalError(): RunEnd | undefined {
       if (agent.stepping) agent.endStep();
       return afterPark(parkFor(agent.isPlanted(linear) ? StopKind.SW_BREAKPOINT : StopKind.INT3));
     }
+    // The guest's own int3 (a 0xCC nobody planted), which kvm_pvm's emulator cannot run outside real mode: the
+    // #BP debug stop it is on VMX/SVM, so that the client can give it back to the guest.
+    const d = RUN.internal.data; // struct emulation_failure: u64 flags, u8 insn_size, u8 insn_bytes[15]
+    if ((run.getUint32(d, true) & 1) !== 0 && run.getUint8(d + 8) > 0 && run.getUint8(d + 9) === 0xcc) {
+      agent.detail({ CODE: 3, ADDR_LO: linear });
+      if (agent.stepping) agent.endStep();
+      return afterPark(parkFor(StopKind.DEBUG_OTHER));
+    }
   }
   return faultOrPark(KVM_EXIT.INTERNAL_ERROR, exitDetail(KVM_EXIT.INTERNAL_ERROR));
 }
@@ -379,6 +414,8 @@ function handleInternalError(): RunEnd | undefined {
 /** Serve the main thread's requests. Returns how the run ends when asked to stop or when the guest is done. */
 function serveRequests(): RunEnd | undefined {
   const req = Atomics.load(ctl, CTL.REQUEST);
+  // Only a parked thread serves commands (parkFor); a bit left over from one is dropped.
+  if (req & REQ.COMMAND) Atomics.and(ctl, CTL.REQUEST, ~REQ.COMMAND);
   if (req & REQ.STOP) return { kind: "stopped", reason: "stopped" };
   if (req & REQ.OUTPUT_FAILED && out.failure) return out.failure;
   if (req & REQ.FLUSH) {
@@ -425,7 +462,16 @@ function runLoop(): RunEnd {
     if (stepCompleting && (reason === KVM_EXIT.INTR || reason === KVM_EXIT.DEBUG)) {
       // The step's instruction was completed by a port/MMIO exit's re-entry (EINTR), or just finished (DEBUG).
       if (reason === KVM_EXIT.INTR) kicks.consume();
+      exitBreakCompleting = false;
       const end = stepDone();
+      if (end) return end;
+      continue;
+    }
+    if (exitBreakCompleting && reason === KVM_EXIT.INTR) {
+      // The instruction of the port/MMIO exit the core asked to stop at is complete: report it.
+      kicks.consume();
+      exitBreakCompleting = false;
+      const end = afterPark(parkFor(StopKind.EXIT));
       if (end) return end;
       continue;
     }
@@ -473,6 +519,18 @@ function runLoop(): RunEnd {
     if (reason !== KVM_EXIT.INTR && ctl[CTL.HALT_VERDICT] !== HaltVerdict.UNKNOWN)
       Atomics.store(ctl, CTL.HALT_VERDICT, HaltVerdict.UNKNOWN);
     ctl[CTL.EXITS] = exits & 0x7fff_ffff;
+    if (reason !== KVM_EXIT.INTR) {
+      const io = reason === KVM_EXIT.IO;
+      const mmio = reason === KVM_EXIT.MMIO;
+      const at = io ? exit.io.port : mmio ? exit.mmio.addr : -1;
+      const write = io ? exit.io.out : mmio && exit.mmio.write;
+      if (agent.noteExit(reason, at, write, mmio ? exit.mmio.data.length : io ? exit.io.size : 0) && !end) {
+        // A port or MMIO instruction completes on the next KVM_RUN: stop once it has (immediate exit).
+        if (io || mmio) {
+          if (!stepCompleting) exitBreakCompleting = vcpu.immediateExit = true;
+        } else end = afterPark(parkFor(StopKind.EXIT));
+      }
+    }
     live.add(reason, address, access);
     if (hooks.length > 0 && !end) {
       for (const h of hooks) {

@@ -86,6 +86,13 @@ export const INNER_TESTS: readonly InnerTest[] = [
       "guest drivers built inside with the carried gcc; virtio-rng and the no-device probe are left out for time",
   },
   {
+    file: "test/gdb/protocol.test.ts",
+    why:
+      "the GDB stub through the test's own remote-protocol client (there is no gdb inside): software " +
+      "breakpoints by the backend's method (0xCC with USE_SW_BP on SVM, 0xF1 on kvm_pvm), a write watchpoint " +
+      "(DR7 on SVM, page protection on kvm_pvm), exact steps over OUT, a range step, Ctrl-C, bad input",
+  },
+  {
     file: "test/debug/vm-control.test.ts",
     why:
       "the VM-control core where debug exits come from the CPU's own virtualization: KVM_GUESTDBG hardware " +
@@ -102,6 +109,8 @@ export const INNER_TESTS: readonly InnerTest[] = [
 
 /** Test files that do not run inside, with the reason. */
 export const NOT_INSIDE: Readonly<Record<string, string>> = {
+  "test/gdb/gdb.test.ts":
+    "drives the stub with real gdb, which is not inside; test/gdb/protocol.test.ts runs the backend-specific paths there",
   "test/kvm/caps.test.ts":
     "compiles C against <linux/kvm.h> with gcc (not inside); the numbers it checks do not depend on the backend",
   "test/kvm/struct-layout.test.ts":

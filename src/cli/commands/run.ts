@@ -7,6 +7,7 @@ import { basename } from "node:path";
 import { UsageError, parseIntOption } from "../errors.js";
 import { writeStderr } from "../action.js";
 import { statusForRun } from "../exit-status.js";
+import { ExitCode } from "../exit-codes.js";
 import { LAYOUT } from "../../vm/machine-layout.js";
 
 /** The built-in demo guest (shipped prebuilt), from this file's place in any output folder. */
@@ -27,6 +28,10 @@ interface RunOptions {
   disk: string[];
   pit?: boolean;
   raw?: boolean;
+  gdb?: string;
+  s?: boolean;
+  gdbWait?: boolean;
+  gdbArch?: string;
   introspect?: string;
   name?: string;
   introspectTimeout: string;
@@ -54,7 +59,7 @@ export function register(program: Command): void {
         "Exit status: 0 the guest halted with interrupts off, (V<<1)|1 the guest wrote V to port 0xF4, 2 bad " +
         "usage or image, 4 guest fault (register dump on stderr), 6 host cannot run VMs, 8 vmtool's bug, 10 the " +
         "guest's output could not be written, 129/130/131/143 SIGHUP/SIGINT (or Ctrl-A x)/SIGQUIT/SIGTERM, " +
-        "141 standard output closed by its reader.",
+        "141 standard output closed by its reader, 13 gdb killed the guest (--gdb, docs/gdb.md).",
     )
     .argument("[file]", "guest image (default: the built-in demo guest)")
     .option(
@@ -116,6 +121,19 @@ export function register(program: Command): void {
       (v: string, acc: string[]) => [...acc, v],
       [] as string[],
     )
+    // The GDB remote stub (docs/gdb.md).
+    .option(
+      "--gdb <dev>",
+      "serve gdb's remote protocol on DEV: tcp::PORT (127.0.0.1), tcp:HOST:PORT, or unix:PATH (mode 0600)",
+    )
+    .option("-s", "short for --gdb tcp::1234")
+    .option("--gdb-wait", "with --gdb: stop before the guest's first instruction until gdb continues it")
+    .addOption(
+      new Option(
+        "--gdb-arch <arch>",
+        "with --gdb: the register layout gdb gets (default: from the vCPU's mode when gdb connects)",
+      ).choices(["i8086", "i386", "i386:x86-64"]),
+    )
     .action(async (file: string | undefined, o: RunOptions) => {
       const status = await runCommand(file, o);
       await exitNow(status);
@@ -132,12 +150,13 @@ async function runCommand(file: string | undefined, o: RunOptions): Promise<numb
   );
   if (memSize % 4096 !== 0) throw new UsageError(`--mem: ${o.mem} is not a multiple of 4 KiB`);
   const cpus = Number(parseIntOption(o.cpus, "--cpus", { min: 1n, max: BigInt(MAX_CPUS) }));
+  const gdb = await gdbOptions(o);
   const { Vm } = await import("../../vm/vm.js");
   // An introspection tool may map guest RAM (VMTOOL_GET_RAM_MAPPING): then it is a memfd.
   const vm = Vm.create({ memSize, pit: o.pit ?? false, sharedRam: o.introspect !== undefined });
   (await import("../../vmm/startup-marks.js")).startupMark("VM created");
   try {
-    return await runWithVm(vm, memSize, cpus, file, o);
+    return await runWithVm(vm, memSize, cpus, file, o, gdb);
   } finally {
     vm.close(); // runMachine has closed it already unless the run never started
   }
@@ -149,6 +168,7 @@ async function runWithVm(
   cpus: number,
   file: string | undefined,
   o: RunOptions,
+  gdb: import("../../gdb/attach.js").GdbRunOptions | undefined,
 ): Promise<number> {
   const disks = o.disk.map(parseDisk);
   const { planVirtio, MAX_VIRTIO_DEVICES } = await import("../../devices/virtio/placement.js");
@@ -171,6 +191,7 @@ async function runWithVm(
       file,
       o,
       disks.map((d, i) => ({ ...d, opened: opened[i].descriptor() })),
+      gdb,
     );
   } finally {
     for (const b of opened) b.close();
@@ -184,6 +205,7 @@ async function runGuest(
   file: string | undefined,
   o: RunOptions,
   disks: { path: string; readOnly: boolean; opened: unknown }[],
+  gdbOpts: import("../../gdb/attach.js").GdbRunOptions | undefined,
 ): Promise<number> {
   const { planVirtio, linuxCmdline } = await import("../../devices/virtio/placement.js");
   const virtio = planVirtio({ rng: o.rng, console: o.console, disks });
@@ -216,6 +238,17 @@ async function runGuest(
   } catch (e) {
     await thread.cancel();
     throw e;
+  }
+  let gdb: import("../../gdb/attach.js").GdbAttachment | undefined;
+  if (gdbOpts) {
+    try {
+      const { GdbAttachment } = await import("../../gdb/attach.js");
+      gdb = await GdbAttachment.listen(gdbOpts, (line) => writeStderr(`vmtool: ${line}\n`));
+    } catch (e) {
+      await thread.cancel();
+      throw e;
+    }
+    gdb.holdBeforeStart(thread.control);
   }
   const { runMachine } = await import("../../vmm/machine.js");
   startupMark("VM layer loaded");
@@ -266,8 +299,9 @@ async function runGuest(
     raw: o.raw ?? true,
     // The process exits as soon as the run is over: threads that said they stopped are not waited for.
     join: false,
-    onStart: introspection ? (m) => introspection.attach(m) : undefined,
-    onPaused: introspection ? (m) => introspection.onPaused(m) : undefined,
+    // At most one of the two (gdbOptions refuses both at once): each drives the vCPUs' debug state.
+    onStart: gdb ? (m) => gdb.onStart(m) : introspection ? (m) => introspection.attach(m) : undefined,
+    onPaused: gdb ? (m) => gdb.onPaused(m) : introspection ? (m) => introspection.onPaused(m) : undefined,
     onEnding: introspection ? () => introspection.finish() : undefined,
     load: (mem) => {
       // The VM was made for this run and no guest code has run yet: its RAM still reads as zero.
@@ -281,7 +315,11 @@ async function runGuest(
   });
 
   const { end } = result;
-  const status = statusForRun(end);
+  let status = statusForRun(end);
+  if (gdb) {
+    if (gdb.killed) status = ExitCode.GDB_KILLED;
+    await gdb.finish(status);
+  }
   if (end.kind === "internal") writeStderr(`vmtool: internal error: ${end.reason}\n`);
   else if (end.kind === "signal" || end.kind === "escape") writeStderr(`vmtool: ${end.reason}\n`);
   else if (end.kind === "output-failed") writeStderr(`vmtool: error: ${end.reason}\n`);
@@ -332,6 +370,25 @@ async function exitNow(status: number): Promise<void> {
   const libc = await import("../../kvm/libc.js");
   process.emit("exit", status);
   libc._exit(status);
+}
+
+/** The --gdb options, checked before any VM exists (undefined: no stub). */
+async function gdbOptions(o: RunOptions): Promise<import("../../gdb/attach.js").GdbRunOptions | undefined> {
+  if (o.gdb !== undefined && o.s) throw new UsageError("-s is --gdb tcp::1234: give one of -s and --gdb");
+  const spec = o.gdb ?? (o.s ? "tcp::1234" : undefined);
+  if (spec !== undefined && o.introspect !== undefined)
+    throw new UsageError("--gdb and --introspect both drive the vCPUs' debug state: give one of them");
+  if (spec === undefined) {
+    if (o.gdbWait) throw new UsageError("--gdb-wait needs --gdb (or -s)");
+    if (o.gdbArch) throw new UsageError("--gdb-arch needs --gdb (or -s)");
+    return undefined;
+  }
+  const { parseGdbEndpoint } = await import("../../gdb/server.js");
+  return {
+    endpoint: parseGdbEndpoint(spec),
+    wait: o.gdbWait ?? false,
+    arch: o.gdbArch as import("../../gdb/registers.js").GdbArch | undefined,
+  };
 }
 
 /** `--disk FILE[,ro]`: the file, read-only when it ends in ",ro" (",rw" is accepted too). */
