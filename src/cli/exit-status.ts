@@ -43,6 +43,8 @@ export function statusForRun(end: RunEnd): number {
       return exitPortStatus(end.value);
     case "fault":
       return ExitCode.GUEST_FAULT;
+    case "reset":
+      return ExitCode.GUEST_RESET;
     case "signal":
       return SIGNAL_STATUS[end.signal];
     case "escape":

@@ -40,6 +40,7 @@ import { OutputFlusher } from "./output-flusher.js";
 import { TERMINATING_SIGNALS, type RunEnd, type TerminatingSignal } from "./run-end.js";
 import { startupMark } from "./startup-marks.js";
 import { createDebugBlock } from "./debug-block.js";
+import { CMOS_STATE_BYTES } from "../devices/cmos-rtc.js";
 
 export interface MachineOptions extends VcpuThreadOptions {
   /** The BSP's thread, started earlier with spawnVcpuThread (with the same trace/stats/hook options). */
@@ -52,6 +53,8 @@ export interface MachineOptions extends VcpuThreadOptions {
   virtio?: readonly PlannedVirtio[];
   /** Standard input goes to the virtio-console (one must be in `virtio`) instead of COM1. */
   stdinToConsole?: boolean;
+  /** Add the PC platform devices a Linux guest probes: the CMOS RTC and the i8042's reset line. */
+  platform?: boolean;
   /** Add the in-kernel i8254 PIT (vm.ts says why it is off by default). */
   pit?: boolean;
   /** Guest RAM as a memfd another process may map (VmOptions.sharedRam). */
@@ -156,6 +159,7 @@ export async function runMachine(opts: MachineOptions): Promise<RunResult> {
     io?.start(ioStart);
     const controls = vcpus.map((v, i) => new VcpuControl(threads[i].control, v));
     const debugBlocks = vcpus.map(() => createDebugBlock());
+    const platform = opts.platform ? { cmosState: new SharedArrayBuffer(CMOS_STATE_BYTES) } : undefined;
     vcpus.forEach((v, i) => {
       const start: VcpuStart = {
         vcpu: v.desc,
@@ -164,6 +168,7 @@ export async function runMachine(opts: MachineOptions): Promise<RunResult> {
         cpuCount: cpus,
         debug: debugBlocks[i],
         ram: { size: theVm.memSize, bits: theVm.slots.bitmap },
+        platform,
         io: {
           buffer: ioBuffer,
           doorbell,

@@ -93,6 +93,13 @@ export const INNER_TESTS: readonly InnerTest[] = [
       "interception, MSR write exits, write-protected pages through read-only memory slots, parked faults",
   },
   {
+    file: "test/linux/boot.test.ts",
+    why:
+      "vmtool run --kernel booting Debian's stock kernel to a busybox init (command line, RAM, the CMOS RTC's " +
+      "time, halt and the i8042 reset): a stock kernel cannot boot on kvm_pvm, whose instruction emulator " +
+      "runs its ring 0 (docs/linux.md)",
+  },
+  {
     file: "test/introspect/server.test.ts",
     why:
       "the KVMI server over the core on kvm_amd: pause batches across two vCPUs, BREAKPOINT, SINGLESTEP counts, " +
@@ -183,6 +190,12 @@ export const NOT_INSIDE: Readonly<Record<string, string>> = {
   "test/virtio/request-path.test.ts": "virtio request paths over plain buffers; no KVM",
   "test/vmm/io-priority.test.ts":
     "the I/O worker's nice value: host scheduling, the same on any backend (the worker itself runs inside in io-worker.test.ts)",
+  "test/linux/bzimage.test.ts":
+    "the bzImage loader and the zero page on Debian's kernel file and crafted truncations, and vmtool run's refusals before any guest runs; no guest boots",
+  "test/linux/pvm.test.ts":
+    "asserts what this host's kvm_pvm does with a Linux kernel (the emulation failure it meets); kvm_amd boots it (test/linux/boot.test.ts)",
+  "test/devices/cmos-rtc.test.ts": "device state machine with an injected clock; no KVM",
+  "test/devices/i8042.test.ts": "device state machine; no KVM",
   "test/vmm/run-parts.test.ts":
     "the supervisor and the input pump with worker threads and an eventfd; no KVM",
 };

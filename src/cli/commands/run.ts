@@ -13,7 +13,9 @@ import { LAYOUT } from "../../vm/machine-layout.js";
 export const DEMO_GUEST = fileURLToPath(new URL("../../../../guest/prebuilt/demo.elf", import.meta.url));
 
 interface RunOptions {
-  mem: string;
+  mem?: string;
+  kernel?: string;
+  initrd?: string;
   load?: string;
   entry?: string;
   mode?: "real" | "protected" | "long";
@@ -37,6 +39,8 @@ interface RunOptions {
 export const MAX_CPUS = 64;
 
 const MiB = 1024 * 1024;
+/** Guest RAM with --kernel when --mem is not given: a distribution kernel needs ~64 MiB for itself alone. */
+export const LINUX_DEFAULT_RAM = 256 * MiB;
 
 export function register(program: Command): void {
   program
@@ -59,9 +63,15 @@ export function register(program: Command): void {
     .argument("[file]", "guest image (default: the built-in demo guest)")
     .option(
       "--mem <size>",
-      `guest RAM, e.g. 64M or 1G (${LAYOUT.MIN_RAM / MiB} MiB .. ${LAYOUT.MAX_RAM / MiB} MiB)`,
-      `${LAYOUT.DEFAULT_RAM / MiB}M`,
+      `guest RAM, e.g. 64M or 1G (${LAYOUT.MIN_RAM / MiB} MiB .. ${LAYOUT.MAX_RAM / MiB} MiB; default ` +
+        `${LAYOUT.DEFAULT_RAM / MiB}M, ${LINUX_DEFAULT_RAM / MiB}M with --kernel)`,
     )
+    .option(
+      "--kernel <file>",
+      "boot a Linux kernel (bzImage, 64-bit boot protocol) instead of FILE, with the PC devices it probes " +
+        "(CMOS RTC, i8042 reset line); console=ttyS0 is added when --cmdline names no console (docs/linux.md)",
+    )
+    .option("--initrd <file>", "with --kernel: the initial RAM disk (initramfs) handed to the kernel")
     .option(
       "--load <addr>",
       "flat binaries: guest physical load address (default 0x7c00 real, 0x100000 otherwise)",
@@ -127,10 +137,20 @@ async function runCommand(file: string | undefined, o: RunOptions): Promise<numb
   // in-kernel irqchip waits until ~15-20 ms after the irqchip was made (docs/run.md, "Start-up"), which a
   // guest that ends at once would otherwise pay at its end. Everything else is checked before any guest code
   // runs; a bad option or image closes the VM again and exits with status 2.
+  if (o.kernel !== undefined) {
+    if (file !== undefined)
+      throw new UsageError(`--kernel ${o.kernel} and a guest image ${file}: give one of them`);
+    const flat = (["load", "entry", "mode"] as const).filter((k) => o[k] !== undefined);
+    if (flat.length > 0)
+      throw new UsageError(
+        `--${flat[0]} applies to flat binaries, not to --kernel (the kernel says where it goes)`,
+      );
+  } else if (o.initrd !== undefined) throw new UsageError("--initrd needs --kernel");
+  const mem = o.mem ?? `${(o.kernel !== undefined ? LINUX_DEFAULT_RAM : LAYOUT.DEFAULT_RAM) / MiB}M`;
   const memSize = Number(
-    parseIntOption(o.mem, "--mem", { min: BigInt(LAYOUT.MIN_RAM), max: BigInt(LAYOUT.MAX_RAM) }),
+    parseIntOption(mem, "--mem", { min: BigInt(LAYOUT.MIN_RAM), max: BigInt(LAYOUT.MAX_RAM) }),
   );
-  if (memSize % 4096 !== 0) throw new UsageError(`--mem: ${o.mem} is not a multiple of 4 KiB`);
+  if (memSize % 4096 !== 0) throw new UsageError(`--mem: ${mem} is not a multiple of 4 KiB`);
   const cpus = Number(parseIntOption(o.cpus, "--cpus", { min: 1n, max: BigInt(MAX_CPUS) }));
   const { Vm } = await import("../../vm/vm.js");
   // An introspection tool may map guest RAM (VMTOOL_GET_RAM_MAPPING): then it is a memfd.
@@ -188,7 +208,10 @@ async function runGuest(
   const { planVirtio, linuxCmdline } = await import("../../devices/virtio/placement.js");
   const virtio = planVirtio({ rng: o.rng, console: o.console, disks });
   // A Linux guest finds virtio-mmio devices only through its command line.
-  const cmdline = [o.cmdline, linuxCmdline(virtio)].filter((p) => p !== "").join(" ");
+  const linuxWords =
+    o.kernel !== undefined ? (await import("../../loader/linux/index.js")).linuxCmdline : undefined;
+  const userCmdline = linuxWords ? linuxWords(o.cmdline) : o.cmdline;
+  const cmdline = [userCmdline, linuxCmdline(virtio)].filter((p) => p !== "").join(" ");
   const addr = (v: string | undefined, what: string) =>
     v === undefined ? undefined : Number(parseIntOption(v, what, { max: 0xffff_ffffn }));
   const load = addr(o.load, "--load");
@@ -204,11 +227,23 @@ async function runGuest(
   const thread = takeVcpuThread({ trace: o.trace ?? false, stats: stats ?? false });
   let loader: typeof import("../../loader/index.js");
   let plan: import("../../loader/index.js").LoadPlan;
+  let linux: typeof import("../../loader/linux/index.js") | undefined;
+  let linuxPlan: import("../../loader/linux/index.js").LinuxPlan | undefined;
   try {
     loader = await import("../../loader/index.js");
     loader.checkCmdline(o.cmdline);
     checkWholeCmdline(o.cmdline, cmdline, (await import("../../loader/boot-info.js")).CMDLINE_MAX);
-    plan = loader.planLoad(path, { memSize, load, entry, mode: o.mode });
+    if (o.kernel !== undefined) {
+      linux = await import("../../loader/linux/index.js");
+      linuxPlan = linux.planLinux(o.kernel, { memSize, cmdline, initrdPath: o.initrd });
+      plan = {
+        format: "flat",
+        mode: "long",
+        entry: linuxPlan.entry,
+        segments: [],
+        describe: linuxPlan.describe,
+      };
+    } else plan = loader.planLoad(path, { memSize, load, entry, mode: o.mode });
     startupMark("image read and checked");
   } catch (e) {
     await thread.cancel();
@@ -217,6 +252,7 @@ async function runGuest(
   const { runMachine } = await import("../../vmm/machine.js");
   startupMark("VM layer loaded");
   if (o.trace) writeStderr(`vmtool: ${plan.describe}\n`);
+  if (linuxPlan) writeStderr(`vmtool: ${linuxSummary(linuxPlan, memSize, cpus, virtio)}\n`);
 
   const { cpuDevices, PIT_DEVICE } = await import("../../loader/boot-info.js"); // already loaded by the loader's index
   const devices = [
@@ -263,6 +299,7 @@ async function runGuest(
     virtio,
     stdinToConsole: o.console ?? false,
     pit: o.pit ?? false,
+    platform: linuxPlan !== undefined,
     raw: o.raw ?? true,
     // The process exits as soon as the run is over: threads that said they stopped are not waited for.
     join: false,
@@ -270,6 +307,8 @@ async function runGuest(
     onPaused: introspection ? (m) => introspection.onPaused(m) : undefined,
     onEnding: introspection ? () => introspection.finish() : undefined,
     load: (mem) => {
+      if (linux && linuxPlan)
+        return { mode: "long", entry: linuxPlan.entry, bootInfo: linux.applyLinuxPlan(mem, linuxPlan) };
       // The VM was made for this run and no guest code has run yet: its RAM still reads as zero.
       loader.applyPlan(mem, plan, { freshRam: true });
       const bootInfo = loader.writeBootInfo(mem, { memSize, cpus, devices, cmdline, plan });
@@ -297,6 +336,30 @@ async function runGuest(
     else writeStderr(report.formatStatsTable(result.stats) + report.formatIoLine(result));
   }
   return status;
+}
+
+/** The one line `vmtool run --kernel` starts with: what boots, on what machine. */
+function linuxSummary(
+  plan: import("../../loader/linux/index.js").LinuxPlan,
+  memSize: number,
+  cpus: number,
+  virtio: readonly { type: string; name: string; path?: string }[],
+): string {
+  const version = plan.kernelVersion?.split(" ")[0];
+  const parts = [
+    `Linux${version ? ` ${version}` : ""}, bzImage`,
+    memSize % MiB === 0 ? `${memSize / MiB} MiB` : `${memSize} bytes`,
+    `${cpus} vCPU${cpus > 1 ? "s" : ""}`,
+  ];
+  if (plan.initrd) parts.push(`initrd ${(plan.initrd.size / 1e6).toFixed(1)} MB`);
+  let disk = 0;
+  for (const d of virtio)
+    parts.push(
+      d.type === "blk"
+        ? `virtio-blk vd${String.fromCharCode(0x61 + disk++)}${d.path ? ` (${basename(d.path)})` : ""}`
+        : `virtio-${d.type}`,
+    );
+  return parts.join(", ");
 }
 
 /** The guest's command line is the user's plus vmtool's virtio words: when only the sum is too long, say so. */
