@@ -145,6 +145,7 @@ export async function runMachine(opts: MachineOptions): Promise<RunResult> {
     startupMark("vCPUs created");
     // Only the BSP gets registers: the APs start as the in-kernel local APIC makes them (INIT, then SIPI).
     bootVcpu(vcpus[0], vm.memory, opts.load(vm.memory));
+    if (opts.platform && vm.irqchip) for (const v of vcpus) v.setVirtualWireLints();
     startupMark("guest loaded, registers set");
     const doorbell = vm.eventfd();
     const theVm = vm;

@@ -94,6 +94,7 @@ export const INNER_TESTS: readonly InnerTest[] = [
   },
   {
     file: "test/linux/boot.test.ts",
+    only: "^bzImage: Debian's kernel reaches",
     why:
       "vmtool run --kernel booting Debian's stock kernel to a busybox init (command line, RAM, the CMOS RTC's " +
       "time, halt and the i8042 reset): a stock kernel cannot boot on kvm_pvm, whose instruction emulator " +
@@ -192,6 +193,8 @@ export const NOT_INSIDE: Readonly<Record<string, string>> = {
     "the I/O worker's nice value: host scheduling, the same on any backend (the worker itself runs inside in io-worker.test.ts)",
   "test/linux/bzimage.test.ts":
     "the bzImage loader and the zero page on Debian's kernel file and crafted truncations, and vmtool run's refusals before any guest runs; no guest boots",
+  "test/linux/lapic.test.ts":
+    "the in-kernel local APIC's register page through KVM_GET/SET_LAPIC, common KVM code (lapic.c) on every backend; the Linux boot inside sets it the same way",
   "test/linux/pvm.test.ts":
     "asserts what this host's kvm_pvm does with a Linux kernel (the emulation failure it meets); kvm_amd boots it (test/linux/boot.test.ts)",
   "test/devices/cmos-rtc.test.ts": "device state machine with an injected clock; no KVM",

@@ -252,7 +252,6 @@ async function runGuest(
   const { runMachine } = await import("../../vmm/machine.js");
   startupMark("VM layer loaded");
   if (o.trace) writeStderr(`vmtool: ${plan.describe}\n`);
-  if (linuxPlan) writeStderr(`vmtool: ${linuxSummary(linuxPlan, memSize, cpus, virtio)}\n`);
 
   const { cpuDevices, PIT_DEVICE } = await import("../../loader/boot-info.js"); // already loaded by the loader's index
   const devices = [
@@ -303,7 +302,11 @@ async function runGuest(
     raw: o.raw ?? true,
     // The process exits as soon as the run is over: threads that said they stopped are not waited for.
     join: false,
-    onStart: introspection ? (m) => introspection.attach(m) : undefined,
+    onStart: (m) => {
+      // Once the vCPUs run (and signals end the run cleanly): what boots, on what machine.
+      if (linuxPlan) writeStderr(`vmtool: ${linuxSummary(linuxPlan, memSize, cpus, virtio)}\n`);
+      introspection?.attach(m);
+    },
     onPaused: introspection ? (m) => introspection.onPaused(m) : undefined,
     onEnding: introspection ? () => introspection.finish() : undefined,
     load: (mem) => {
@@ -324,6 +327,11 @@ async function runGuest(
   if (end.kind === "internal") writeStderr(`vmtool: internal error: ${end.reason}\n`);
   else if (end.kind === "signal" || end.kind === "escape") writeStderr(`vmtool: ${end.reason}\n`);
   else if (end.kind === "output-failed") writeStderr(`vmtool: error: ${end.reason}\n`);
+  else if (end.kind === "fault" && /emulation failure/.test(end.reason))
+    writeStderr(
+      "vmtool: KVM's instruction emulator cannot run that instruction; a KVM that emulates guest ring 0 " +
+        '(kvm_pvm) cannot run a stock Linux kernel at all: docs/linux.md, "Where it runs"\n',
+    );
   else if (end.kind === "exit-port" && o.trace) writeStderr(`vmtool: ${exitPortLine(end.value, status)}\n`);
   else if (o.trace && end.kind !== "fault" && end.kind !== "output-closed")
     writeStderr(`vmtool: ${end.reason}\n`);
