@@ -94,11 +94,11 @@ export const INNER_TESTS: readonly InnerTest[] = [
   },
   {
     file: "test/linux/boot.test.ts",
-    only: "^bzImage: Debian's kernel reaches",
+    only: "^bzImage: Debian's kernel reaches init",
     why:
       "vmtool run --kernel booting Debian's stock kernel to a busybox init (command line, RAM, the CMOS RTC's " +
-      "time, halt and the i8042 reset): a stock kernel cannot boot on kvm_pvm, whose instruction emulator " +
-      "runs its ring 0 (docs/linux.md)",
+      "time, halt: status 0): a stock kernel cannot boot on kvm_pvm, whose instruction emulator runs its ring 0 " +
+      "(docs/linux.md). Left out for time: the reboot=k boot (a second boot does not fit the file's 120 s)",
   },
   {
     file: "test/introspect/server.test.ts",
