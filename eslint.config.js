@@ -69,4 +69,9 @@ export default tseslint.config(
       "no-constant-condition": ["error", { checkLoops: false }],
     },
   },
+  {
+    // The dashboard's script runs in the browser.
+    files: ["web/**/*.js"],
+    languageOptions: { globals: { ...globals.browser } },
+  },
 );

@@ -16,3 +16,9 @@ export class InputError extends VmtoolError {}
 
 /** The host cannot do what was asked: no /dev/kvm, no permission, a KVM capability or CPU feature missing. */
 export class HostUnsupportedError extends VmtoolError {}
+
+/**
+ * The other end of a connection (a VMM, a debugger, an introspection tool) went away, did not answer in time, or
+ * broke its protocol: nothing the user typed is wrong, and vmtool itself is not at fault.
+ */
+export class PeerError extends VmtoolError {}

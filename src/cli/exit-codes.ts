@@ -14,8 +14,13 @@ export const ExitCode = {
   INTERNAL: 8,
   /** The guest's output could not be written to standard output (disk full, I/O error): it is incomplete. */
   OUTPUT_FAILED: 10,
+  /**
+   * The other end of a connection went away, stopped answering or broke its protocol: the VMM of
+   * `vmtool introspect`, or the tool of `vmtool run --introspect` with `--introspect-on-timeout stop`.
+   */
+  PEER: 12,
   /** The guest reset the machine (a Linux guest's reboot through the i8042, or its panic with panic=-1). */
-  GUEST_RESET: 12,
+  GUEST_RESET: 14,
   /** SIGHUP (128 + 1): the terminal hung up. */
   HANGUP: 129,
   /** SIGINT (128 + 2): Ctrl-C, or Ctrl-A x typed on a raw terminal. */

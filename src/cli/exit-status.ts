@@ -1,6 +1,6 @@
 // The one place that decides how the process ends: from an error's class (every layer throws its own typed
 // errors, built on src/errors.ts) and from how a run ended (src/vmm/run-end.ts). Statuses: exit-codes.ts.
-import { HostUnsupportedError, InputError, VmtoolError } from "../errors.js";
+import { HostUnsupportedError, InputError, PeerError, VmtoolError } from "../errors.js";
 import type { RunEnd, TerminatingSignal } from "../vmm/run-end.js";
 import { ExitCode } from "./exit-codes.js";
 import { StdoutError } from "./errors.js";
@@ -11,6 +11,7 @@ export function statusForError(err: unknown): number {
     return err.code === "EPIPE" ? ExitCode.OUTPUT_CLOSED : ExitCode.OUTPUT_FAILED;
   if (err instanceof InputError) return ExitCode.USAGE;
   if (err instanceof HostUnsupportedError) return ExitCode.HOST_UNSUPPORTED;
+  if (err instanceof PeerError) return ExitCode.PEER;
   // Any other VmtoolError (a bus overlap, a failing system call...) and anything unexpected is vmtool's bug.
   return ExitCode.INTERNAL;
 }
@@ -43,6 +44,8 @@ export function statusForRun(end: RunEnd): number {
       return exitPortStatus(end.value);
     case "fault":
       return ExitCode.GUEST_FAULT;
+    case "peer":
+      return ExitCode.PEER;
     case "reset":
       return ExitCode.GUEST_RESET;
     case "signal":

@@ -147,7 +147,8 @@ export class VcpuLink {
       w[DBG.CMD_IOCTL] = nr | 0;
       w[DBG.CMD_LEN] = len;
       Atomics.store(w, DBG.CMD_STATE, CMD_STATE.REQUEST);
-      // The parked thread waits on its control block's request word: wake it.
+      // The parked thread waits on its control block's request word: change it, then wake the thread.
+      Atomics.or(this.control.ctl, CTL.REQUEST, REQ.COMMAND);
       Atomics.notify(this.control.ctl, CTL.REQUEST);
       const deadline = Date.now() + COMMAND_TIMEOUT_MS;
       while (Atomics.load(w, DBG.CMD_STATE) !== CMD_STATE.DONE) {

@@ -619,9 +619,34 @@ export class VmControl {
   }
 
   /** Protect guest-physical pages (whole pages) against writes ("r") or every access ("none"), or lift it. */
-  protectPages(gpa: number, len: number, access: PageAccess): void {
-    this.checkRange(gpa, len);
-    this.vm.slots.setAccess(gpa, len, access);
+  async protectPages(gpa: number, len: number, access: PageAccess): Promise<void> {
+    await this.changePageAccess([{ gpa, len, access }]);
+  }
+
+  /** Several protections at once (all checked first), with one park of the running vCPUs. */
+  async changePageAccess(
+    changes: readonly { gpa: number; len: number; access: PageAccess }[],
+  ): Promise<void> {
+    for (const c of changes) this.checkRange(c.gpa, c.len);
+    await this.withRunningParked(() => {
+      for (const c of changes) this.vm.slots.setAccess(c.gpa, c.len, c.access);
+    });
+  }
+
+  /**
+   * Run `change` with every running vCPU parked, then let those go on. KVM cannot resize a memory slot: a
+   * protection change deletes slots and adds others, and a vCPU that touched RAM in between would find no
+   * slot behind it (an MMIO exit for RAM on SVM and VMX, a page fault injected into the guest on kvm_pvm).
+   * A vCPU that parked on an event of its own meanwhile stays parked: its event is queued.
+   */
+  private async withRunningParked(change: () => void): Promise<void> {
+    const running = this.vcpus.filter((v) => !v.parked && !v.stopped);
+    await Promise.all(running.map((v) => v.pause()));
+    try {
+      change();
+    } finally {
+      for (const v of running) if (v.stopKind === StopKind.REQUESTED) v.resume();
+    }
   }
 
   pageAccess(gpa: number): PageAccess {
@@ -738,11 +763,12 @@ export class VmControl {
    * Remove everything the core set (breakpoints, watchpoints, page protection, MSR interception), stop
    * reporting events, and let every vCPU go on. The guest runs on as if never watched.
    */
-  detach(): void {
+  async detach(): Promise<void> {
     for (const linear of [...this.swBreakpoints.keys()]) this.removeSwBreakpoint(linear);
     for (let i = 0; i < 4; i++) this.hw[i] = undefined;
     this.updateGuestDebug();
-    if (this.vm.slots.anyProtected) this.vm.slots.setAccess(0, this.ramSize, "rw");
+    if (this.vm.slots.anyProtected)
+      await this.withRunningParked(() => this.vm.slots.setAccess(0, this.ramSize, "rw"));
     if (this.msrIntercepts.size > 0) {
       this.applyMsrFilter(new Map());
       this.msrIntercepts.clear();

@@ -207,10 +207,15 @@ export function listenOn(path: string, onSocket: (s: Socket) => void): Promise<S
   return new Promise((resolve, reject) => {
     const server = createServer(onSocket);
     server.once("error", (e) => reject(new IntrospectionError(`--introspect listen:${path}: ${e.message}`)));
-    // Created private (umask 0177 for the socket file), then made sure of with chmod.
+    // Created private (umask 0177 for the socket file), then made sure of with chmod. listen() binds before it
+    // returns (errors come later, as events), so the process's umask is restored on every path right after.
     const umask = process.umask(0o177);
-    server.listen(path, () => {
+    try {
+      server.listen(path, onListening);
+    } finally {
       process.umask(umask);
+    }
+    function onListening(): void {
       try {
         chmodSync(path, 0o600);
       } catch (e) {
@@ -223,6 +228,6 @@ export function listenOn(path: string, onSocket: (s: Socket) => void): Promise<S
         return;
       }
       resolve(server);
-    });
+    }
   });
 }

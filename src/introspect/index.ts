@@ -103,7 +103,7 @@ export class Introspection {
       replyTimeoutMs: this.setup.replyTimeoutMs,
       onTimeout: this.setup.onTimeout,
       log: this.setup.log,
-      stopRun: (why) => machine.end({ kind: "stopped", reason: why }),
+      stopRun: (why) => machine.end({ kind: "peer", reason: why }),
     };
     const holder: { server?: KvmiServer } = {};
     const conn = new Connection(s, (m) => holder.server?.handle(m) ?? Promise.resolve());

@@ -10,6 +10,7 @@ import { KVM_MP_STATE } from "../kvm/ioctls.js";
 import { ResumeAction, StopKind, VmControl, type StopInfo } from "../debug/vm-control.js";
 import { VmControlError, VmControlUnsupported } from "../debug/errors.js";
 import type { Walk } from "../debug/paging.js";
+import type { PageAccess } from "../vm/memory-slots.js";
 import { SysError } from "../kvm/libc.js";
 import { kvm_segment, kvm_sregs } from "../kvm/structs.js";
 import type { Connection } from "./connection.js";
@@ -121,7 +122,8 @@ interface OutstandingEvent {
   vcpu: number;
   /** What the vCPU stopped for (undefined for PAUSE and TRAP events the server makes itself). */
   stop?: StopInfo;
-  timer: NodeJS.Timeout;
+  /** The reply timeout, started once the event is on its way (gathering its registers takes time too). */
+  timer?: NodeJS.Timeout;
 }
 
 /** Per-vCPU state the tool set. */
@@ -494,7 +496,7 @@ export class KvmiServer {
     }
   }
 
-  private setPageAccess(p: Buffer): Uint8Array | undefined {
+  private async setPageAccess(p: Buffer): Promise<undefined> {
     if (p.length < 8) fail(KVM_E.INVAL, "short SET_PAGE_ACCESS");
     const view = p.readUInt16LE(0);
     const count = p.readUInt16LE(2);
@@ -502,7 +504,7 @@ export class KvmiServer {
     if (view !== 0) fail(KVM_E.OPNOTSUPP, `EPT view ${view}: only view 0 exists without EPT views`);
     if (p.length !== 8 + 16 * count) fail(KVM_E.INVAL, `${count} entries, ${(p.length - 8) / 16} given`);
     // Check every entry first: all or nothing.
-    const entries: { gpa: number; access: number }[] = [];
+    const entries: { gpa: number; len: number; access: PageAccess }[] = [];
     for (let i = 0; i < count; i++) {
       const at = 8 + 16 * i;
       const gpa = p.readBigUInt64LE(at);
@@ -513,12 +515,10 @@ export class KvmiServer {
       if ((access & PAGE_ACCESS.R) === 0 && access & PAGE_ACCESS.W)
         fail(KVM_E.INVAL, "a page cannot be writable and not readable");
       this.checkGpa(gpa & ~0xfffn, 4096);
-      entries.push({ gpa: Number(gpa & ~0xfffn), access });
+      const a = access & PAGE_ACCESS.R ? (access & PAGE_ACCESS.W ? "rw" : "r") : "none";
+      entries.push({ gpa: Number(gpa & ~0xfffn), len: 4096, access: a });
     }
-    for (const e of entries) {
-      const a = e.access & PAGE_ACCESS.R ? (e.access & PAGE_ACCESS.W ? "rw" : "r") : "none";
-      this.core.protectPages(e.gpa, 4096, a);
-    }
+    await this.core.changePageAccess(entries);
     return undefined;
   }
 
@@ -648,16 +648,17 @@ export class KvmiServer {
   private async sendEvent(vcpu: number, event: number, stop?: StopInfo): Promise<void> {
     const st = this.vcpus[vcpu];
     const seq = this.nextEventSeq++ >>> 0;
-    const timer = setTimeout(() => this.timedOut(vcpu, seq), this.opts.replyTimeoutMs);
-    st.outstanding = { seq, event, vcpu, stop, timer };
+    const out: OutstandingEvent = { seq, event, vcpu, stop };
+    st.outstanding = out;
     try {
       const common = await this.eventCommon(vcpu, event);
       const data = await this.eventData(vcpu, event, stop);
       const payload = Buffer.concat([common, data]);
+      if (this.closed || st.outstanding !== out) return;
       this.conn.send(Buffer.concat([encodeHeader(MSG.EVENT, payload.length, seq), payload]));
+      out.timer = setTimeout(() => this.timedOut(vcpu, seq), this.opts.replyTimeoutMs);
     } catch (e) {
       // The vCPU went away (the run is ending): nothing to report.
-      clearTimeout(timer);
       st.outstanding = undefined;
       this.opts.log(`introspection: event ${event} of vCPU ${vcpu} not sent: ${(e as Error).message}`);
     }
@@ -831,7 +832,7 @@ export class KvmiServer {
     this.closed = true;
     for (const st of this.vcpus) if (st.outstanding) clearTimeout(st.outstanding.timer);
     if (why !== "unhooked") this.opts.log(`introspection: ${why}; the guest goes on`);
-    this.core.detach();
+    this.core.detach().catch((e: unknown) => this.opts.log(`introspection: detach: ${(e as Error).message}`));
   }
 
   /** Whether every AP started (for callers that wait for CREATE_VCPU-like moments); vCPUs never woken stay so. */

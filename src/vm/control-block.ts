@@ -70,6 +70,11 @@ export const REQ = {
   FLUSH: 16,
   /** The VM-control core changed the guest-debug settings in the debug block: apply them. */
   DEBUG: 32,
+  /**
+   * The VM-control core posted a command in the debug block. It wakes a parked worker: the bit changes the word
+   * the worker waits on, so a command posted just before the wait cannot go unseen. No meaning while running.
+   */
+  COMMAND: 64,
 } as const;
 
 export function createControlBuffer(): SharedArrayBuffer {

@@ -6,7 +6,7 @@ import { hex } from "../format.js";
 
 const hex64 = (v: bigint) => hex(v, 16);
 
-const RFLAGS_BITS: [number, string][] = [
+export const RFLAGS_BITS: [number, string][] = [
   [0, "CF"],
   [2, "PF"],
   [4, "AF"],
@@ -22,7 +22,7 @@ const RFLAGS_BITS: [number, string][] = [
   [18, "AC"],
   [21, "ID"],
 ];
-const CR0_BITS: [number, string][] = [
+export const CR0_BITS: [number, string][] = [
   [0, "PE"],
   [1, "MP"],
   [2, "EM"],
@@ -35,7 +35,7 @@ const CR0_BITS: [number, string][] = [
   [30, "CD"],
   [31, "PG"],
 ];
-const CR4_BITS: [number, string][] = [
+export const CR4_BITS: [number, string][] = [
   [0, "VME"],
   [1, "PVI"],
   [2, "TSD"],
@@ -49,7 +49,7 @@ const CR4_BITS: [number, string][] = [
   [13, "VMXE"],
   [18, "OSXSAVE"],
 ];
-const EFER_BITS: [number, string][] = [
+export const EFER_BITS: [number, string][] = [
   [0, "SCE"],
   [8, "LME"],
   [10, "LMA"],
@@ -57,8 +57,13 @@ const EFER_BITS: [number, string][] = [
   [12, "SVME"],
 ];
 
+/** The names of the bits set in `v` (for a register's flags). */
+export function flagNames(v: bigint, bits: [number, string][]): string[] {
+  return bits.filter(([b]) => (v >> BigInt(b)) & 1n).map(([, n]) => n);
+}
+
 function flags(v: bigint, bits: [number, string][]): string {
-  const set = bits.filter(([b]) => (v >> BigInt(b)) & 1n).map(([, n]) => n);
+  const set = flagNames(v, bits);
   return set.length ? set.join(" ") : "-";
 }
 

@@ -20,6 +20,7 @@ import {
 } from "../kvm/structs.js";
 import type { CpuidEntry } from "../kvm/system.js";
 import { VmResourceError } from "./errors.js";
+import { openStatsFd } from "./stats-fd.js";
 import {
   decodeEvents,
   decodeRegs,
@@ -74,7 +75,11 @@ export class Vcpu {
   private readonly mpBuf = Buffer.alloc(kvm_mp_state.size);
   private closed = false;
 
-  private constructor(readonly desc: VcpuDescriptor) {
+  private constructor(
+    readonly desc: VcpuDescriptor,
+    /** KVM's binary statistics of this vCPU (stats-fd.ts); -1 when the host has none, or in another thread. */
+    readonly statsFd = -1,
+  ) {
     const ab = libc.viewOf(desc.runAddr, desc.runSize);
     this.run = new DataView(ab);
     this.runBytes = new Uint8Array(ab);
@@ -104,7 +109,8 @@ export class Vcpu {
       libc.close(fd);
       throw new libc.SysError("mmap of kvm_run", e);
     }
-    const vcpu = new Vcpu({ id, fd, vmFd: vm.fd, runAddr, runSize });
+    // Before the first KVM_RUN: later the ioctl would wait for as long as the guest runs (stats-fd.ts).
+    const vcpu = new Vcpu({ id, fd, vmFd: vm.fd, runAddr, runSize }, openStatsFd(fd));
     // KVM reports one CPUID table for the host; each vCPU's own APIC id (= its vCPU id, as the in-kernel local
     // APIC has it) goes into leaf 1 EBX[31:24] and the x2APIC id of leaves 0xB / 0x1F, as on real CPUs. Leaf 1
     // ECX[31] (a hypervisor is present) is set, as kvmtool and Firecracker do: some KVMs (Debian 6.1's kvm_amd)
@@ -272,5 +278,6 @@ export class Vcpu {
     this.closed = true;
     libc.munmap(this.desc.runAddr, this.desc.runSize);
     libc.close(this.desc.fd);
+    if (this.statsFd >= 0) libc.close(this.statsFd);
   }
 }

@@ -12,6 +12,7 @@ import { LAYOUT } from "./machine-layout.js";
 import { Vcpu } from "./vcpu.js";
 import { setIrqLine } from "./irq-line.js";
 import { newEventfd } from "./eventfds.js";
+import { openStatsFd } from "./stats-fd.js";
 import { MemorySlots } from "./memory-slots.js";
 
 export { setIrqLine } from "./irq-line.js";
@@ -68,6 +69,8 @@ export class Vm {
     readonly pit: boolean,
     /** The memfd guest RAM is a mapping of (VmOptions.sharedRam), closed with the VM; else undefined. */
     readonly ramFd: number | undefined,
+    /** KVM's binary statistics of this VM (stats-fd.ts), or -1 when the host has none. */
+    readonly statsFd: number,
   ) {
     // KVM counts its own internal slots (TSS, identity map, APIC page) among KVM_CAP_NR_MEMSLOTS: leave room.
     const maxSlots = Math.max(1, (kvm.checkExtension("NR_MEMSLOTS") || 32) - 8);
@@ -154,7 +157,7 @@ export class Vm {
         check(libc.ioctlPtr(fd, KVM.CREATE_PIT2, Buffer.alloc(kvm_pit_config.size)), "KVM_CREATE_PIT2");
       // Viewed lazily, window by window (GuestMemory): a view of all RAM at once makes V8 collect garbage.
       const memory = new GuestMemory([{ gpa: 0, size: memSize, hostAddr: ramAddr }]);
-      return new Vm(kvm, ownsKvm, fd, memory, ramAddr, memSize, irqchip, pit, ramFd);
+      return new Vm(kvm, ownsKvm, fd, memory, ramAddr, memSize, irqchip, pit, ramFd, openStatsFd(fd));
     } catch (e) {
       if (ramAddr !== libc.MAP_FAILED) libc.munmap(ramAddr, memSize);
       if (ramFd !== undefined) libc.close(ramFd);
@@ -194,6 +197,7 @@ export class Vm {
     if (this.ramFd !== undefined) libc.close(this.ramFd);
     // The VM fd first: KVM drops its references to the ioeventfds and irqfds with it.
     libc.close(this.fd);
+    if (this.statsFd >= 0) libc.close(this.statsFd);
     for (const fd of this.eventfds) libc.close(fd);
     this.eventfds.length = 0;
     if (this.ownsKvm) this.kvm.close();

@@ -39,6 +39,7 @@ import { InputPump } from "./input-pump.js";
 import { OutputFlusher } from "./output-flusher.js";
 import { TERMINATING_SIGNALS, type RunEnd, type TerminatingSignal } from "./run-end.js";
 import { startupMark } from "./startup-marks.js";
+import { RunDirectory } from "./run-dir.js";
 import { createDebugBlock } from "./debug-block.js";
 import { CMOS_STATE_BYTES } from "../devices/cmos-rtc.js";
 
@@ -78,6 +79,8 @@ export interface MachineOptions extends VcpuThreadOptions {
   onStart?: (machine: RunningMachine) => void;
   /** Called each time a vCPU enters the paused state (asked by pause(), or an exit hook said "pause"). */
   onPaused?: (machine: RunningMachine) => void;
+  /** Publish the run for `vmtool stat`: a run directory with live exit counters (run-dir.ts; default true). */
+  publish?: boolean;
   /**
    * Called once the run's end is decided, before the threads are stopped and guest RAM is unmapped: the last
    * moment to touch the VM (a debugger removing its breakpoints, an introspection tool told goodbye).
@@ -134,6 +137,7 @@ export async function runMachine(opts: MachineOptions): Promise<RunResult> {
   if ((opts.virtio ?? []).length > 0) io = spawnIo();
   else Atomics.store(ioCtlView(ioBuffer), IO_CTL.STATE, IoState.DORMANT);
   let vm: Vm | undefined;
+  let runDir: RunDirectory | undefined;
   let started = false;
   try {
     vm = opts.vm ?? Vm.create({ memSize: opts.memSize, pit: opts.pit, sharedRam: opts.sharedRam });
@@ -143,6 +147,7 @@ export async function runMachine(opts: MachineOptions): Promise<RunResult> {
     const vcpus: Vcpu[] = [];
     for (let i = 0; i < cpus; i++) vcpus.push(vm.createVcpu());
     startupMark("vCPUs created");
+    if (opts.publish ?? true) runDir = publishRun(vm, vcpus);
     // Only the BSP gets registers: the APs start as the in-kernel local APIC makes them (INIT, then SIPI).
     bootVcpu(vcpus[0], vm.memory, opts.load(vm.memory));
     if (opts.platform && vm.irqchip) for (const v of vcpus) v.setVirtualWireLints();
@@ -176,6 +181,7 @@ export async function runMachine(opts: MachineOptions): Promise<RunResult> {
           pio: [{ name: "com1 (I/O worker)", base: PORTS.COM1, size: 8 }],
           mmio: virtio.map((d) => ({ name: `virtio-${d.type} (I/O worker)`, base: d.base, size: d.size })),
         },
+        counters: runDir?.vcpuCounters(i),
       };
       threads[i].start(start);
     });
@@ -196,9 +202,20 @@ export async function runMachine(opts: MachineOptions): Promise<RunResult> {
     if (!started) await Promise.all([...threads.map((t) => t.cancel()), io?.cancel()]);
     throw e;
   } finally {
+    runDir?.close();
     vm?.close();
     startupMark("VM closed");
   }
+}
+
+/** The run directory for `vmtool stat` (run-dir.ts), or undefined when this host offers no safe place for it. */
+function publishRun(vm: Vm, vcpus: readonly Vcpu[]): RunDirectory | undefined {
+  return RunDirectory.create(vcpus.length, {
+    memSize: vm.memSize,
+    vmFd: vm.fd,
+    vmStatsFd: vm.statsFd,
+    vcpus: vcpus.map((v) => ({ id: v.id, fd: v.fd, statsFd: v.statsFd })),
+  });
 }
 
 /** One eventfd per queue on the QueueNotify register (datamatch = queue index), one irqfd for the line. */

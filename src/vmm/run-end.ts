@@ -13,6 +13,8 @@ export type RunEnd =
   | { kind: "fault"; reason: string }
   /** Stopped on request: an exit hook, or the library's caller. */
   | { kind: "stopped"; reason: string }
+  /** The introspection tool did not answer an event in time and the run was to stop then. */
+  | { kind: "peer"; reason: string }
   /** The process got a terminating signal. */
   | { kind: "signal"; signal: TerminatingSignal; reason: string }
   /** The person at the terminal typed the escape sequence (Ctrl-A x). */

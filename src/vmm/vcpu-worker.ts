@@ -26,6 +26,7 @@ import { CMOS_PORT, CmosRtc } from "../devices/cmos-rtc.js";
 import { GuestResetRequest, I8042, I8042_DATA } from "../devices/i8042.js";
 import { Output } from "./output.js";
 import { ACCESS, ExitStats } from "./exit-stats.js";
+import { LiveExitCounters } from "./live-counters.js";
 import { hex } from "../format.js";
 import type { RunEnd } from "./run-end.js";
 import type { ExitHook, HookContext, VcpuStart, VcpuWorkerData, WorkerMessage } from "./worker-protocol.js";
@@ -73,6 +74,7 @@ const ramBits = new Uint8Array(start.ram.bits);
 let stepCompleting = false;
 const trace = data.trace;
 const stats = data.stats ? new ExitStats() : undefined;
+const live = new LiveExitCounters(start.counters);
 
 const hooks: ExitHook[] = [];
 // Guest RAM is viewed here only when a hook asks for it: V8 counts a 64 MiB view as external memory and
@@ -296,10 +298,12 @@ function parkFor(kind: StopKindValue): Resume {
     Atomics.notify(ctl, CTL.STATE);
     post({ type: "paused", kind });
     for (;;) {
+      Atomics.and(ctl, CTL.REQUEST, ~REQ.COMMAND);
       serve();
       const req = Atomics.load(ctl, CTL.REQUEST);
       if (!(req & REQ.PAUSE) || req & REQ.STOP) break;
-      // The core rings CTL.REQUEST (notify) when it posts a command or resumes.
+      if (req & REQ.COMMAND) continue; // posted while serving
+      // The core changes CTL.REQUEST (REQ.COMMAND, or PAUSE cleared) and notifies when it posts or resumes.
       Atomics.wait(ctl, CTL.REQUEST, req, 1000);
     }
     Atomics.store(ctl, CTL.STATE, VcpuState.RUNNING);
@@ -416,6 +420,8 @@ function serveRequests(): RunEnd | undefined {
     Atomics.and(ctl, CTL.REQUEST, ~REQ.DEBUG);
     agent.applyGuestDebug();
   }
+  // A command posted as the vCPU left its park: it was refused there (not parked), nothing to serve.
+  if (req & REQ.COMMAND) Atomics.and(ctl, CTL.REQUEST, ~REQ.COMMAND);
   if (req & REQ.PAUSE) return afterPark(parkFor(StopKind.REQUESTED));
   return undefined;
 }
@@ -451,17 +457,13 @@ function runLoop(): RunEnd {
     if (reason === KVM_EXIT.IO) {
       end = handleIo(exit.io);
       if (agent.stepping && !end) stepCompleting = vcpu.immediateExit = true;
-      if (stats) {
-        address = exit.io.port;
-        access = exit.io.out ? ACCESS.PIO_OUT : ACCESS.PIO_IN;
-      }
+      address = exit.io.port;
+      access = exit.io.out ? ACCESS.PIO_OUT : ACCESS.PIO_IN;
     } else if (reason === KVM_EXIT.MMIO) {
       end = handleMmio(exit.mmio);
       if (agent.stepping && !end) stepCompleting = vcpu.immediateExit = true;
-      if (stats) {
-        address = exit.mmio.addr;
-        access = exit.mmio.write ? ACCESS.MMIO_WRITE : ACCESS.MMIO_READ;
-      }
+      address = exit.mmio.addr;
+      access = exit.mmio.write ? ACCESS.MMIO_WRITE : ACCESS.MMIO_READ;
     } else if (reason === KVM_EXIT.INTR) {
       // A kick (or another signal): serve requests at the top of the loop.
       kicks.consume();
@@ -492,6 +494,7 @@ function runLoop(): RunEnd {
     if (reason !== KVM_EXIT.INTR && ctl[CTL.HALT_VERDICT] !== HaltVerdict.UNKNOWN)
       Atomics.store(ctl, CTL.HALT_VERDICT, HaltVerdict.UNKNOWN);
     ctl[CTL.EXITS] = exits & 0x7fff_ffff;
+    live.add(reason, address, access);
     if (hooks.length > 0 && !end) {
       for (const h of hooks) {
         const verdict = h({ seq: exits, reason, reasonName: exitReasonName(reason) });
@@ -507,6 +510,7 @@ function runLoop(): RunEnd {
 /** Run the vCPU until the guest or the main thread ends it, then say how it ended. */
 function runThread(): void {
   Atomics.store(ctl, CTL.TID, gettid());
+  live.setThread(Atomics.load(ctl, CTL.TID));
   Atomics.store(ctl, CTL.STATE, VcpuState.RUNNING);
   Atomics.notify(ctl, CTL.STATE);
   let end: RunEnd;

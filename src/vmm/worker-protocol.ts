@@ -4,6 +4,7 @@ import type { Vcpu, VcpuDescriptor } from "../vm/vcpu.js";
 import type { MmioBus, PioBus } from "../devices/bus.js";
 import type { StatsSummary } from "./exit-stats.js";
 import type { RunEnd } from "./run-end.js";
+import type { LiveCountersDescriptor } from "./live-counters.js";
 
 /** Given when the worker is created (before the VM exists). */
 export interface VcpuWorkerData {
@@ -42,6 +43,8 @@ export interface VcpuStart {
     pio: { name: string; base: number; size: number }[];
     mmio: { name: string; base: number; size: number }[];
   };
+  /** This vCPU's block of the run's live exit counters (live-counters.ts), when the run is published. */
+  counters?: LiveCountersDescriptor;
 }
 
 export type WorkerMessage =

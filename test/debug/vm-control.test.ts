@@ -199,14 +199,14 @@ test("a write to a write-protected page stops before it happens; going on does t
   1: out %al, $0xf4`,
     async (c) => {
       await c.pause();
-      c.protectPages(0x300000, 4096, "r");
+      await c.protectPages(0x300000, 4096, "r");
       c.resume();
       const s = await expectStop(c, StopKind.PAGE_WRITE);
       assert.equal(s.addr, 0x300010n);
       assert.equal(s.len, 4);
       assert.deepEqual([...s.data], [0x34, 0x12, 0xcd, 0xab]);
       assert.deepEqual([...c.readPhys(0x300010, 4)], [0, 0, 0, 0], "not written yet");
-      c.protectPages(0x300000, 4096, "rw");
+      await c.protectPages(0x300000, 4096, "rw");
       c.resume();
     },
   );

@@ -3,6 +3,7 @@
 // GPA 0x2000 (WRITE_PHYSICAL), so the tool has enabled what it needs before the guest goes on.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { closeSync, openSync, readSync } from "node:fs";
 import {
   EV,
   FLAG,
@@ -190,7 +191,7 @@ test(
 );
 
 test(
-  "VCPU_TRANSLATE_GVA through a mapping the guest made (VA 0x40000000 -> GPA 0x301000)",
+  "VCPU_TRANSLATE_GVA and VMTOOL_TRANSLATE_EXPLAINED through a mapping the guest made (VA 0x40000000 -> GPA 0x301000); VMTOOL_GET_RAM_MAPPING's fd is the guest's RAM",
   WAIT,
   async () => {
     // vmtool's long-mode tables: PML4 at 0x98000, PDPT at 0x99000. The guest points PDPT[1] (1..2 GiB) at a PD
@@ -199,6 +200,7 @@ test(
       guest(`
     movq $0x303003, 0x302000
     movq $0x301003, 0x303000
+    movq $0x304003, 0x303010
     movq $0x302003, 0x99008
     mov %cr3, %rax
     mov %rax, %cr3
@@ -227,6 +229,72 @@ test(
         Buffer.concat([vcpuHdr(0), u64(0x7fff_0000_0000n)]),
       );
       assert.equal(unmapped.data.readBigUInt64LE(0), 0xffff_ffff_ffff_ffffn, "~0 for an unmapped address");
+
+      // The walk level by level: each entry's address follows from the one above, and its value is what
+      // READ_PHYSICAL reads there.
+      const readU64 = async (gpa: bigint) =>
+        (await p.command(ID.READ_PHYSICAL, Buffer.concat([u64(gpa), u64(8n)]))).data.readBigUInt64LE(0);
+      const explain = async (gva: bigint) => {
+        const r = await p.command(ID.VMTOOL_TRANSLATE_EXPLAINED, Buffer.concat([vcpuHdr(0), u64(gva)]));
+        assert.equal(r.err, 0);
+        const levels = r.data.readUInt32LE(4);
+        assert.equal(r.data.length, 24 + 24 * levels);
+        return {
+          mode: r.data.readUInt32LE(0),
+          gpa: r.data.readBigUInt64LE(8),
+          stop: r.data.readUInt32LE(16),
+          entries: Array.from({ length: levels }, (_, i) => ({
+            kind: r.data.readUInt32LE(24 + 24 * i),
+            at: r.data.readBigUInt64LE(24 + 24 * i + 8),
+            value: r.data.readBigUInt64LE(24 + 24 * i + 16),
+          })),
+        };
+      };
+      const w = await explain(0x40000123n);
+      assert.deepEqual([w.mode, w.gpa, w.stop], [3, 0x301123n, 0], "4-level paging, translated");
+      assert.deepEqual(
+        w.entries.map((e) => [e.kind, e.at]),
+        [
+          [4, 0x98000n],
+          [3, 0x99008n],
+          [2, 0x302000n],
+          [1, 0x303000n],
+        ],
+      );
+      for (const e of w.entries) assert.equal(e.value, await readU64(e.at), `the entry at ${e.at}`);
+      assert.equal(w.entries[3].value & ~0xfffn, 0x301000n);
+
+      // A page the guest mapped and never touched: translated without setting its PTE's Accessed bit
+      // (KVM_TRANSLATE sets it), so the guest's own view of its page tables is unchanged.
+      const untouched = await explain(0x40002010n);
+      assert.deepEqual([untouched.gpa, untouched.stop], [0x304010n, 0]);
+      assert.equal(await readU64(0x303010n), 0x304003n, "no Accessed bit set by the walk");
+      const plain = await p.command(ID.VCPU_TRANSLATE_GVA, Buffer.concat([vcpuHdr(0), u64(0x40002010n)]));
+      assert.equal(plain.data.readBigUInt64LE(0), 0x304010n);
+      assert.equal(await readU64(0x303010n), 0x304003n, "nor by VCPU_TRANSLATE_GVA");
+
+      // Not present at the PTE: stop 1 after four levels; non-canonical: stop 3 with no level read.
+      const absent = await explain(0x40001000n);
+      assert.deepEqual([absent.stop, absent.entries.length, absent.gpa], [1, 4, 0xffff_ffff_ffff_ffffn]);
+      assert.equal((await explain(0x0000_8000_0000_0000n)).stop, 3);
+
+      // The RAM mapping: the fd of this pid holds the guest's RAM at offset = GPA.
+      const m = await p.command(ID.VMTOOL_GET_RAM_MAPPING);
+      assert.equal(m.err, 0);
+      assert.deepEqual(
+        [m.data.readUInt32LE(0), m.data.readBigUInt64LE(8), m.data.readBigUInt64LE(16)],
+        [p.child.pid, BigInt(64 << 20), 0n],
+      );
+      const fd = openSync(`/proc/${p.child.pid}/fd/${m.data.readInt32LE(4)}`, "r");
+      try {
+        const page = Buffer.alloc(4096);
+        readSync(fd, page, 0, 4096, 0x301000);
+        const rp = await p.command(ID.READ_PHYSICAL, Buffer.concat([u64(0x301000n), u64(4096n)]));
+        assert.ok(page.equals(rp.data), "the mapping's page is READ_PHYSICAL's page");
+        assert.equal(page.readUInt32LE(0x80), 0x5a5a1234);
+      } finally {
+        closeSync(fd);
+      }
       await p.command(ID.WRITE_PHYSICAL, Buffer.concat([u64(BigInt(FLAG)), u64(4n), u8s(2, 0, 0, 0)]));
     } finally {
       assert.equal(await p.end(), exitStatus(2), p.stderr);

@@ -218,7 +218,8 @@ for (const smp of [1, 2]) {
           const m = /^(\d+)\0+$/.exec(bytes.toString("latin1"));
           assert.ok(m, JSON.stringify(bytes.toString("latin1")));
           const seconds = Number(m[1]);
-          assert.ok(seconds <= tree.time + 1 && seconds >= tree.time - 10, `${seconds} vs guest time ${tree.time}`);
+          // Sightings go on while the dump runs, which takes seconds under TCG on a loaded host.
+          assert.ok(seconds <= tree.time + 30 && seconds >= tree.time - 10, `${seconds} vs guest time ${tree.time}`);
           const info = tree.files.get(`${dir}/${e}.info`)!.toString("latin1");
           const im = /^last_seen_ns (\d+)\nfirst_seen_ns (\d+)\nsightings (\d+)\n$/.exec(info);
           assert.ok(im, JSON.stringify(info));

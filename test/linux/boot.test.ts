@@ -1,7 +1,7 @@
 // `vmtool run --kernel` booting Debian's stock kernel with a busybox initramfs built here, to init, where the
 // backend runs guest ring 0 in hardware (kvm_amd, kvm_intel; in CI under the kvm_amd harness, test/svm/).
 // The init prints what the guest sees (its command line, RAM, the RTC's time) and ends the run the way the
-// test asks: halt (status 0) or a reboot through the i8042's reset line (reboot=k, status 12).
+// test asks: halt (status 0) or a reboot through the i8042's reset line (reboot=k, status 14).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -119,7 +119,7 @@ test(
 );
 
 test(
-  "bzImage: console=ttyS0 is added when the command line names no console; reboot=k ends the run with status 12",
+  "bzImage: console=ttyS0 is added when the command line names no console; reboot=k ends the run with status 14",
   { skip },
   async () => {
     const r = await boot("quiet pci=off reboot=k vmtool.end=reboot");
@@ -129,6 +129,6 @@ test(
       r.all,
     );
     assert.match(r.stderr, /, 256 MiB, /, `--mem defaults to 256 MiB with --kernel\n${r.all}`);
-    assert.equal(r.status, 12, r.all);
+    assert.equal(r.status, 14, r.all);
   },
 );

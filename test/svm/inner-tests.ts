@@ -173,8 +173,41 @@ export const NOT_INSIDE: Readonly<Record<string, string>> = {
     "twenty runs with every device kind, counting fds and mappings (too slow under TCG); the same code runs inside in the other files",
   "test/vmm/stats-bound.test.ts":
     "12,288 distinct MMIO exits through vmtool run (slow under TCG); the bounded table itself does not depend on the backend",
+  "test/stats/binary-stats.test.ts":
+    "vmtool stat reading a run's binary stats from another process; left out for time (under kvm_amd it would also check io_exits, which kvm_pvm does not count)",
+  "test/stats/cli.test.ts":
+    "vmtool stat's output formats and bad input; as another user through setpriv (not inside)",
+  "test/stats/debugfs.test.ts": "vmtool stat over KVM's debugfs files of a vmtool run; left out for time",
+  "test/stats/lifecycle.test.ts":
+    "VMs that start and end while vmtool stat watches; reads KVM's debugfs; left out for time",
+  "test/stats/live-tty.test.ts": "vmtool stat's live screen in tmux (not inside)",
+  "test/stats/metrics.test.ts":
+    "metric names and units of a real VM's statistics: naming rules, the same on any backend",
+  "test/stats/qemu.test.ts": "a QEMU guest watched by vmtool stat (no QEMU inside)",
+  "test/stats/run-dir.test.ts":
+    "the run directory and its counters file: files and processes, the same on any backend",
+  "test/stats/tracepoints.test.ts": "perf counters on KVM's tracepoints (no tracefs inside)",
   "test/vmm/end-of-run.test.ts":
     "many runs of a virtio-blk guest per case (too slow under TCG); the I/O worker's ioeventfds run inside through test/virtio/kvm.test.ts",
+  "test/introspect/listen.test.ts": "the introspection socket's file mode and the process umask; no KVM",
+  "test/kvmi-client/batch.test.ts": "the KVMI client against a socket peer of the test's; no KVM",
+  "test/kvmi-client/breakpoints.test.ts": "the KVMI client against a socket peer of the test's; no KVM",
+  "test/kvmi-client/cli.test.ts": "vmtool introspect against a socket peer of the test's; no KVM",
+  "test/kvmi-client/commands.test.ts": "the KVMI client's bytes for every command; no KVM",
+  "test/kvmi-client/e2e.test.ts":
+    "the client's side of a real VMM, the same on any backend; the VMM side runs inside through test/introspect/server.test.ts",
+  "test/kvmi-client/events.test.ts": "the KVMI client against a socket peer of the test's; no KVM",
+  "test/kvmi-client/handshake.test.ts": "the KVMI client against a socket peer of the test's; no KVM",
+  "test/kvmi-client/layouts.test.ts": "the KVMI layouts checked against gcc on the host; no KVM",
+  "test/kvmi-client/malformed.test.ts": "the KVMI client against a hostile socket peer; no KVM",
+  "test/kvmi-client/ram.test.ts": "the shared RAM mapping reader against a memfd of the test's; no KVM",
+  "test/kvmi-client/render.test.ts": "vmtool introspect's text and JSON rendering; no KVM",
+  "test/serve/exposition.test.ts": "the exposition writer and Accept negotiation over built families; no KVM",
+  "test/serve/metrics.test.ts":
+    "vmtool serve's /metrics of a vmtool run; the stats it exports are the stats layer's, whose own tests cover the backend; left out for time",
+  "test/serve/security.test.ts": "the HTTP server's headers, bounds, token and SSE framing; no guest",
+  "test/serve/prometheus.test.ts": "Debian's prometheus scraping vmtool serve (no prometheus inside)",
+  "test/serve/browser.test.ts": "Debian's chromium driving the dashboard (no browser inside)",
   "test/introspect/malformed.test.ts":
     "a tool that breaks the KVMI protocol: the socket side, the same on any backend; its guests only spin (left out for time)",
   "test/backends/block-file.test.ts":

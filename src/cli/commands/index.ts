@@ -7,6 +7,9 @@ import { register as vmx } from "./vmx.js";
 import { register as explain } from "./explain.js";
 import { register as vcpus } from "./vcpus.js";
 import { register as watch } from "./watch.js";
+import { register as stat } from "./stat.js";
+import { register as serve } from "./serve.js";
+import { register as introspect } from "./introspect.js";
 
 export const commands: Readonly<Record<string, (program: Command) => void>> = {
   run,
@@ -15,4 +18,7 @@ export const commands: Readonly<Record<string, (program: Command) => void>> = {
   explain,
   vcpus,
   watch,
+  stat,
+  serve,
+  introspect,
 };

@@ -57,7 +57,7 @@ export function register(program: Command): void {
         "the run, Ctrl-A h lists the other keys.\n" +
         "Exit status: 0 the guest halted with interrupts off, (V<<1)|1 the guest wrote V to port 0xF4, 2 bad " +
         "usage or image, 4 guest fault (register dump on stderr), 6 host cannot run VMs, 8 vmtool's bug, 10 the " +
-        "guest's output could not be written, 12 the guest reset the machine (i8042), 129/130/131/143 SIGHUP/SIGINT (or Ctrl-A x)/SIGQUIT/SIGTERM, " +
+        "guest's output could not be written, 12 the introspection tool did not answer (--introspect-on-timeout stop), 14 the guest reset the machine (i8042), 129/130/131/143 SIGHUP/SIGINT (or Ctrl-A x)/SIGQUIT/SIGTERM, " +
         "141 standard output closed by its reader.",
     )
     .argument("[file]", "guest image (default: the built-in demo guest)")
