@@ -72,10 +72,25 @@ const LINK = 0o120777;
 /** An initramfs whose /init is `script` (busybox sh), with busybox and its applets in /bin. */
 export function busyboxInitramfs(script: string): Buffer {
   const busybox = readFileSync(staticBusybox());
-  const applets = ["sh", "mount", "cat", "echo", "grep", "halt", "poweroff", "reboot", "sleep", "date", "ls"];
+  const applets = [
+    "sh",
+    "mount",
+    "cat",
+    "echo",
+    "grep",
+    "halt",
+    "poweroff",
+    "reboot",
+    "sleep",
+    "date",
+    "ls",
+    "dd",
+    "printf",
+  ];
   return newcArchive([
     ...["dev", "proc", "sys", "bin", "tmp"].map((d) => ({ name: d, mode: DIR })),
     { name: "dev/console", mode: CHR, rdev: [5, 1] },
+    { name: "dev/port", mode: CHR, rdev: [1, 4] }, // the I/O ports: init's `dd` to vmtool's exit port
     { name: "bin/busybox", mode: FILE, data: busybox },
     ...applets.map((a) => ({ name: `bin/${a}`, mode: LINK, data: Buffer.from("busybox") })),
     { name: "init", mode: FILE, data: Buffer.from(`#!/bin/sh\nexport PATH=/bin\n${script}`) },

@@ -26,7 +26,7 @@ const SELECTED = INNER_TESTS.filter(
   (t) => ONLY_WORDS.length === 0 || ONLY_WORDS.some((w) => t.file.includes(w)),
 );
 
-/** One inner test file that hangs is killed after this, so the others still run and report. */
+/** One inner test file that hangs is killed after this (or its own `timeoutS`), so the others still run and report. */
 const FILE_TIMEOUT_S = 120;
 
 function sh(s: string): string {
@@ -45,7 +45,7 @@ function job(): string {
     `sed 's/^/SVM probe-out /' /tmp/probe.json >&3`,
     `sed 's/^/SVM probe-err /' /tmp/probe.err >&3`,
   ];
-  for (const { file: t, only } of SELECTED) {
+  for (const { file: t, only, timeoutS = FILE_TIMEOUT_S } of SELECTED) {
     const js = `$dist/${t.replace(/\.ts$/, ".js")}`;
     const pattern = only ? ` --test-name-pattern=${sh(only)}` : "";
     lines.push(
@@ -54,9 +54,9 @@ function job(): string {
       // A watchdog rather than `timeout`: a file that hangs is reported with the state of every task (where each
       // one sleeps in the kernel, and the blocked ones through SysRq-w into dmesg), then killed; a process that
       // even SIGKILL cannot end is left behind so that the other files still run and report.
-      `pid=$!; n=0; while kill -0 $pid 2>/dev/null && [ $n -lt ${FILE_TIMEOUT_S} ]; do sleep 1; n=$((n + 1)); done`,
+      `pid=$!; n=0; while kill -0 $pid 2>/dev/null && [ $n -lt ${timeoutS} ]; do sleep 1; n=$((n + 1)); done`,
       `if kill -0 $pid 2>/dev/null; then`,
-      `  echo "hung after ${FILE_TIMEOUT_S} s; tasks not sleeping (task state wchan cmdline):" >>/tmp/stderr`,
+      `  echo "hung after ${timeoutS} s; tasks not sleeping (task state wchan cmdline):" >>/tmp/stderr`,
       `  for d in /proc/[0-9]*/task/[0-9]*; do echo "$d $(cut -d' ' -f3 $d/stat 2>/dev/null) $(cat $d/wchan 2>/dev/null) $(tr '\\0' ' ' <$d/../../cmdline 2>/dev/null | cut -c1-60)"; done | awk '$2 != "S" && $2 != "I"' >>/tmp/stderr`,
       `  echo w >/proc/sysrq-trigger; kill -9 $pid; sleep 5`,
       `  if kill -0 $pid 2>/dev/null; then echo "still alive after SIGKILL" >>/tmp/stderr; rc=255; else wait $pid; rc=$?; fi`,
