@@ -2,8 +2,8 @@
  * way a PC does it: INIT, then two STARTUP IPIs through its local APIC's ICR, broadcast to all but itself.
  * Each AP starts in real mode at the page the SIPI names (a trampoline copied below 1 MiB), switches to
  * 32-bit protected mode with its own GDT and stack, reads its APIC id (CPUID leaf 1, EBX[31:24]), prints
- * "AP n up", counts itself and halts with interrupts off. The BSP waits for cpu_count - 1 APs from the
- * machine description, prints the total and halts. Nothing here uses IRET or `int n` (this machine's
+ * "AP n up", counts itself and halts with interrupts off (with "count": counts for good). The BSP waits for
+ * cpu_count - 1 APs from the machine description, prints the total and halts. Nothing here uses IRET or `int n` (this machine's
  * kvm_pvm backend cannot run them in 32-bit mode, docs/run.md). Exit status 3 if an AP never showed up. */
 #include <vmtool/boot_info.h>
 #include <vmtool/cmdline.h>
@@ -27,6 +27,10 @@ static uint32_t stay;
  * time, without any lock (vmtool's UART lives in one thread: no byte may be lost or duplicated). */
 static volatile uint32_t uart_test;
 #define UART_BYTES 64
+/* Set from the command line word "count": once up, every vCPU adds 1 to its own counts[APIC id] for good (a VM
+ * whose vCPUs all make progress, for the introspection tests: a paused vCPU's counter stands still). */
+static volatile uint32_t count_mode;
+volatile uint64_t counts[64];
 static volatile uint32_t print_lock;
 
 static void lock(void) {
@@ -50,6 +54,7 @@ void __attribute__((used, regparm(1))) ap_main(uint32_t apic_id) {
       outb(0x3F8, (uint8_t)('0' + apic_id % 10));
     }
   __atomic_add_fetch(&ap_count, 1, __ATOMIC_SEQ_CST);
+  while (count_mode) counts[apic_id % 64]++;
   for (;;) __asm__ volatile("cli; hlt");
 }
 
@@ -117,6 +122,7 @@ int main(const struct vmtool_boot_info *bi) {
     fault_ap = vmtool_cmdline_has(c, "ap-fault");
     stay = vmtool_cmdline_has(c, "stay");
     uart_test = vmtool_cmdline_has(c, "uart");
+    count_mode = vmtool_cmdline_has(c, "count");
   }
   volatile uint8_t *dst = (volatile uint8_t *)TRAMPOLINE;
   for (const uint8_t *p = tramp_start; p < tramp_end; p++) *dst++ = *p;
@@ -136,6 +142,7 @@ int main(const struct vmtool_boot_info *bi) {
   lock();
   printf("BSP: %u of %u APs up\n", ap_count, cpus - 1);
   unlock();
+  while (count_mode) counts[0]++;
   while (stay) __asm__ volatile("sti; hlt"); /* nothing ever interrupts: the halt stays wakeable, the VM up */
   return ap_count == cpus - 1 ? 0 : 3;
 }

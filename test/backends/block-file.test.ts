@@ -83,7 +83,7 @@ function heldLock(fd: number): number {
 /** The bytes the guest writes at sectors 2-3. */
 const PATTERN = new Uint8Array(1024).map((_, i) => (i * 7 + 3) & 0xff);
 
-test("F23: a missing disk says 'no such file', whether read-only or not", () => {
+test("a missing disk says 'no such file', whether read-only or not", () => {
   for (const ro of [false, true])
     assert.throws(
       () => FileBlockBackend.open(join(dir, "missing.img"), ro),
@@ -96,7 +96,7 @@ test("F23: a missing disk says 'no such file', whether read-only or not", () => 
   );
 });
 
-test("F7: a FIFO as a disk, read-only or not, is refused at once (no open that waits for a writer)", () => {
+test("a FIFO as a disk, read-only or not, is refused at once (no open that waits for a writer)", () => {
   const fifo = join(dir, "fifo");
   execFileSync("mkfifo", [fifo]);
   for (const suffix of [",ro", ""])
@@ -110,7 +110,7 @@ test("F7: a FIFO as a disk, read-only or not, is refused at once (no open that w
   );
 });
 
-test("F14: a block device (a real loop device) is sized by seeking to its end and works as a disk", (t) => {
+test("a block device (a real loop device) is sized by seeking to its end and works as a disk", (t) => {
   const backing = disk("loop-backing.img");
   const loop = loopDevice(backing);
   if (typeof loop === "string") return t.skip(loop);
@@ -142,7 +142,7 @@ test("F14: a block device (a real loop device) is sized by seeking to its end an
   }
 });
 
-test("F12: one image twice in a run, read-write: refused with one line; two read-only opens share it", () => {
+test("one image twice in a run, read-write: refused with one line; two read-only opens share it", () => {
   const d = disk("twice.img");
   const halt = guests().halt;
   const inUse = (lock: string) => `--disk ${d}: in use by another vmtool or VMM (a ${lock} lock is held)`;
@@ -158,7 +158,7 @@ test("F12: one image twice in a run, read-write: refused with one line; two read
   FileBlockBackend.open(d, false).close();
 });
 
-test("F12: a running vmtool holds the write lock: a second vmtool, or another VMM's reader, is refused", async () => {
+test("a running vmtool holds the write lock: a second vmtool, or another VMM's reader, is refused", async () => {
   const d = disk("running.img");
   // serial-echo runs until it reads EOT from COM1: standard input stays open, so it runs until killed.
   const first = spawn(process.execPath, [CLI, "run", "--mem", "16M", "--disk", d, guests().serialEcho], {

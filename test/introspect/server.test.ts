@@ -3,7 +3,10 @@
 // GPA 0x2000 (WRITE_PHYSICAL), so the tool has enabled what it needs before the guest goes on.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { closeSync, openSync, readSync } from "node:fs";
+import { join } from "node:path";
+import { GUEST_OUT, guests } from "../helpers/guests.js";
 import {
   EV,
   FLAG,
@@ -465,6 +468,51 @@ test(
       p.reply(trap, 0);
     } finally {
       assert.equal(await p.end(), exitStatus(0x66), p.stderr);
+    }
+  },
+);
+
+test(
+  "four vCPUs that count: PAUSE_VCPU stops each one's counter, CONTINUE starts them all again",
+  WAIT,
+  async () => {
+    guests(); // builds the SDK's images, smp-hello.elf among them
+    const elf = join(GUEST_OUT, "smp-hello.elf");
+    const nm = spawnSync("nm", [elf], { encoding: "utf8" });
+    const sym = /^([0-9a-f]+) [bBdD] counts$/m.exec(nm.stdout);
+    assert.ok(sym, `counts in nm's output of smp-hello.elf: ${nm.stderr}`);
+    const counts = BigInt(`0x${sym[1]}`);
+    const p = await Peer.start(["--cpus", "4", "--cmdline", "count", elf]);
+    const read = async () => {
+      const r = await p.command(ID.READ_PHYSICAL, Buffer.concat([u64(counts), u64(32n)]));
+      assert.equal(r.err, 0);
+      return [0, 1, 2, 3].map((i) => r.data.readBigUInt64LE(8 * i));
+    };
+    const until = async (what: string, ok: (c: bigint[]) => boolean) => {
+      for (let i = 0; i < 600; i++) {
+        const c = await read();
+        if (ok(c)) return c;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      throw new Error(`${what}: counters ${(await read()).join(" ")}`);
+    };
+    try {
+      await until("all four vCPUs counting", (c) => c.every((n) => n > 0n));
+      for (let v = 0; v < 4; v++) assert.equal((await p.command(ID.PAUSE_VCPU, pausePayload(v))).err, 0);
+      const events: Event[] = [];
+      for (let v = 0; v < 4; v++) events.push(await p.nextEvent());
+      assert.deepEqual(
+        events.map((e) => [e.vcpu, e.event]).sort(),
+        [0, 1, 2, 3].map((v) => [v, EV.PAUSE_VCPU]),
+      );
+      const paused = await read();
+      await new Promise((r) => setTimeout(r, 300));
+      assert.deepEqual(await read(), paused, "no paused vCPU counts");
+      for (const e of events) p.reply(e, 0);
+      await until("every vCPU counting again", (c) => c.every((n, i) => n > paused[i]));
+    } finally {
+      p.child.kill("SIGTERM");
+      assert.equal(await p.end(), 143, p.stderr);
     }
   },
 );

@@ -8,7 +8,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { CLI, DIST } from "../helpers/paths.js";
+import { CLI } from "../helpers/paths.js";
 import { guests } from "../helpers/guests.js";
 import { GuestRam, KvmiClient, Msg, Ev } from "../../src/kvmi-client/index.js";
 

@@ -21,7 +21,7 @@ function put(path: string, text: string | Buffer): void {
   writeFileSync(path, text);
 }
 
-test("F19: a VM folder with a 20-digit pid, 'exits' = -5: skipped and reported, no rounded pid shown", () => {
+test("a VM folder with a 20-digit pid, 'exits' = -5: skipped and reported, no rounded pid shown", () => {
   const t = join(dir, "f19");
   put(join(t, "kvm", "99999999999999999999-1", "exits"), "-5\n");
   put(join(t, "kvm", "99999999999999999999-1", "vcpu0", "pid"), "0\n");

@@ -18,7 +18,9 @@ test("every statistic of a real VM has a valid, unique Prometheus name in base u
   t.after(() => c.close());
   const sample = await waitFor("the VM's statistics", () => {
     const s = c.poll().vms[0];
-    return s?.stats.some((x) => x.desc.source === "stats") &&
+    // The VM's and its vCPUs' stats (a first poll may come before the vCPUs exist), and vmtool's counters.
+    return s?.stats.some((x) => x.desc.source === "stats" && x.desc.scope === "vm") &&
+      s.stats.some((x) => x.desc.name === "halt_wait_hist") &&
       s.stats.some((x) => x.desc.name === "vmtool_exits(IO)")
       ? s
       : undefined;
