@@ -158,6 +158,9 @@ npm ls --omit=dev --parseable --all 2>/dev/null | sed -n "s|^$top/||p" | grep '^
   mkdir -p "$repo/$p"
   cp -r "$p/." "$repo/$p/"
 done
+# Debian's kernel image itself, where the tests look for it: the Linux boot tests (test/linux/) boot it inside.
+mkdir -p "$repo/.cache/kernel/$release"
+cp "$kdir/vmlinuz" "$kdir/release" "$repo/.cache/kernel/$release/"
 printf '%s\n' "$dist" >"$proj/svm/dist"
 cp "$job" "$proj/svm/job"
 if [ -n "$extra" ]; then cp -r "$extra" "$proj/svm/extra"; fi

@@ -19,8 +19,10 @@ export const ExitCode = {
    * `vmtool introspect`, or the tool of `vmtool run --introspect` with `--introspect-on-timeout stop`.
    */
   PEER: 12,
+  /** The guest reset the machine (a Linux guest's reboot through the i8042, or its panic with panic=-1). */
+  GUEST_RESET: 14,
   /** `run --gdb`: the debugger killed the guest (gdb's `kill`). */
-  GDB_KILLED: 13,
+  GDB_KILLED: 16,
   /** SIGHUP (128 + 1): the terminal hung up. */
   HANGUP: 129,
   /** SIGINT (128 + 2): Ctrl-C, or Ctrl-A x typed on a raw terminal. */

@@ -46,6 +46,8 @@ export function statusForRun(end: RunEnd): number {
       return ExitCode.GUEST_FAULT;
     case "peer":
       return ExitCode.PEER;
+    case "reset":
+      return ExitCode.GUEST_RESET;
     case "signal":
       return SIGNAL_STATUS[end.signal];
     case "escape":

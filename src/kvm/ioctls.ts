@@ -57,6 +57,9 @@ export const KVM = {
   GET_VCPU_EVENTS: IOR(0x9f, S.kvm_vcpu_events.size),
   SET_VCPU_EVENTS: IOW(0xa0, S.kvm_vcpu_events.size),
   GET_FPU: IOR(0x8c, S.kvm_fpu.size),
+  /** struct kvm_lapic_state: the local APIC's 1 KiB register page. */
+  GET_LAPIC: IOR(0x8e, 1024),
+  SET_LAPIC: IOW(0x8f, 1024),
   SET_FPU: IOW(0x8d, S.kvm_fpu.size),
   GET_DEBUGREGS: IOR(0xa1, S.kvm_debugregs.size),
   SET_DEBUGREGS: IOW(0xa2, S.kvm_debugregs.size),

@@ -112,17 +112,22 @@ export class Vcpu {
     // Before the first KVM_RUN: later the ioctl would wait for as long as the guest runs (stats-fd.ts).
     const vcpu = new Vcpu({ id, fd, vmFd: vm.fd, runAddr, runSize }, openStatsFd(fd));
     // KVM reports one CPUID table for the host; each vCPU's own APIC id (= its vCPU id, as the in-kernel local
-    // APIC has it) goes into leaf 1 EBX[31:24] and the x2APIC id of leaves 0xB / 0x1F, as on real CPUs.
+    // APIC has it) goes into leaf 1 EBX[31:24] and the x2APIC id of leaves 0xB / 0x1F, as on real CPUs. Leaf 1
+    // ECX[31] (a hypervisor is present) is set, as kvmtool and Firecracker do: some KVMs (Debian 6.1's kvm_amd)
+    // leave it clear, and a Linux guest then never looks at KVM's leaves (no kvmclock: it calibrates its TSC
+    // against a PIT, 100,000 port reads when there is none).
     vcpu.setCpuid(
-      vm.kvm
-        .cpuid()
-        .map((e) =>
-          e.function === 1
-            ? { ...e, ebx: ((e.ebx & 0x00ff_ffff) | ((id & 0xff) << 24)) >>> 0 }
-            : e.function === 0xb || e.function === 0x1f
-              ? { ...e, edx: id }
-              : e,
-        ),
+      vm.kvm.cpuid().map((e) =>
+        e.function === 1
+          ? {
+              ...e,
+              ebx: ((e.ebx & 0x00ff_ffff) | ((id & 0xff) << 24)) >>> 0,
+              ecx: (e.ecx | 0x8000_0000) >>> 0,
+            }
+          : e.function === 0xb || e.function === 0x1f
+            ? { ...e, edx: id }
+            : e,
+      ),
     );
     return vcpu;
   }
@@ -180,6 +185,34 @@ export class Vcpu {
       writeable: b[o.writeable],
       usermode: b[o.usermode],
     };
+  }
+
+  /** KVM_GET_LAPIC: the in-kernel local APIC's register page (1 KiB, registers at their MMIO offsets). */
+  getLapic(): Buffer {
+    const b = Buffer.alloc(1024);
+    this.ioctl(KVM.GET_LAPIC, b, "KVM_GET_LAPIC");
+    return b;
+  }
+
+  setLapic(page: Uint8Array): void {
+    this.ioctl(KVM.SET_LAPIC, page, "KVM_SET_LAPIC");
+  }
+
+  /**
+   * LVT LINT0 in ExtINT mode and LINT1 in NMI mode, as a PC BIOS leaves them (and kvmtool and Firecracker
+   * do): the 8259's interrupts reach the CPU through LINT0 in virtual-wire mode, before the OS programs its
+   * APIC, and an NMI on LINT1 is delivered.
+   */
+  setVirtualWireLints(): void {
+    const page = this.getLapic();
+    const LVT_LINT0 = 0x350;
+    const LVT_LINT1 = 0x360;
+    const DM_EXTINT = 0x700;
+    const DM_NMI = 0x400;
+    const keep = ~(0x700 | (1 << 16)) >>> 0; // delivery mode and mask bits replaced
+    page.writeUInt32LE(((page.readUInt32LE(LVT_LINT0) & keep) | DM_EXTINT) >>> 0, LVT_LINT0);
+    page.writeUInt32LE(((page.readUInt32LE(LVT_LINT1) & keep) | DM_NMI) >>> 0, LVT_LINT1);
+    this.setLapic(page);
   }
 
   /** KVM_MP_STATE_* (see MP_STATE_NAMES): RUNNABLE 0, HALTED 3 ... */

@@ -41,6 +41,7 @@ import { TERMINATING_SIGNALS, type RunEnd, type TerminatingSignal } from "./run-
 import { startupMark } from "./startup-marks.js";
 import { RunDirectory } from "./run-dir.js";
 import { createDebugBlock } from "./debug-block.js";
+import { CMOS_STATE_BYTES } from "../devices/cmos-rtc.js";
 
 export interface MachineOptions extends VcpuThreadOptions {
   /** The BSP's thread, started earlier with spawnVcpuThread (with the same trace/stats/hook options). */
@@ -53,6 +54,8 @@ export interface MachineOptions extends VcpuThreadOptions {
   virtio?: readonly PlannedVirtio[];
   /** Standard input goes to the virtio-console (one must be in `virtio`) instead of COM1. */
   stdinToConsole?: boolean;
+  /** Add the PC platform devices a Linux guest probes: the CMOS RTC and the i8042's reset line. */
+  platform?: boolean;
   /** Add the in-kernel i8254 PIT (vm.ts says why it is off by default). */
   pit?: boolean;
   /** Guest RAM as a memfd another process may map (VmOptions.sharedRam). */
@@ -147,6 +150,7 @@ export async function runMachine(opts: MachineOptions): Promise<RunResult> {
     if (opts.publish ?? true) runDir = publishRun(vm, vcpus);
     // Only the BSP gets registers: the APs start as the in-kernel local APIC makes them (INIT, then SIPI).
     bootVcpu(vcpus[0], vm.memory, opts.load(vm.memory));
+    if (opts.platform && vm.irqchip) for (const v of vcpus) v.setVirtualWireLints();
     startupMark("guest loaded, registers set");
     const doorbell = vm.eventfd();
     const theVm = vm;
@@ -161,6 +165,7 @@ export async function runMachine(opts: MachineOptions): Promise<RunResult> {
     io?.start(ioStart);
     const controls = vcpus.map((v, i) => new VcpuControl(threads[i].control, v));
     const debugBlocks = vcpus.map(() => createDebugBlock());
+    const platform = opts.platform ? { cmosState: new SharedArrayBuffer(CMOS_STATE_BYTES) } : undefined;
     vcpus.forEach((v, i) => {
       const start: VcpuStart = {
         vcpu: v.desc,
@@ -169,6 +174,7 @@ export async function runMachine(opts: MachineOptions): Promise<RunResult> {
         cpuCount: cpus,
         debug: debugBlocks[i],
         ram: { size: theVm.memSize, bits: theVm.slots.bitmap },
+        platform,
         io: {
           buffer: ioBuffer,
           doorbell,

@@ -5,6 +5,8 @@
 export type RunEnd =
   /** The guest halted with nothing left to wake it, or shut itself down. */
   | { kind: "halted"; reason: string }
+  /** The guest reset the machine (the i8042's reset line: Linux's `reboot=k`, and its panic with `panic=-1`). */
+  | { kind: "reset"; reason: string }
   /** The guest wrote `value` to the exit port. */
   | { kind: "exit-port"; value: number; reason: string }
   /** The guest cannot go on: triple fault, failed VM entry, KVM internal error (a dump was printed). */

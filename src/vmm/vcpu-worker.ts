@@ -22,6 +22,8 @@ import { ExitPort } from "../devices/exit-port.js";
 import { PORTS } from "../vm/machine-layout.js";
 import { ForwardAbandoned, IoForwarder } from "./io-forward.js";
 import { GuestExitRequest } from "../devices/types.js";
+import { CMOS_PORT, CmosRtc } from "../devices/cmos-rtc.js";
+import { GuestResetRequest, I8042, I8042_DATA } from "../devices/i8042.js";
 import { Output } from "./output.js";
 import { ACCESS, ExitStats } from "./exit-stats.js";
 import { LiveExitCounters } from "./live-counters.js";
@@ -54,6 +56,10 @@ const misses = new MissLog();
 // virtio) live in the I/O worker and get stand-ins that forward each access there (io-forward.ts).
 pio.register(PORTS.DEBUG_CONSOLE, 1, new DebugConsole(out.write));
 pio.register(PORTS.EXIT, 1, new ExitPort());
+if (start.platform) {
+  pio.register(CMOS_PORT, 2, new CmosRtc({ state: start.platform.cmosState }));
+  pio.register(I8042_DATA, 5, new I8042());
+}
 const forwarder = new IoForwarder(start.io.buffer, start.vcpu.id, start.io.doorbell, ctl, () =>
   post({ type: "io-wanted" }),
 );
@@ -97,6 +103,7 @@ let traceSeq = 0;
 /** What an access that a device turned into the end of the run means. */
 function endFrom(e: unknown): RunEnd {
   if (e instanceof GuestExitRequest) return { kind: "exit-port", value: e.value, reason: e.message };
+  if (e instanceof GuestResetRequest) return { kind: "reset", reason: e.message };
   if (e instanceof ForwardAbandoned) return { kind: "stopped", reason: e.message };
   throw e;
 }
@@ -236,13 +243,27 @@ function exitDetail(reason: number): string {
         "delivery event failed",
         "unexpected exit",
       ];
-      return `KVM internal error (KVM_EXIT_INTERNAL_ERROR): suberror ${sub}${names[sub] ? ` (${names[sub]})` : ""}`;
+      return `KVM internal error (KVM_EXIT_INTERNAL_ERROR): suberror ${sub}${names[sub] ? ` (${names[sub]})` : ""}${emulationBytes(sub)}`;
     }
     case KVM_EXIT.UNKNOWN:
       return `unknown exit (KVM_EXIT_UNKNOWN): hardware reason ${hex(run.getBigUint64(RUN.hw.hardware_exit_reason, true))}`;
     default:
       return `unexpected exit ${exitReasonName(reason)} (${reason})`;
   }
+}
+
+/** For an emulation failure, the instruction's bytes at RIP as KVM fetched them (when it says it did). */
+function emulationBytes(sub: number): string {
+  if (sub !== KVM_INTERNAL_ERROR_EMULATION || run.getUint32(RUN.internal.ndata, true) < 2) return "";
+  if ((run.getUint32(RUN.internal.data, true) & 1) === 0) return "";
+  const n = Math.min(run.getUint8(RUN.internal.data + 8), 15);
+  const bytes = Array.from({ length: n }, (_, i) =>
+    run
+      .getUint8(RUN.internal.data + 9 + i)
+      .toString(16)
+      .padStart(2, "0"),
+  );
+  return n > 0 ? `: KVM could not emulate the instruction at RIP, bytes ${bytes.join(" ")}` : "";
 }
 
 /** A guest halted with IF=0 and nothing pending has nothing left to wake it. */

@@ -31,6 +31,11 @@ export interface VcpuStart {
   debug: SharedArrayBuffer;
   /** Guest RAM's size and the bitmap of its protected pages (memory-slots.ts). */
   ram: { size: number; bits: SharedArrayBuffer };
+  /**
+   * The PC platform devices a Linux guest probes (the CMOS RTC at 0x70 over this shared state, the i8042's
+   * reset line at 0x60/0x64), on each vCPU's own bus; absent for vmtool's own guests.
+   */
+  platform?: { cmosState: SharedArrayBuffer };
   /** The I/O worker: request slots, doorbell eventfd, and the ranges whose accesses are forwarded to it. */
   io: {
     buffer: SharedArrayBuffer;

@@ -35,6 +35,8 @@ test("run ends: the README's table", () => {
     [{ kind: "fault", reason: "" }, 4],
     [{ kind: "internal", reason: "" }, 8],
     [{ kind: "output-failed", reason: "" }, 10],
+    [{ kind: "peer", reason: "" }, 12],
+    [{ kind: "reset", reason: "" }, 14],
     [{ kind: "signal", signal: "SIGHUP", reason: "" }, 129],
     [{ kind: "signal", signal: "SIGINT", reason: "" }, 130],
     [{ kind: "signal", signal: "SIGQUIT", reason: "" }, 131],
@@ -44,6 +46,12 @@ test("run ends: the README's table", () => {
     [{ kind: "exit-port", value: 0x10, reason: "" }, 33],
   ];
   for (const [end, status] of cases) assert.equal(statusForRun(end), status, JSON.stringify(end));
+});
+
+test("vmtool's own statuses are distinct, and even below 128 (the odd ones belong to the exit port)", () => {
+  const values = Object.values(ExitCode) as number[];
+  assert.equal(new Set(values).size, values.length, JSON.stringify(ExitCode));
+  for (const v of values) if (v < 128) assert.equal(v % 2, 0, `${v}`);
 });
 
 test("the exit port: (V << 1) | 1, of which the OS keeps 8 bits; always odd, never one of vmtool's own", () => {

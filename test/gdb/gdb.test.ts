@@ -163,7 +163,7 @@ test("a 32-bit guest under gdb's GNU/Linux OS ABI: gdb connects and reads fs_bas
   });
   assert.doesNotMatch(r.gdb, /internal-error/);
   assert.match(after(r.gdb, "@@regs"), /fs_base\s+0x0/);
-  assert.equal(r.status, 13, r.stderr);
+  assert.equal(r.status, 16, r.stderr);
 });
 
 test("gdb -ex 'target remote :PORT' guest.elf works with nothing else: --gdb tcp::PORT on 127.0.0.1", async () => {
@@ -178,7 +178,7 @@ test("gdb -ex 'target remote :PORT' guest.elf works with nothing else: --gdb tcp
   assert.match(r.stderr, /gdb: listening on 127\.0\.0\.1:\d+/);
   assert.match(regs, /eip\s+0x[0-9a-f]+\s+0x[0-9a-f]+ <_start/);
   assert.match(regs, /cr0\s+0x\w+\s+\[ PE /);
-  assert.equal(r.status, 13, r.stderr);
+  assert.equal(r.status, 16, r.stderr);
 });
 
 test("bad --gdb options: one error line, status 2, nothing touched", async () => {
@@ -261,11 +261,11 @@ test("Ctrl-C stops a spinning guest; detach lets it finish with its usual exit s
   assert.equal(r.status, 85, r.stderr);
 });
 
-test("kill ends the run with status 13", async () => {
+test("kill ends the run with status 16", async () => {
   const g = modesGuest();
   const r = await runWithGdb({ guest: g.bin, args: ["--gdb-wait"], script: ["stepi", "kill"] });
   assert.match(r.gdb, /killed/);
-  assert.equal(r.status, 13, r.stderr);
+  assert.equal(r.status, 16, r.stderr);
   assert.equal(r.stdout, "");
 });
 
@@ -355,7 +355,7 @@ test("monitor exits and break-on: stop after the next port access, MMIO access, 
   assert.match(mmio, /MMIO\s+1\n/);
   assert.match(o, /the next IO exit stops the VM/);
   assert.match(o, /break-on: off/);
-  assert.equal(r.status, 13, r.stderr);
+  assert.equal(r.status, 16, r.stderr);
 });
 
 test("single steps hold interrupts off by default; steps over HLT with the in-kernel irqchip, then detach: the guest finishes; monitor sstep irq on lets them in", async () => {
@@ -420,7 +420,7 @@ test("single steps hold interrupts off by default; steps over HLT with the in-ke
   });
   assert.match(irq.gdb, /interrupts delivered\. An interrupt taken during a step has the trap flag/);
   assert.match(after(irq.gdb, "@@irq"), /pit_isr|pit_handler|pic_eoi/);
-  assert.equal(irq.status, 13, irq.stderr);
+  assert.equal(irq.status, 16, irq.stderr);
 });
 
 test("a fault stops the VM for gdb instead of ending the run: the state is readable, continue faults again, kill", async () => {
@@ -448,7 +448,7 @@ test("a fault stops the VM for gdb instead of ending the run: the state is reada
   assert.match(o, /Program received signal (SIGSEGV|SIGILL)/);
   assert.match(after(o, "@@fault"), /Program (received|terminated with) signal (SIGSEGV|SIGILL)/);
   assert.equal(r.stdout, "!");
-  assert.equal(r.status, 13, r.stderr);
+  assert.equal(r.status, 16, r.stderr);
 });
 
 test("two and four vCPUs are threads: info threads, thread N, step one while the others stay stopped", async () => {

@@ -282,9 +282,9 @@ test("the rest of the protocol: threads (two vCPUs), qAttached, qOffsets, G/P/X,
     assert.match(await ask("vCont;S05:1"), /^T05thread:1;$/);
     const afterStep = Buffer.from((await ask("p8")).slice(0, 8), "hex").readUInt32LE(0);
     assert.ok(afterStep > before && afterStep - before <= 15, `one instruction: ${before} -> ${afterStep}`);
-    // k ends the run with status 13.
+    // k ends the run with status 16.
     c.socket.write(framePacket("k"));
-    assert.equal(await ended, 13, stderr);
+    assert.equal(await ended, 16, stderr);
     assert.equal(stdout.includes("B"), false, "the guest did not reach its end");
   } finally {
     clearTimeout(timer);

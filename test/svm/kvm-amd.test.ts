@@ -17,7 +17,16 @@ import type { Probe } from "./probe.js";
 /** Only stops a hung VM: the whole boot, test run and power-off took 200-300 s on an idle 2-core host, 472 s
  * with a load average near 4, and did not end within 480 s near 7. */
 const QEMU_TIMEOUT_MS = 900_000;
-/** One inner test file that hangs is killed after this, so the others still run and report. */
+/**
+ * VMTOOL_SVM_ONLY=word[,word...]: run only the inner test files whose path contains one of the words (a
+ * development run of one area; the full list runs otherwise).
+ */
+const ONLY_WORDS = (process.env.VMTOOL_SVM_ONLY ?? "").split(",").filter((w) => w !== "");
+const SELECTED = INNER_TESTS.filter(
+  (t) => ONLY_WORDS.length === 0 || ONLY_WORDS.some((w) => t.file.includes(w)),
+);
+
+/** One inner test file that hangs is killed after this (or its own `timeoutS`), so the others still run and report. */
 const FILE_TIMEOUT_S = 120;
 
 function sh(s: string): string {
@@ -36,7 +45,7 @@ function job(): string {
     `sed 's/^/SVM probe-out /' /tmp/probe.json >&3`,
     `sed 's/^/SVM probe-err /' /tmp/probe.err >&3`,
   ];
-  for (const { file: t, only } of INNER_TESTS) {
+  for (const { file: t, only, timeoutS = FILE_TIMEOUT_S } of SELECTED) {
     const js = `$dist/${t.replace(/\.ts$/, ".js")}`;
     const pattern = only ? ` --test-name-pattern=${sh(only)}` : "";
     lines.push(
@@ -45,9 +54,9 @@ function job(): string {
       // A watchdog rather than `timeout`: a file that hangs is reported with the state of every task (where each
       // one sleeps in the kernel, and the blocked ones through SysRq-w into dmesg), then killed; a process that
       // even SIGKILL cannot end is left behind so that the other files still run and report.
-      `pid=$!; n=0; while kill -0 $pid 2>/dev/null && [ $n -lt ${FILE_TIMEOUT_S} ]; do sleep 1; n=$((n + 1)); done`,
+      `pid=$!; n=0; while kill -0 $pid 2>/dev/null && [ $n -lt ${timeoutS} ]; do sleep 1; n=$((n + 1)); done`,
       `if kill -0 $pid 2>/dev/null; then`,
-      `  echo "hung after ${FILE_TIMEOUT_S} s; tasks not sleeping (task state wchan cmdline):" >>/tmp/stderr`,
+      `  echo "hung after ${timeoutS} s; tasks not sleeping (task state wchan cmdline):" >>/tmp/stderr`,
       `  for d in /proc/[0-9]*/task/[0-9]*; do echo "$d $(cut -d' ' -f3 $d/stat 2>/dev/null) $(cat $d/wchan 2>/dev/null) $(tr '\\0' ' ' <$d/../../cmdline 2>/dev/null | cut -c1-60)"; done | awk '$2 != "S" && $2 != "I"' >>/tmp/stderr`,
       `  echo w >/proc/sysrq-trigger; kill -9 $pid; sleep 5`,
       `  if kill -0 $pid 2>/dev/null; then echo "still alive after SIGKILL" >>/tmp/stderr; rc=255; else wait $pid; rc=$?; fi`,
@@ -145,7 +154,7 @@ test("the kvm_amd VM boots, loads kvm_amd with nested paging, and reports back",
   assert.equal(run.qemuStatus, "ok");
 });
 
-for (const { file, only } of INNER_TESTS) {
+for (const { file, only } of SELECTED) {
   test(`kvm_amd: ${file}`, async (t) => {
     const r = run.files.get(file);
     assert.ok(r, `${file} did not run inside the VM${guestLog()}`);

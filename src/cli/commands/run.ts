@@ -14,7 +14,9 @@ import { LAYOUT } from "../../vm/machine-layout.js";
 export const DEMO_GUEST = fileURLToPath(new URL("../../../../guest/prebuilt/demo.elf", import.meta.url));
 
 interface RunOptions {
-  mem: string;
+  mem?: string;
+  kernel?: string;
+  initrd?: string;
   load?: string;
   entry?: string;
   mode?: "real" | "protected" | "long";
@@ -42,6 +44,8 @@ interface RunOptions {
 export const MAX_CPUS = 64;
 
 const MiB = 1024 * 1024;
+/** Guest RAM with --kernel when --mem is not given: a distribution kernel needs ~64 MiB for itself alone. */
+export const LINUX_DEFAULT_RAM = 256 * MiB;
 
 export function register(program: Command): void {
   program
@@ -58,15 +62,21 @@ export function register(program: Command): void {
         "the run, Ctrl-A h lists the other keys.\n" +
         "Exit status: 0 the guest halted with interrupts off, (V<<1)|1 the guest wrote V to port 0xF4, 2 bad " +
         "usage or image, 4 guest fault (register dump on stderr), 6 host cannot run VMs, 8 vmtool's bug, 10 the " +
-        "guest's output could not be written, 129/130/131/143 SIGHUP/SIGINT (or Ctrl-A x)/SIGQUIT/SIGTERM, " +
-        "141 standard output closed by its reader, 13 gdb killed the guest (--gdb, docs/gdb.md).",
+        "guest's output could not be written, 12 the introspection tool did not answer (--introspect-on-timeout stop), 14 the guest reset the machine (i8042), 16 gdb killed the guest (--gdb, docs/gdb.md), 129/130/131/143 SIGHUP/SIGINT (or Ctrl-A x)/SIGQUIT/SIGTERM, " +
+        "141 standard output closed by its reader.",
     )
     .argument("[file]", "guest image (default: the built-in demo guest)")
     .option(
       "--mem <size>",
-      `guest RAM, e.g. 64M or 1G (${LAYOUT.MIN_RAM / MiB} MiB .. ${LAYOUT.MAX_RAM / MiB} MiB)`,
-      `${LAYOUT.DEFAULT_RAM / MiB}M`,
+      `guest RAM, e.g. 64M or 1G (${LAYOUT.MIN_RAM / MiB} MiB .. ${LAYOUT.MAX_RAM / MiB} MiB; default ` +
+        `${LAYOUT.DEFAULT_RAM / MiB}M, ${LINUX_DEFAULT_RAM / MiB}M with --kernel)`,
     )
+    .option(
+      "--kernel <file>",
+      "boot a Linux kernel (bzImage, 64-bit boot protocol) instead of FILE, with the PC devices it probes " +
+        "(CMOS RTC, i8042 reset line); console=ttyS0 is added when --cmdline names no console (docs/linux.md)",
+    )
+    .option("--initrd <file>", "with --kernel: the initial RAM disk (initramfs) handed to the kernel")
     .option(
       "--load <addr>",
       "flat binaries: guest physical load address (default 0x7c00 real, 0x100000 otherwise)",
@@ -145,10 +155,20 @@ async function runCommand(file: string | undefined, o: RunOptions): Promise<numb
   // in-kernel irqchip waits until ~15-20 ms after the irqchip was made (docs/run.md, "Start-up"), which a
   // guest that ends at once would otherwise pay at its end. Everything else is checked before any guest code
   // runs; a bad option or image closes the VM again and exits with status 2.
+  if (o.kernel !== undefined) {
+    if (file !== undefined)
+      throw new UsageError(`--kernel ${o.kernel} and a guest image ${file}: give one of them`);
+    const flat = (["load", "entry", "mode"] as const).filter((k) => o[k] !== undefined);
+    if (flat.length > 0)
+      throw new UsageError(
+        `--${flat[0]} applies to flat binaries, not to --kernel (the kernel says where it goes)`,
+      );
+  } else if (o.initrd !== undefined) throw new UsageError("--initrd needs --kernel");
+  const mem = o.mem ?? `${(o.kernel !== undefined ? LINUX_DEFAULT_RAM : LAYOUT.DEFAULT_RAM) / MiB}M`;
   const memSize = Number(
-    parseIntOption(o.mem, "--mem", { min: BigInt(LAYOUT.MIN_RAM), max: BigInt(LAYOUT.MAX_RAM) }),
+    parseIntOption(mem, "--mem", { min: BigInt(LAYOUT.MIN_RAM), max: BigInt(LAYOUT.MAX_RAM) }),
   );
-  if (memSize % 4096 !== 0) throw new UsageError(`--mem: ${o.mem} is not a multiple of 4 KiB`);
+  if (memSize % 4096 !== 0) throw new UsageError(`--mem: ${mem} is not a multiple of 4 KiB`);
   const cpus = Number(parseIntOption(o.cpus, "--cpus", { min: 1n, max: BigInt(MAX_CPUS) }));
   const gdb = await gdbOptions(o);
   const { Vm } = await import("../../vm/vm.js");
@@ -210,7 +230,10 @@ async function runGuest(
   const { planVirtio, linuxCmdline } = await import("../../devices/virtio/placement.js");
   const virtio = planVirtio({ rng: o.rng, console: o.console, disks });
   // A Linux guest finds virtio-mmio devices only through its command line.
-  const cmdline = [o.cmdline, linuxCmdline(virtio)].filter((p) => p !== "").join(" ");
+  const linuxWords =
+    o.kernel !== undefined ? (await import("../../loader/linux/index.js")).linuxCmdline : undefined;
+  const userCmdline = linuxWords ? linuxWords(o.cmdline) : o.cmdline;
+  const cmdline = [userCmdline, linuxCmdline(virtio)].filter((p) => p !== "").join(" ");
   const addr = (v: string | undefined, what: string) =>
     v === undefined ? undefined : Number(parseIntOption(v, what, { max: 0xffff_ffffn }));
   const load = addr(o.load, "--load");
@@ -229,11 +252,23 @@ async function runGuest(
   const thread = takeVcpuThread({ trace: o.trace ?? false, stats: stats ?? false });
   let loader: typeof import("../../loader/index.js");
   let plan: import("../../loader/index.js").LoadPlan;
+  let linux: typeof import("../../loader/linux/index.js") | undefined;
+  let linuxPlan: import("../../loader/linux/index.js").LinuxPlan | undefined;
   try {
     loader = await import("../../loader/index.js");
     loader.checkCmdline(o.cmdline);
     checkWholeCmdline(o.cmdline, cmdline, (await import("../../loader/boot-info.js")).CMDLINE_MAX);
-    plan = loader.planLoad(path, { memSize, load, entry, mode: o.mode });
+    if (o.kernel !== undefined) {
+      linux = await import("../../loader/linux/index.js");
+      linuxPlan = linux.planLinux(o.kernel, { memSize, cmdline, initrdPath: o.initrd });
+      plan = {
+        format: "flat",
+        mode: "long",
+        entry: linuxPlan.entry,
+        segments: [],
+        describe: linuxPlan.describe,
+      };
+    } else plan = loader.planLoad(path, { memSize, load, entry, mode: o.mode });
     startupMark("image read and checked");
   } catch (e) {
     await thread.cancel();
@@ -296,14 +331,22 @@ async function runGuest(
     virtio,
     stdinToConsole: o.console ?? false,
     pit: o.pit ?? false,
+    platform: linuxPlan !== undefined,
     raw: o.raw ?? true,
     // The process exits as soon as the run is over: threads that said they stopped are not waited for.
     join: false,
-    // At most one of the two (gdbOptions refuses both at once): each drives the vCPUs' debug state.
-    onStart: gdb ? (m) => gdb.onStart(m) : introspection ? (m) => introspection.attach(m) : undefined,
+    // At most one of gdb and introspection (gdbOptions refuses both at once): each drives the vCPUs' debug state.
+    onStart: (m) => {
+      // Once the vCPUs run (and signals end the run cleanly): what boots, on what machine.
+      if (linuxPlan) writeStderr(`vmtool: ${linuxSummary(linuxPlan, memSize, cpus, virtio)}\n`);
+      if (gdb) gdb.onStart(m);
+      else introspection?.attach(m);
+    },
     onPaused: gdb ? (m) => gdb.onPaused(m) : introspection ? (m) => introspection.onPaused(m) : undefined,
     onEnding: introspection ? () => introspection.finish() : undefined,
     load: (mem) => {
+      if (linux && linuxPlan)
+        return { mode: "long", entry: linuxPlan.entry, bootInfo: linux.applyLinuxPlan(mem, linuxPlan) };
       // The VM was made for this run and no guest code has run yet: its RAM still reads as zero.
       loader.applyPlan(mem, plan, { freshRam: true });
       const bootInfo = loader.writeBootInfo(mem, { memSize, cpus, devices, cmdline, plan });
@@ -323,6 +366,11 @@ async function runGuest(
   if (end.kind === "internal") writeStderr(`vmtool: internal error: ${end.reason}\n`);
   else if (end.kind === "signal" || end.kind === "escape") writeStderr(`vmtool: ${end.reason}\n`);
   else if (end.kind === "output-failed") writeStderr(`vmtool: error: ${end.reason}\n`);
+  else if (end.kind === "fault" && /emulation failure/.test(end.reason))
+    writeStderr(
+      "vmtool: KVM's instruction emulator cannot run that instruction; a KVM that emulates guest ring 0 " +
+        '(kvm_pvm) cannot run a stock Linux kernel at all: docs/linux.md, "Where it runs"\n',
+    );
   else if (end.kind === "exit-port" && o.trace) writeStderr(`vmtool: ${exitPortLine(end.value, status)}\n`);
   else if (o.trace && end.kind !== "fault" && end.kind !== "output-closed")
     writeStderr(`vmtool: ${end.reason}\n`);
@@ -335,6 +383,30 @@ async function runGuest(
     else writeStderr(report.formatStatsTable(result.stats) + report.formatIoLine(result));
   }
   return status;
+}
+
+/** The one line `vmtool run --kernel` starts with: what boots, on what machine. */
+function linuxSummary(
+  plan: import("../../loader/linux/index.js").LinuxPlan,
+  memSize: number,
+  cpus: number,
+  virtio: readonly { type: string; name: string; path?: string }[],
+): string {
+  const version = plan.kernelVersion?.split(" ")[0];
+  const parts = [
+    `Linux${version ? ` ${version}` : ""}, bzImage`,
+    memSize % MiB === 0 ? `${memSize / MiB} MiB` : `${memSize} bytes`,
+    `${cpus} vCPU${cpus > 1 ? "s" : ""}`,
+  ];
+  if (plan.initrd) parts.push(`initrd ${(plan.initrd.size / 1e6).toFixed(1)} MB`);
+  let disk = 0;
+  for (const d of virtio)
+    parts.push(
+      d.type === "blk"
+        ? `virtio-blk vd${String.fromCharCode(0x61 + disk++)}${d.path ? ` (${basename(d.path)})` : ""}`
+        : `virtio-${d.type}`,
+    );
+  return parts.join(", ");
 }
 
 /** The guest's command line is the user's plus vmtool's virtio words: when only the sum is too long, say so. */

@@ -1,0 +1,125 @@
+// What the Linux tests share: Debian's kernel (the one scripts/fetch-debian-kernel.sh puts in .cache/kernel/,
+// also carried into the kvm_amd VM), an initramfs built here from the host's static busybox, and which KVM
+// backend this host has (a stock kernel boots only where the CPU's own virtualization runs ring 0: docs/linux.md).
+import { execFileSync } from "node:child_process";
+import { existsSync, readdirSync, readFileSync, realpathSync } from "node:fs";
+import { join } from "node:path";
+import { ROOT } from "../helpers/paths.js";
+
+/** Debian's bzImage: from .cache/kernel/ (inside the kvm_amd VM it was carried there), else fetched. */
+export function debianKernel(): string {
+  const cache = join(ROOT, ".cache", "kernel");
+  const have = () =>
+    existsSync(cache)
+      ? readdirSync(cache)
+          .map((d) => join(cache, d, "vmlinuz"))
+          .filter((p) => existsSync(p))
+      : [];
+  let found = have();
+  if (found.length === 0) {
+    execFileSync(join(ROOT, "scripts", "fetch-debian-kernel.sh"), { stdio: ["ignore", "ignore", "inherit"] });
+    found = have();
+  }
+  if (found.length === 0)
+    throw new Error("no Debian kernel in .cache/kernel (scripts/fetch-debian-kernel.sh)");
+  return found.sort().at(-1) as string;
+}
+
+/** The KVM backend module loaded here: kvm_amd, kvm_intel or kvm_pvm (undefined if none is). */
+export function kvmBackend(): string | undefined {
+  return ["kvm_amd", "kvm_intel", "kvm_pvm"].find((m) => existsSync(`/sys/module/${m}`));
+}
+
+/** A static busybox: the harness's /bin/busybox inside the kvm_amd VM, the host's busybox-static here. */
+export function staticBusybox(): string {
+  for (const p of ["/bin/busybox", "/usr/bin/busybox"]) if (existsSync(p)) return realpathSync(p);
+  throw new Error("busybox not found: apt-get install busybox-static");
+}
+
+interface CpioEntry {
+  name: string;
+  mode: number;
+  data?: Uint8Array;
+  rdev?: [number, number];
+}
+
+/** An uncompressed "newc" cpio archive, the format the kernel's initramfs unpacker reads. */
+export function newcArchive(entries: readonly CpioEntry[]): Buffer {
+  const parts: Buffer[] = [];
+  let ino = 1;
+  const pad4 = (n: number) => Buffer.alloc((4 - (n % 4)) % 4);
+  const put = (e: CpioEntry) => {
+    const name = Buffer.from(e.name + "\0");
+    const data = Buffer.from(e.data ?? new Uint8Array(0));
+    const f = (n: number) => n.toString(16).padStart(8, "0");
+    const header =
+      "070701" +
+      [ino++, e.mode, 0, 0, 1, 0, data.length, 0, 0, e.rdev?.[0] ?? 0, e.rdev?.[1] ?? 0, name.length, 0]
+        .map(f)
+        .join("");
+    parts.push(Buffer.from(header, "ascii"), name, pad4(110 + name.length), data, pad4(data.length));
+  };
+  for (const e of entries) put(e);
+  put({ name: "TRAILER!!!", mode: 0 });
+  return Buffer.concat(parts);
+}
+
+const DIR = 0o040755;
+const FILE = 0o100755;
+const CHR = 0o020600;
+const LINK = 0o120777;
+
+/** An initramfs whose /init is `script` (busybox sh), with busybox and its applets in /bin. */
+export function busyboxInitramfs(script: string): Buffer {
+  const busybox = readFileSync(staticBusybox());
+  const applets = [
+    "sh",
+    "mount",
+    "cat",
+    "echo",
+    "grep",
+    "halt",
+    "poweroff",
+    "reboot",
+    "sleep",
+    "date",
+    "ls",
+    "dd",
+    "printf",
+  ];
+  return newcArchive([
+    ...["dev", "proc", "sys", "bin", "tmp"].map((d) => ({ name: d, mode: DIR })),
+    { name: "dev/console", mode: CHR, rdev: [5, 1] },
+    { name: "dev/port", mode: CHR, rdev: [1, 4] }, // the I/O ports: init's `dd` to vmtool's exit port
+    { name: "bin/busybox", mode: FILE, data: busybox },
+    ...applets.map((a) => ({ name: `bin/${a}`, mode: LINK, data: Buffer.from("busybox") })),
+    { name: "init", mode: FILE, data: Buffer.from(`#!/bin/sh\nexport PATH=/bin\n${script}`) },
+  ]);
+}
+
+/** Debian's kernel release string of the bzImage's directory (its `release` file). */
+export function kernelRelease(kernel: string): string | undefined {
+  const p = join(kernel, "..", "release");
+  return existsSync(p) ? readFileSync(p, "utf8").trim() : undefined;
+}
+
+/** Run a command, returning its status and output (never throwing on a non-zero status). */
+export function runCmd(
+  cmd: string,
+  args: string[],
+  timeoutMs: number,
+): { status: number | null; signal: string | null; stdout: string; stderr: string } {
+  try {
+    const stdout = execFileSync(cmd, args, {
+      encoding: "utf8",
+      timeout: timeoutMs,
+      killSignal: "SIGTERM",
+      stdio: ["ignore", "pipe", "pipe"],
+      maxBuffer: 64 << 20,
+    });
+    return { status: 0, signal: null, stdout, stderr: "" };
+  } catch (e) {
+    const x = e as { status: number | null; signal: string | null; stdout?: string; stderr?: string };
+    return { status: x.status, signal: x.signal, stdout: x.stdout ?? "", stderr: x.stderr ?? "" };
+  }
+}
