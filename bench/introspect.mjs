@@ -1,0 +1,229 @@
+#!/usr/bin/env node
+// Introspection benchmarks (not tests): each prints ratios against a reference measured in the same run.
+//   (a) event round trip: a long-mode guest that writes an intercepted MSR (STAR) EVENTS times in a loop; a
+//       KVMI client in this process (vmtool's own, src/kvmi-client/) gets each MSR event and answers CONTINUE.
+//       Time per event = (last event's arrival - first's) / (EVENTS - 1), i.e. event out, reply in, the guest
+//       going on to its next WRMSR. Reference: the same VMM's plain exits (`out` to 0xE9, no client), per exit,
+//       as bench/run-all.mjs measures them. Aim: an event costs at most 4 plain exits.
+//   (b) dumping 64 MiB of guest RAM (vCPUs paused): READ_PHYSICAL per 4 KiB page through the client (64 in
+//       flight), the shared read-only mapping of guest RAM (VMTOOL_GET_RAM_MAPPING), and the floor: a copy out
+//       of a 64 MiB memfd mapped in this process, with the same code. Aim: the mapping within 2x of the floor;
+//       READ_PHYSICAL at least 200 MB/s.
+//   (c) the exit rate with --introspect connected (a client attached, no event enabled) against the same run
+//       without --introspect: 200,000 `out` to 0xE9, wall time minus a guest that exits at once under the same
+//       set-up (so that start-up and the connection do not count). Aim: no loss beyond noise.
+// Rounds alternate the programs compared; medians are printed with the samples and the load average.
+// Usage: node bench/introspect.mjs              (after the build: npx tsc -p tsconfig.json && node scripts/bundle.mjs)
+//        BENCH_RUNS=7 node bench/introspect.mjs  (VMTOOL_DIST=.dist-x uses another output folder)
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { loadavg } from "node:os";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+import { ROOT, flatLongGuest, median, workDir } from "./lib.mjs";
+
+const DIST = join(ROOT, process.env.VMTOOL_DIST || "dist");
+const BUNDLE = join(DIST, "bundle", "vmtool.cjs");
+const CLI = existsSync(BUNDLE) ? BUNDLE : join(DIST, "src", "cli", "main.js");
+const RUNS = Number(process.env.BENCH_RUNS || 5);
+const EVENTS = Number(process.env.BENCH_EVENTS || 2000);
+const EXITS = 200_000;
+const DUMP = 64 << 20;
+const STAR = 0xc0000081;
+/** The word the guests spin on until the client has set up what it measures. */
+const FLAG = 0x2000;
+
+const lib = (p) => import(pathToFileURL(join(DIST, "src", p)).href);
+const { KvmiClient, GuestRam, Ev } = await lib("kvmi-client/index.js");
+const libc = await lib("kvm/libc.js");
+const { GuestMemory } = await lib("memory/guest-memory.js");
+
+const work = workDir("vmtool-bench-introspect-");
+const guest = (name, source) => flatLongGuest(work, name, source);
+const waitForFlag = `wait_for_tool: pause
+    cmpl $0, ${FLAG}
+    je wait_for_tool`;
+
+const msrGuest = guest(
+  "msr-loop",
+  `${waitForFlag}
+     mov $${EVENTS}, %ebx
+     mov $${STAR}, %ecx
+  1: mov %ebx, %eax
+     xor %edx, %edx
+     wrmsr
+     dec %ebx
+     jnz 1b
+     xor %eax, %eax
+     out %al, $0xf4`,
+);
+const exitsGuest = guest(
+  "exits",
+  `  mov $${EXITS}, %ecx
+     mov $0x2e, %al
+  1: out %al, $0xe9
+     dec %ecx
+     jnz 1b
+     xor %eax, %eax
+     out %al, $0xf4`,
+);
+const quitGuest = guest("quit", "xor %eax, %eax\n out %al, $0xf4");
+const spinGuest = guest("spin", `${waitForFlag}\n xor %eax, %eax\n out %al, $0xf4`);
+
+const runArgs = (bin, extra = []) => [CLI, "run", "--mode", "long", "--load", "0x100000", ...extra, bin];
+
+/** Start `vmtool run` (stdout ignored); resolves with its wall time (ms) once it exits with status 1. */
+function vmtool(args) {
+  const t0 = process.hrtime.bigint();
+  const child = spawn(process.execPath, args, { stdio: ["ignore", "ignore", "pipe"] });
+  let stderr = "";
+  child.stderr.on("data", (d) => (stderr += d));
+  const done = new Promise((resolve, reject) =>
+    child.on("exit", (code) => {
+      const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+      if (code === 1) resolve(ms);
+      else reject(new Error(`${args.join(" ")}: status ${code}: ${stderr}`));
+    }),
+  );
+  return { child, done };
+}
+
+let sockets = 0;
+/** `vmtool run --introspect connect:SOCKET` with a client of ours listening there; resolves with both. */
+async function withClient(bin, extra = []) {
+  const path = join(work, `tool-${sockets++}.sock`);
+  const listening = KvmiClient.listen(path, { acceptTimeoutMs: 30_000 });
+  const run = vmtool(
+    runArgs(bin, ["--introspect", `connect:${path}`, "--introspect-timeout", "60", ...extra]),
+  );
+  const client = await listening;
+  return { client, run };
+}
+
+const go = (client) => client.writePhysical(BigInt(FLAG), Uint8Array.of(1, 0, 0, 0));
+
+/** (a) One run of the MSR loop with every WRMSR an event answered CONTINUE: ms per event. */
+async function eventRoundTrip() {
+  const { client, run } = await withClient(msrGuest);
+  await client.controlEvents(0, Ev.MSR, true);
+  await client.controlMsr(0, STAR, true);
+  await go(client);
+  let first = 0n;
+  let last = 0n;
+  let n = 0;
+  for await (const ev of client.events()) {
+    if (ev.kind !== "msr") continue;
+    last = process.hrtime.bigint();
+    if (n++ === 0) first = last;
+    client.reply(ev, "continue");
+    if (n === EVENTS) break;
+  }
+  await run.done;
+  client.close();
+  if (n !== EVENTS) throw new Error(`${n} MSR events, expected ${EVENTS}`);
+  return Number(last - first) / 1e6 / (EVENTS - 1);
+}
+
+/** (b) The three ways of reading 64 MiB, in one VM; returns ms for each, per round. */
+async function dumpRounds(rounds) {
+  const { client, run } = await withClient(spinGuest, ["--mem", "64M"]);
+  const paused = await client.pauseAll();
+  const ram = await GuestRam.open(client);
+  if (ram.path !== "mapping") throw new Error(`no shared mapping: ${ram.why}`);
+  // The floor: a memfd of the same size in this process, mapped and copied out by the same code.
+  const fd = libc.memfdCreate("bench-floor", libc.MFD_CLOEXEC);
+  if (fd < 0 || libc.ftruncate(fd, DUMP) < 0) throw new Error("memfd_create/ftruncate failed");
+  const addr = libc.mmap(null, DUMP, libc.PROT_READ | libc.PROT_WRITE, libc.MAP_SHARED, fd, 0);
+  if (addr === libc.MAP_FAILED) throw new Error("mmap of the memfd failed");
+  const floor = new GuestMemory([{ gpa: 0, size: DUMP, hostAddr: addr }]);
+  floor.fill(0, DUMP, 0x5a); // resident, as the guest's pages are after the first round
+  const check = (b) => {
+    if (b.length !== DUMP) throw new Error(`read ${b.length} bytes`);
+  };
+  const ways = {
+    READ_PHYSICAL: async () => check(await client.readMemory(0n, DUMP, 64)),
+    "shared mapping": async () => check(await ram.read(0n, DUMP)),
+    "memfd in-process (floor)": async () => check(Buffer.from(floor.read(0, DUMP))),
+  };
+  const samples = Object.fromEntries(Object.keys(ways).map((k) => [k, []]));
+  for (const f of Object.values(ways)) await f(); // warm-up: every page faulted in once
+  for (let i = 0; i < rounds; i++)
+    for (const [k, f] of Object.entries(ways)) {
+      const t0 = process.hrtime.bigint();
+      await f();
+      samples[k].push(Number(process.hrtime.bigint() - t0) / 1e6);
+    }
+  ram.close();
+  libc.munmap(addr, DUMP);
+  libc.close(fd);
+  client.resume(paused);
+  await go(client);
+  await run.done;
+  client.close();
+  return samples;
+}
+
+/** (c) Wall ms of a run with a client attached that enables nothing. */
+async function connectedRun(bin) {
+  const { client, run } = await withClient(bin);
+  const ms = await run.done;
+  client.close();
+  return ms;
+}
+
+const cases = {
+  "(a) event round trip, ms/event": eventRoundTrip,
+  "plain 200k exits": () => vmtool(runArgs(exitsGuest)).done,
+  "plain exit at once": () => vmtool(runArgs(quitGuest)).done,
+  "--introspect 200k exits": () => connectedRun(exitsGuest),
+  "--introspect exit at once": () => connectedRun(quitGuest),
+};
+const samples = Object.fromEntries(Object.keys(cases).map((k) => [k, []]));
+const load0 = loadavg()[0];
+for (const f of Object.values(cases)) await f(); // warm-up round
+for (let i = 0; i < RUNS; i++) {
+  for (const [k, f] of Object.entries(cases)) samples[k].push(await f());
+  process.stderr.write(`bench: round ${i + 1}/${RUNS}\n`);
+}
+const dump = await dumpRounds(RUNS);
+const load1 = loadavg()[0];
+const m = Object.fromEntries(Object.entries({ ...samples, ...dump }).map(([k, v]) => [k, median(v)]));
+
+const fmt = (v) => (v < 10 ? v.toFixed(3) : v.toFixed(1)).padStart(9);
+console.log(`\n${CLI}`);
+console.log(
+  `medians of ${RUNS} alternating rounds; load average ${load0.toFixed(1)} at start, ${load1.toFixed(1)} at end:`,
+);
+for (const [k, v] of Object.entries(m))
+  console.log(
+    `  ${k.padEnd(30)} ${fmt(v)}   [${[...(samples[k] ?? dump[k])].map((x) => fmt(x).trim()).join(" ")}]`,
+  );
+
+const plainUs = ((m["plain 200k exits"] - m["plain exit at once"]) * 1000) / EXITS;
+const eventUs = m["(a) event round trip, ms/event"] * 1000;
+console.log(
+  `\n(a) event round trip (${EVENTS} WRMSRs of STAR, each an MSR event answered CONTINUE by a client):`,
+);
+console.log(`  event ${eventUs.toFixed(1)} us (${Math.round(1e6 / eventUs).toLocaleString("en")} events/s)`);
+console.log(
+  `  plain exit ${plainUs.toFixed(2)} us (${Math.round(1e6 / plainUs).toLocaleString("en")} exits/s, OUT to 0xE9, no client)`,
+);
+console.log(`  ratio event / plain exit = ${(eventUs / plainUs).toFixed(1)}   (aim <= 4)`);
+
+const mbs = (ms) => DUMP / 1e6 / (ms / 1000);
+const floorMs = m["memfd in-process (floor)"];
+console.log(`\n(b) reading 64 MiB of guest RAM (vCPUs paused):`);
+for (const k of Object.keys(dump))
+  console.log(
+    `  ${k.padEnd(26)} ${m[k].toFixed(1).padStart(8)} ms  ${Math.round(mbs(m[k])).toLocaleString("en").padStart(6)} MB/s  ${(m[k] / floorMs).toFixed(2)}x the floor`,
+  );
+console.log(`  aims: mapping within 2x of the floor; READ_PHYSICAL >= 200 MB/s`);
+
+const rate = (a, b) => EXITS / ((m[a] - m[b]) / 1000);
+const plainRate = rate("plain 200k exits", "plain exit at once");
+const connRate = rate("--introspect 200k exits", "--introspect exit at once");
+console.log(`\n(c) exit rate, ${EXITS} OUTs to 0xE9:`);
+console.log(`  without --introspect        ${Math.round(plainRate).toLocaleString("en")} exits/s`);
+console.log(`  --introspect, no events on  ${Math.round(connRate).toLocaleString("en")} exits/s`);
+console.log(`  ratio connected / plain = ${(connRate / plainRate).toFixed(2)}   (aim: 1 within noise)`);
+process.exit(0);
