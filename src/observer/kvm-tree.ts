@@ -2,7 +2,7 @@
 // host, with or without the vmtool module. KVM does not say where a vCPU ran; its thread does: /proc stat
 // field 39 is the CPU it last ran on, and a vCPU counts as "seen" on that CPU at a poll where its CPU time
 // advanced (or, the first time it is polled, when it is running right now).
-import { readdirSync } from "node:fs";
+import { readSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { FileInputError } from "../files/errors.js";
 import { InputFile } from "../files/input-file.js";
@@ -77,6 +77,14 @@ export class KvmSource implements Source {
   readonly kind = "kvm" as const;
   private history = new Map<string, VcpuHistory>();
   private names = new Map<string, { comm: string | null; cmdline: string[]; name: string }>();
+  /**
+   * The pid files of vCPUs and the /proc stat and schedstat files of their threads, kept open between polls and read again from their
+   * start (procfs writes them anew at each read at offset 0): one pread per file and poll instead of an open,
+   * a read and a close. A thread that ends makes its reads fail (ESRCH); files not read at a poll are closed after it.
+   */
+  private held = new Map<string, InputFile>();
+  private heldSeen = new Set<string>();
+  private readonly heldBuf = Buffer.alloc(SMALL_FILE_MAX);
 
   constructor(
     readonly root: string,
@@ -179,6 +187,12 @@ export class KvmSource implements Source {
       }
     }
     for (const id of this.history.keys()) if (!live.has(id)) this.history.delete(id);
+    for (const [path, f] of this.held)
+      if (!this.heldSeen.has(path)) {
+        f.close();
+        this.held.delete(path);
+      }
+    this.heldSeen.clear();
     for (const id of this.names.keys()) if (!vms.some((vm) => vm.id === id)) this.names.delete(id);
     return {
       source: "kvm",
@@ -189,6 +203,36 @@ export class KvmSource implements Source {
       problems,
       vms,
     };
+  }
+
+  /** A small /proc file of a thread, through a descriptor kept open between polls; null if unreadable. */
+  private readHeld(path: string): string | null {
+    let f = this.held.get(path);
+    if (!f) {
+      try {
+        f = InputFile.open(path);
+      } catch {
+        return null;
+      }
+      this.held.set(path, f);
+    }
+    let n: number;
+    try {
+      n = readSync(f.fd, this.heldBuf, 0, SMALL_FILE_MAX, 0);
+    } catch {
+      // The thread ended (ESRCH): its number may come back as another thread, opened anew.
+      f.close();
+      this.held.delete(path);
+      return null;
+    }
+    this.heldSeen.add(path);
+    return this.heldBuf.toString("latin1", 0, n);
+  }
+
+  /** Close the descriptors kept between polls. */
+  close(): void {
+    for (const f of this.held.values()) f.close();
+    this.held.clear();
   }
 
   private describe(id: string, pid: number): { comm: string | null; cmdline: string[]; name: string } {
@@ -207,7 +251,8 @@ export class KvmSource implements Source {
   private readVcpu(id: string, index: number, dir: string, pid: number, problems: Problem[]): KvmVcpu | null {
     let pidText: string;
     try {
-      pidText = readText(join(dir, "pid"));
+      // KVM's vCPU files hold no reference on the VM (unlike its VM-wide statistics files): kept open too.
+      pidText = this.readHeld(join(dir, "pid")) ?? readText(join(dir, "pid"));
     } catch (err) {
       if (!(err instanceof FileInputError) || err.code !== "ENOENT")
         problems.push({
@@ -227,13 +272,13 @@ export class KvmSource implements Source {
     const v: KvmVcpu = { id, index, tid, cpu: null, cpuTimeNs: null, state: null };
     if (tid === 0) return v; // created, never run
     const task = join(this.proc, String(pid), "task", String(tid));
-    const stat = readOr(join(task, "stat"));
+    const stat = this.readHeld(join(task, "stat"));
     const parsed = stat === null ? null : parseStat(stat);
     if (!parsed) return v; // thread gone (the VM is shutting down)
     v.cpu = parsed.cpu;
     v.state = parsed.state;
     // schedstat's first field is on-CPU time in ns: far finer than stat's 10 ms ticks.
-    const sched = readOr(join(task, "schedstat"));
+    const sched = this.readHeld(join(task, "schedstat"));
     const ns = sched === null ? null : parseDecimal(sched.split(" ")[0]);
     v.cpuTimeNs = ns ?? parsed.cpuTicks * NS_PER_TICK;
     return v;

@@ -7,10 +7,36 @@ export type FamilyType = "counter" | "gauge" | "histogram" | "info";
 
 export type Labels = Readonly<Record<string, string>>;
 
+/**
+ * A label set written once (`vm="a",pid="1"`, names checked, values escaped) for the many samples that share
+ * it: a scrape has ~10,000 samples over a few hundred label sets.
+ */
+export class RenderedLabels {
+  private constructor(readonly text: string) {}
+
+  static readonly EMPTY = new RenderedLabels("");
+
+  static of(labels: Labels): RenderedLabels {
+    return RenderedLabels.EMPTY.with(labels);
+  }
+
+  /** These labels followed by `labels` (in their order). */
+  with(labels: Labels): RenderedLabels {
+    let text = this.text;
+    for (const k in labels) {
+      checkLabelName(k, "a label set");
+      text += `${text === "" ? "" : ","}${k}="${escapeLabel(labels[k])}"`;
+    }
+    return text === this.text ? this : new RenderedLabels(text);
+  }
+}
+
 export interface Sample {
   /** Appended to the family's name: "_total", "_bucket", "_sum", "_count", "_info", or "". */
   suffix: string;
-  labels: Labels;
+  labels: Labels | RenderedLabels;
+  /** A histogram bucket's bound, written as the last label `le` (a number's text or `+Inf`: never escaped). */
+  le?: string;
   value: number;
 }
 
@@ -61,8 +87,11 @@ export function negotiate(accept: string | undefined): Format {
   return om > 0 && om >= text ? "openmetrics" : "text";
 }
 
+const NEEDS_ESCAPE = /[\\"\n]/;
+
 /** A label value (and OpenMetrics' HELP): backslash, double quote and line feed escaped. */
-export const escapeLabel = (v: string) => v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
+export const escapeLabel = (v: string) =>
+  NEEDS_ESCAPE.test(v) ? v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n") : v;
 /** Text 0.0.4's HELP: backslash and line feed escaped. */
 const escapeHelp = (v: string) => v.replace(/\\/g, "\\\\").replace(/\n/g, "\\n");
 
@@ -74,19 +103,24 @@ export function formatValue(v: number): string {
   return String(v);
 }
 
-function labelText(labels: Labels): string {
-  const keys = Object.keys(labels);
-  if (keys.length === 0) return "";
-  return `{${keys.map((k) => `${k}="${escapeLabel(labels[k])}"`).join(",")}}`;
+function checkLabelName(k: string, where: string): void {
+  if (!LABEL.test(k) || k.startsWith("__")) throw new Error(`${where}: label name '${k}' is not valid`);
+}
+
+/** `{a="x",le="1e-9"}`, or "" for a sample without labels. */
+function labelText(s: Sample): string {
+  const text = s.labels instanceof RenderedLabels ? s.labels.text : RenderedLabels.of(s.labels).text;
+  if (s.le === undefined) return text === "" ? "" : `{${text}}`;
+  return text === "" ? `{le="${s.le}"}` : `{${text},le="${s.le}"}`;
 }
 
 function check(f: Family): void {
   if (!NAME.test(f.name)) throw new Error(`metric family name '${f.name}' is not valid`);
   if (f.unit !== undefined && !f.name.endsWith(`_${f.unit}`))
     throw new Error(`metric family ${f.name}: a unit ${f.unit} needs the name to end with _${f.unit}`);
+  // Rendered label sets were checked when they were made.
   for (const s of f.samples)
-    for (const k of Object.keys(s.labels))
-      if (!LABEL.test(k) || k.startsWith("__")) throw new Error(`${f.name}: label name '${k}' is not valid`);
+    if (!(s.labels instanceof RenderedLabels)) for (const k in s.labels) checkLabelName(k, f.name);
 }
 
 /** Every family, in the given order, in one format. Families with no sample are left out. */
@@ -108,8 +142,7 @@ export function writeExposition(families: readonly Family[], format: Format): st
       out.push(`# HELP ${name} ${escapeHelp(f.help)}\n`);
       out.push(`# TYPE ${name} ${f.type === "info" ? "gauge" : f.type}\n`);
     }
-    for (const s of f.samples)
-      out.push(`${f.name}${s.suffix}${labelText(s.labels)} ${formatValue(s.value)}\n`);
+    for (const s of f.samples) out.push(`${f.name}${s.suffix}${labelText(s)} ${formatValue(s.value)}\n`);
   }
   if (format === "openmetrics") out.push("# EOF\n");
   return out.join("");

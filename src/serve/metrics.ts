@@ -2,10 +2,10 @@
 // (named by metricFor(), values in base units, labels vm, pid, vcpu), where each vCPU last ran (the observer),
 // one info series per VM and one for the host, and the exporter's own health (each collector's `up`, the
 // scrape's duration). Values are the sources' own totals since each VM started: Prometheus computes rates.
-import { metricFor } from "../stats/metrics.js";
+import { metricFor, type MetricName } from "../stats/metrics.js";
 import { bucketBounds, inUnit } from "../stats/units.js";
 import type { Snapshot, StatDesc, StatSample, StatValue, VmSample } from "../stats/types.js";
-import type { Family, Labels, Sample } from "./exposition.js";
+import { RenderedLabels, type Family, type Labels } from "./exposition.js";
 import type { HostFacts, Placement } from "./sources.js";
 
 const SOURCE_HELP: Readonly<Record<string, string>> = {
@@ -17,7 +17,7 @@ const SOURCE_HELP: Readonly<Record<string, string>> = {
 
 interface Building {
   family: Family;
-  /** Label sets written already (a series is written once). */
+  /** Series written already, by their labels (a series is written once: the first VM or stat that gives it). */
   keys: Set<string>;
 }
 
@@ -25,23 +25,62 @@ class Families {
   readonly list: Building[] = [];
   private readonly byName = new Map<string, Building>();
 
-  get(name: string, make: () => Omit<Family, "name" | "samples">): Building {
+  /** The family `name`, made by `make` the first time. `type`: what the caller would make (make() not called). */
+  get(name: string, make: () => Omit<Family, "name" | "samples">, type?: Family["type"]): Building {
     let b = this.byName.get(name);
     if (!b) {
       b = { family: { name, samples: [], ...make() }, keys: new Set() };
       this.byName.set(name, b);
       this.list.push(b);
-    } else if (b.family.type !== make().type)
-      throw new Error(`metric family ${name} would be both a ${b.family.type} and a ${make().type}`);
+    } else if (b.family.type !== (type ?? make().type))
+      throw new Error(`metric family ${name} would be both a ${b.family.type} and a ${type ?? make().type}`);
     return b;
   }
 
-  add(b: Building, s: Sample): void {
-    const key = `${s.suffix}\0${JSON.stringify(s.labels)}`;
-    if (b.keys.has(key)) return;
-    b.keys.add(key);
-    b.family.samples.push(s);
+  /** A series of one sample. */
+  add(b: Building, s: { suffix: string; labels: Labels; value: number }): void {
+    this.addRendered(b, s.suffix, RenderedLabels.of(s.labels), s.value);
   }
+
+  addRendered(b: Building, suffix: string, labels: RenderedLabels, value: number): void {
+    if (this.isNew(b, labels)) b.family.samples.push({ suffix, labels, value });
+  }
+
+  /** True the first time a family sees these labels. */
+  isNew(b: Building, labels: RenderedLabels): boolean {
+    if (b.keys.has(labels.text)) return false;
+    b.keys.add(labels.text);
+    return true;
+  }
+}
+
+/** What a statistic is exported as, worked out once per descriptor (descriptors are kept by the stats layer). */
+interface Exported {
+  metric: MetricName;
+  name: string;
+  unit: string | undefined;
+  help: string;
+  /** The labels the statistic implies (`reason`), or undefined when there are none. */
+  labels: Labels | undefined;
+  /** A histogram's `le` text per bucket index (undefined: not worked out yet; null: the last, unbounded one). */
+  le: Array<string | null | undefined>;
+}
+
+const exported = new WeakMap<StatDesc, Exported>();
+
+function exportedOf(desc: StatDesc): Exported {
+  let e = exported.get(desc);
+  if (!e) {
+    const metric = metricFor(desc);
+    const { name, unit } = familyOf(metric.name, metric.type);
+    const help = `${SOURCE_HELP[desc.source] ?? desc.source} ${desc.name.replace(/\(.*$/, "")}${
+      desc.scope === "vcpu" ? ", per vCPU" : ""
+    }${unit ? ` (${unit})` : ""}`;
+    const labels = Object.keys(metric.labels).length > 0 ? metric.labels : undefined;
+    e = { metric, name, unit, help, labels, le: [] };
+    exported.set(desc, e);
+  }
+  return e;
 }
 
 /** `kvm_vcpu_halt_wait_seconds_total` -> family `kvm_vcpu_halt_wait_seconds`, unit `seconds`. */
@@ -55,34 +94,37 @@ function vmLabels(vm: VmSample): Record<string, string> {
   return { vm: vm.vm.name, pid: String(vm.vm.pid) };
 }
 
-function addStat(
-  fams: Families,
-  base: Record<string, string>,
-  s: StatSample,
-  bySum: Map<string, StatSample>,
-) {
-  const m = metricFor(s.desc);
-  if (m.redundant) return;
-  const { name, unit } = familyOf(m.name, m.type);
-  const b = fams.get(name, () => ({
-    type: m.type,
-    unit,
-    help: `${SOURCE_HELP[s.desc.source] ?? s.desc.source} ${s.desc.name.replace(/\(.*$/, "")}${
-      s.desc.scope === "vcpu" ? ", per vCPU" : ""
-    }${unit ? ` (${unit})` : ""}`,
-  }));
-  const vcpus = s.desc.scope === "vcpu" && s.vcpus !== undefined && s.vcpus.size > 0 ? s.vcpus : undefined;
-  const series: Array<[Record<string, string>, StatValue, StatValue | undefined]> = [];
-  const sum = m.sumFrom ? bySum.get(`${s.desc.source}\0${m.sumFrom}`) : undefined;
-  if (vcpus)
-    for (const [vcpu, v] of vcpus)
-      series.push([{ ...base, vcpu: String(vcpu), ...m.labels }, v, sum?.vcpus?.get(vcpu)]);
-  else series.push([{ ...base, ...m.labels }, s, sum]);
-  for (const [labels, v, sumValue] of series) {
-    if (m.type === "histogram") addHistogram(fams, b, s.desc, labels, v, sumValue);
-    else
-      fams.add(b, { suffix: m.type === "counter" ? "_total" : "", labels, value: inUnit(s.desc, v.value) });
+/** One VM's label sets: `vm,pid`, and `vm,pid,vcpu` per vCPU, each written once. */
+class VmLabels {
+  readonly base: RenderedLabels;
+  private readonly vcpus = new Map<number, RenderedLabels>();
+
+  constructor(vm: VmSample) {
+    this.base = RenderedLabels.of(vmLabels(vm));
   }
+
+  vcpu(id: number): RenderedLabels {
+    let l = this.vcpus.get(id);
+    if (!l) this.vcpus.set(id, (l = this.base.with({ vcpu: String(id) })));
+    return l;
+  }
+}
+
+function addStat(fams: Families, vmLabels: VmLabels, s: StatSample, bySum: Map<string, StatSample>) {
+  const e = exportedOf(s.desc);
+  const m = e.metric;
+  if (m.redundant) return;
+  const b = fams.get(e.name, () => ({ type: m.type, unit: e.unit, help: e.help }), m.type);
+  const vcpus = s.desc.scope === "vcpu" && s.vcpus !== undefined && s.vcpus.size > 0 ? s.vcpus : undefined;
+  const sum = m.sumFrom ? bySum.get(`${s.desc.source}\0${m.sumFrom}`) : undefined;
+  const suffix = m.type === "counter" ? "_total" : "";
+  const one = (labels: RenderedLabels, v: StatValue, sumValue: StatValue | undefined) => {
+    if (e.labels) labels = labels.with(e.labels);
+    if (m.type === "histogram") addHistogram(fams, b, s.desc, e, labels, v, sumValue);
+    else fams.addRendered(b, suffix, labels, inUnit(s.desc, v.value));
+  };
+  if (vcpus) for (const [vcpu, v] of vcpus) one(vmLabels.vcpu(vcpu), v, sum?.vcpus?.get(vcpu));
+  else one(vmLabels.base, s, sum);
 }
 
 /** KVM's buckets as Prometheus' cumulative `le` buckets (docs/serve.md: the bucket rule). */
@@ -90,22 +132,32 @@ function addHistogram(
   fams: Families,
   b: Building,
   desc: StatDesc,
-  labels: Labels,
+  e: Exported,
+  labels: RenderedLabels,
   v: StatValue,
   sum: StatValue | undefined,
 ): void {
+  if (!fams.isNew(b, labels)) return;
+  const samples = b.family.samples;
   const buckets = v.buckets ?? [];
   let acc = 0;
+  let count = 0;
+  let bounded = true;
   for (let i = 0; i < buckets.length; i++) {
+    count += buckets[i];
+    if (!bounded) continue;
     acc += buckets[i];
-    const [, high] = bucketBounds(desc, i);
-    if (high === Infinity) break;
-    fams.add(b, { suffix: "_bucket", labels: { ...labels, le: String(high) }, value: acc });
+    let le = e.le[i];
+    if (le === undefined) {
+      const [, high] = bucketBounds(desc, i);
+      le = e.le[i] = high === Infinity ? null : String(high);
+    }
+    if (le === null) bounded = false;
+    else samples.push({ suffix: "_bucket", labels, le, value: acc });
   }
-  const count = buckets.reduce((s, x) => s + x, 0);
-  fams.add(b, { suffix: "_bucket", labels: { ...labels, le: "+Inf" }, value: count });
-  if (sum) fams.add(b, { suffix: "_sum", labels, value: inUnit(desc, sum.value) });
-  fams.add(b, { suffix: "_count", labels, value: count });
+  samples.push({ suffix: "_bucket", labels, le: "+Inf", value: count });
+  if (sum) samples.push({ suffix: "_sum", labels, value: inUnit(desc, sum.value) });
+  samples.push({ suffix: "_count", labels, value: count });
 }
 
 export interface ScrapeParts {
@@ -205,23 +257,23 @@ export function scrapeFamilies(p: ScrapeParts, scrapeSeconds: number): Family[] 
       help: "when each vCPU was last seen running (its thread's CPU time advanced), POSIX time",
     }));
     for (const v of p.placement.vcpus) {
-      const labels = { vm: v.vm, pid: String(v.pid), vcpu: String(v.vcpu) };
-      if (v.cpu !== null) fams.add(cpu, { suffix: "", labels, value: v.cpu });
-      if (v.lastSeen !== null) fams.add(seen, { suffix: "", labels, value: v.lastSeen });
+      const labels = RenderedLabels.of({ vm: v.vm, pid: String(v.pid), vcpu: String(v.vcpu) });
+      if (v.cpu !== null) fams.addRendered(cpu, "", labels, v.cpu);
+      if (v.lastSeen !== null) fams.addRendered(seen, "", labels, v.lastSeen);
     }
   }
   for (const vm of p.snapshot?.vms ?? []) {
-    const base = vmLabels(vm);
+    const labels = new VmLabels(vm);
     const bySum = new Map(vm.stats.map((s) => [`${s.desc.source}\0${s.desc.name}`, s]));
     // A time histogram's sum is a counter of KVM's own (halt_wait_ns for halt_wait_hist): it is exported as the
     // histogram's _sum only, since as a counter it would have the histogram's family name in OpenMetrics.
     const sums = new Set<string>();
     for (const s of vm.stats) {
-      const m = metricFor(s.desc);
+      const m = exportedOf(s.desc).metric;
       if (m.type === "histogram" && m.sumFrom) sums.add(`${s.desc.source}\0${m.sumFrom}`);
     }
     for (const s of vm.stats)
-      if (!sums.has(`${s.desc.source}\0${s.desc.name}`)) addStat(fams, base, s, bySum);
+      if (!sums.has(`${s.desc.source}\0${s.desc.name}`)) addStat(fams, labels, s, bySum);
   }
   return fams.list.map((b) => b.family);
 }

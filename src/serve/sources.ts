@@ -218,5 +218,6 @@ export class ServeSources {
 
   close(): void {
     this.stats.close();
+    (this.observer as { close?: () => void } | undefined)?.close?.();
   }
 }

@@ -3,7 +3,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { KvmSource, parseStat } from "../../src/observer/kvm-tree.js";
@@ -122,4 +122,42 @@ test("module tree: a CPU folder with a 20-digit number, a time past 2^53, 20-dig
     ["cpu-001/3000", "time too large to be exact"],
     ["cpu-99999999999999999999", "not a CPU folder: CPU 99999999999999999999 is out of range"],
   ]);
+});
+
+test("KVM tree: a vCPU's files kept open between polls show what they say at each poll, and are closed with it", () => {
+  const kvm = join(dir, "held", "kvm");
+  const proc = join(dir, "held", "proc");
+  const task = join(proc, "4100", "task", "4101");
+  const stat = (cpu: number, ticks: number) => {
+    const f = new Array<string>(50).fill("0");
+    f[0] = "S";
+    f[11] = String(ticks);
+    f[36] = String(cpu);
+    return `4101 (CPU 0/KVM) ${f.join(" ")}\n`;
+  };
+  put(join(kvm, "4100-7", "vcpu0", "pid"), "4101\n");
+  put(join(task, "stat"), stat(1, 5));
+  put(join(task, "schedstat"), "50000000 0 1\n");
+  const fds = () => readdirSync("/proc/self/fd").length;
+  const before = fds();
+  const src = new KvmSource(kvm, proc);
+  const first = src.poll().vms?.[0].vcpus[0];
+  assert.deepEqual([first?.tid, first?.cpu, first?.cpuTimeNs], [4101, 1, 50_000_000]);
+  writeFileSync(join(task, "stat"), stat(3, 7));
+  writeFileSync(join(task, "schedstat"), "70000000 0 2\n");
+  const second = src.poll();
+  assert.deepEqual(
+    [second.vms?.[0].vcpus[0].cpu, second.vms?.[0].vcpus[0].cpuTimeNs],
+    [3, 70_000_000],
+    "the second poll reads the files again",
+  );
+  assert.equal(
+    second.sightings.find((s) => s.cpu === 3)?.lastSeen !== null,
+    true,
+    "CPU time advanced: seen on CPU 3",
+  );
+  rmSync(join(kvm, "4100-7"), { recursive: true });
+  assert.equal(src.poll().vms?.length, 0);
+  assert.equal(fds(), before, "the files of a vCPU that is gone are closed");
+  src.close();
 });
