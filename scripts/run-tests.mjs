@@ -1,7 +1,7 @@
 // Runs the compiled test files (dist/test/**/*.test.js) with Node's own test runner.
 // `npm test -- virtio uart` runs only the files whose path contains one of the words.
 // VMTOOL_DIST=other-dir runs the tests compiled into another output folder (tsc --outDir other-dir).
-// A test (and a test file) without its own timeout gets VMTOOL_TEST_TIMEOUT seconds (1200: the kvm_amd harness
+// A test (and a test file) without its own timeout gets VMTOOL_TEST_TIMEOUT seconds (1800: the kvm_amd harness
 // runs for minutes); a file's process exits when its tests end even if a test left a handle open; the whole run
 // is stopped after VMTOOL_SUITE_TIMEOUT seconds (2700),
 // and whatever the tests started (guests, QEMU, gdb) is killed with them: the runner has its own process group.
@@ -27,7 +27,7 @@ if (files.length === 0) {
   console.error(`run-tests: no test file matches ${filters.join(" ") || "dist/test/**/*.test.js"}`);
   process.exit(1);
 }
-const testTimeout = Number(process.env.VMTOOL_TEST_TIMEOUT || 1200) * 1000;
+const testTimeout = Number(process.env.VMTOOL_TEST_TIMEOUT || 1800) * 1000;
 const suiteTimeout = Number(process.env.VMTOOL_SUITE_TIMEOUT || 2700) * 1000;
 const started = Date.now();
 const child = spawn(

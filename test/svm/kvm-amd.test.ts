@@ -16,7 +16,7 @@ import type { Probe } from "./probe.js";
 
 /** Only stops a hung VM: the whole boot, test run and power-off took 200-300 s on an idle 2-core host, 472 s
  * with a load average near 4, and did not end within 480 s near 7. */
-const QEMU_TIMEOUT_MS = 900_000;
+const QEMU_TIMEOUT_MS = 1_500_000;
 /**
  * VMTOOL_SVM_ONLY=word[,word...]: run only the inner test files whose path contains one of the words (a
  * development run of one area; the full list runs otherwise).
