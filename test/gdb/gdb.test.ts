@@ -310,7 +310,7 @@ test("monitor commands: mode, regs sys, translate, phys, sstep, help", async () 
   assert.match(o, /0x8008:\s+0x00000003/);
   assert.match(o, /single steps: interrupts delivered/);
   assert.match(o, /unknown monitor command 'nonsense'/);
-  assert.equal(r.status, 13);
+  assert.equal(r.status, 16);
 });
 
 test("monitor exits and break-on: stop after the next port access, MMIO access, exit reason", async () => {

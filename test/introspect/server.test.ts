@@ -60,7 +60,8 @@ test("CHECK_COMMAND / CHECK_EVENT: supported, not possible on an unmodified KVM,
     assert.equal(await check(30, ID.CHECK_COMMAND), -2);
     for (const id of [EV.BREAKPOINT, EV.MSR, EV.PF, EV.SINGLESTEP, EV.PAUSE_VCPU, EV.TRAP])
       assert.equal(await check(id, ID.CHECK_EVENT), 0, `event ${id}`);
-    for (const id of [EV.CR, 3, 5, 8, 9, 13]) assert.equal(await check(id, ID.CHECK_EVENT), -95, `event ${id}`);
+    for (const id of [EV.CR, 3, 5, 8, 9, 13])
+      assert.equal(await check(id, ID.CHECK_EVENT), -95, `event ${id}`);
     assert.equal(
       (await p.command(ID.CONTROL_CR, Buffer.concat([vcpuHdr(0), u8s(1, 0, 0, 0, 3, 0, 0, 0)]))).err,
       -95,

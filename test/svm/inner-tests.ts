@@ -122,8 +122,7 @@ export const INNER_TESTS: readonly InnerTest[] = [
 export const NOT_INSIDE: Readonly<Record<string, string>> = {
   "test/gdb/protocol.test.ts":
     "the GDB stub's breakpoints, watchpoints and steps are debug exits, and in this harness KVM_SET_GUEST_DEBUG delivers no debug exit: a DR0 breakpoint never stops the guest, a planted INT3 with USE_SW_BP goes to the guest's own #BP handler, so these wait for a stop that never comes (docs/svm.md, \"Guest debugging in the harness\")",
-  "test/gdb/gdb.test.ts":
-    "drives the stub with real gdb, which is not inside",
+  "test/gdb/gdb.test.ts": "drives the stub with real gdb, which is not inside",
   "test/kvm/caps.test.ts":
     "compiles C against <linux/kvm.h> with gcc (not inside); the numbers it checks do not depend on the backend",
   "test/kvm/struct-layout.test.ts":
