@@ -108,7 +108,9 @@ test(
       for (let i = 0; i < 200 && Buffer.concat(kept.data).length < 96; i++)
         await new Promise((r) => setTimeout(r, 50));
       assert.equal(Buffer.concat(kept.data).length, 96, "the other got the 96-byte handshake");
-      assert.match(stderr, /a second tool connected while one is attached: refused/);
+      const refusal = /a second tool connected while one is attached: refused/;
+      for (let i = 0; i < 200 && !refusal.test(stderr); i++) await new Promise((r) => setTimeout(r, 50));
+      assert.match(stderr, refusal);
       kept.s.destroy();
     } finally {
       child.kill("SIGKILL");

@@ -89,12 +89,12 @@ export const INNER_TESTS: readonly InnerTest[] = [
   },
   {
     file: "test/debug/vm-control.test.ts",
-    only: "^(pause a spinning|an intercepted WRMSR|a write to a write-protected|a fault parks|an injected exception)",
+    only: "^(pause a spinning|an intercepted WRMSR|a write to a write-protected|an injected exception)",
     why:
       "the VM-control core where debug exits come from the CPU's own virtualization: KVM_GUESTDBG hardware " +
       "breakpoints and single steps (kvm_pvm emulates them), software breakpoints through USE_SW_BP and #BP " +
       "interception, MSR write exits, write-protected pages through read-only memory slots, parked faults. Left " +
-      'out: the hardware and software breakpoint tests: in this harness KVM_SET_GUEST_DEBUG delivers no debug exit: a DR0 breakpoint never stops the guest, a planted INT3 with USE_SW_BP goes to the guest\'s own #BP handler, so these wait for a stop that never comes (docs/svm.md, "Guest debugging in the harness")',
+      'out: the hardware and software breakpoint tests: in this harness KVM_SET_GUEST_DEBUG delivers no debug exit: a DR0 breakpoint never stops the guest, a planted INT3 with USE_SW_BP goes to the guest\'s own #BP handler, so these wait for a stop that never comes (docs/svm.md, "Guest debugging in the harness"); the parked triple fault: kvm_amd INITs the vCPU at KVM_EXIT_SHUTDOWN, so the registers read there are the reset values',
   },
   {
     file: "test/linux/boot.test.ts",
