@@ -3,7 +3,7 @@
 // stops at the next exit of a kind.
 import type { VmControl } from "../debug/vm-control.js";
 import type { CpuState, GdbArch } from "./registers.js";
-import { cpuMode, segmentAttributes } from "./registers.js";
+import { CR0_FLAGS, CR4_FLAGS, EFER_FLAGS, cpuMode, segmentAttributes } from "./registers.js";
 import { modeText } from "./stub.js";
 import { hex } from "../format.js";
 import { formatWalk } from "../debug/paging.js";
@@ -109,7 +109,7 @@ async function modeReport(ctx: MonitorContext): Promise<string> {
   return lines.join("\n") + "\n";
 }
 
-function bits(v: bigint, names: [string, number][]): string {
+function bits(v: bigint, names: readonly (readonly [string, number])[]): string {
   const on = names.filter(([, b]) => (v >> BigInt(b)) & 1n).map(([n]) => n);
   return on.length ? on.join(" ") : "-";
 }
@@ -118,52 +118,12 @@ function sysReport(s: CpuState, i: number): string {
   const r = s.sregs;
   const out = [`vCPU ${i}`];
   out.push(
-    `cr0  ${hex(r.cr0, 8)}  ${bits(r.cr0, [
-      ["PE", 0],
-      ["MP", 1],
-      ["EM", 2],
-      ["TS", 3],
-      ["ET", 4],
-      ["NE", 5],
-      ["WP", 16],
-      ["AM", 18],
-      ["NW", 29],
-      ["CD", 30],
-      ["PG", 31],
-    ])}`,
+    `cr0  ${hex(r.cr0, 8)}  ${bits(r.cr0, CR0_FLAGS)}`,
     `cr2  ${hex(r.cr2, 8)}`,
     `cr3  ${hex(r.cr3, 8)}`,
-    `cr4  ${hex(r.cr4, 8)}  ${bits(r.cr4, [
-      ["VME", 0],
-      ["PVI", 1],
-      ["TSD", 2],
-      ["DE", 3],
-      ["PSE", 4],
-      ["PAE", 5],
-      ["MCE", 6],
-      ["PGE", 7],
-      ["PCE", 8],
-      ["OSFXSR", 9],
-      ["OSXMMEXCPT", 10],
-      ["UMIP", 11],
-      ["LA57", 12],
-      ["VMXE", 13],
-      ["FSGSBASE", 16],
-      ["PCIDE", 17],
-      ["OSXSAVE", 18],
-      ["SMEP", 20],
-      ["SMAP", 21],
-      ["PKE", 22],
-    ])}`,
+    `cr4  ${hex(r.cr4, 8)}  ${bits(r.cr4, CR4_FLAGS)}`,
     `cr8  ${hex(r.cr8)}`,
-    `efer ${hex(r.efer, 8)}  ${bits(r.efer, [
-      ["SCE", 0],
-      ["LME", 8],
-      ["LMA", 10],
-      ["NXE", 11],
-      ["SVME", 12],
-      ["FFXSR", 14],
-    ])}`,
+    `efer ${hex(r.efer, 8)}  ${bits(r.efer, EFER_FLAGS)}`,
     `apic_base ${hex(r.apic_base)}`,
     "segment  selector  base               limit       attr   type S DPL P AVL L D/B G",
   );

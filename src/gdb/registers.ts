@@ -498,6 +498,55 @@ const FEATURE_NAMES: Record<string, string> = {
 };
 
 const flag = (name: string, bit: number) => `<field name="${name}" start="${bit}" end="${bit}"/>`;
+/** The named bits of CR0, CR4 and EFER ([name, bit]), for the target description and `monitor regs sys`. */
+export const CR0_FLAGS: readonly (readonly [string, number])[] = [
+  ["PE", 0],
+  ["MP", 1],
+  ["EM", 2],
+  ["TS", 3],
+  ["ET", 4],
+  ["NE", 5],
+  ["WP", 16],
+  ["AM", 18],
+  ["NW", 29],
+  ["CD", 30],
+  ["PG", 31],
+];
+export const CR4_FLAGS: readonly (readonly [string, number])[] = [
+  ["VME", 0],
+  ["PVI", 1],
+  ["TSD", 2],
+  ["DE", 3],
+  ["PSE", 4],
+  ["PAE", 5],
+  ["MCE", 6],
+  ["PGE", 7],
+  ["PCE", 8],
+  ["OSFXSR", 9],
+  ["OSXMMEXCPT", 10],
+  ["UMIP", 11],
+  ["LA57", 12],
+  ["VMXE", 13],
+  ["SMXE", 14],
+  ["FSGSBASE", 16],
+  ["PCIDE", 17],
+  ["OSXSAVE", 18],
+  ["SMEP", 20],
+  ["SMAP", 21],
+  ["PKE", 22],
+];
+export const EFER_FLAGS: readonly (readonly [string, number])[] = [
+  ["SCE", 0],
+  ["LME", 8],
+  ["LMA", 10],
+  ["NXE", 11],
+  ["SVME", 12],
+  ["LMSLE", 13],
+  ["FFXSR", 14],
+  ["TCE", 15],
+];
+const flagFields = (bits: readonly (readonly [string, number])[]) =>
+  bits.map(([n, b]) => flag(n, b)).join("");
 
 const TYPES: Record<string, string> = {
   core: `<flags id="i386_eflags" size="4">${[
@@ -550,64 +599,9 @@ const TYPES: Record<string, string> = {
       .map(([n, b]) => flag(n, b))
       .join("")}</flags>`,
   control:
-    `<flags id="vmtool_cr0" size="8">${(
-      [
-        ["PE", 0],
-        ["MP", 1],
-        ["EM", 2],
-        ["TS", 3],
-        ["ET", 4],
-        ["NE", 5],
-        ["WP", 16],
-        ["AM", 18],
-        ["NW", 29],
-        ["CD", 30],
-        ["PG", 31],
-      ] as const
-    )
-      .map(([n, b]) => flag(n, b))
-      .join("")}</flags>` +
-    `<flags id="vmtool_cr4" size="8">${(
-      [
-        ["VME", 0],
-        ["PVI", 1],
-        ["TSD", 2],
-        ["DE", 3],
-        ["PSE", 4],
-        ["PAE", 5],
-        ["MCE", 6],
-        ["PGE", 7],
-        ["PCE", 8],
-        ["OSFXSR", 9],
-        ["OSXMMEXCPT", 10],
-        ["UMIP", 11],
-        ["LA57", 12],
-        ["VMXE", 13],
-        ["SMXE", 14],
-        ["FSGSBASE", 16],
-        ["PCIDE", 17],
-        ["OSXSAVE", 18],
-        ["SMEP", 20],
-        ["SMAP", 21],
-        ["PKE", 22],
-      ] as const
-    )
-      .map(([n, b]) => flag(n, b))
-      .join("")}</flags>` +
-    `<flags id="vmtool_efer" size="8">${(
-      [
-        ["SCE", 0],
-        ["LME", 8],
-        ["LMA", 10],
-        ["NXE", 11],
-        ["SVME", 12],
-        ["LMSLE", 13],
-        ["FFXSR", 14],
-        ["TCE", 15],
-      ] as const
-    )
-      .map(([n, b]) => flag(n, b))
-      .join("")}</flags>`,
+    `<flags id="vmtool_cr0" size="8">${flagFields(CR0_FLAGS)}</flags>` +
+    `<flags id="vmtool_cr4" size="8">${flagFields(CR4_FLAGS)}</flags>` +
+    `<flags id="vmtool_efer" size="8">${flagFields(EFER_FLAGS)}</flags>`,
 };
 
 /** target.xml for `arch`. */
