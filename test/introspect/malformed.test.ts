@@ -6,7 +6,20 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { setTimeout as sleep } from "node:timers/promises";
-import { EV, ID, Peer, exitStatus, go, guest, pausePayload, u64, u8s, vcpuHdr, type Reply } from "./peer.js";
+import {
+  EV,
+  ID,
+  Peer,
+  exitStatus,
+  go,
+  guest,
+  pausePayload,
+  u64,
+  u8s,
+  vcpuHdr,
+  type Event,
+  type Reply,
+} from "./peer.js";
 
 const WAIT = { timeout: 90_000 };
 /** The second flag: after the go, the guests spin until the word here is nonzero, then exit with EXIT_VALUE. */
@@ -28,6 +41,13 @@ function header(id: number, size: number, seq: number): Buffer {
   h.writeUInt16LE(size, 2);
   h.writeUInt32LE(seq, 4);
   return h;
+}
+
+/** Let the guest go, then pause vCPU 0: resolves with its PAUSE event (the vCPU waits for the reply). */
+async function goThenPause(p: Peer): Promise<Event> {
+  await go(p);
+  assert.equal((await p.command(ID.PAUSE_VCPU, pausePayload(0))).err, 0);
+  return p.nextEvent();
 }
 
 async function readPhys(p: Peer, gpa: bigint, size: number): Promise<Reply> {
@@ -157,9 +177,7 @@ test(
   async () => {
     const p = await Peer.start(TWO_PHASES);
     try {
-      await go(p);
-      assert.equal((await p.command(ID.PAUSE_VCPU, pausePayload(0))).err, 0);
-      const e = await p.nextEvent();
+      const e = await goThenPause(p);
       assert.equal(e.event, EV.PAUSE_VCPU);
       await go(p, FLAG2); // while paused: the guest would end at once if it ran
       const send = (seq: number, body: Buffer) =>
@@ -207,9 +225,7 @@ test(
   async () => {
     const p = await Peer.start(TWO_PHASES);
     try {
-      await go(p);
-      assert.equal((await p.command(ID.PAUSE_VCPU, pausePayload(0))).err, 0);
-      assert.equal((await p.nextEvent()).event, EV.PAUSE_VCPU);
+      assert.equal((await goThenPause(p)).event, EV.PAUSE_VCPU);
       await go(p, FLAG2);
       p.raw(header(ID.GET_VERSION, 0xffff, 77));
       assert.equal(await p.exit, exitStatus(EXIT_VALUE), p.stderr);
@@ -229,9 +245,7 @@ test(
   async () => {
     const p = await Peer.start(TWO_PHASES);
     try {
-      await go(p);
-      assert.equal((await p.command(ID.PAUSE_VCPU, pausePayload(0))).err, 0);
-      assert.equal((await p.nextEvent()).event, EV.PAUSE_VCPU);
+      assert.equal((await goThenPause(p)).event, EV.PAUSE_VCPU);
       await go(p, FLAG2);
       // Half of a READ_PHYSICAL: the header and 5 of its 16 bytes, then the socket closes.
       p.raw(Buffer.concat([header(ID.READ_PHYSICAL, 16, 99), Buffer.alloc(5)]));
@@ -252,9 +266,7 @@ test(
   async () => {
     const p = await Peer.start(["--introspect-timeout", "1", ...TWO_PHASES]);
     try {
-      await go(p);
-      assert.equal((await p.command(ID.PAUSE_VCPU, pausePayload(0))).err, 0);
-      const e = await p.nextEvent();
+      const e = await goThenPause(p);
       await go(p, FLAG2);
       const t0 = Date.now();
       assert.equal(await p.exit, exitStatus(EXIT_VALUE), p.stderr);
@@ -271,9 +283,7 @@ test(
 test("no reply in --introspect-timeout with --introspect-on-timeout stop: the VM stops", WAIT, async () => {
   const p = await Peer.start(["--introspect-timeout", "1", "--introspect-on-timeout", "stop", ...TWO_PHASES]);
   try {
-    await go(p);
-    assert.equal((await p.command(ID.PAUSE_VCPU, pausePayload(0))).err, 0);
-    await p.nextEvent();
+    await goThenPause(p);
     const status = await p.exit;
     assert.match(p.stderr, /no reply to event 10 of vCPU 0 in 1 s: stopping the VM/);
     assert.equal(status, 12, "the peer's status (README, Exit statuses), not the guest's");
