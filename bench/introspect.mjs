@@ -15,6 +15,8 @@
 // Rounds alternate the programs compared; medians are printed with the samples and the load average.
 // Usage: node bench/introspect.mjs              (after the build: npx tsc -p tsconfig.json && node scripts/bundle.mjs)
 //        BENCH_RUNS=7 node bench/introspect.mjs  (VMTOOL_DIST=.dist-x uses another output folder)
+//        BENCH_ONLY=a node bench/introspect.mjs  (only (a), (b) or (c); the parts (a) and (c) need share the
+//                                                 plain-exit reference, which is always measured)
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { loadavg } from "node:os";
@@ -26,6 +28,7 @@ const DIST = join(ROOT, process.env.VMTOOL_DIST || "dist");
 const BUNDLE = join(DIST, "bundle", "vmtool.cjs");
 const CLI = existsSync(BUNDLE) ? BUNDLE : join(DIST, "src", "cli", "main.js");
 const RUNS = Number(process.env.BENCH_RUNS || 5);
+const ONLY = process.env.BENCH_ONLY || "abc";
 const EVENTS = Number(process.env.BENCH_EVENTS || 2000);
 const EXITS = 200_000;
 const DUMP = 64 << 20;
@@ -172,11 +175,15 @@ async function connectedRun(bin) {
 }
 
 const cases = {
-  "(a) event round trip, ms/event": eventRoundTrip,
+  ...(ONLY.includes("a") ? { "(a) event round trip, ms/event": eventRoundTrip } : {}),
   "plain 200k exits": () => vmtool(runArgs(exitsGuest)).done,
   "plain exit at once": () => vmtool(runArgs(quitGuest)).done,
-  "--introspect 200k exits": () => connectedRun(exitsGuest),
-  "--introspect exit at once": () => connectedRun(quitGuest),
+  ...(ONLY.includes("c")
+    ? {
+        "--introspect 200k exits": () => connectedRun(exitsGuest),
+        "--introspect exit at once": () => connectedRun(quitGuest),
+      }
+    : {}),
 };
 const samples = Object.fromEntries(Object.keys(cases).map((k) => [k, []]));
 const load0 = loadavg()[0];
@@ -185,7 +192,7 @@ for (let i = 0; i < RUNS; i++) {
   for (const [k, f] of Object.entries(cases)) samples[k].push(await f());
   process.stderr.write(`bench: round ${i + 1}/${RUNS}\n`);
 }
-const dump = await dumpRounds(RUNS);
+const dump = ONLY.includes("b") ? await dumpRounds(RUNS) : {};
 const load1 = loadavg()[0];
 const m = Object.fromEntries(Object.entries({ ...samples, ...dump }).map(([k, v]) => [k, median(v)]));
 
@@ -200,30 +207,38 @@ for (const [k, v] of Object.entries(m))
   );
 
 const plainUs = ((m["plain 200k exits"] - m["plain exit at once"]) * 1000) / EXITS;
-const eventUs = m["(a) event round trip, ms/event"] * 1000;
-console.log(
-  `\n(a) event round trip (${EVENTS} WRMSRs of STAR, each an MSR event answered CONTINUE by a client):`,
-);
-console.log(`  event ${eventUs.toFixed(1)} us (${Math.round(1e6 / eventUs).toLocaleString("en")} events/s)`);
-console.log(
-  `  plain exit ${plainUs.toFixed(2)} us (${Math.round(1e6 / plainUs).toLocaleString("en")} exits/s, OUT to 0xE9, no client)`,
-);
-console.log(`  ratio event / plain exit = ${(eventUs / plainUs).toFixed(1)}   (aim <= 4)`);
+if (ONLY.includes("a")) {
+  const eventUs = m["(a) event round trip, ms/event"] * 1000;
+  console.log(
+    `\n(a) event round trip (${EVENTS} WRMSRs of STAR, each an MSR event answered CONTINUE by a client):`,
+  );
+  console.log(
+    `  event ${eventUs.toFixed(1)} us (${Math.round(1e6 / eventUs).toLocaleString("en")} events/s)`,
+  );
+  console.log(
+    `  plain exit ${plainUs.toFixed(2)} us (${Math.round(1e6 / plainUs).toLocaleString("en")} exits/s, OUT to 0xE9, no client)`,
+  );
+  console.log(`  ratio event / plain exit = ${(eventUs / plainUs).toFixed(1)}   (aim <= 4)`);
+}
 
 const mbs = (ms) => DUMP / 1e6 / (ms / 1000);
-const floorMs = m["memfd in-process (floor)"];
-console.log(`\n(b) reading 64 MiB of guest RAM (vCPUs paused):`);
-for (const k of Object.keys(dump))
-  console.log(
-    `  ${k.padEnd(26)} ${m[k].toFixed(1).padStart(8)} ms  ${Math.round(mbs(m[k])).toLocaleString("en").padStart(6)} MB/s  ${(m[k] / floorMs).toFixed(2)}x the floor`,
-  );
-console.log(`  aims: mapping within 2x of the floor; READ_PHYSICAL >= 200 MB/s`);
+if (ONLY.includes("b")) {
+  const floorMs = m["memfd in-process (floor)"];
+  console.log(`\n(b) reading 64 MiB of guest RAM (vCPUs paused):`);
+  for (const k of Object.keys(dump))
+    console.log(
+      `  ${k.padEnd(26)} ${m[k].toFixed(1).padStart(8)} ms  ${Math.round(mbs(m[k])).toLocaleString("en").padStart(6)} MB/s  ${(m[k] / floorMs).toFixed(2)}x the floor`,
+    );
+  console.log(`  aims: mapping within 2x of the floor; READ_PHYSICAL >= 200 MB/s`);
+}
 
 const rate = (a, b) => EXITS / ((m[a] - m[b]) / 1000);
 const plainRate = rate("plain 200k exits", "plain exit at once");
-const connRate = rate("--introspect 200k exits", "--introspect exit at once");
-console.log(`\n(c) exit rate, ${EXITS} OUTs to 0xE9:`);
-console.log(`  without --introspect        ${Math.round(plainRate).toLocaleString("en")} exits/s`);
-console.log(`  --introspect, no events on  ${Math.round(connRate).toLocaleString("en")} exits/s`);
-console.log(`  ratio connected / plain = ${(connRate / plainRate).toFixed(2)}   (aim: 1 within noise)`);
+if (ONLY.includes("c")) {
+  const connRate = rate("--introspect 200k exits", "--introspect exit at once");
+  console.log(`\n(c) exit rate, ${EXITS} OUTs to 0xE9:`);
+  console.log(`  without --introspect        ${Math.round(plainRate).toLocaleString("en")} exits/s`);
+  console.log(`  --introspect, no events on  ${Math.round(connRate).toLocaleString("en")} exits/s`);
+  console.log(`  ratio connected / plain = ${(connRate / plainRate).toFixed(2)}   (aim: 1 within noise)`);
+}
 process.exit(0);

@@ -3,6 +3,7 @@
 // command is posted in the block and the vCPU thread is woken; the main thread never issues a vCPU ioctl
 // itself, so it never blocks on a vCPU that is inside KVM_RUN.
 import { SysError, errnoName } from "../kvm/libc.js";
+import { KVM } from "../kvm/ioctls.js";
 import { CTL, REQ, VcpuState, type VcpuControl } from "../vm/vcpu-control.js";
 import {
   CMD,
@@ -11,8 +12,10 @@ import {
   DETAIL,
   ResumeAction,
   SCRATCH_SIZE,
+  SNAPSHOT,
   StopKind,
   debugScratch,
+  debugSnapshot,
   debugWords,
   readU64,
   writeU64,
@@ -41,10 +44,35 @@ export interface StopInfo {
 
 /** How long a command may wait for a parked vCPU thread (it answers in microseconds). */
 const COMMAND_TIMEOUT_MS = 5000;
+/** vCPU ioctls that change nothing: after any other, the park's snapshot no longer tells the vCPU's state. */
+const READ_ONLY_IOCTLS = new Set<number>([
+  KVM.GET_REGS,
+  KVM.GET_SREGS,
+  KVM.GET_FPU,
+  KVM.GET_XSAVE,
+  KVM.GET_XCRS,
+  KVM.GET_MSRS,
+  KVM.GET_DEBUGREGS,
+  KVM.GET_VCPU_EVENTS,
+  KVM.GET_MP_STATE,
+  KVM.GET_CPUID2,
+  KVM.GET_TSC_KHZ,
+  KVM.TRANSLATE,
+]);
+
+/** What the vCPU thread read at its park: struct kvm_regs, struct kvm_sregs, and MSRs (an unreadable one: undefined). */
+export interface ParkSnapshot {
+  regs: Buffer;
+  sregs: Buffer;
+  msrs: Map<number, bigint | undefined>;
+}
 
 export class VcpuLink {
   readonly words: Int32Array;
   private readonly scratch: Uint8Array;
+  private readonly snap: Uint8Array;
+  /** The STOP_SEQ of a park in which a command changed the vCPU's state (its snapshot is then stale). */
+  private changedIn: number | undefined;
   /** Commands run one at a time: each waits for the one before. */
   private queue: Promise<unknown> = Promise.resolve();
   /**
@@ -60,6 +88,31 @@ export class VcpuLink {
   ) {
     this.words = debugWords(block);
     this.scratch = debugScratch(block);
+    this.snap = debugSnapshot(block);
+  }
+
+  /**
+   * The registers the vCPU thread read when it parked this time (WANT.SNAPSHOT), while no command has changed
+   * its state since; undefined otherwise. Views into the shared block: valid until the vCPU goes on.
+   */
+  snapshot(): ParkSnapshot | undefined {
+    if (!this.parked) return undefined;
+    const w = this.words;
+    const seq = Atomics.load(w, DBG.STOP_SEQ);
+    if (seq === 0 || w[DBG.SNAP_SEQ] !== seq || this.changedIn === seq) return undefined;
+    const s = this.snap;
+    const bytes = Buffer.from(s.buffer, s.byteOffset, s.byteLength);
+    const msrs = new Map<number, bigint | undefined>();
+    const n = bytes.readUInt32LE(SNAPSHOT.MSRS);
+    for (let i = 0; i < n; i++) {
+      const at = SNAPSHOT.MSRS + 8 + 16 * i;
+      msrs.set(bytes.readUInt32LE(at), bytes[at + 4] ? bytes.readBigUInt64LE(at + 8) : undefined);
+    }
+    return {
+      regs: bytes.subarray(SNAPSHOT.REGS, SNAPSHOT.SREGS),
+      sregs: bytes.subarray(SNAPSHOT.SREGS, SNAPSHOT.MSRS),
+      msrs,
+    };
   }
 
   /** Parked (PAUSED) and able to run commands. */
@@ -142,6 +195,7 @@ export class VcpuLink {
       if (!this.parked)
         throw new VmControlError(`vCPU ${this.index} is not stopped: ${name} needs it stopped`);
       const w = this.words;
+      if (!READ_ONLY_IOCTLS.has(nr)) this.changedIn = Atomics.load(w, DBG.STOP_SEQ);
       if (buf) this.scratch.set(buf);
       w[DBG.CMD] = op;
       w[DBG.CMD_IOCTL] = nr | 0;

@@ -48,6 +48,7 @@ import {
   DBG,
   EXIT_BREAK,
   EXIT_COUNT_SLOTS,
+  MAX_SNAPSHOT_MSRS,
   MAX_SW_BREAKPOINTS,
   ResumeAction,
   StopKind,
@@ -123,6 +124,7 @@ export class VmControl {
   private readonly msrIntercepts = new Map<number, { read: boolean; write: boolean }>();
   private userSpaceMsrEnabled = false;
   private int3 = false;
+  private snapshotExtra: readonly number[] = [];
   private readonly stops: StopInfo[] = [];
   private stopWaiters: ((s: StopInfo | undefined) => void)[] = [];
   private closed = false;
@@ -133,7 +135,32 @@ export class VmControl {
     this.vcpus = machine.vcpus.map((v, i) => new VcpuLink(i, v.control, v.debug));
     this.backend = opts.backend ?? detectBackend();
     this.methods = debugMethods(this.backend);
-    for (const v of this.vcpus) Atomics.store(v.words, DBG.ARMED, 1);
+    for (const v of this.vcpus) {
+      Atomics.or(v.words, DBG.WANT, WANT.SNAPSHOT);
+      Atomics.store(v.words, DBG.ARMED, 1);
+    }
+  }
+
+  /**
+   * MSRs each vCPU reads at every park, with its registers, before it says it parked (besides the intercepted
+   * MSRs, always read): an event's state then costs no command to the parked vCPU.
+   */
+  set snapshotMsrs(list: readonly number[]) {
+    this.snapshotExtra = [...list];
+    this.publishSnapshotMsrs();
+  }
+
+  private publishSnapshotMsrs(): void {
+    const list = [...new Set([...this.snapshotExtra, ...this.msrIntercepts.keys()])].slice(
+      0,
+      MAX_SNAPSHOT_MSRS,
+    );
+    for (const v of this.vcpus) {
+      // Count 0 first: a vCPU parking meanwhile reads no half-written list.
+      Atomics.store(v.words, DBG.SNAP_MSR_COUNT, 0);
+      list.forEach((m, i) => (v.words[DBG.SNAP_MSRS + i] = m | 0));
+      Atomics.store(v.words, DBG.SNAP_MSR_COUNT, list.length);
+    }
   }
 
   // ---- Events and stops ----
@@ -271,6 +298,8 @@ export class VmControl {
   // ---- Registers ----
 
   async regs(index: number): Promise<Regs> {
+    const snap = this.link(index).snapshot();
+    if (snap) return decodeRegs(snap.regs);
     const b = Buffer.alloc(kvm_regs.size);
     await this.parkedLink(index, "reading registers").ioctl(KVM.GET_REGS, b, "KVM_GET_REGS");
     return decodeRegs(b);
@@ -285,6 +314,8 @@ export class VmControl {
   /** struct kvm_regs and struct kvm_sregs as KVM gives them (protocols that carry the kernel's structs). */
   async rawRegs(index: number): Promise<{ regs: Buffer; sregs: Buffer }> {
     const v = this.parkedLink(index, "reading registers");
+    const snap = v.snapshot();
+    if (snap) return { regs: Buffer.from(snap.regs), sregs: Buffer.from(snap.sregs) };
     const regs = Buffer.alloc(kvm_regs.size);
     const sregs = Buffer.alloc(kvm_sregs.size);
     await v.ioctl(KVM.GET_REGS, regs, "KVM_GET_REGS");
@@ -322,6 +353,8 @@ export class VmControl {
   }
 
   async sregs(index: number): Promise<Sregs> {
+    const snap = this.link(index).snapshot();
+    if (snap) return decodeSregs(snap.sregs);
     const b = Buffer.alloc(kvm_sregs.size);
     await this.parkedLink(index, "reading segment registers").ioctl(KVM.GET_SREGS, b, "KVM_GET_SREGS");
     return decodeSregs(b);
@@ -370,6 +403,14 @@ export class VmControl {
   async msrs(index: number, indices: readonly number[]): Promise<Map<number, bigint>> {
     const out = new Map<number, bigint>();
     if (indices.length === 0) return out;
+    const snap = this.link(index).snapshot();
+    if (snap && indices.every((i) => snap.msrs.has(i))) {
+      for (const i of indices) {
+        const v = snap.msrs.get(i);
+        if (v !== undefined) out.set(i, v);
+      }
+      return out;
+    }
     const b = Buffer.alloc(kvm_msrs.size + indices.length * kvm_msr_entry.size);
     b.writeUInt32LE(indices.length, kvm_msrs.off.nmsrs);
     indices.forEach((idx, i) => b.writeUInt32LE(idx >>> 0, kvm_msrs.size + i * kvm_msr_entry.size));
@@ -474,11 +515,17 @@ export class VmControl {
 
   /** Guest-physical bytes, planted breakpoint bytes shown as the guest's own. Throws outside RAM. */
   readPhys(gpa: number, len: number): Uint8Array {
-    this.checkRange(gpa, len);
-    const bytes = this.memory.read(gpa, len);
-    for (const bp of this.swBreakpoints.values())
-      if (bp.gpa >= gpa && bp.gpa < gpa + len) bytes[bp.gpa - gpa] = bp.original;
+    const bytes = new Uint8Array(len);
+    this.readPhysInto(gpa, len, bytes, 0);
     return bytes;
+  }
+
+  /** readPhys() into `out` at `at`, with no buffer of its own. */
+  readPhysInto(gpa: number, len: number, out: Uint8Array, at: number): void {
+    this.checkRange(gpa, len);
+    out.set(this.memory.slice(gpa, len), at);
+    for (const bp of this.swBreakpoints.values())
+      if (bp.gpa >= gpa && bp.gpa < gpa + len) out[at + bp.gpa - gpa] = bp.original;
   }
 
   /** Write guest-physical bytes; a planted breakpoint stays planted (the new byte is what it hides). */
@@ -741,6 +788,7 @@ export class VmControl {
     this.applyMsrFilter(next);
     this.msrIntercepts.clear();
     for (const [k, v] of next) this.msrIntercepts.set(k, v);
+    this.publishSnapshotMsrs();
   }
 
   get interceptedMsrs(): ReadonlyMap<number, { read: boolean; write: boolean }> {
@@ -844,6 +892,7 @@ export class VmControl {
     if (this.msrIntercepts.size > 0) {
       this.applyMsrFilter(new Map());
       this.msrIntercepts.clear();
+      this.publishSnapshotMsrs();
     }
     this.stopOnFault = false;
     this.catchInt3 = false;

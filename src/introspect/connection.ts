@@ -18,6 +18,8 @@ export type Endpoint =
 export const CONNECT_RETRY_MS = 10_000;
 /** Bytes written that the peer has not read yet, beyond which it is taken as gone. */
 const MAX_UNREAD_BYTES = 4 << 20;
+/** Replies held back while a burst is served, beyond which they are written at once. */
+const FLUSH_BYTES = 256 << 10;
 /** The largest handshake answer read (libkvmi refuses above 64 KiB from its side too). */
 const MAX_HANDSHAKE = 64 * 1024;
 
@@ -53,7 +55,10 @@ export function encodeHandshake(info: HandshakeInfo): Buffer {
 
 /**
  * A framed KVMI connection. Incoming bytes are cut into messages; `onMessage` gets them one at a time, in
- * order, and the next is not parsed before the promise it returns settles (a peer cannot queue work).
+ * order. A message served at once (it returns nothing) lets the next one be parsed straight away, so a burst
+ * of requests (READ_PHYSICAL pieces in flight) is served in one go and its replies leave in one write; while
+ * a message returns a promise, the socket is not read and nothing further is parsed (a peer cannot queue
+ * work).
  */
 export class Connection {
   private buf: Buffer = Buffer.alloc(0);
@@ -63,7 +68,7 @@ export class Connection {
 
   constructor(
     private readonly socket: Socket,
-    private readonly onMessage: (m: Message) => Promise<void>,
+    private readonly onMessage: (m: Message) => Promise<void> | void,
   ) {
     socket.on("data", (d: Buffer) => {
       this.buf = this.buf.length === 0 ? d : Buffer.concat([this.buf, d]);
@@ -93,26 +98,57 @@ export class Connection {
 
   private pump(): void {
     if (this.busy || this.closed) return;
-    if (this.buf.length < HEADER_SIZE) return;
-    const id = this.buf.readUInt16LE(0);
-    const size = this.buf.readUInt16LE(2);
-    const seq = this.buf.readUInt32LE(4);
+    // Replies to the messages served here at once go out together when the loop ends.
+    this.socket.cork();
+    try {
+      while (!this.busy && !this.closed) {
+        const m = this.next();
+        if (!m) break;
+        let pending: Promise<void> | void;
+        try {
+          pending = this.onMessage(m);
+        } catch (e) {
+          this.close(`internal error serving message ${m.id}: ${(e as Error).message}`);
+          break;
+        }
+        if (pending) this.wait(m.id, pending);
+        else if (this.socket.writableLength >= FLUSH_BYTES) {
+          this.socket.uncork();
+          this.socket.cork();
+        }
+      }
+    } finally {
+      this.socket.uncork();
+    }
+  }
+
+  /** The next whole message in the buffer, if there is one (a header that lies about its size closes). */
+  private next(): Message | undefined {
+    const b = this.buf;
+    if (b.length < HEADER_SIZE) return undefined;
+    const id = b.readUInt16LE(0);
+    const size = b.readUInt16LE(2);
+    const seq = b.readUInt32LE(4);
     if (size > MAX_PAYLOAD) {
       // The stream cannot be resynchronised past a header that lies about its size.
       this.close(
         `message ${id} (seq ${seq}) says it has ${size} bytes, more than ${MAX_PAYLOAD}: disconnected`,
       );
-      return;
+      return undefined;
     }
-    if (this.buf.length < HEADER_SIZE + size) {
-      // Hold at most one message: stop reading until it is complete (the socket's own buffer holds the rest).
-      return;
-    }
-    const payload = Buffer.from(this.buf.subarray(HEADER_SIZE, HEADER_SIZE + size));
-    this.buf = this.buf.subarray(HEADER_SIZE + size);
+    // Hold at most one message: when it is not complete, wait for more (the socket's own buffer holds the rest).
+    if (b.length < HEADER_SIZE + size) return undefined;
+    // A view, no copy: socket reads are fresh buffers, never reused.
+    const payload = b.subarray(HEADER_SIZE, HEADER_SIZE + size);
+    this.buf = b.subarray(HEADER_SIZE + size);
+    return { id, seq, payload };
+  }
+
+  /** A message served later: stop reading until it is done, then go on. */
+  private wait(id: number, pending: Promise<void>): void {
     this.busy = true;
     this.socket.pause();
-    this.onMessage({ id, seq, payload })
+    pending
       .catch((e: unknown) => this.close(`internal error serving message ${id}: ${(e as Error).message}`))
       .finally(() => {
         this.busy = false;

@@ -113,7 +113,7 @@ export class Introspection {
       stopRun: (why) => machine.end({ kind: "peer", reason: why }),
     };
     const holder: { server?: KvmiServer } = {};
-    const conn = new Connection(s, (m) => holder.server?.handle(m) ?? Promise.resolve());
+    const conn = new Connection(s, (m) => holder.server?.handle(m));
     const server = new KvmiServer(core, conn, opts);
     holder.server = server;
     this.server = server;

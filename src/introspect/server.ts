@@ -19,6 +19,7 @@ import {
   EVENT,
   EVENT_ARCH_MSRS,
   EVENT_DATA,
+  HEADER_SIZE,
   KVM_E,
   KVMI_VERSION,
   MAX_PAYLOAD,
@@ -175,33 +176,74 @@ export class KvmiServer {
       resume: { action: ResumeAction.CONTINUE, arg: 0n },
     }));
     core.catchInt3 = false;
+    core.snapshotMsrs = EVENT_ARCH_MSRS;
     void this.eventLoop();
     conn.onClose((why) => this.detach(why));
   }
 
   // ---- Messages from the tool ----
 
-  /** Serve one message (commands in order; the next is read once this one is answered). */
-  async handle(m: Message): Promise<void> {
-    if (this.closed) return;
+  /**
+   * Serve one message, in order: at once when nothing needs a vCPU (memory, VM-wide commands, event replies),
+   * else with a promise, and the next message is read once it is answered.
+   */
+  handle(m: Message): Promise<void> | undefined {
+    if (this.closed) return undefined;
     if (m.id === MSG.EVENT_REPLY) {
       this.eventReply(m);
-      return;
+      return undefined;
     }
     // CONTROL_CMD_RESPONSE with now=1 applies to itself; with now=0 from the next command on.
     let replyThis = this.repliesOn;
     if (m.id === MSG.CONTROL_CMD_RESPONSE && m.payload.length >= 8 && m.payload[1] === 1)
       replyThis = m.payload[0] !== 0;
-    let err = 0;
-    let data: Uint8Array | undefined;
+    let result: Uint8Array | undefined | Promise<Uint8Array | undefined>;
     try {
-      data = await this.command(m);
+      if (m.id === MSG.READ_PHYSICAL) {
+        this.readPhysical(m, replyThis);
+        return undefined;
+      }
+      result = this.command(m);
     } catch (e) {
-      err = -this.errorCode(e);
-      if (!(e instanceof KvmiFailure))
-        this.opts.log(`introspection: message ${m.id}: ${(e as Error).message}`);
+      this.replyError(m, replyThis, e);
+      return undefined;
     }
-    if (replyThis) this.conn.send(encodeReply(m.id, m.seq, err, data));
+    if (result instanceof Promise)
+      return result.then(
+        (data) => this.reply(m, replyThis, data),
+        (e: unknown) => this.replyError(m, replyThis, e),
+      );
+    this.reply(m, replyThis, result);
+    return undefined;
+  }
+
+  private reply(m: Message, replyThis: boolean, data: Uint8Array | undefined): void {
+    if (replyThis) this.conn.send(encodeReply(m.id, m.seq, 0, data));
+  }
+
+  private replyError(m: Message, replyThis: boolean, e: unknown): void {
+    if (!(e instanceof KvmiFailure)) this.opts.log(`introspection: message ${m.id}: ${(e as Error).message}`);
+    if (replyThis) this.conn.send(encodeReply(m.id, m.seq, -this.errorCode(e)));
+  }
+
+  /** READ_PHYSICAL {u64 gpa; u64 size}: guest RAM copied straight into the reply (one buffer, one copy). */
+  private readPhysical(m: Message, replyThis: boolean): void {
+    const p = m.payload;
+    this.expect(p, 16, []);
+    const gpa = p.readBigUInt64LE(0);
+    const size = p.readBigUInt64LE(8);
+    if (size === 0n || size > BigInt(MAX_PAYLOAD - SIZE.errorCode))
+      fail(KVM_E.INVAL, `size ${size}: 1 to ${MAX_PAYLOAD - SIZE.errorCode} bytes`);
+    const n = Number(size);
+    this.checkGpa(gpa, n);
+    if (!replyThis) return; // served in order, not answered: reading changes nothing
+    const b = Buffer.allocUnsafe(HEADER_SIZE + SIZE.errorCode + n);
+    b.writeUInt16LE(MSG.READ_PHYSICAL, 0);
+    b.writeUInt16LE(SIZE.errorCode + n, 2);
+    b.writeUInt32LE(m.seq >>> 0, 4);
+    b.writeBigUInt64LE(0n, HEADER_SIZE); // err 0, padding 0
+    this.core.readPhysInto(Number(gpa), n, b, HEADER_SIZE + SIZE.errorCode);
+    this.conn.send(b);
   }
 
   private errorCode(e: unknown): number {
@@ -212,7 +254,7 @@ export class KvmiServer {
     return KVM_E.INVAL;
   }
 
-  private async command(m: Message): Promise<Uint8Array | undefined> {
+  private command(m: Message): Uint8Array | undefined | Promise<Uint8Array | undefined> {
     const p = m.payload;
     switch (m.id) {
       case MSG.GET_VERSION: {
@@ -251,14 +293,6 @@ export class KvmiServer {
         if (p[2]) this.vmEvents.add(id);
         else this.vmEvents.delete(id);
         return undefined;
-      }
-      case MSG.READ_PHYSICAL: {
-        this.expect(p, 16, []);
-        const gpa = p.readBigUInt64LE(0);
-        const size = p.readBigUInt64LE(8);
-        if (size === 0n || size > BigInt(MAX_PAYLOAD - SIZE.errorCode))
-          fail(KVM_E.INVAL, `size ${size}: 1 to ${MAX_PAYLOAD - SIZE.errorCode} bytes`);
-        return this.readPhys(gpa, Number(size));
       }
       case MSG.WRITE_PHYSICAL: {
         if (p.length < 16) fail(KVM_E.INVAL, "short WRITE_PHYSICAL");
@@ -480,11 +514,6 @@ export class KvmiServer {
       fail(KVM_E.NOENT, `0x${gpa.toString(16)}+${size} is not inside guest RAM`);
   }
 
-  private readPhys(gpa: bigint, size: number): Uint8Array {
-    this.checkGpa(gpa, size);
-    return this.core.readPhys(Number(gpa), size);
-  }
-
   /** A vCPU command on a running vCPU: it is paused for the command, then goes on (as the kernel does). */
   private async onParked<T>(vcpu: number, fn: () => Promise<T>): Promise<T> {
     const link = this.core.vcpus[vcpu];
@@ -652,11 +681,9 @@ export class KvmiServer {
     const out: OutstandingEvent = { seq, event, vcpu, stop };
     st.outstanding = out;
     try {
-      const common = await this.eventCommon(vcpu, event);
-      const data = await this.eventData(vcpu, event, stop);
-      const payload = Buffer.concat([common, data]);
+      const msg = await this.encodeEvent(seq, vcpu, event, stop);
       if (this.closed || st.outstanding !== out) return;
-      this.conn.send(Buffer.concat([encodeHeader(MSG.EVENT, payload.length, seq), payload]));
+      this.conn.send(msg);
       out.timer = setTimeout(() => this.timedOut(vcpu, seq), this.opts.replyTimeoutMs);
     } catch (e) {
       // The vCPU went away (the run is ending): nothing to report.
@@ -665,51 +692,57 @@ export class KvmiServer {
     }
   }
 
-  /** struct kvmi_event: size, vcpu, event, then kvmi_event_arch (mode, regs, sregs, 9 MSRs). */
-  private async eventCommon(vcpu: number, event: number): Promise<Buffer> {
-    const b = Buffer.alloc(SIZE.event);
-    b.writeUInt16LE(SIZE.event, 0);
-    b.writeUInt16LE(vcpu, 2);
-    b[4] = event;
+  /**
+   * The whole message, header included, in one buffer: struct kvmi_event (size, vcpu, event, then
+   * kvmi_event_arch: mode, regs, sregs, 9 MSRs), then the event's own data. The registers and MSRs come from
+   * what the vCPU thread read when it parked (the core's snapshot): no command to the vCPU for them.
+   */
+  private async encodeEvent(seq: number, vcpu: number, event: number, stop?: StopInfo): Promise<Buffer> {
+    const dataSize = EVENT_DATA[event as keyof typeof EVENT_DATA].data;
+    const size = SIZE.event + dataSize;
+    const b = Buffer.alloc(HEADER_SIZE + size);
+    b.writeUInt16LE(MSG.EVENT, 0);
+    b.writeUInt16LE(size, 2);
+    b.writeUInt32LE(seq >>> 0, 4);
+    const e = HEADER_SIZE;
+    b.writeUInt16LE(SIZE.event, e);
+    b.writeUInt16LE(vcpu, e + 2);
+    b[e + 4] = event;
     const { regs, sregs } = await this.core.rawRegs(vcpu);
     const msrs = await this.core.msrs(vcpu, EVENT_ARCH_MSRS);
-    b[8] = modeOf(sregs);
-    b.set(regs, 16);
-    b.set(sregs, 16 + SIZE.kvmRegs);
-    EVENT_ARCH_MSRS.forEach((idx, i) =>
-      b.writeBigUInt64LE(msrs.get(idx) ?? 0n, 16 + SIZE.kvmRegs + SIZE.kvmSregs + 8 * i),
-    );
-    return b;
-  }
-
-  private async eventData(vcpu: number, event: number, stop?: StopInfo): Promise<Buffer> {
-    const b = Buffer.alloc(EVENT_DATA[event as keyof typeof EVENT_DATA].data);
+    b[e + 8] = modeOf(sregs);
+    b.set(regs, e + 16);
+    b.set(sregs, e + 16 + SIZE.kvmRegs);
+    const mo = e + 16 + SIZE.kvmRegs + SIZE.kvmSregs;
+    for (let i = 0; i < EVENT_ARCH_MSRS.length; i++)
+      b.writeBigUInt64LE(msrs.get(EVENT_ARCH_MSRS[i]) ?? 0n, mo + 8 * i);
+    const d = e + SIZE.event;
     switch (event) {
       case EVENT.BREAKPOINT: {
         const linear = stop?.addr ?? 0n;
         const gpa = (await this.core.translate(vcpu, linear)) ?? linear;
-        b.writeBigUInt64LE(gpa, 0);
-        b[8] = 1; // INT3's length
+        b.writeBigUInt64LE(gpa, d);
+        b[d + 8] = 1; // INT3's length
         break;
       }
       case EVENT.MSR: {
         const msr = stop?.code ?? 0;
-        b.writeUInt32LE(msr, 0);
-        b.writeBigUInt64LE((await this.core.msrs(vcpu, [msr])).get(msr) ?? 0n, 8);
-        b.writeBigUInt64LE(stop?.value ?? 0n, 16);
+        b.writeUInt32LE(msr, d);
+        b.writeBigUInt64LE((await this.core.msrs(vcpu, [msr])).get(msr) ?? 0n, d + 8);
+        b.writeBigUInt64LE(stop?.value ?? 0n, d + 16);
         break;
       }
       case EVENT.PF:
-        b.writeBigUInt64LE(0xffff_ffff_ffff_ffffn, 0); // the guest-virtual address is not known from an MMIO exit
-        b.writeBigUInt64LE(stop?.addr ?? 0n, 8);
-        b[16] = stop?.kind === StopKind.PAGE_WRITE ? PAGE_ACCESS.W : PAGE_ACCESS.R;
+        b.writeBigUInt64LE(0xffff_ffff_ffff_ffffn, d); // the guest-virtual address is not known from an MMIO exit
+        b.writeBigUInt64LE(stop?.addr ?? 0n, d + 8);
+        b[d + 16] = stop?.kind === StopKind.PAGE_WRITE ? PAGE_ACCESS.W : PAGE_ACCESS.R;
         break;
       case EVENT.TRAP: {
         const ev = await this.core.vcpuEvents(vcpu);
         const s = await this.core.sregs(vcpu);
-        b[0] = ev.exception.nr;
-        b.writeUInt32LE(ev.exception.errorCode >>> 0, 4);
-        b.writeBigUInt64LE(s.cr2, 8);
+        b[d] = ev.exception.nr;
+        b.writeUInt32LE(ev.exception.errorCode >>> 0, d + 4);
+        b.writeBigUInt64LE(s.cr2, d + 8);
         break;
       }
       default:

@@ -55,11 +55,18 @@ export const DBG = {
   LAST_EXIT_WRITE: 198,
   /** Exits by KVM exit reason since the vCPU started (EXIT_COUNT_SLOTS words; the last one: any higher). */
   EXIT_COUNTS: 200,
+  /** The STOP_SEQ of the park whose registers the snapshot area holds (WANT.SNAPSHOT); 0: none. */
+  SNAP_SEQ: 264,
+  /** The MSRs the vCPU reads into the snapshot at each park: how many, then their indexes. */
+  SNAP_MSR_COUNT: 265,
+  SNAP_MSRS: 266,
 } as const;
 
 export const MAX_SW_BREAKPOINTS = 64;
 export const EXIT_COUNT_SLOTS = 64;
-const WORDS = DBG.EXIT_COUNTS + EXIT_COUNT_SLOTS;
+/** Most MSRs a snapshot holds. */
+export const MAX_SNAPSHOT_MSRS = 32;
+const WORDS = DBG.SNAP_MSRS + MAX_SNAPSHOT_MSRS;
 
 /** Values of DBG.EXIT_BREAK. */
 export const EXIT_BREAK = {
@@ -74,6 +81,15 @@ export const EXIT_BREAK = {
 /** Where the scratch area starts (bytes) and its size: room for the largest ioctl buffer (XSAVE, MSR lists). */
 export const SCRATCH_OFFSET = WORDS * 4;
 export const SCRATCH_SIZE = 16 * 1024;
+/**
+ * The snapshot area (WANT.SNAPSHOT): what the vCPU thread read at its park, before it said it parked, so that
+ * an event's registers cost the core no command. Byte offsets: struct kvm_regs (144 bytes), struct kvm_sregs
+ * (312; both sizes checked in vcpu-debug.ts), then {u32 count; u32 pad} and count x {u32 index; u32 ok; u64
+ * value} for the MSRs of DBG.SNAP_MSRS (ok 0: KVM could not read that one).
+ */
+export const SNAPSHOT = { REGS: 0, SREGS: 144, MSRS: 456 } as const;
+export const SNAPSHOT_OFFSET = SCRATCH_OFFSET + SCRATCH_SIZE;
+export const SNAPSHOT_SIZE = SNAPSHOT.MSRS + 8 + 16 * MAX_SNAPSHOT_MSRS;
 
 /** Details of a stop, as word offsets from DBG.DETAIL. */
 export const DETAIL = {
@@ -105,6 +121,8 @@ export const WANT = {
    * emulation failure of a 0xCC instruction; on VMX/SVM as a #BP debug exit (the core sets USE_SW_BP).
    */
   INT3: 2,
+  /** At each park, read the registers, segment registers and DBG.SNAP_MSRS into the snapshot area first. */
+  SNAPSHOT: 4,
 } as const;
 
 /** Why a parked vCPU stopped. */
@@ -170,7 +188,7 @@ export const CMD = {
 } as const;
 
 export function createDebugBlock(): SharedArrayBuffer {
-  return new SharedArrayBuffer(SCRATCH_OFFSET + SCRATCH_SIZE);
+  return new SharedArrayBuffer(SNAPSHOT_OFFSET + SNAPSHOT_SIZE);
 }
 
 /** The block's words. */
@@ -181,6 +199,11 @@ export function debugWords(block: SharedArrayBuffer): Int32Array {
 /** The block's scratch bytes. */
 export function debugScratch(block: SharedArrayBuffer): Uint8Array {
   return new Uint8Array(block, SCRATCH_OFFSET, SCRATCH_SIZE);
+}
+
+/** The block's snapshot bytes. */
+export function debugSnapshot(block: SharedArrayBuffer): Uint8Array {
+  return new Uint8Array(block, SNAPSHOT_OFFSET, SNAPSHOT_SIZE);
 }
 
 /** A 64-bit value from two words (lo, hi), as a Number when exact, else as a BigInt. */

@@ -13,7 +13,7 @@
 //     complete) or KVM_EXIT_DEBUG (the step finished) both end the step, with no instruction run unseen.
 import * as libc from "../kvm/libc.js";
 import { KVM, KVM_EXIT, KVM_GUESTDBG } from "../kvm/ioctls.js";
-import { RUN, kvm_guest_debug, kvm_msr_entry, kvm_msrs } from "../kvm/structs.js";
+import { RUN, kvm_guest_debug, kvm_msr_entry, kvm_msrs, kvm_regs, kvm_sregs } from "../kvm/structs.js";
 import type { Vcpu } from "../vm/vcpu.js";
 import {
   CMD,
@@ -22,12 +22,15 @@ import {
   DETAIL,
   EXIT_BREAK,
   EXIT_COUNT_SLOTS,
+  MAX_SNAPSHOT_MSRS,
   MAX_SW_BREAKPOINTS,
   ResumeAction,
+  SNAPSHOT,
   STEP,
   StopKind,
   WANT,
   debugScratch,
+  debugSnapshot,
   debugWords,
   writeU64,
   readU64,
@@ -60,6 +63,9 @@ const ALLOWED_IOCTLS = new Set<number>([
   KVM.SET_GUEST_DEBUG,
 ]);
 
+if (SNAPSHOT.SREGS !== kvm_regs.size || SNAPSHOT.MSRS !== SNAPSHOT.SREGS + kvm_sregs.size)
+  throw new Error("debug-block.ts's snapshot layout does not match struct kvm_regs / kvm_sregs");
+
 /** What a park ended with. */
 export interface Resume {
   action: number;
@@ -72,6 +78,8 @@ export class VcpuDebugAgent {
   private appliedSeq = 0;
   private readonly gd = Buffer.alloc(kvm_guest_debug.size);
   private readonly msrBuf = Buffer.alloc(kvm_msrs.size + kvm_msr_entry.size);
+  private readonly snapshot: Uint8Array;
+  private readonly snapMsrs = Buffer.alloc(kvm_msrs.size + MAX_SNAPSHOT_MSRS * kvm_msr_entry.size);
   /** A step is under way: the next debug exit (or an I/O exit, then an immediate exit) ends it. */
   stepping = false;
 
@@ -81,6 +89,7 @@ export class VcpuDebugAgent {
   ) {
     this.words = debugWords(block);
     this.scratch = debugScratch(block);
+    this.snapshot = debugSnapshot(block);
   }
 
   get armed(): boolean {
@@ -194,13 +203,55 @@ export class VcpuDebugAgent {
    */
   park(kind: StopKindValue, waitResume: (serve: () => void) => void): Resume {
     const w = this.words;
+    const seq = (w[DBG.STOP_SEQ] + 1) | 0;
+    // The registers an event carries, read here at once: the core needs no command for them.
+    w[DBG.SNAP_SEQ] = this.armed && w[DBG.WANT] & WANT.SNAPSHOT && this.takeSnapshot() ? seq : 0;
     Atomics.store(w, DBG.STOP_KIND, kind);
     Atomics.store(w, DBG.ACTION, ResumeAction.CONTINUE);
-    Atomics.add(w, DBG.STOP_SEQ, 1);
+    Atomics.store(w, DBG.STOP_SEQ, seq);
     waitResume(() => this.serveCommand());
     const r = { action: Atomics.load(w, DBG.ACTION), arg: readU64(w, DBG.ACTION_ARG_LO) };
     Atomics.store(w, DBG.STOP_KIND, StopKind.NONE);
     return r;
+  }
+
+  /**
+   * struct kvm_regs, struct kvm_sregs and the MSRs of DBG.SNAP_MSRS into the snapshot area. KVM_GET_MSRS
+   * stops at the first MSR it cannot read: that one is marked unreadable and the rest asked for again.
+   */
+  private takeSnapshot(): boolean {
+    const fd = this.vcpu.fd;
+    const s = this.snapshot;
+    if (libc.ioctlPtr(fd, KVM.GET_REGS, s.subarray(SNAPSHOT.REGS, SNAPSHOT.SREGS)) < 0) return false;
+    if (libc.ioctlPtr(fd, KVM.GET_SREGS, s.subarray(SNAPSHOT.SREGS, SNAPSHOT.MSRS)) < 0) return false;
+    const w = this.words;
+    const n = Math.max(0, Math.min(w[DBG.SNAP_MSR_COUNT], MAX_SNAPSHOT_MSRS));
+    const out = new DataView(s.buffer, s.byteOffset + SNAPSHOT.MSRS);
+    out.setUint32(0, n, true);
+    const b = this.snapMsrs;
+    const E = kvm_msr_entry.size;
+    for (let start = 0; start < n;) {
+      b.writeUInt32LE(n - start, kvm_msrs.off.nmsrs);
+      for (let i = start; i < n; i++) {
+        const at = kvm_msrs.size + (i - start) * E;
+        b.writeUInt32LE(w[DBG.SNAP_MSRS + i] >>> 0, at + kvm_msr_entry.off.index);
+        b.writeUInt32LE(0, at + kvm_msr_entry.off.reserved);
+      }
+      const got = Math.max(0, libc.ioctlPtr(fd, KVM.GET_MSRS, b));
+      for (let i = 0; i < got; i++) {
+        const at = kvm_msrs.size + i * E;
+        out.setUint32(8 + (start + i) * 16, b.readUInt32LE(at + kvm_msr_entry.off.index), true);
+        out.setUint32(12 + (start + i) * 16, 1, true);
+        out.setBigUint64(16 + (start + i) * 16, b.readBigUInt64LE(at + kvm_msr_entry.off.data), true);
+      }
+      if (start + got < n) {
+        out.setUint32(8 + (start + got) * 16, w[DBG.SNAP_MSRS + start + got] >>> 0, true);
+        out.setUint32(12 + (start + got) * 16, 0, true); // KVM cannot read it
+        out.setBigUint64(16 + (start + got) * 16, 0n, true);
+      }
+      start += got + 1;
+    }
+    return true;
   }
 
   /** Run the command the core posted, if any (called while parked, whenever the block's words change). */

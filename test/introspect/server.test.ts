@@ -154,6 +154,46 @@ test(
 );
 
 test(
+  "registers set while a vCPU waits in an event are what GET_REGISTERS, the next event and the guest then see",
+  WAIT,
+  async () => {
+    const p = await Peer.start(
+      guest(`
+    mov $0x1111, %rax
+  bp: int3
+    cmp $0x5555, %rax
+    mov $1, %al
+    je 1f
+    mov $2, %al
+  1: out %al, $0xf4`),
+    );
+    try {
+      assert.equal((await p.command(ID.CONTROL_EVENTS, controlEvents(0, EV.BREAKPOINT))).err, 0);
+      await go(p);
+      const bp = await p.nextEvent();
+      assert.equal(bp.event, EV.BREAKPOINT);
+      assert.equal(bp.regs.readBigUInt64LE(REG.rax), 0x1111n, "the event's registers: the guest's");
+      const set = Buffer.from(bp.regs);
+      set.writeBigUInt64LE(0x5555n, REG.rax);
+      set.writeBigUInt64LE(bp.regs.readBigUInt64LE(REG.rip) + 1n, REG.rip);
+      assert.equal((await p.command(ID.SET_REGISTERS, Buffer.concat([vcpuHdr(0), set]))).err, 0);
+      const regs = await p.command(ID.GET_REGISTERS, Buffer.concat([vcpuHdr(0), Buffer.alloc(8)]));
+      assert.equal(regs.data.readBigUInt64LE(8 + REG.rax), 0x5555n, "GET_REGISTERS after SET_REGISTERS");
+      // A PAUSE_VCPU while the BREAKPOINT event waits: its event comes in the same stop, after the reply.
+      assert.equal((await p.command(ID.PAUSE_VCPU, pausePayload(0, 0))).err, 0);
+      p.reply(bp, 1);
+      const pause = await p.nextEvent();
+      assert.equal(pause.event, EV.PAUSE_VCPU);
+      assert.equal(pause.regs.readBigUInt64LE(REG.rax), 0x5555n, "the next event's registers");
+      assert.equal(pause.regs.readBigUInt64LE(REG.rip), bp.regs.readBigUInt64LE(REG.rip) + 1n);
+      p.reply(pause, 0);
+    } finally {
+      assert.equal(await p.end(), exitStatus(1), p.stderr);
+    }
+  },
+);
+
+test(
   "READ_PHYSICAL sees a page the guest filled; WRITE_PHYSICAL changes what the guest then prints",
   WAIT,
   async () => {
