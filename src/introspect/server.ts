@@ -124,8 +124,8 @@ interface OutstandingEvent {
   vcpu: number;
   /** What the vCPU stopped for (undefined for PAUSE and TRAP events the server makes itself). */
   stop?: StopInfo;
-  /** The reply timeout, started once the event is on its way (gathering its registers takes time too). */
-  timer?: NodeJS.Timeout;
+  /** Sent (the reply timeout runs from then: gathering its registers takes time too). */
+  sent: boolean;
 }
 
 /** Per-vCPU state the tool set. */
@@ -142,6 +142,11 @@ interface VcpuState {
   queue: { event: number; stop?: StopInfo }[];
   /** How the vCPU goes on once every event of this park is answered (an MSR event's value...). */
   resume: { action: number; arg: bigint };
+  /**
+   * The reply timeout: one timer per vCPU, restarted (refresh()) as each event is sent and never cleared by a
+   * reply: when it fires with no event out, or one not sent yet, it does nothing. No timer made per event.
+   */
+  replyTimer?: NodeJS.Timeout;
 }
 
 export interface IntrospectionOptions {
@@ -678,13 +683,15 @@ export class KvmiServer {
   private async sendEvent(vcpu: number, event: number, stop?: StopInfo): Promise<void> {
     const st = this.vcpus[vcpu];
     const seq = this.nextEventSeq++ >>> 0;
-    const out: OutstandingEvent = { seq, event, vcpu, stop };
+    const out: OutstandingEvent = { seq, event, vcpu, stop, sent: false };
     st.outstanding = out;
     try {
       const msg = await this.encodeEvent(seq, vcpu, event, stop);
       if (this.closed || st.outstanding !== out) return;
       this.conn.send(msg);
-      out.timer = setTimeout(() => this.timedOut(vcpu, seq), this.opts.replyTimeoutMs);
+      out.sent = true;
+      if (st.replyTimer) st.replyTimer.refresh();
+      else st.replyTimer = setTimeout(() => this.timedOut(vcpu), this.opts.replyTimeoutMs).unref();
     } catch (e) {
       // The vCPU went away (the run is ending): nothing to report.
       st.outstanding = undefined;
@@ -776,7 +783,6 @@ export class KvmiServer {
       );
       return;
     }
-    clearTimeout(out.timer);
     st.outstanding = undefined;
     this.act(out, action, p.subarray(16));
   }
@@ -833,10 +839,11 @@ export class KvmiServer {
     else link.resume(action, arg);
   }
 
-  private timedOut(vcpu: number, seq: number): void {
+  /** The vCPU's reply timer fired: the event sent when it was last restarted, if still out, has timed out. */
+  private timedOut(vcpu: number): void {
     const st = this.vcpus[vcpu];
     const out = st.outstanding;
-    if (out?.seq !== seq) return;
+    if (!out?.sent || this.closed) return;
     st.outstanding = undefined;
     this.opts.log(
       `introspection: no reply to event ${out.event} of vCPU ${vcpu} in ${this.opts.replyTimeoutMs / 1000} s: ${this.opts.onTimeout === "stop" ? "stopping the VM" : "the vCPU goes on"}`,
@@ -864,7 +871,7 @@ export class KvmiServer {
   private detach(why: string): void {
     if (this.closed) return;
     this.closed = true;
-    for (const st of this.vcpus) if (st.outstanding) clearTimeout(st.outstanding.timer);
+    for (const st of this.vcpus) clearTimeout(st.replyTimer);
     if (why !== "unhooked") this.opts.log(`introspection: ${why}; the guest goes on`);
     this.core.detach().catch((e: unknown) => this.opts.log(`introspection: detach: ${(e as Error).message}`));
   }
