@@ -9,6 +9,7 @@ import { hex } from "../format.js";
 import {
   KvmiCommandError,
   KvmiProtocolError,
+  KvmiReplyError,
   KvmiTimeoutError,
   KvmiUsageError,
   type KvmiConnectionError,
@@ -19,6 +20,7 @@ import {
   ACTION_NAMES,
   Ev,
   EVENT_NAMES,
+  HEADER_SIZE,
   MAX_PAYLOAD,
   MIN_VERSION,
   Msg,
@@ -280,20 +282,73 @@ export class KvmiClient {
 
   /**
    * Read any range, one READ_PHYSICAL per page piece, `window` of them in flight at a time (the replies are
-   * matched by seq). Rejects with the first failing piece's error.
+   * matched by seq; KVMI lets a tool send commands without waiting for the replies of those before). Each
+   * reply is copied into the result as it comes and the next piece sent at once: no promise or timer per
+   * piece. Rejects with the first failing piece's error.
    */
-  async readMemory(gpa: bigint, length: number, window = 64): Promise<Buffer> {
-    const out = Buffer.alloc(length);
-    const pieces = pagePieces(gpa, length);
-    let next = 0;
-    const worker = async () => {
-      while (next < pieces.length) {
-        const p = pieces[next++];
-        (await this.readPhysical(p.gpa, p.size)).copy(out, p.offset);
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(window, pieces.length) }, worker));
-    return out;
+  readMemory(gpa: bigint, length: number, window = 64): Promise<Buffer> {
+    if (!Number.isSafeInteger(length) || length < 0)
+      return Promise.reject(new KvmiUsageError(`readMemory: length ${length} is not a byte count`));
+    if (gpa < 0n || gpa + BigInt(length) > 1n << 64n)
+      return Promise.reject(new KvmiUsageError(`readMemory: ${range(gpa, length)} wraps around`));
+    if (!Number.isInteger(window) || window < 1)
+      return Promise.reject(new KvmiUsageError(`readMemory: window ${window} is not a positive count`));
+    // Every byte of the result is written by a piece (or the result is dropped with the error).
+    const out = Buffer.allocUnsafe(length);
+    if (length === 0) return Promise.resolve(out);
+    const conn = this.connection;
+    const H = HEADER_SIZE;
+    return new Promise<Buffer>((resolve, reject) => {
+      let next = 0;
+      let inFlight = 0;
+      let failed = false;
+      const fail = (err: Error) => {
+        if (failed) return;
+        failed = true;
+        reject(err);
+      };
+      const send = () => {
+        while (!failed && inFlight < window && next < length) {
+          const at = gpa + BigInt(next);
+          const offset = next;
+          const size = Math.min(length - offset, PAGE_SIZE - Number(at & BigInt(PAGE_SIZE - 1)));
+          next += size;
+          inFlight++;
+          // The whole message in one buffer: header (seq written by call()), then {u64 gpa; u64 size}.
+          const m = Buffer.alloc(H + L.kvmi_read_physical.size);
+          m.writeUInt16LE(Msg.READ_PHYSICAL, 0);
+          m.writeUInt16LE(L.kvmi_read_physical.size, 2);
+          m.writeBigUInt64LE(at, H + L.kvmi_read_physical.off.gpa);
+          m.writeBigUInt64LE(BigInt(size), H + L.kvmi_read_physical.off.size);
+          conn.call(
+            Msg.READ_PHYSICAL,
+            m,
+            () => `READ_PHYSICAL ${range(at, size)}`,
+            (d) => {
+              inFlight--;
+              if (failed) return;
+              if (d.length !== size) {
+                fail(
+                  new KvmiReplyError(
+                    `READ_PHYSICAL ${range(at, size)}: the reply carries ${d.length} bytes of data, not ${size}`,
+                  ),
+                );
+                return;
+              }
+              d.copy(out, offset);
+              if (next >= length && inFlight === 0) resolve(out);
+              else send();
+            },
+            (err) => {
+              inFlight--;
+              fail(err);
+            },
+            true,
+          );
+        }
+      };
+      send();
+    });
   }
 
   /** Write any range, page piece by page piece, in order. */

@@ -60,13 +60,18 @@ export interface ConnectionOptions {
 export const DEFAULT_REPLY_TIMEOUT_MS = 15_000;
 export const DEFAULT_MAX_QUEUED_EVENTS = 16_384;
 
+/** A command's name for messages, or how to make it (only made when a message needs it). */
+export type What = string | (() => string);
+const named = (w: What): string => (typeof w === "string" ? w : w());
+
 interface Pending {
   id: number;
   seq: number;
-  what: string;
+  what: What;
   resolve: (data: Buffer) => void;
   reject: (err: Error) => void;
-  timer: NodeJS.Timeout;
+  /** When the reply is due (performance.now() ms). */
+  deadline: number;
 }
 
 /** How nextEvent() waits. */
@@ -129,7 +134,10 @@ export class KvmiConnection {
   private corked = false;
   private ended = false;
   private lastSeq = 0;
+  /** Commands in flight by seq, in the order they were sent (so the first is always the next one due). */
   private readonly pending = new Map<number, Pending>();
+  /** One timer for every command in flight, set for the first one's deadline. */
+  private replyTimer: NodeJS.Timeout | undefined;
   private readonly queue = new Queue<KvmiEvent>();
   private readonly waiters: Waiter[] = [];
   private reason: KvmiConnectionError | KvmiInternalError | undefined;
@@ -206,28 +214,83 @@ export class KvmiConnection {
   // ---- sending ----
 
   /** Send one command and wait for its reply's data (what follows the error code). */
-  request(id: number, payload: Buffer, what?: string): Promise<Buffer> {
+  request(id: number, payload: Buffer, what?: What): Promise<Buffer> {
+    return new Promise((resolve, reject) => this.call(id, payload, what ?? commandName(id), resolve, reject));
+  }
+
+  /**
+   * Send one command; `resolve` gets its reply's data, `reject` its failure. No promise: for many commands in
+   * flight (READ_PHYSICAL pieces). `payload` may be the whole message already (`framed`): its seq is then
+   * written into it.
+   */
+  call(
+    id: number,
+    payload: Buffer,
+    what: What,
+    resolve: (data: Buffer) => void,
+    reject: (err: Error) => void,
+    framed = false,
+  ): void {
     const seq = this.nextSeq();
-    const promise = this.expectReply(id, seq, what ?? commandName(id));
-    this.write(frame(id, seq, payload));
-    return promise;
+    if (!this.track(id, seq, what, resolve, reject)) return;
+    if (framed) payload.writeUInt32LE(seq, 4);
+    this.write(framed ? payload : frame(id, seq, payload));
   }
 
   /** Register a reply to wait for (for a message built by the caller: a batch's last command). */
   expectReply(id: number, seq: number, what: string): Promise<Buffer> {
-    if (this.reason) return Promise.reject(this.reason);
-    if (this.phase !== "messages")
-      return Promise.reject(new KvmiUsageError(`${what}: the handshake is not over yet`));
-    return new Promise<Buffer>((resolve, reject) => {
-      const timer = setTimeout(() => {
+    return new Promise<Buffer>((resolve, reject) => this.track(id, seq, what, resolve, reject));
+  }
+
+  private track(
+    id: number,
+    seq: number,
+    what: What,
+    resolve: (data: Buffer) => void,
+    reject: (err: Error) => void,
+  ): boolean {
+    if (this.reason) {
+      reject(this.reason);
+      return false;
+    }
+    if (this.phase !== "messages") {
+      reject(new KvmiUsageError(`${named(what)}: the handshake is not over yet`));
+      return false;
+    }
+    this.pending.set(seq, {
+      id,
+      seq,
+      what,
+      resolve,
+      reject,
+      deadline: performance.now() + this.replyTimeoutMs,
+    });
+    this.armReplyTimer();
+    return true;
+  }
+
+  /** The reply timer, for the first command in flight (the others were sent later: they are due later). */
+  private armReplyTimer(): void {
+    if (this.replyTimer) return;
+    const first = this.pending.values().next().value as Pending | undefined;
+    if (!first) return;
+    this.replyTimer = setTimeout(
+      () => {
+        this.replyTimer = undefined;
+        const due = this.pending.values().next().value as Pending | undefined;
+        if (!due) return;
+        if (performance.now() < due.deadline) {
+          this.armReplyTimer();
+          return;
+        }
         this.fail(
           new KvmiTimeoutError(
-            `no reply to ${what} (seq ${seq}) within ${this.replyTimeoutMs / 1000} s: the VMM is taken as lost`,
+            `no reply to ${named(due.what)} (seq ${due.seq}) within ${this.replyTimeoutMs / 1000} s: the VMM is taken as lost`,
           ),
         );
-      }, this.replyTimeoutMs);
-      this.pending.set(seq, { id, seq, what, resolve, reject, timer });
-    });
+      },
+      Math.max(0, first.deadline - performance.now()) + 1,
+    );
   }
 
   /** Send bytes as they are (whole messages); nothing is sent once the connection is over. */
@@ -446,15 +509,21 @@ export class KvmiConnection {
     }
     if (p.id !== h.id) {
       this.breakProtocol(
-        `the reply to ${p.what} (seq ${h.seq}) has id ${h.id} (${commandName(h.id)}), not ${p.id}`,
+        `the reply to ${named(p.what)} (seq ${h.seq}) has id ${h.id} (${commandName(h.id)}), not ${p.id}`,
       );
       return;
     }
     this.pending.delete(h.seq);
-    clearTimeout(p.timer);
+    // Nothing in flight: no timer left to keep the process waiting.
+    if (this.pending.size === 0 && this.replyTimer) {
+      clearTimeout(this.replyTimer);
+      this.replyTimer = undefined;
+    }
     const E = L.kvmi_error_code;
     if (payload.length < E.size) {
-      p.reject(new KvmiReplyError(`${p.what}: a reply of ${payload.length} bytes, without its error code`));
+      p.reject(
+        new KvmiReplyError(`${named(p.what)}: a reply of ${payload.length} bytes, without its error code`),
+      );
       return;
     }
     const err = payload.readInt32LE(E.off.err);
@@ -462,10 +531,10 @@ export class KvmiConnection {
       if (payload.length !== E.size)
         p.reject(
           new KvmiReplyError(
-            `${p.what}: an error reply (${err}) with ${payload.length - E.size} bytes of data after its code`,
+            `${named(p.what)}: an error reply (${err}) with ${payload.length - E.size} bytes of data after its code`,
           ),
         );
-      else p.reject(new KvmiCommandError(p.id, err, p.what));
+      else p.reject(new KvmiCommandError(p.id, err, named(p.what)));
       return;
     }
     p.resolve(payload.subarray(E.size));
@@ -493,10 +562,9 @@ export class KvmiConnection {
     this.reason = reason;
     clearTimeout(this.handshakeTimer);
     if (this.phase === "handshake") this.handshakeDone.reject(reason);
-    for (const p of this.pending.values()) {
-      clearTimeout(p.timer);
-      p.reject(reason);
-    }
+    clearTimeout(this.replyTimer);
+    this.replyTimer = undefined;
+    for (const p of this.pending.values()) p.reject(reason);
     this.pending.clear();
     // A broken stream is not read further; a closed one still hands out what it had received.
     if (this.protocolBroken || reason instanceof KvmiTimeoutError) this.dropQueued();

@@ -210,6 +210,41 @@ test("READ/WRITE_PHYSICAL stay within a page; readMemory cuts a range at page bo
     assert.deepEqual(await r, cat(Buffer.alloc(8, 0xaa), Buffer.alloc(8, 0xbb)));
   }));
 
+test("readMemory keeps `window` pieces in flight, sends the next as each is answered; a failing piece rejects it", () =>
+  withSession(async (s) => {
+    // 4 pages, 2 in flight: pages 0 and 1 go out; page 2 only once one of them is answered.
+    const r = s.client.readMemory(0x10000n, 4 * 4096, 2);
+    const p0 = await s.peer.next();
+    const p1 = await s.peer.next();
+    assert.deepEqual([p0.payload.readBigUInt64LE(0), p1.payload.readBigUInt64LE(0)], [0x10000n, 0x11000n]);
+    s.peer.send(reply(17, p1.seq, Buffer.alloc(4096, 1)));
+    const p2 = await s.peer.next();
+    assert.equal(p2.payload.readBigUInt64LE(0), 0x12000n);
+    s.peer.send(reply(17, p0.seq, Buffer.alloc(4096, 0)));
+    const p3 = await s.peer.next();
+    assert.equal(p3.payload.readBigUInt64LE(0), 0x13000n);
+    s.peer.send(reply(17, p3.seq, Buffer.alloc(4096, 3)));
+    s.peer.send(reply(17, p2.seq, Buffer.alloc(4096, 2)));
+    const got = await r;
+    assert.deepEqual(
+      [0, 1, 2, 3].map((i) => got[i * 4096 + 100]),
+      [0, 1, 2, 3],
+    );
+    // A piece answered with an error: the whole read fails with it; the other pieces' replies are taken.
+    const bad = s.client.readMemory(0x20000n, 2 * 4096, 2);
+    const q0 = await s.peer.next();
+    const q1 = await s.peer.next();
+    s.peer.send(reply(17, q0.seq, Buffer.alloc(0), -2));
+    s.peer.send(reply(17, q1.seq, Buffer.alloc(4096)));
+    await assert.rejects(bad, (e: Error) => e instanceof KvmiCommandError && /READ_PHYSICAL/.test(e.message));
+    assert.equal(
+      await exchange(s, (c) => c.getMaxGfn(), 29, "", le64(0x4000n)),
+      0x4000n,
+      "the connection goes on",
+    );
+    await assert.rejects(s.client.readMemory(0n, -1), KvmiUsageError);
+  }));
+
 test("SET_PAGE_ACCESS: {u16 view; u16 count; u32} then 16-byte entries; more than 511 go as two messages", () =>
   withSession(async (s) => {
     await exchange(

@@ -152,6 +152,22 @@ test("the VMM closing mid-message: one line that says so, pending calls fail wit
     });
 });
 
+test("the reply timeout also covers a command sent after one that is answered in time", () =>
+  withSession(async (s) => {
+    const a = s.client.getGuestInfo();
+    const ma = await s.peer.next();
+    const b = s.client.getMaxGfn();
+    await s.peer.next();
+    s.peer.send(reply(5, ma.seq, cat(le32(1), zeros(12))));
+    assert.equal((await a).vcpuCount, 1);
+    await assert.rejects(
+      b,
+      (e: Error) =>
+        e instanceof KvmiTimeoutError && /no reply to GET_MAX_GFN \(seq 3\) within 0.2 s/.test(e.message),
+    );
+    await s.peer.closedByClient();
+  }, 200));
+
 test("no reply within the timeout: the connection is taken as lost (libkvmi's rule), every pending call fails", () =>
   withSession(async (s) => {
     const a = s.client.getGuestInfo();
