@@ -272,12 +272,12 @@ export class KvmiConnection {
   /** The reply timer, for the first command in flight (the others were sent later: they are due later). */
   private armReplyTimer(): void {
     if (this.replyTimer) return;
-    const first = this.pending.values().next().value as Pending | undefined;
+    const first = this.pending.values().next().value;
     if (!first) return;
     this.replyTimer = setTimeout(
       () => {
         this.replyTimer = undefined;
-        const due = this.pending.values().next().value as Pending | undefined;
+        const due = this.pending.values().next().value;
         if (!due) return;
         if (performance.now() < due.deadline) {
           this.armReplyTimer();
