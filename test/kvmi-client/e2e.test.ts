@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CLI } from "../helpers/paths.js";
 import { guests } from "../helpers/guests.js";
+import { assemble } from "../vm/asm.js";
 import { GuestRam, KvmiClient, Msg, Ev } from "../../src/kvmi-client/index.js";
 
 interface Vm {
@@ -56,9 +57,15 @@ async function until(what: string, cond: () => boolean, ms = 30_000): Promise<vo
   }
 }
 
-function introspect(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+function introspect(
+  args: string[],
+  timeoutMs = 30_000,
+): Promise<{ status: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const p = spawn(process.execPath, [CLI, "introspect", ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    const p = spawn(process.execPath, [CLI, "introspect", ...args], {
+      stdio: ["ignore", "pipe", "pipe"],
+      timeout: timeoutMs,
+    });
     let stdout = "";
     let stderr = "";
     p.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
@@ -232,6 +239,75 @@ test("events: a breakpoint at an ELF symbol, hit when a byte arrives, stepped ov
   vm.send("c\x04");
   assert.equal(await vm.exited, 1);
   assert.match(vm.output(), /ready \(EOT ends\)\nabc\nserial-echo: 3 bytes echoed, 3 interrupts/);
+});
+
+test("events --write-protect with --pf-action retry: every write is an event (the page is protected again after each), --count ends it", async (t) => {
+  const dir = tmp(t);
+  const sock = join(dir, "vm.sock");
+  // A 64-bit guest that increments the word at 0x3000 until the word at 0x2000 is set, then exits with 1.
+  const bin = assemble(
+    `.code64
+  loop: incq 0x3000
+    pause
+    cmpl $0, 0x2000
+    je loop
+    mov $1, %al
+    out %al, $0xf4`,
+    0x100000,
+    64,
+  );
+  const child = spawn(
+    process.execPath,
+    [CLI, "run", "--mode", "long", "--load", "0x100000", "--introspect", `listen:${sock}`, bin],
+    { stdio: ["ignore", "ignore", "pipe"] },
+  );
+  const exited = new Promise<number | null>((r) => child.on("close", (code) => r(code)));
+  t.after(() => {
+    if (child.exitCode === null) child.kill("SIGKILL");
+  });
+  await until("the socket", () => existsSync(sock));
+  // Before the fix the first RETRY left the page writable for good: no second event ever came.
+  const ev = await introspect(
+    [
+      "events",
+      "--socket",
+      sock,
+      "--write-protect",
+      "0x3000",
+      "--pf-action",
+      "retry",
+      "--count",
+      "3",
+      "--json",
+    ],
+    60_000,
+  );
+  assert.equal(ev.status, 0, ev.stderr);
+  const lines = ev.stdout
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l) as { event: string; gpa: string; reply: string });
+  assert.deepEqual(
+    lines.map((l) => [l.event, l.gpa, l.reply]),
+    [
+      ["pf", "0x3000", "retry"],
+      ["pf", "0x3000", "retry"],
+      ["pf", "0x3000", "retry"],
+    ],
+  );
+  // Every write went through, and once the tool is gone the page is writable again: the count goes on.
+  const count = async () => {
+    const r = await introspect(["read", "0x3000", "8", "--out", join(dir, "count"), "--socket", sock]);
+    assert.equal(r.status, 0, r.stderr);
+    return readFileSync(join(dir, "count")).readBigUInt64LE(0);
+  };
+  const first = await count();
+  assert.ok(first >= 3n, `${first} increments`);
+  let later = first;
+  for (let i = 0; i < 100 && later === first; i++) later = await count();
+  assert.ok(later > first, "the guest writes on, unprotected");
+  assert.equal((await introspect(["write", "0x2000", "01", "--socket", sock])).status, 0);
+  assert.equal(await exited, 3, "the guest's own exit (1)");
 });
 
 test("connect mode: the client listens, vmtool run connects; a VMM that vanishes is one line and status 12", async (t) => {

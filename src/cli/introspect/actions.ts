@@ -644,9 +644,12 @@ export async function eventsAction(opts: EventsOptions): Promise<void> {
     const canStep =
       (await c.checkCommand(Msg.VCPU_CONTROL_SINGLESTEP)) === 0 && (await c.checkEvent(Ev.SINGLESTEP)) === 0;
     const keep = p.keep && canStep;
+    // RETRY on a write-protected page: the page is opened for the one write, then protected again after a
+    // single step, so that every write is an event (without single steps it stays open: one event per page).
+    const reprotect = p.pages.length > 0 && p.pfAction === "retry" && canStep;
     const needed = [
       ...(p.breaks.length ? [Ev.BREAKPOINT] : []),
-      ...(stepVcpus.length || (p.breaks.length && keep) ? [Ev.SINGLESTEP] : []),
+      ...(stepVcpus.length || (p.breaks.length && keep) || reprotect ? [Ev.SINGLESTEP] : []),
       ...(p.msrs.length ? [Ev.MSR] : []),
       ...(p.pages.length ? [Ev.PF] : []),
     ];
@@ -656,6 +659,7 @@ export async function eventsAction(opts: EventsOptions): Promise<void> {
     const bps = new SoftwareBreakpoints(c, keep, (v) => stepVcpus.includes(v));
     const enabled: number[] = [];
     const protectedPages = new Set<bigint>();
+    const pf: PfState = { reprotect, stepVcpus, opened: new Map() };
     const stop = untilInterrupted();
     let shown = 0;
     let ended: string | undefined;
@@ -683,7 +687,11 @@ export async function eventsAction(opts: EventsOptions): Promise<void> {
         `watching: ${[
           ...bps.all.map((b) => `breakpoint ${b.label} (gpa ${hex(b.gpa)})`),
           ...p.msrs.map((m) => `writes to MSR ${hex(m)}`),
-          ...(p.pages.length ? [`writes to ${p.pages.length} page(s)`] : []),
+          ...(p.pages.length
+            ? [
+                `writes to ${p.pages.length} page(s)${p.pfAction === "retry" && !reprotect ? " (each page unprotected at its first write: the VMM cannot single-step)" : ""}`,
+              ]
+            : []),
           ...(stepVcpus.length ? [`single steps of vCPU ${stepVcpus.join(", ")}`] : []),
         ].join(
           ", ",
@@ -699,7 +707,7 @@ export async function eventsAction(opts: EventsOptions): Promise<void> {
             ended = "unhook";
             break;
           }
-          if (await handleEvent(c, ev, p, bps, protectedPages, out)) shown++;
+          if (await handleEvent(c, ev, p, bps, protectedPages, pf, out)) shown++;
         }
       } finally {
         if (timer) clearTimeout(timer);
@@ -713,6 +721,14 @@ export async function eventsAction(opts: EventsOptions): Promise<void> {
   });
 }
 
+/** Write-protected pages opened for one write (RETRY), to be protected again after the vCPU's next step. */
+interface PfState {
+  reprotect: boolean;
+  stepVcpus: number[];
+  /** vCPU -> the pages it was let write, until its SINGLESTEP event. */
+  opened: Map<number, Set<bigint>>;
+}
+
 /** Answer one event as the plan says; true when it was shown (a step over a breakpoint is not). */
 async function handleEvent(
   c: KvmiClient,
@@ -720,6 +736,7 @@ async function handleEvent(
   p: Plan,
   bps: SoftwareBreakpoints,
   protectedPages: Set<bigint>,
+  pf: PfState,
   out: (ev: KvmiEvent, extra: { label?: string; reply: string; note?: string }) => void,
 ): Promise<boolean> {
   switch (ev.kind) {
@@ -734,11 +751,23 @@ async function handleEvent(
       }
       return true;
     }
-    case "singlestep":
+    case "singlestep": {
+      const opened = pf.opened.get(ev.vcpu);
+      if (opened) {
+        // The write that was let through is done: protect its pages again.
+        pf.opened.delete(ev.vcpu);
+        await c.setPageAccess([...opened].map((gpa) => ({ gpa, access: Access.R | Access.X })));
+        if (!bps.isStepping(ev.vcpu) && !pf.stepVcpus.includes(ev.vcpu)) {
+          await c.controlSinglestep(ev.vcpu, false);
+          c.reply(ev, "continue");
+          return false;
+        }
+      }
       if (await bps.answerSinglestep(ev)) return false;
       out(ev, { reply: "continue" });
       c.reply(ev, "continue");
       return true;
+    }
     case "msr": {
       const value = p.msrValues.get(ev.msr);
       out(ev, { reply: value === undefined ? "continue" : `continue, new value ${hex(value)}` });
@@ -750,9 +779,29 @@ async function handleEvent(
       if (p.pfAction === "retry" && protectedPages.has(page)) {
         // RETRY re-executes the write: it can only succeed once the page is writable again (as hookguest).
         await c.setPageAccess([{ gpa: page, access: Access.RWX }]);
-        protectedPages.delete(page);
-        out(ev, { reply: "retry", note: "page unprotected" });
+        if (pf.reprotect) {
+          // ... and protected again after one step, once the write is done.
+          const opened = pf.opened.get(ev.vcpu) ?? new Set<bigint>();
+          if (opened.size === 0 && !bps.isStepping(ev.vcpu) && !pf.stepVcpus.includes(ev.vcpu))
+            await c.controlSinglestep(ev.vcpu, true);
+          opened.add(page);
+          pf.opened.set(ev.vcpu, opened);
+          out(ev, { reply: "retry", note: "page open for this write" });
+        } else {
+          protectedPages.delete(page);
+          out(ev, { reply: "retry", note: "page unprotected" });
+        }
         c.reply(ev, "retry");
+        if (
+          !pf.reprotect &&
+          protectedPages.size === 0 &&
+          p.breaks.length === 0 &&
+          p.msrs.length === 0 &&
+          pf.stepVcpus.length === 0
+        )
+          throw new VmmCannotError(
+            "every write-protected page is unprotected now (with --pf-action retry a page stays open after its first write when the VMM cannot single-step): no further event can come",
+          );
       } else {
         out(ev, { reply: p.pfAction });
         c.reply(ev, p.pfAction);
