@@ -131,6 +131,7 @@ interface OutstandingEvent {
 /** Per-vCPU state the tool set. */
 interface VcpuState {
   events: Set<number>;
+  /** VCPU_CONTROL_SINGLESTEP: the vCPU steps while this is on and CONTROL_EVENTS enabled SINGLESTEP. */
   singlestep: boolean;
   /** PAUSE_VCPU commands whose PAUSE event has not been sent yet. */
   pauses: number;
@@ -385,9 +386,13 @@ export class KvmiServer {
         if (IMPOSSIBLE_EVENTS.has(id))
           fail(KVM_E.OPNOTSUPP, `event ${id}: no exit reaches user space for it`);
         if (!CONTROLLABLE_EVENTS.has(id)) fail(KVM_E.INVAL, `event ${id} cannot be controlled`);
+        const stepped = stepping(st);
         if (a[2]) st.events.add(id);
         else st.events.delete(id);
         this.core.catchInt3 = this.vcpus.some((v) => v.events.has(EVENT.BREAKPOINT));
+        // SINGLESTEP events gate the stepping (as the kvmi-v7 kernel sends them only when enabled): a running
+        // vCPU whose stepping this starts is stopped and goes on stepping.
+        if (stepping(st) && !stepped) await this.onParked(vcpu, () => Promise.resolve());
         return undefined;
       }
       case MSG.CONTROL_MSR: {
@@ -498,8 +503,11 @@ export class KvmiServer {
       case MSG.VCPU_CONTROL_SINGLESTEP: {
         this.expect(a, 8, [1, 8]);
         if (a[0] > 1) fail(KVM_E.INVAL, "enable is 0 or 1");
+        const stepped = stepping(st);
         st.singlestep = a[0] === 1;
-        // A running vCPU starts stepping at its next stop; a parked one when it is resumed.
+        // As the kernel runs the command on the vCPU: a running vCPU is stopped for it, and goes on stepping
+        // (when SINGLESTEP events are enabled for it); a parked one steps when it goes on.
+        if (stepping(st) && !stepped) await this.onParked(vcpu, () => Promise.resolve());
         return undefined;
       }
       default:
@@ -527,7 +535,11 @@ export class KvmiServer {
     try {
       return await fn();
     } finally {
-      if (!this.vcpus[vcpu].outstanding && this.vcpus[vcpu].queue.length === 0) link.resume();
+      const st = this.vcpus[vcpu];
+      if (!st.outstanding && st.queue.length === 0) {
+        if (stepping(st)) link.resume(ResumeAction.STEP);
+        else link.resume();
+      }
     }
   }
 
@@ -629,7 +641,7 @@ export class KvmiServer {
       case StopKind.DEBUG_OTHER:
         return stop.code === 3 && on.has(EVENT.BREAKPOINT) ? EVENT.BREAKPOINT : undefined;
       case StopKind.SINGLESTEP:
-        return this.vcpus[stop.vcpu].singlestep ? EVENT.SINGLESTEP : undefined;
+        return stepping(this.vcpus[stop.vcpu]) ? EVENT.SINGLESTEP : undefined;
       case StopKind.MSR_WRITE:
         return on.has(EVENT.MSR) ? EVENT.MSR : undefined;
       case StopKind.PAGE_WRITE:
@@ -835,7 +847,7 @@ export class KvmiServer {
       return;
     }
     const link = this.core.vcpus[vcpu];
-    if (st.singlestep && action === ResumeAction.CONTINUE) link.resume(ResumeAction.STEP);
+    if (stepping(st) && action === ResumeAction.CONTINUE) link.resume(ResumeAction.STEP);
     else link.resume(action, arg);
   }
 
@@ -883,6 +895,15 @@ export class KvmiServer {
       if ((await this.onParked(i, () => this.core.mpState(i))) !== KVM_MP_STATE.UNINITIALIZED) n++;
     return n;
   }
+}
+
+/**
+ * Whether a vCPU single-steps: VCPU_CONTROL_SINGLESTEP turned it on and SINGLESTEP events are enabled for it.
+ * The kvmi-v7 kernel steps with the first alone but sends an event only with the second; stepping that no
+ * event reports would only slow the guest (and hold off its interrupts), so vmtool steps only with both.
+ */
+function stepping(st: VcpuState): boolean {
+  return st.singlestep && st.events.has(EVENT.SINGLESTEP);
 }
 
 /** kvmi's mode: 8 for 64-bit code (CS.L), 4 for 32-bit code (CS.D/B), else 2 (struct kvm_sregs as KVM gives it). */

@@ -405,6 +405,10 @@ export class KvmiClient {
     );
   }
 
+  /**
+   * Single-step `vcpu`. SINGLESTEP events come only while they are enabled too (controlEvents(vcpu,
+   * Ev.SINGLESTEP, true)), as the kvmi-v7 kernel sends them.
+   */
   async controlSinglestep(vcpu: number, enable: boolean): Promise<void> {
     await this.noData(
       Msg.VCPU_CONTROL_SINGLESTEP,

@@ -359,6 +359,7 @@ test("SINGLESTEP events count a loop's instructions exactly", WAIT, async () => 
     p.send(ID.PAUSE_VCPU, pausePayload(0, 0));
     const pause = await p.nextEvent();
     assert.equal(pause.event, EV.PAUSE_VCPU);
+    assert.equal((await p.command(ID.CONTROL_EVENTS, controlEvents(0, EV.SINGLESTEP))).err, 0);
     assert.equal(
       (await p.command(ID.VCPU_CONTROL_SINGLESTEP, Buffer.concat([vcpuHdr(0), u8s(1, 0, 0, 0, 0, 0, 0, 0)])))
         .err,
@@ -391,6 +392,57 @@ test("SINGLESTEP events count a loop's instructions exactly", WAIT, async () => 
     assert.equal(await p.end(), exitStatus(3), p.stderr);
   }
 });
+
+test(
+  "SINGLESTEP events come only while CONTROL_EVENTS enables them (kvmi-v7), and enabling them on a running vCPU that is set to step starts its steps",
+  WAIT,
+  async () => {
+    const p = await Peer.start(
+      guest(`
+    mov $100, %ecx
+  1: dec %ecx
+    jnz 1b
+    movl $1, 0x2010
+  spin: pause
+    cmpl $0, 0x2008
+    je spin
+    mov $4, %al
+    out %al, $0xf4`),
+    );
+    const step = (on: number) =>
+      p.command(ID.VCPU_CONTROL_SINGLESTEP, Buffer.concat([vcpuHdr(0), u8s(on, 0, 0, 0, 0, 0, 0, 0)]));
+    const word = async (gpa: bigint) =>
+      (await p.command(ID.READ_PHYSICAL, Buffer.concat([u64(gpa), u64(4n)]))).data.readUInt32LE(0);
+    try {
+      // Stepping on, SINGLESTEP events off: the guest runs its loop with no event (the kernel sends none).
+      p.send(ID.PAUSE_VCPU, pausePayload(0, 0));
+      const pause = await p.nextEvent();
+      assert.equal(pause.event, EV.PAUSE_VCPU);
+      assert.equal((await step(1)).err, 0);
+      await go(p);
+      p.reply(pause, 0);
+      while ((await word(0x2010n)) === 0)
+        assert.equal(p.queuedEvents, 0, "no SINGLESTEP event while the event is not enabled");
+      assert.equal(p.queuedEvents, 0);
+      // The event enabled while the vCPU spins: it is stepped from there on.
+      assert.equal((await p.command(ID.CONTROL_EVENTS, controlEvents(0, EV.SINGLESTEP))).err, 0);
+      const e = await p.nextEvent();
+      assert.equal(e.event, EV.SINGLESTEP);
+      const rip = e.regs.readBigUInt64LE(REG.rip);
+      const again = (p.reply(e, 0), await p.nextEvent());
+      assert.equal(again.event, EV.SINGLESTEP);
+      assert.notEqual(again.regs.readBigUInt64LE(REG.rip), rip, "one instruction further");
+      // Disabled again while it waits in that event: no more steps; the guest ends when told.
+      assert.equal((await p.command(ID.CONTROL_EVENTS, controlEvents(0, EV.SINGLESTEP, 0))).err, 0);
+      p.reply(again, 0);
+      await go(p, 0x2008);
+      assert.equal(await p.exit, exitStatus(4), p.stderr);
+      assert.equal(p.queuedEvents, 0, "no SINGLESTEP event once disabled");
+    } finally {
+      await p.end();
+    }
+  },
+);
 
 test("an MSR event for WRMSR(STAR): the reply's new_val is what the guest writes", WAIT, async () => {
   const p = await Peer.start(
