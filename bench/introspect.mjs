@@ -17,18 +17,34 @@
 // Rounds alternate the programs compared; medians are printed with the samples and the load average.
 // Usage: node bench/introspect.mjs              (after the build: npx tsc -p tsconfig.json && node scripts/bundle.mjs)
 //        BENCH_RUNS=7 node bench/introspect.mjs  (VMTOOL_DIST=.dist-x uses another output folder)
-//        BENCH_ONLY=a node bench/introspect.mjs  (only (a), (b) or (c); the parts (a) and (c) need share the
-//                                                 plain-exit reference, which is always measured)
+//        VMTOOL_DIST=.dist-before,dist node bench/introspect.mjs   (two builds, each with its own client library,
+//                                                 in alternation in the same rounds: before and after a change)
+//        BENCH_ONLY=a node bench/introspect.mjs  (only (a), (b) or (c); (a) and (c) share the plain-exit
+//                                                 reference, which is always measured)
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
+import { createServer } from "node:net";
 import { loadavg } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { ROOT, flatLongGuest, median, workDir } from "./lib.mjs";
 
-const DIST = join(ROOT, process.env.VMTOOL_DIST || "dist");
-const BUNDLE = join(DIST, "bundle", "vmtool.cjs");
-const CLI = existsSync(BUNDLE) ? BUNDLE : join(DIST, "src", "cli", "main.js");
+/** Each build compared: its command and its own client library (VMTOOL_DIST=a,b: output folders). */
+const BUILDS = await Promise.all(
+  (process.env.VMTOOL_DIST || "dist").split(",").map(async (dir) => {
+    const dist = resolve(ROOT, dir);
+    const bundle = join(dist, "bundle", "vmtool.cjs");
+    const lib = (p) => import(pathToFileURL(join(dist, "src", p)).href);
+    const { KvmiClient, GuestRam, Ev } = await lib("kvmi-client/index.js");
+    return {
+      dir,
+      cli: existsSync(bundle) ? bundle : join(dist, "src", "cli", "main.js"),
+      KvmiClient,
+      GuestRam,
+      Ev,
+    };
+  }),
+);
 const RUNS = Number(process.env.BENCH_RUNS || 5);
 const ONLY = process.env.BENCH_ONLY || "abc";
 const EVENTS = Number(process.env.BENCH_EVENTS || 2000);
@@ -38,10 +54,9 @@ const STAR = 0xc0000081;
 /** The word the guests spin on until the client has set up what it measures. */
 const FLAG = 0x2000;
 
-const lib = (p) => import(pathToFileURL(join(DIST, "src", p)).href);
-const { KvmiClient, GuestRam, Ev } = await lib("kvmi-client/index.js");
-const libc = await lib("kvm/libc.js");
-const { GuestMemory } = await lib("memory/guest-memory.js");
+const firstDist = join(resolve(ROOT, BUILDS[0].dir), "src");
+const libc = await import(pathToFileURL(join(firstDist, "kvm/libc.js")).href);
+const { GuestMemory } = await import(pathToFileURL(join(firstDist, "memory/guest-memory.js")).href);
 
 const work = workDir("vmtool-bench-introspect-");
 const guest = (name, source) => flatLongGuest(work, name, source);
@@ -75,7 +90,7 @@ const exitsGuest = guest(
 const quitGuest = guest("quit", "xor %eax, %eax\n out %al, $0xf4");
 const spinGuest = guest("spin", `${waitForFlag}\n xor %eax, %eax\n out %al, $0xf4`);
 
-const runArgs = (bin, extra = []) => [CLI, "run", "--mode", "long", "--load", "0x100000", ...extra, bin];
+const runArgs = (b, bin, extra = []) => [b.cli, "run", "--mode", "long", "--load", "0x100000", ...extra, bin];
 
 /** Start `vmtool run` (stdout ignored); resolves with its wall time (ms) once it exits with status 1. */
 function vmtool(args) {
@@ -95,11 +110,11 @@ function vmtool(args) {
 
 let sockets = 0;
 /** `vmtool run --introspect connect:SOCKET` with a client of ours listening there; resolves with both. */
-async function withClient(bin, extra = []) {
+async function withClient(b, bin, extra = []) {
   const path = join(work, `tool-${sockets++}.sock`);
-  const listening = KvmiClient.listen(path, { acceptTimeoutMs: 30_000 });
+  const listening = b.KvmiClient.listen(path, { acceptTimeoutMs: 30_000 });
   const run = vmtool(
-    runArgs(bin, ["--introspect", `connect:${path}`, "--introspect-timeout", "60", ...extra]),
+    runArgs(b, bin, ["--introspect", `connect:${path}`, "--introspect-timeout", "60", ...extra]),
   );
   const client = await listening;
   return { client, run };
@@ -108,9 +123,9 @@ async function withClient(bin, extra = []) {
 const go = (client) => client.writePhysical(BigInt(FLAG), Uint8Array.of(1, 0, 0, 0));
 
 /** (a) One run of the MSR loop with every WRMSR an event answered CONTINUE: ms per event. */
-async function eventRoundTrip() {
-  const { client, run } = await withClient(msrGuest);
-  await client.controlEvents(0, Ev.MSR, true);
+async function eventRoundTrip(b) {
+  const { client, run } = await withClient(b, msrGuest);
+  await client.controlEvents(0, b.Ev.MSR, true);
   await client.controlMsr(0, STAR, true);
   await go(client);
   let first = 0n;
@@ -129,21 +144,52 @@ async function eventRoundTrip() {
   return Number(last - first) / 1e6 / (EVENTS - 1);
 }
 
-/** (b) The three ways of reading 64 MiB, in one VM; returns ms for each, per round. */
-async function dumpRounds(rounds) {
-  const { client, run } = await withClient(spinGuest, ["--mem", "64M"]);
+/**
+ * (a) what any event costs at least: a small message from this process to another Node process over a UNIX
+ * socket and its answer back (an event crosses that, plus the vCPU thread's wake-up of vmtool's main thread
+ * and back): ms per round trip.
+ */
+async function socketRoundTrip() {
+  const path = join(work, `echo-${sockets++}.sock`);
+  const server = createServer();
+  await new Promise((r) => server.listen(path, r));
+  const echo = spawn(
+    process.execPath,
+    ["-e", `const s = require("node:net").connect(process.argv[1]); s.on("data", (d) => s.write(d));`, path],
+    { stdio: "ignore" },
+  );
+  const sock = await new Promise((r) => server.once("connection", r));
+  const msg = Buffer.alloc(560); // an MSR event's size
+  let n = 0;
+  let first = 0n;
+  let last = 0n;
+  let got = 0;
+  await new Promise((resolve) => {
+    sock.on("data", (d) => {
+      got += d.length;
+      if (got < msg.length) return;
+      got -= msg.length;
+      last = process.hrtime.bigint();
+      if (n++ === 0) first = last;
+      if (n === EVENTS) resolve();
+      else sock.write(msg);
+    });
+    sock.write(msg);
+  });
+  sock.destroy();
+  echo.kill();
+  server.close();
+  return Number(last - first) / 1e6 / (EVENTS - 1);
+}
+
+/** (b) A VM of `b`'s with 64 MiB of RAM, paused, and the ways of reading it all (ms each). */
+async function dumpSession(b, floor) {
+  const { client, run } = await withClient(b, spinGuest, ["--mem", "64M"]);
   const paused = await client.pauseAll();
-  const ram = await GuestRam.open(client);
+  const ram = await b.GuestRam.open(client);
   if (ram.path !== "mapping") throw new Error(`no shared mapping: ${ram.why}`);
-  // The floor: a memfd of the same size in this process, mapped and copied out by the same code.
-  const fd = libc.memfdCreate("bench-floor", libc.MFD_CLOEXEC);
-  if (fd < 0 || libc.ftruncate(fd, DUMP) < 0) throw new Error("memfd_create/ftruncate failed");
-  const addr = libc.mmap(null, DUMP, libc.PROT_READ | libc.PROT_WRITE, libc.MAP_SHARED, fd, 0);
-  if (addr === libc.MAP_FAILED) throw new Error("mmap of the memfd failed");
-  const floor = new GuestMemory([{ gpa: 0, size: DUMP, hostAddr: addr }]);
-  floor.fill(0, DUMP, 0x5a); // resident, as the guest's pages are after the first round
-  const check = (b) => {
-    if (b.length !== DUMP) throw new Error(`read ${b.length} bytes`);
+  const check = (buf) => {
+    if (buf.length !== DUMP) throw new Error(`read ${buf.length} bytes`);
   };
   const ways = {
     "READ_PHYSICAL, 64 in flight": async () => check(await client.readMemory(0n, DUMP, 64)),
@@ -151,43 +197,68 @@ async function dumpRounds(rounds) {
     "shared mapping": async () => check(await ram.read(0n, DUMP)),
     "memfd in-process (floor)": async () => check(Buffer.from(floor.read(0, DUMP))),
   };
-  const samples = Object.fromEntries(Object.keys(ways).map((k) => [k, []]));
   for (const f of Object.values(ways)) await f(); // warm-up: every page faulted in once
-  for (let i = 0; i < rounds; i++)
-    for (const [k, f] of Object.entries(ways)) {
-      const t0 = process.hrtime.bigint();
-      await f();
-      samples[k].push(Number(process.hrtime.bigint() - t0) / 1e6);
-    }
-  ram.close();
+  return {
+    ways,
+    async close() {
+      ram.close();
+      client.resume(paused);
+      await go(client);
+      await run.done;
+      client.close();
+    },
+  };
+}
+
+/** (b) RUNS rounds of every way of reading 64 MiB, the builds' VMs in alternation; ms per round. */
+async function dumpRounds() {
+  // The floor: a memfd of the same size in this process, mapped and copied out by the same code.
+  const fd = libc.memfdCreate("bench-floor", libc.MFD_CLOEXEC);
+  if (fd < 0 || libc.ftruncate(fd, DUMP) < 0) throw new Error("memfd_create/ftruncate failed");
+  const addr = libc.mmap(null, DUMP, libc.PROT_READ | libc.PROT_WRITE, libc.MAP_SHARED, fd, 0);
+  if (addr === libc.MAP_FAILED) throw new Error("mmap of the memfd failed");
+  const floor = new GuestMemory([{ gpa: 0, size: DUMP, hostAddr: addr }]);
+  floor.fill(0, DUMP, 0x5a); // resident, as the guest's pages are after the first round
+  const sessions = [];
+  for (const b of BUILDS) sessions.push(await dumpSession(b, floor));
+  const samples = {};
+  for (let i = 0; i < RUNS; i++)
+    for (const [bi, sn] of sessions.entries())
+      for (const [k, f] of Object.entries(sn.ways)) {
+        const key = label(BUILDS[bi], k);
+        const t0 = process.hrtime.bigint();
+        await f();
+        (samples[key] ??= []).push(Number(process.hrtime.bigint() - t0) / 1e6);
+      }
+  for (const sn of sessions) await sn.close();
   libc.munmap(addr, DUMP);
   libc.close(fd);
-  client.resume(paused);
-  await go(client);
-  await run.done;
-  client.close();
   return samples;
 }
 
 /** (c) Wall ms of a run with a client attached that enables nothing. */
-async function connectedRun(bin) {
-  const { client, run } = await withClient(bin);
+async function connectedRun(b, bin) {
+  const { client, run } = await withClient(b, bin);
   const ms = await run.done;
   client.close();
   return ms;
 }
 
-const cases = {
-  ...(ONLY.includes("a") ? { "(a) event round trip, ms/event": eventRoundTrip } : {}),
-  "plain 200k exits": () => vmtool(runArgs(exitsGuest)).done,
-  "plain exit at once": () => vmtool(runArgs(quitGuest)).done,
-  ...(ONLY.includes("c")
-    ? {
-        "--introspect 200k exits": () => connectedRun(exitsGuest),
-        "--introspect exit at once": () => connectedRun(quitGuest),
-      }
-    : {}),
-};
+/** A case's name, with its build's folder when several builds are compared. */
+const label = (b, name) => (BUILDS.length > 1 ? `${b.dir}: ${name}` : name);
+const cases = { ...(ONLY.includes("a") ? { "socket round trip, ms": socketRoundTrip } : {}) };
+for (const b of BUILDS)
+  Object.assign(cases, {
+    ...(ONLY.includes("a") ? { [label(b, "(a) event round trip, ms/event")]: () => eventRoundTrip(b) } : {}),
+    [label(b, "plain 200k exits")]: () => vmtool(runArgs(b, exitsGuest)).done,
+    [label(b, "plain exit at once")]: () => vmtool(runArgs(b, quitGuest)).done,
+    ...(ONLY.includes("c")
+      ? {
+          [label(b, "--introspect 200k exits")]: () => connectedRun(b, exitsGuest),
+          [label(b, "--introspect exit at once")]: () => connectedRun(b, quitGuest),
+        }
+      : {}),
+  });
 const samples = Object.fromEntries(Object.keys(cases).map((k) => [k, []]));
 const load0 = loadavg()[0];
 for (const f of Object.values(cases)) await f(); // warm-up round
@@ -195,56 +266,70 @@ for (let i = 0; i < RUNS; i++) {
   for (const [k, f] of Object.entries(cases)) samples[k].push(await f());
   process.stderr.write(`bench: round ${i + 1}/${RUNS}\n`);
 }
-const dump = ONLY.includes("b") ? await dumpRounds(RUNS) : {};
+const dump = ONLY.includes("b") ? await dumpRounds() : {};
 const load1 = loadavg()[0];
 const m = Object.fromEntries(Object.entries({ ...samples, ...dump }).map(([k, v]) => [k, median(v)]));
 
 const fmt = (v) => (v < 10 ? v.toFixed(3) : v.toFixed(1)).padStart(9);
-console.log(`\n${CLI}`);
+console.log(`\n${BUILDS.map((b) => b.cli).join(", ")}`);
 console.log(
   `medians of ${RUNS} alternating rounds; load average ${load0.toFixed(1)} at start, ${load1.toFixed(1)} at end:`,
 );
+const pad = Math.max(...Object.keys(m).map((k) => k.length)) + 1;
 for (const [k, v] of Object.entries(m))
   console.log(
-    `  ${k.padEnd(30)} ${fmt(v)}   [${[...(samples[k] ?? dump[k])].map((x) => fmt(x).trim()).join(" ")}]`,
+    `  ${k.padEnd(pad)} ${fmt(v)}   [${[...(samples[k] ?? dump[k])].map((x) => fmt(x).trim()).join(" ")}]`,
   );
-
-const plainUs = ((m["plain 200k exits"] - m["plain exit at once"]) * 1000) / EXITS;
-if (ONLY.includes("a")) {
-  const eventUs = m["(a) event round trip, ms/event"] * 1000;
-  console.log(
-    `\n(a) event round trip (${EVENTS} WRMSRs of STAR, each an MSR event answered CONTINUE by a client):`,
-  );
-  console.log(
-    `  event ${eventUs.toFixed(1)} us (${Math.round(1e6 / eventUs).toLocaleString("en")} events/s)`,
-  );
-  console.log(
-    `  plain exit ${plainUs.toFixed(2)} us (${Math.round(1e6 / plainUs).toLocaleString("en")} exits/s, OUT to 0xE9, no client)`,
-  );
-  console.log(`  ratio event / plain exit = ${(eventUs / plainUs).toFixed(1)}   (aim <= 4)`);
-}
 
 const mbs = (ms) => DUMP / 1e6 / (ms / 1000);
-if (ONLY.includes("b")) {
-  const floorMs = m["memfd in-process (floor)"];
-  console.log(`\n(b) reading 64 MiB of guest RAM (vCPUs paused):`);
-  for (const k of Object.keys(dump))
-    console.log(
-      `  ${k.padEnd(30)} ${m[k].toFixed(1).padStart(8)} ms  ${Math.round(mbs(m[k])).toLocaleString("en").padStart(6)} MB/s  ${(m[k] / floorMs).toFixed(2)}x the floor`,
-    );
-  console.log(
-    "  READ_PHYSICAL: one 4 KiB page per message; the client pipelines (64 in flight, matched by seq) or waits for each",
-  );
-  console.log(`  aims: mapping within 2x of the floor; READ_PHYSICAL >= 200 MB/s`);
-}
-
 const rate = (a, b) => EXITS / ((m[a] - m[b]) / 1000);
-const plainRate = rate("plain 200k exits", "plain exit at once");
-if (ONLY.includes("c")) {
-  const connRate = rate("--introspect 200k exits", "--introspect exit at once");
-  console.log(`\n(c) exit rate, ${EXITS} OUTs to 0xE9:`);
-  console.log(`  without --introspect        ${Math.round(plainRate).toLocaleString("en")} exits/s`);
-  console.log(`  --introspect, no events on  ${Math.round(connRate).toLocaleString("en")} exits/s`);
-  console.log(`  ratio connected / plain = ${(connRate / plainRate).toFixed(2)}   (aim: 1 within noise)`);
+for (const b of BUILDS) {
+  const L = (name) => label(b, name);
+  if (BUILDS.length > 1) console.log(`\n==== ${b.dir} (${b.cli})`);
+  const plainUs = ((m[L("plain 200k exits")] - m[L("plain exit at once")]) * 1000) / EXITS;
+  if (ONLY.includes("a")) {
+    const eventUs = m[L("(a) event round trip, ms/event")] * 1000;
+    console.log(
+      `\n(a) event round trip (${EVENTS} WRMSRs of STAR, each an MSR event answered CONTINUE by a client):`,
+    );
+    console.log(
+      `  event ${eventUs.toFixed(1)} us (${Math.round(1e6 / eventUs).toLocaleString("en")} events/s)`,
+    );
+    console.log(
+      `  plain exit ${plainUs.toFixed(2)} us (${Math.round(1e6 / plainUs).toLocaleString("en")} exits/s, OUT to 0xE9, no client)`,
+    );
+    console.log(`  ratio event / plain exit = ${(eventUs / plainUs).toFixed(1)}   (aim <= 4)`);
+    const socketUs = m["socket round trip, ms"] * 1000;
+    console.log(
+      `  the floor under it: a 560-byte message to another Node process over a UNIX socket and back, ${socketUs.toFixed(1)} us = ${(socketUs / plainUs).toFixed(1)} plain exits; event / that = ${(eventUs / socketUs).toFixed(2)}`,
+    );
+  }
+  if (ONLY.includes("b")) {
+    const floorMs = m[L("memfd in-process (floor)")];
+    console.log(`\n(b) reading 64 MiB of guest RAM (vCPUs paused):`);
+    for (const k of [
+      "READ_PHYSICAL, 64 in flight",
+      "READ_PHYSICAL, one at a time",
+      "shared mapping",
+      "memfd in-process (floor)",
+    ]) {
+      const ms = m[L(k)];
+      console.log(
+        `  ${k.padEnd(30)} ${ms.toFixed(1).padStart(8)} ms  ${Math.round(mbs(ms)).toLocaleString("en").padStart(6)} MB/s  ${(ms / floorMs).toFixed(2)}x the floor`,
+      );
+    }
+    console.log(
+      "  READ_PHYSICAL: one 4 KiB page per message; the client pipelines (64 in flight, matched by seq) or waits for each",
+    );
+    console.log(`  aims: mapping within 2x of the floor; READ_PHYSICAL >= 200 MB/s`);
+  }
+  if (ONLY.includes("c")) {
+    const plainRate = rate(L("plain 200k exits"), L("plain exit at once"));
+    const connRate = rate(L("--introspect 200k exits"), L("--introspect exit at once"));
+    console.log(`\n(c) exit rate, ${EXITS} OUTs to 0xE9:`);
+    console.log(`  without --introspect        ${Math.round(plainRate).toLocaleString("en")} exits/s`);
+    console.log(`  --introspect, no events on  ${Math.round(connRate).toLocaleString("en")} exits/s`);
+    console.log(`  ratio connected / plain = ${(connRate / plainRate).toFixed(2)}   (aim: 1 within noise)`);
+  }
 }
 process.exit(0);
