@@ -1012,8 +1012,7 @@ class Session implements MonitorContext {
           const { regs, sregs } = await this.cpu(i);
           if (regs.rip === 0xfff0n && sregs.cs.selector === 0xf000 && sregs.cs.base === 0xffff0000n)
             reset =
-              ". Its registers are the reset state, not the state at the fault: this KVM (kvm_amd) INITs a vCPU " +
-              "on a triple fault";
+              ". Its registers are the reset state, not the state at the fault (kvm_amd INITs a vCPU on a triple fault)";
         }
         this.console(
           `vmtool: the guest cannot go on: ${faultText(e)}; the vCPU is stopped for inspection${reset}\n`,
