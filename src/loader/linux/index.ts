@@ -6,6 +6,7 @@ import { guestRamText, readImageFile } from "../image-file.js";
 import { isElf } from "../elf.js";
 import { looksLikeBzImage } from "./setup-header.js";
 import { planBzImage, type LinuxPlan } from "./bzimage.js";
+import { buildPlatformTables, type PlatformMachine } from "./tables/index.js";
 
 export {
   applyLinuxPlan,
@@ -18,12 +19,21 @@ export {
 } from "./bzimage.js";
 export { E820, linuxE820, BIOS_TABLES_BASE, BIOS_TABLES_END, type E820Entry } from "./e820.js";
 export { parseSetupHeader, looksLikeBzImage, type SetupHeader } from "./setup-header.js";
+export {
+  buildPlatformTables,
+  applyPlatformTables,
+  writePlatformTables,
+  RSDP_ADDR,
+  type PlatformMachine,
+  type PlatformTables,
+} from "./tables/index.js";
 
 export interface LinuxFiles {
   memSize: number;
   cmdline: string;
   initrdPath?: string;
-  acpiRsdp?: number;
+  /** The machine the ACPI and MP tables describe (vCPUs, virtio-mmio devices); none: no tables. */
+  platform?: PlatformMachine;
 }
 
 /** Read the initrd whole, refusing one larger than guest RAM by its size before reading it. */
@@ -46,12 +56,8 @@ export function planLinux(kernelPath: string, o: LinuxFiles): LinuxPlan {
       o.initrdPath === undefined
         ? undefined
         : { bytes: readInitrd(o.initrdPath, o.memSize), name: o.initrdPath };
-    return planBzImage(bytes, kernelPath, {
-      memSize: o.memSize,
-      cmdline: o.cmdline,
-      initrd,
-      acpiRsdp: o.acpiRsdp,
-    });
+    const tables = o.platform ? buildPlatformTables(o.platform) : undefined;
+    return planBzImage(bytes, kernelPath, { memSize: o.memSize, cmdline: o.cmdline, initrd, tables });
   }
   throw new ImageError(
     `${kernelPath}: an ELF file; --kernel boots bzImages (an uncompressed vmlinux through PVH is not supported yet)`,
