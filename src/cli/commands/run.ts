@@ -260,17 +260,23 @@ async function runGuest(
   let plan: import("../../loader/index.js").LoadPlan;
   let linux: typeof import("../../loader/linux/index.js") | undefined;
   let linuxPlan: import("../../loader/linux/index.js").LinuxPlan | undefined;
+  let tables: import("../../loader/linux/index.js").PlatformTables | undefined;
   try {
     loader = await import("../../loader/index.js");
     loader.checkCmdline(o.cmdline);
     checkWholeCmdline(o.cmdline, cmdline, (await import("../../loader/boot-info.js")).CMDLINE_MAX);
     if (o.kernel !== undefined) {
       linux = await import("../../loader/linux/index.js");
+      // The ACPI and MP tables, built (and so checked) before any VM runs; written at load.
+      tables = linux.buildPlatformTables({
+        cpus,
+        virtio: virtio.map(({ base, size, irq }) => ({ base, size, irq })),
+      });
       linuxPlan = linux.planLinux(o.kernel, {
         memSize,
         cmdline,
         initrdPath: o.initrd,
-        platform: { cpus, virtio: virtio.map(({ base, size, irq }) => ({ base, size, irq })) },
+        acpiRsdp: tables.rsdp,
       });
       plan = {
         format: "flat",
@@ -356,8 +362,10 @@ async function runGuest(
     onPaused: gdb ? (m) => gdb.onPaused(m) : introspection ? (m) => introspection.onPaused(m) : undefined,
     onEnding: introspection ? () => introspection.finish() : undefined,
     load: (mem) => {
-      if (linux && linuxPlan)
+      if (linux && linuxPlan) {
+        if (tables) linux.applyPlatformTables(mem, tables);
         return { mode: "long", entry: linuxPlan.entry, bootInfo: linux.applyLinuxPlan(mem, linuxPlan) };
+      }
       // The VM was made for this run and no guest code has run yet: its RAM still reads as zero.
       loader.applyPlan(mem, plan, { freshRam: true });
       const bootInfo = loader.writeBootInfo(mem, { memSize, cpus, devices, cmdline, plan });

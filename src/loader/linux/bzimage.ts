@@ -11,7 +11,6 @@ import type { Segment } from "../types.js";
 import { guestRamText } from "../image-file.js";
 import { HDR, VERSION_ACPI_RSDP, parseSetupHeader, versionText, type SetupHeader } from "./setup-header.js";
 import { linuxE820, type E820Entry } from "./e820.js";
-import { applyPlatformTables, type PlatformTables } from "./tables/index.js";
 
 /** The zero page (struct boot_params) and the command line, in vmtool's boot data area (reserved in e820). */
 export const ZERO_PAGE = LAYOUT.BOOT_INFO;
@@ -43,8 +42,8 @@ export interface LinuxBootOptions {
   /** The whole command line the kernel gets (defaults already added: linuxCmdline). */
   cmdline: string;
   initrd?: { bytes: Uint8Array; name: string };
-  /** The ACPI and MP tables (tables/index.ts): written at load; the RSDP's address goes in acpi_rsdp_addr. */
-  tables?: PlatformTables;
+  /** The ACPI RSDP's address, when the machine has ACPI tables (zero page acpi_rsdp_addr, protocol 2.14+). */
+  acpiRsdp?: number;
 }
 
 export interface LinuxPlan {
@@ -60,7 +59,6 @@ export interface LinuxPlan {
   e820: E820Entry[];
   zeroPage: Uint8Array;
   cmdline: Uint8Array;
-  tables?: PlatformTables;
   describe: string;
 }
 
@@ -128,7 +126,7 @@ export function planBzImage(b: Uint8Array, name: string, opts: LinuxBootOptions)
     initrd = { gpa, size };
   }
   const e820 = linuxE820(opts.memSize);
-  const zeroPage = buildZeroPage(h, { e820, initrd, acpiRsdp: opts.tables?.rsdp });
+  const zeroPage = buildZeroPage(h, { e820, initrd, acpiRsdp: opts.acpiRsdp });
   const kernelVersion = kernelVersionString(b);
   return {
     format: "bzimage",
@@ -141,7 +139,6 @@ export function planBzImage(b: Uint8Array, name: string, opts: LinuxBootOptions)
     e820,
     zeroPage,
     cmdline,
-    tables: opts.tables,
     describe:
       `Linux bzImage${kernelVersion ? ` ${kernelVersion.split(" ")[0]}` : ""}, boot protocol ` +
       `${versionText(h.version)}, kernel at ${hex(loadAddr)} (init_size ${hex(h.initSize)}), 64-bit entry ` +
@@ -188,7 +185,6 @@ export function applyLinuxPlan(mem: GuestMemory, plan: LinuxPlan): number {
   mem.write(ZERO_PAGE, plan.zeroPage);
   mem.fill(CMDLINE_ADDR, CMDLINE_ROOM, 0);
   mem.write(CMDLINE_ADDR, plan.cmdline);
-  if (plan.tables) applyPlatformTables(mem, plan.tables);
   return ZERO_PAGE;
 }
 

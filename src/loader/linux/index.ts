@@ -6,7 +6,6 @@ import { guestRamText, readImageFile } from "../image-file.js";
 import { isElf } from "../elf.js";
 import { looksLikeBzImage } from "./setup-header.js";
 import { planBzImage, type LinuxPlan } from "./bzimage.js";
-import { buildPlatformTables, type PlatformMachine } from "./tables/index.js";
 
 export {
   applyLinuxPlan,
@@ -32,8 +31,7 @@ export interface LinuxFiles {
   memSize: number;
   cmdline: string;
   initrdPath?: string;
-  /** The machine the ACPI and MP tables describe (vCPUs, virtio-mmio devices); none: no tables. */
-  platform?: PlatformMachine;
+  acpiRsdp?: number;
 }
 
 /** Read the initrd whole, refusing one larger than guest RAM by its size before reading it. */
@@ -56,8 +54,12 @@ export function planLinux(kernelPath: string, o: LinuxFiles): LinuxPlan {
       o.initrdPath === undefined
         ? undefined
         : { bytes: readInitrd(o.initrdPath, o.memSize), name: o.initrdPath };
-    const tables = o.platform ? buildPlatformTables(o.platform) : undefined;
-    return planBzImage(bytes, kernelPath, { memSize: o.memSize, cmdline: o.cmdline, initrd, tables });
+    return planBzImage(bytes, kernelPath, {
+      memSize: o.memSize,
+      cmdline: o.cmdline,
+      initrd,
+      acpiRsdp: o.acpiRsdp,
+    });
   }
   throw new ImageError(
     `${kernelPath}: an ELF file; --kernel boots bzImages (an uncompressed vmlinux through PVH is not supported yet)`,
