@@ -242,6 +242,7 @@ export const NOT_INSIDE: Readonly<Record<string, string>> = {
     "a large .bss measured as the process's RSS: the host kernel's anonymous memory, the same on any backend",
   "test/observer/bad-numbers.test.ts": "numbers in copied debugfs trees; no KVM",
   "test/observer/hostile-tree.test.ts": "FIFOs, symlinks and odd files in copied debugfs trees; no KVM",
+  "test/observer/poll-reuse.test.ts": "what the KVM-tree source keeps between polls, on a fake tree; no KVM",
   "test/virtio/request-path.test.ts": "virtio request paths over plain buffers; no KVM",
   "test/vmm/io-priority.test.ts":
     "the I/O worker's nice value: host scheduling, the same on any backend (the worker itself runs inside in io-worker.test.ts)",
