@@ -179,6 +179,19 @@ done
 # Debian's kernel image itself, where the tests look for it: the Linux boot tests (test/linux/) boot it inside.
 mkdir -p "$repo/.cache/kernel/$release"
 cp "$kdir/vmlinuz" "$kdir/release" "$repo/.cache/kernel/$release/"
+# The virtio modules the boot tests put in their initramfs (Debian builds the virtio drivers as modules), at
+# their place in the package, decompressed (busybox insmod reads plain .ko).
+vmods="$repo/.cache/kernel/$release/lib/modules/$release/kernel"
+for m in drivers/virtio/virtio drivers/virtio/virtio_ring drivers/virtio/virtio_mmio drivers/block/virtio_blk \
+  drivers/char/hw_random/virtio-rng drivers/char/virtio_console; do
+  mkdir -p "$vmods/$(dirname "$m")"
+  mdir="$kdir/lib/modules/$release/kernel"
+  if [ -f "$mdir/$m.ko" ]; then cp "$mdir/$m.ko" "$vmods/$m.ko"
+  elif [ -f "$mdir/$m.ko.xz" ]; then xz -dc "$mdir/$m.ko.xz" >"$vmods/$m.ko"
+  elif [ -f "$mdir/$m.ko.zst" ]; then zstd -qdc "$mdir/$m.ko.zst" >"$vmods/$m.ko"
+  else echo "svm-build-initramfs: module $m not found under $mdir" >&2; exit 1
+  fi
+done
 printf '%s\n' "$dist" >"$proj/svm/dist"
 cp "$job" "$proj/svm/job"
 if [ -n "$extra" ]; then cp -r "$extra" "$proj/svm/extra"; fi
