@@ -48,8 +48,8 @@ async function koffiMappingsPerThread(): Promise<number> {
   };
   await thread();
   const before = maps();
-  for (let i = 0; i < 10; i++) await thread();
-  return (maps() - before) / 10;
+  for (let i = 0; i < 20; i++) await thread();
+  return (maps() - before) / 20;
 }
 
 test(
@@ -86,12 +86,12 @@ test(
     const mapsBefore = maps();
     for (let i = 0; i < 20; i++) await once();
     assert.equal(fds(), fdsBefore, "open file descriptors");
-    // Three threads a run (two vCPUs, the I/O worker). V8 may map or unmap heap pages of its own meanwhile;
-    // one mapping left behind by each run would add 20.
+    // Three threads a run (two vCPUs, the I/O worker). V8 may map or unmap heap pages of its own meanwhile
+    // (a dozen more under load was seen); one mapping left behind by each run would add 20.
     const koffiKeeps = 20 * 3 * perThread;
     const grown = maps() - mapsBefore;
     assert.ok(
-      grown <= koffiKeeps + 10,
+      grown <= koffiKeeps + 15,
       `mappings: ${grown} more after 20 runs; koffi keeps ${perThread.toFixed(1)} per thread (${koffiKeeps})`,
     );
   },
