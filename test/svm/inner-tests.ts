@@ -108,6 +108,15 @@ export const INNER_TESTS: readonly InnerTest[] = [
       "boot takes 85-100 s or more under TCG, so the file has 300 s; a second boot would double that)",
   },
   {
+    file: "test/linux/pvh-boot.test.ts",
+    // One boot (85-150 s under TCG) plus the vmlinux's extraction from the bzImage with the carried xz.
+    timeoutS: 330,
+    why:
+      "vmtool run --kernel booting Debian's kernel through PVH (the vmlinux extracted by the test from the " +
+      "bzImage) to a busybox init, with the bzImage boot's checks (command line, RAM, CPU count, the RTC's " +
+      "time, status 11 from the exit port): a stock kernel cannot boot on kvm_pvm (docs/linux.md)",
+  },
+  {
     file: "test/introspect/server.test.ts",
     only: "^(handshake|CHECK_COMMAND|libkvmi's pause batch|READ_PHYSICAL|VCPU_TRANSLATE_GVA|an MSR event|a PF event|INJECT_EXCEPTION)",
     why:
@@ -241,6 +250,8 @@ export const NOT_INSIDE: Readonly<Record<string, string>> = {
     "the bzImage loader and the zero page on Debian's kernel file and crafted truncations, and vmtool run's refusals before any guest runs; no guest boots",
   "test/linux/lapic.test.ts":
     "the in-kernel local APIC's register page through KVM_GET/SET_LAPIC, common KVM code (lapic.c) on every backend; the Linux boot inside sets it the same way",
+  "test/linux/pvh.test.ts":
+    "the PVH loader and its start info on crafted ELF files and Debian's vmlinux, vmtool run's refusals, a crafted PVH guest's entry state and Debian's kernel up to its first console lines (all of which run on this host's kvm_pvm); the full PVH boot runs inside (test/linux/pvh-boot.test.ts)",
   "test/linux/pvm.test.ts":
     "asserts what this host's kvm_pvm does with a Linux kernel (the emulation failure it meets); kvm_amd boots it (test/linux/boot.test.ts)",
   "test/devices/cmos-rtc.test.ts": "device state machine with an injected clock; no KVM",

@@ -73,7 +73,7 @@ export function register(program: Command): void {
     )
     .option(
       "--kernel <file>",
-      "boot a Linux kernel (bzImage, 64-bit boot protocol) instead of FILE, with the PC devices it probes " +
+      "boot a Linux kernel (bzImage through the 64-bit boot protocol, or an uncompressed vmlinux through PVH) instead of FILE, with the PC devices it probes " +
         "(CMOS RTC, i8042 reset line); console=ttyS0 is added when --cmdline names no console (docs/linux.md)",
     )
     .option("--initrd <file>", "with --kernel: the initial RAM disk (initramfs) handed to the kernel")
@@ -263,7 +263,7 @@ async function runGuest(
       linuxPlan = linux.planLinux(o.kernel, { memSize, cmdline, initrdPath: o.initrd });
       plan = {
         format: "flat",
-        mode: "long",
+        mode: linuxPlan.format === "pvh" ? "protected" : "long",
         entry: linuxPlan.entry,
         segments: [],
         describe: linuxPlan.describe,
@@ -345,8 +345,7 @@ async function runGuest(
     onPaused: gdb ? (m) => gdb.onPaused(m) : introspection ? (m) => introspection.onPaused(m) : undefined,
     onEnding: introspection ? () => introspection.finish() : undefined,
     load: (mem) => {
-      if (linux && linuxPlan)
-        return { mode: "long", entry: linuxPlan.entry, bootInfo: linux.applyLinuxPlan(mem, linuxPlan) };
+      if (linux && linuxPlan) return linux.applyLinuxPlan(mem, linuxPlan);
       // The VM was made for this run and no guest code has run yet: its RAM still reads as zero.
       loader.applyPlan(mem, plan, { freshRam: true });
       const bootInfo = loader.writeBootInfo(mem, { memSize, cpus, devices, cmdline, plan });
@@ -394,7 +393,7 @@ function linuxSummary(
 ): string {
   const version = plan.kernelVersion?.split(" ")[0];
   const parts = [
-    `Linux${version ? ` ${version}` : ""}, bzImage`,
+    `Linux${version ? ` ${version}` : ""}, ${plan.format === "pvh" ? "PVH" : "bzImage"}`,
     memSize % MiB === 0 ? `${memSize / MiB} MiB` : `${memSize} bytes`,
     `${cpus} vCPU${cpus > 1 ? "s" : ""}`,
   ];
