@@ -1,12 +1,12 @@
-// Another VMM's VM: QEMU (Debian's 7.2, -enable-kvm) keeps no KVM stats fd (it opens them only while it
-// answers query-stats). `vmtool stat` says so, finds the guest by its -name, and counts it through tracepoints
-// on QEMU's threads; checked against QEMU's own query-stats over QMP, between a start and a stop of the guest
-// (QEMU starts it paused, -S), when nothing moves.
+// Another VMM's VM: QEMU with -enable-kvm. QEMU 8.1 and later keep a KVM stats fd per vCPU, which `vmtool stat`
+// copies and reads; earlier ones keep none (they open them only while they answer query-stats), and stat says
+// so. The tracepoints count any VMM's VM. Both are checked against QEMU's own query-stats over QMP, between a
+// start and a stop of the guest (QEMU starts it paused, -S), when nothing moves.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { createConnection, type Socket } from "node:net";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CLI, ROOT } from "../helpers/paths.js";
@@ -93,8 +93,39 @@ type QueryStats = { provider: string; "qom-path": string; stats: { name: string;
 const vcpuStat = (q: QueryStats, name: string) =>
   q.reduce((s, v) => s + Number(v.stats.find((x) => x.name === name)?.value ?? 0), 0);
 
+/** A `vmtool stat --json` on the guest of this name, its lines collected as they come. */
+function watchStat(name: string, extra: string[], t: { after: (fn: () => void) => void }) {
+  const w = spawn(process.execPath, [CLI, "stat", "--json", "-g", name, "-s", "0.2", ...extra], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  t.after(() => w.kill("SIGKILL"));
+  const out = { w, err: "", lines: [] as JsonLine[] };
+  let buf = "";
+  w.stderr.on("data", (d: Buffer) => (out.err += d.toString()));
+  w.stdout.on("data", (d: Buffer) => {
+    buf += d.toString();
+    for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
+      out.lines.push(JSON.parse(buf.slice(0, nl)) as JsonLine);
+      buf = buf.slice(nl + 1);
+    }
+  });
+  return out;
+}
+
+/** The stats fds a process holds now (QEMU 8.1 and later keep one per vCPU open; earlier ones none). */
+function statsFdsOf(pid: number): number {
+  let n = 0;
+  for (const fd of readdirSync(`/proc/${pid}/fd`))
+    try {
+      if (/^anon_inode:kvm-(vm|vcpu)-stats/.test(readlinkSync(`/proc/${pid}/fd/${fd}`))) n++;
+    } catch {
+      // closed meanwhile
+    }
+  return n;
+}
+
 test(
-  "QEMU 7.2 keeps no stats fd: stat says so and counts it through tracepoints, as its query-stats does",
+  "a QEMU guest: stat finds it by -name, reads the stats fds QEMU holds (none before QEMU 8.1: it says so), and its tracepoint counts equal QEMU's query-stats",
   { skip: (!hasQemu && "QEMU is not installed") || (!isRoot && "tracepoints need root") },
   async (t) => {
     const dir = mkdtempSync(join(tmpdir(), "vmtool-stat-qemu-"));
@@ -118,40 +149,36 @@ test(
     });
     const q = await qmp(sock);
     t.after(() => q.close());
-    // stat finds the guest by its name and starts counting while it is paused.
-    const w = spawn(process.execPath, [CLI, "stat", "--json", "-g", name, "-s", "0.2"], {
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    t.after(() => w.kill("SIGKILL"));
-    let err = "";
-    w.stderr.on("data", (d: Buffer) => (err += d.toString()));
-    const lines: JsonLine[] = [];
-    let buf = "";
-    w.stdout.on("data", (d: Buffer) => {
-      buf += d.toString();
-      for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
-        lines.push(JSON.parse(buf.slice(0, nl)) as JsonLine);
-        buf = buf.slice(nl + 1);
-      }
-    });
-    const vmOf = (l: JsonLine) => l.vms.find((v) => v.pid === qemu.pid);
+    const held = statsFdsOf(qemu.pid!);
+    // Both find the guest by its name and start counting while it is paused: the default sources, and the
+    // tracepoints alone (kvm_stat's -t), which count any VMM's VM.
+    const auto = watchStat(name, [], t);
+    const tps = watchStat(name, ["-t"], t);
+    const vmOf = (l: JsonLine | undefined) => l?.vms.find((v) => v.pid === qemu.pid);
     const counting = await waitFor(
       "tracepoint counters on QEMU's threads",
-      () => lines.find((l) => vmOf(l)?.sources.tracepoints?.used),
+      () => tps.lines.find((l) => vmOf(l)?.sources.tracepoints?.used),
       20_000,
-    ).catch((e: unknown) => assert.fail(`${(e as Error).message}: ${err}`));
+    ).catch((e: unknown) => assert.fail(`${(e as Error).message}: ${tps.err}`));
     const vm = vmOf(counting)!;
     assert.equal(vm.name, name);
     assert.equal(vm.vmm, "qemu");
-    assert.deepEqual(vm.sources.stats, {
-      used: false,
-      note: "holds no KVM stats fds (QEMU before 8.1 opens them only while it answers query-stats)",
-    });
+    const autoVm = await waitFor(
+      "the default sources' first line for QEMU",
+      () => vmOf(auto.lines.find((l) => vmOf(l)?.sources.stats)),
+      20_000,
+    ).catch((e: unknown) => assert.fail(`${(e as Error).message}: ${auto.err}`));
+    if (held === 0)
+      assert.deepEqual(autoVm.sources.stats, {
+        used: false,
+        note: "holds no KVM stats fds (QEMU before 8.1 opens them only while it answers query-stats)",
+      });
+    else assert.deepEqual(autoVm.sources.stats, { used: true });
     const before = (await q.run("query-stats", { target: "vcpu" })) as QueryStats;
-    const from = lines.length;
+    const from = tps.lines.length;
     await q.run("cont");
     await waitFor("the guest's exits", () =>
-      lines
+      tps.lines
         .slice(from)
         .map(vmOf)
         .find((v) => (event(v, "tracepoints", "kvm_userspace_exit")?.delta ?? 0) > 1000)
@@ -159,13 +186,18 @@ test(
         : undefined,
     );
     await q.run("stop");
-    const at = lines.length;
     // Two lines after the stop in which nothing moved: every count is final.
-    const still = (l: JsonLine) => (event(vmOf(l), "tracepoints", "kvm_userspace_exit")?.delta ?? 1) === 0;
-    const last = await waitFor("the stopped guest", () => {
-      for (let i = at + 1; i < lines.length; i++) if (still(lines[i - 1]) && still(lines[i])) return lines[i];
-      return undefined;
-    });
+    const settled = async (o: typeof tps, source: string, ev: string) => {
+      const at = o.lines.length;
+      const still = (l: JsonLine) => (event(vmOf(l), source, ev)?.delta ?? 1) === 0;
+      return waitFor(`the stopped guest (${source})`, () => {
+        for (let i = at + 1; i < o.lines.length; i++)
+          if (still(o.lines[i - 1]) && still(o.lines[i])) return o.lines[i];
+        return undefined;
+      });
+    };
+    const last = await settled(tps, "tracepoints", "kvm_userspace_exit");
+    const autoLast = held > 0 ? await settled(auto, "stats", "mmio_exits") : undefined;
     const after = (await q.run("query-stats", { target: "vcpu" })) as QueryStats;
     const tp = (n: string) => event(vmOf(last), "tracepoints", n)?.total ?? 0;
     const qs = (n: string) => vcpuStat(after, n) - vcpuStat(before, n);
@@ -175,8 +207,16 @@ test(
     if (!pvm) assert.equal(tp("kvm_userspace_exit(IO)"), qs("io_exits"));
     assert.ok(qs("exits") >= tp("kvm_userspace_exit(IO)") + tp("kvm_userspace_exit(MMIO)"));
     assert.equal(tp("kvm_pio"), tp("kvm_userspace_exit(IO)"), "one kvm_pio per port exit");
+    if (autoLast) {
+      // QEMU's own stats fds, copied: the same KVM counters query-stats reads, over the same stretch.
+      const st = (n: string) => event(vmOf(autoLast), "stats", n)?.total ?? 0;
+      assert.equal(st("mmio_exits"), qs("mmio_exits"));
+      assert.equal(st("io_exits"), qs("io_exits"));
+    }
     await q.run("quit").catch(() => {}); // QEMU may close the connection before it answers
-    w.kill("SIGTERM");
-    assert.equal(await new Promise((r) => w.on("exit", r)), 0);
+    for (const o of [auto, tps]) {
+      o.w.kill("SIGTERM");
+      assert.equal(await new Promise((r) => o.w.on("exit", r)), 0);
+    }
   },
 );
