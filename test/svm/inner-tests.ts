@@ -108,6 +108,15 @@ export const INNER_TESTS: readonly InnerTest[] = [
       "boot takes 85-100 s or more under TCG, so the file has 300 s; a second boot would double that)",
   },
   {
+    file: "test/linux/halt.test.ts",
+    // One boot (85-150 s under TCG, more under load) plus the vmlinux's extraction.
+    timeoutS: 360,
+    why:
+      "a Linux guest's timer tick, which its sleep and halt -f wait on: none on a machine without ACPI, MP " +
+      "tables or a PIT (clock event pit, no IRQ 0 or local timer interrupt); with one, halt -f ends the run " +
+      "(status 0); a stock kernel cannot boot on kvm_pvm (docs/linux.md)",
+  },
+  {
     file: "test/linux/pvh-boot.test.ts",
     // One boot (85-150 s under TCG) plus the vmlinux's extraction from the bzImage with the carried xz.
     timeoutS: 330,
@@ -147,6 +156,8 @@ export const NOT_INSIDE: Readonly<Record<string, string>> = {
   "test/svm/classification.test.ts": "checks this list against the test files; no KVM",
   "test/kvm/koffi-loader.test.ts":
     "how koffi's native addon is found and opened (Node and the package layout, no KVM); every file run inside loads it the same way",
+  "test/memory/huge-pages.test.ts":
+    "guest RAM's host mapping (alignment, MADV_HUGEPAGE, AnonHugePages in smaps): the host kernel's memory management, the same under any backend; the Linux boot's nested page faults with it are measured inside (docs/linux.md)",
   "test/memory/guest-memory-windows.test.ts":
     "guest RAM views are host mappings seen from JavaScript; the backend only writes into them, as the guests of the files run inside already do",
   // No /dev/kvm in these: pure decoders and device state machines give the same results on any backend.
