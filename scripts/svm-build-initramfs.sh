@@ -13,8 +13,9 @@
 # Two archives, because the Linux initramfs loader unpacks concatenated archives one after the other:
 #   1. base (cached in .cache/svm/): busybox, the KVM modules (decompressed: busybox insmod reads plain .ko),
 #      /usr/bin/node, a freestanding guest toolchain (gcc's driver, cc1 and its own headers, binutils' as and
-#      ld: the tests that assemble or compile their guests at run time then run inside unchanged), the
-#      shared libraries these link, and the init. Rebuilt when the kernel release, a carried binary or this
+#      ld: the tests that assemble or compile their guests at run time then run inside unchanged), gdb
+#      (Debian's gdb-minimal, for the tests that drive vmtool's stub with a real gdb), the shared libraries
+#      these link, and the init. Rebuilt when the kernel release, a carried binary or this
 #      script changes.
 #   2. project (built every time, a few MB): package.json, DIST (its JavaScript and
 #      its guests/ folder of guest images), the guest SDK's tracked files, the runtime node_modules, the job
@@ -52,11 +53,27 @@ cc1_bin=$(gcc -print-prog-name=cc1)
 gcc_include=$(gcc -print-file-name=include)
 as_bin=$(readlink -f "$(command -v as)")
 ld_bin=$(readlink -f "$(command -v ld)")
+# gdb for test/gdb/gdb.test.ts: Debian's gdb-minimal, which has no Python (so no Python library to carry).
+# It conflicts with the gdb package, so it is unpacked into the cache rather than installed.
+gdb_dir="$top/.cache/svm/gdb-minimal"
+mkdir -p "$top/.cache/svm"
+if [ ! -x "$gdb_dir/usr/bin/gdb" ]; then
+  gdb_tmp=$(mktemp -d)
+  (cd "$gdb_tmp" && apt-get download -qq gdb-minimal >/dev/null 2>&1) || {
+    echo "svm-build-initramfs: apt-get download gdb-minimal failed" >&2
+    exit 1
+  }
+  rm -rf "$gdb_dir.tmp"
+  dpkg-deb -x "$gdb_tmp"/gdb-minimal_*.deb "$gdb_dir.tmp"
+  rm -rf "$gdb_tmp" "$gdb_dir"
+  mv "$gdb_dir.tmp" "$gdb_dir"
+fi
+gdb_bin="$gdb_dir/usr/bin/gdb"
 # xz, for the tests that cut the vmlinux out of the kernel's bzImage (busybox's xz lacks the x86 BCJ filter).
 xz_bin=$(readlink -f "$(command -v xz)")
 # The base archive's name changes with everything it is made of.
 key=$(cat "$0" "$kdir/release" |
-  cat - <(stat -c '%s %Y' "$node_bin" "$busybox_bin" "$gcc_bin" "$cc1_bin" "$as_bin" "$ld_bin" "$xz_bin") |
+  cat - <(stat -c '%s %Y' "$node_bin" "$busybox_bin" "$gcc_bin" "$cc1_bin" "$as_bin" "$ld_bin" "$gdb_bin" "$xz_bin") |
   sha256sum | cut -c1-16)
 cache="$top/.cache/svm"
 base="$cache/base-$release-$key.cpio.gz"
@@ -92,12 +109,13 @@ if [ ! -f "$base" ]; then
   cp "$gcc_bin" "$root/usr/bin/gcc"
   cp "$as_bin" "$root/usr/bin/as"
   cp "$ld_bin" "$root/usr/bin/ld"
+  cp "$gdb_bin" "$root/usr/bin/gdb"
   rm -f "$root/bin/xz"
   cp "$xz_bin" "$root/usr/bin/xz"
   mkdir -p "$root$(dirname "$cc1_bin")"
   cp "$cc1_bin" "$root$cc1_bin"
   cp -r "$gcc_include" "$root$gcc_include"
-  for bin in "$node_bin" "$gcc_bin" "$cc1_bin" "$as_bin" "$ld_bin" "$xz_bin"; do
+  for bin in "$node_bin" "$gcc_bin" "$cc1_bin" "$as_bin" "$ld_bin" "$gdb_bin" "$xz_bin"; do
     for lib in $(ldd "$bin" | grep -o '/[^ ]*'); do
       mkdir -p "$root$(dirname "$lib")"
       [ -f "$root$lib" ] || cp -L "$lib" "$root$lib"
@@ -165,6 +183,19 @@ done
 # Debian's kernel image itself, where the tests look for it: the Linux boot tests (test/linux/) boot it inside.
 mkdir -p "$repo/.cache/kernel/$release"
 cp "$kdir/vmlinuz" "$kdir/release" "$repo/.cache/kernel/$release/"
+# The virtio modules the boot tests put in their initramfs (Debian builds the virtio drivers as modules), at
+# their place in the package, decompressed (busybox insmod reads plain .ko).
+vmods="$repo/.cache/kernel/$release/lib/modules/$release/kernel"
+for m in drivers/virtio/virtio drivers/virtio/virtio_ring drivers/virtio/virtio_mmio drivers/block/virtio_blk \
+  drivers/char/hw_random/virtio-rng drivers/char/virtio_console; do
+  mkdir -p "$vmods/$(dirname "$m")"
+  mdir="$kdir/lib/modules/$release/kernel"
+  if [ -f "$mdir/$m.ko" ]; then cp "$mdir/$m.ko" "$vmods/$m.ko"
+  elif [ -f "$mdir/$m.ko.xz" ]; then xz -dc "$mdir/$m.ko.xz" >"$vmods/$m.ko"
+  elif [ -f "$mdir/$m.ko.zst" ]; then zstd -qdc "$mdir/$m.ko.zst" >"$vmods/$m.ko"
+  else echo "svm-build-initramfs: module $m not found under $mdir" >&2; exit 1
+  fi
+done
 printf '%s\n' "$dist" >"$proj/svm/dist"
 cp "$job" "$proj/svm/job"
 if [ -n "$extra" ]; then cp -r "$extra" "$proj/svm/extra"; fi

@@ -38,6 +38,7 @@ export function exitPortStatus(value: number): number {
 export function statusForRun(end: RunEnd): number {
   switch (end.kind) {
     case "halted":
+    case "poweroff":
     case "stopped":
       return ExitCode.OK;
     case "exit-port":

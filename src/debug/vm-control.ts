@@ -126,6 +126,12 @@ export class VmControl {
   private readonly stops: StopInfo[] = [];
   private stopWaiters: ((s: StopInfo | undefined) => void)[] = [];
   private closed = false;
+  /**
+   * The in-kernel PIT's state taken when every vCPU is parked, loaded back when one goes on: while the guest
+   * is stopped the PIT keeps counting, and KVM would re-inject every tick missed meanwhile in a burst (as QEMU
+   * does at a VM stop and start).
+   */
+  private frozenPit: Buffer | undefined;
 
   constructor(machine: RunningMachine, opts: VmControlOptions = {}) {
     this.vm = machine.vm;
@@ -146,7 +152,8 @@ export class VmControl {
     if (this.closed) return;
     const link = this.vcpus[index];
     link.parkedAgain();
-    if (kind === StopKind.REQUESTED) return;
+    if (kind === StopKind.REQUESTED) return; // pause() (or a page-access change, which resumes at once)
+    this.freezeClocks();
     if (this.stops.length >= MAX_QUEUED_STOPS) return;
     const stop = link.stopInfo();
     const waiter = this.stopWaiters.shift();
@@ -171,11 +178,13 @@ export class VmControl {
   async pause(index?: number): Promise<void> {
     const list = index === undefined ? this.vcpus : [this.link(index)];
     await Promise.all(list.map((v) => v.pause()));
+    this.freezeClocks();
   }
 
   /** Let vCPU `index` (or every parked vCPU) go on. */
   resume(index?: number, action: number = ResumeAction.CONTINUE, arg = 0n): void {
     const list = index === undefined ? this.vcpus : [this.link(index)];
+    this.thawClocks();
     for (const v of list) v.resume(action, arg);
   }
 
@@ -183,7 +192,30 @@ export class VmControl {
   step(index: number, allowInterrupts = false): void {
     const v = this.parkedLink(index, "step");
     v.words[DBG.STEP_FLAGS] = allowInterrupts ? 1 : 0;
+    this.thawClocks();
     v.resume(ResumeAction.STEP);
+  }
+
+  /** Every vCPU parked: take the PIT's state (once), see frozenPit. */
+  private freezeClocks(): void {
+    if (!this.vm.pit || this.frozenPit || this.closed || !this.vcpus.every((v) => v.parked)) return;
+    try {
+      this.frozenPit = this.vm.getPitState();
+    } catch {
+      // The VM is being torn down: nothing to keep.
+    }
+  }
+
+  /** A vCPU goes on: the PIT's state from the stop is loaded back, its missed ticks dropped. */
+  private thawClocks(): void {
+    const state = this.frozenPit;
+    this.frozenPit = undefined;
+    if (!state) return;
+    try {
+      this.vm.setPitState(state);
+    } catch {
+      // The VM is being torn down.
+    }
   }
 
   /**

@@ -1,7 +1,8 @@
 // `vmtool run --gdb`: the stub's place in a run. Listen before the guest starts, create the VM-control core
-// and the stub once the vCPU threads run, hand them every park, and at the end tell gdb how the run ended.
+// and the stub once the vCPU threads run, say "listening" once the stub can answer, hand them every park, and
+// at the end tell gdb how the run ended.
 import type { Socket } from "node:net";
-import { CTL, REQ } from "../vm/control-block.js";
+import { CTL, REQ, VcpuState } from "../vm/control-block.js";
 import type { RunningMachine } from "../vmm/machine.js";
 import { VmControl } from "../debug/vm-control.js";
 import { GdbStub } from "./stub.js";
@@ -21,6 +22,8 @@ export class GdbAttachment {
   private readonly pendingSockets: { socket: Socket; peer: string }[] = [];
 
   private closeServer: () => void = () => undefined;
+  private announce: () => void = () => undefined;
+  private finished = false;
 
   private constructor(
     private readonly opts: GdbRunOptions,
@@ -37,10 +40,11 @@ export class GdbAttachment {
     self.closeServer = close;
     const e = opts.endpoint;
     const target = e.kind === "unix" ? e.path : `${e.host === "127.0.0.1" ? "" : e.host}:${e.port}`;
-    log(
-      `gdb: listening on ${endpointText(e)} (gdb -ex 'target remote ${target}')` +
-        (opts.wait ? "; the guest waits for gdb before its first instruction" : ""),
-    );
+    self.announce = () =>
+      log(
+        `gdb: listening on ${endpointText(e)} (gdb -ex 'target remote ${target}')` +
+          (opts.wait ? "; the guest waits for gdb before its first instruction" : ""),
+      );
     return self;
   }
 
@@ -59,8 +63,14 @@ export class GdbAttachment {
       },
     });
     // Every vCPU parks until gdb says continue: the APs too (they wait for INIT-SIPI anyway).
-    if (this.opts.wait) void this.control.pause();
+    const held = this.opts.wait ? this.control.pause() : undefined;
     for (const p of this.pendingSockets.splice(0)) this.stub.attach(p.socket, p.peer);
+    // "listening" is said once the stub answers at once: gdb gives up on a packet after 2 s (its
+    // remotetimeout), and until every vCPU thread runs (with --gdb-wait: waits at its first instruction) the
+    // stub's first answer waits for them, which on a slow machine takes longer than that.
+    void (held ?? threadsRunning(m)).then(() => {
+      if (!this.finished) this.announce();
+    });
   }
 
   onPaused(m: RunningMachine): void {
@@ -77,10 +87,18 @@ export class GdbAttachment {
 
   /** The run is over with `status`: gdb is told (W packet), the socket closed. */
   async finish(status: number): Promise<void> {
+    this.finished = true;
     try {
       await this.stub?.runEnded(status);
     } finally {
       this.closeServer();
     }
   }
+}
+
+/** Resolves once every vCPU thread has started its run loop (or already ended). */
+async function threadsRunning(m: RunningMachine): Promise<void> {
+  for (const { control } of m.vcpus)
+    while (Atomics.load(control.ctl, CTL.STATE) === VcpuState.STARTING)
+      await Atomics.waitAsync(control.ctl, CTL.STATE, VcpuState.STARTING, 1000).value;
 }

@@ -1005,7 +1005,18 @@ class Session implements MonitorContext {
         return report(SIGTRAP);
       }
       case StopKind.FAULT: {
-        this.console(`vmtool: the guest cannot go on: ${faultText(e)}; the vCPU is stopped for inspection\n`);
+        // kvm_amd answers a triple fault by INITing the vCPU before KVM_EXIT_SHUTDOWN reaches user space (the
+        // VMCB is undefined after a shutdown intercept): what gdb reads then is the reset state, so say so.
+        let reset = "";
+        if (e.exitReason === KVM_EXIT.SHUTDOWN) {
+          const { regs, sregs } = await this.cpu(i);
+          if (regs.rip === 0xfff0n && sregs.cs.selector === 0xf000 && sregs.cs.base === 0xffff0000n)
+            reset =
+              ". Its registers are the reset state, not the state at the fault (kvm_amd INITs a vCPU on a triple fault)";
+        }
+        this.console(
+          `vmtool: the guest cannot go on: ${faultText(e)}; the vCPU is stopped for inspection${reset}\n`,
+        );
         const sig =
           e.exitReason === KVM_EXIT.INTERNAL_ERROR
             ? SIGILL

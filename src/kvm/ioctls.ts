@@ -3,6 +3,8 @@
 import * as S from "./structs.js";
 
 const KVMIO = 0xae;
+/** sizeof(struct kvm_pit_state2). */
+export const PIT_STATE2_SIZE = 112;
 const NONE = 0;
 const WRITE = 1;
 const READ = 2;
@@ -35,6 +37,9 @@ export const KVM = {
   IRQ_LINE_STATUS: IOWR(0x67, S.kvm_irq_level.size),
   IRQFD: IOW(0x76, S.kvm_irqfd.size),
   CREATE_PIT2: IOW(0x77, S.kvm_pit_config.size),
+  /** struct kvm_pit_state2 (112 bytes: three channel states, flags): the in-kernel PIT's state, kept opaque. */
+  GET_PIT2: IOR(0x9f, PIT_STATE2_SIZE),
+  SET_PIT2: IOW(0xa0, PIT_STATE2_SIZE),
   IOEVENTFD: IOW(0x79, S.kvm_ioeventfd.size),
   ENABLE_CAP: IOW(0xa3, S.kvm_enable_cap.size),
   X86_SET_MSR_FILTER: IOW(0xc6, S.kvm_msr_filter.size),

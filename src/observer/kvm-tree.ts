@@ -2,7 +2,7 @@
 // host, with or without the vmtool module. KVM does not say where a vCPU ran; its thread does: /proc stat
 // field 39 is the CPU it last ran on, and a vCPU counts as "seen" on that CPU at a poll where its CPU time
 // advanced (or, the first time it is polled, when it is running right now).
-import { readSync, readdirSync } from "node:fs";
+import { readSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { FileInputError } from "../files/errors.js";
 import { InputFile } from "../files/input-file.js";
@@ -65,6 +65,17 @@ export function qemuName(cmdline: string[]): string | null {
 
 // USER_HZ: the unit of utime/stime in /proc stat; 100 on every Linux architecture vmtool runs on.
 const NS_PER_TICK = 1e7;
+/**
+ * A vCPU's debugfs `pid` file names the thread that last ran it; it cannot be read again through a kept
+ * descriptor (debugfs gives it no seek), and it changes only when another thread takes the vCPU over. So the
+ * thread id is read again after this long, or at once when that thread's files stop answering.
+ */
+const TID_TTL_MS = 30_000;
+/** A VM's statistics files refused (lockdown): asked again after this long, not at every poll. */
+const STATS_RETRY_MS = 10_000;
+/** A VM folder is listed at every poll for this long after it is first seen, then every LISTING_TTL_MS. */
+const LISTING_SETTLE_MS = 10_000;
+const LISTING_TTL_MS = 5000;
 
 interface VcpuHistory {
   cpuTimeNs: number | null;
@@ -78,13 +89,29 @@ export class KvmSource implements Source {
   private history = new Map<string, VcpuHistory>();
   private names = new Map<string, { comm: string | null; cmdline: string[]; name: string }>();
   /**
-   * The pid files of vCPUs and the /proc stat and schedstat files of their threads, kept open between polls and read again from their
+   * The /proc stat and schedstat files of vCPU threads, kept open between polls and read again from their
    * start (procfs writes them anew at each read at offset 0): one pread per file and poll instead of an open,
-   * a read and a close. A thread that ends makes its reads fail (ESRCH); files not read at a poll are closed after it.
+   * a read and a close. A thread that ends makes its reads fail (ESRCH); files not read at a poll are closed
+   * after it.
    */
   private held = new Map<string, InputFile>();
   private heldSeen = new Set<string>();
   private readonly heldBuf = Buffer.alloc(SMALL_FILE_MAX);
+  /** vCPU id -> its thread id and when its pid file was read. */
+  private tids = new Map<string, { tid: number; at: number }>();
+  /**
+   * A thread's last /proc stat reading, keyed by its task folder, with the on-CPU time it was read at: a thread
+   * whose time has not moved since has not run, so the CPU it last ran on is the same (its stat is not read).
+   */
+  private lastStat = new Map<string, { ns: number; cpu: number; state: string; cpuTicks: number }>();
+  /** VM folder -> why its statistics files were refused, and when. */
+  private statsRefused = new Map<string, { reason: string; at: number }>();
+  /**
+   * VM folder -> what it holds (its vCPU folders and statistics files), listed at every poll while the VM is
+   * young (its VMM creates vCPUs) and every LISTING_TTL_MS after, and at once when its inode or change time
+   * moves (a new VM of the same pid and fd, a vCPU added).
+   */
+  private listings = new Map<string, { ino: string; firstAt: number; at: number; inside: string[] }>();
 
   constructor(
     readonly root: string,
@@ -104,7 +131,7 @@ export class KvmSource implements Source {
       const dir = join(this.root, name);
       let inside: string[];
       try {
-        inside = readdirSync(dir);
+        inside = this.list(name, dir, takenAt);
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== "ENOENT")
           problems.push({ path: dir, reason: String(err) });
@@ -127,8 +154,11 @@ export class KvmSource implements Source {
         stats: {},
         vcpus: [],
       };
+      const refused = this.statsRefused.get(name);
+      if (refused && takenAt - refused.at < STATS_RETRY_MS) vm.statsError = refused.reason;
+      else this.statsRefused.delete(name);
       for (const stat of MAIN_STATS) {
-        if (!inside.includes(stat)) continue;
+        if (vm.statsError !== undefined || !inside.includes(stat)) continue;
         let text: string;
         try {
           text = readText(join(dir, stat));
@@ -138,6 +168,7 @@ export class KvmSource implements Source {
             err instanceof FileInputError && err.code === "EPERM"
               ? "not readable (EPERM: the kernel's lockdown restricts debugfs)"
               : `not readable (${err instanceof FileInputError ? err.rule : String(err)})`;
+          this.statsRefused.set(name, { reason: vm.statsError, at: takenAt });
           break;
         }
         const count = parseDecimal(text.trim());
@@ -156,7 +187,7 @@ export class KvmSource implements Source {
           problems.push({ path: join(dir, sub), reason: `not a vCPU folder: vCPU ${v[1]} is out of range` });
           continue;
         }
-        const vcpu = this.readVcpu(`${name}/${sub}`, index, join(dir, sub), pid, problems);
+        const vcpu = this.readVcpu(`${name}/${sub}`, index, join(dir, sub), pid, problems, takenAt);
         if (vcpu) {
           vm.vcpus.push(vcpu);
           live.add(vcpu.id);
@@ -187,6 +218,12 @@ export class KvmSource implements Source {
       }
     }
     for (const id of this.history.keys()) if (!live.has(id)) this.history.delete(id);
+    for (const id of this.tids.keys()) if (!live.has(id)) this.tids.delete(id);
+    for (const task of this.lastStat.keys())
+      if (!this.heldSeen.has(join(task, "schedstat"))) this.lastStat.delete(task);
+    for (const vm of this.statsRefused.keys())
+      if (!vms.some((v) => v.id === vm)) this.statsRefused.delete(vm);
+    for (const vm of this.listings.keys()) if (!vms.some((v) => v.id === vm)) this.listings.delete(vm);
     for (const [path, f] of this.held)
       if (!this.heldSeen.has(path)) {
         f.close();
@@ -203,6 +240,24 @@ export class KvmSource implements Source {
       problems,
       vms,
     };
+  }
+
+  /** What a VM folder holds: listed again while the VM is young, after LISTING_TTL_MS, or for a new VM. */
+  private list(name: string, dir: string, now: number): string[] {
+    // Its inode and change time: a folder made anew (another VM) or given another vCPU differs in one of them.
+    const st = statSync(dir);
+    const ino = `${st.ino}:${st.ctimeMs}`;
+    let l = this.listings.get(name);
+    if (l && l.ino !== ino) {
+      // Another VM in the folder of one that ended, or a vCPU added: what was known of its vCPUs is read again.
+      for (const id of this.tids.keys()) if (id.startsWith(`${name}/`)) this.tids.delete(id);
+      this.statsRefused.delete(name);
+      l = undefined;
+    }
+    if (l && now - l.firstAt > LISTING_SETTLE_MS && now - l.at < LISTING_TTL_MS) return l.inside;
+    const inside = readdirSync(dir);
+    this.listings.set(name, { ino, firstAt: l?.firstAt ?? now, at: now, inside });
+    return inside;
   }
 
   /** A small /proc file of a thread, through a descriptor kept open between polls; null if unreadable. */
@@ -248,38 +303,66 @@ export class KvmSource implements Source {
     return d;
   }
 
-  private readVcpu(id: string, index: number, dir: string, pid: number, problems: Problem[]): KvmVcpu | null {
-    let pidText: string;
-    try {
-      // KVM's vCPU files hold no reference on the VM (unlike its VM-wide statistics files): kept open too.
-      pidText = this.readHeld(join(dir, "pid")) ?? readText(join(dir, "pid"));
-    } catch (err) {
-      if (!(err instanceof FileInputError) || err.code !== "ENOENT")
+  private readVcpu(
+    id: string,
+    index: number,
+    dir: string,
+    pid: number,
+    problems: Problem[],
+    now: number,
+  ): KvmVcpu | null {
+    let tid: number;
+    const known = this.tids.get(id);
+    if (known && now - known.at < TID_TTL_MS) tid = known.tid;
+    else {
+      let pidText: string;
+      try {
+        pidText = readText(join(dir, "pid"));
+      } catch (err) {
+        if (!(err instanceof FileInputError) || err.code !== "ENOENT")
+          problems.push({
+            path: join(dir, "pid"),
+            reason: err instanceof FileInputError ? err.rule : String(err),
+          });
+        return null; // vanished mid-poll, or not a pid file
+      }
+      const read = parseDecimal(pidText.trim(), PID_MAX);
+      if (read === null) {
         problems.push({
           path: join(dir, "pid"),
-          reason: err instanceof FileInputError ? err.rule : String(err),
+          reason: `not a thread id: ${JSON.stringify(pidText.slice(0, 20))}`,
         });
-      return null; // vanished mid-poll, or not a pid file
-    }
-    const tid = parseDecimal(pidText.trim(), PID_MAX);
-    if (tid === null) {
-      problems.push({
-        path: join(dir, "pid"),
-        reason: `not a thread id: ${JSON.stringify(pidText.slice(0, 20))}`,
-      });
-      return null;
+        return null;
+      }
+      tid = read;
+      // A vCPU that never ran (0) is asked again at the next poll.
+      if (tid !== 0) this.tids.set(id, { tid, at: now });
     }
     const v: KvmVcpu = { id, index, tid, cpu: null, cpuTimeNs: null, state: null };
     if (tid === 0) return v; // created, never run
     const task = join(this.proc, String(pid), "task", String(tid));
-    const stat = this.readHeld(join(task, "stat"));
-    const parsed = stat === null ? null : parseStat(stat);
-    if (!parsed) return v; // thread gone (the VM is shutting down)
-    v.cpu = parsed.cpu;
-    v.state = parsed.state;
     // schedstat's first field is on-CPU time in ns: far finer than stat's 10 ms ticks.
     const sched = this.readHeld(join(task, "schedstat"));
     const ns = sched === null ? null : parseDecimal(sched.split(" ")[0]);
+    const last = this.lastStat.get(task);
+    let parsed: { state: string; cpu: number; cpuTicks: number } | null;
+    // Not run since the last poll, and not running then: the same CPU and state (stat is not read).
+    if (ns !== null && last !== undefined && last.ns === ns && last.state !== "R") {
+      parsed = last;
+      const statPath = join(task, "stat");
+      if (this.held.has(statPath)) this.heldSeen.add(statPath); // kept open for when the thread runs again
+    } else {
+      const stat = this.readHeld(join(task, "stat"));
+      parsed = stat === null ? null : parseStat(stat);
+    }
+    if (!parsed) {
+      this.tids.delete(id); // thread gone (the VM is shutting down, or another thread runs the vCPU now)
+      this.lastStat.delete(task);
+      return v;
+    }
+    if (ns !== null) this.lastStat.set(task, { ns, ...parsed });
+    v.cpu = parsed.cpu;
+    v.state = parsed.state;
     v.cpuTimeNs = ns ?? parsed.cpuTicks * NS_PER_TICK;
     return v;
   }

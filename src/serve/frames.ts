@@ -2,6 +2,7 @@
 // per-port and per-address rows of vmtool VMs) and the vCPU map, each number with the source it came from.
 // Rates are differences between this frame's poll and the previous one of the same VM (a VM's first frame has
 // none); what is kept between frames is only the VMs of the last poll.
+import type { BinaryStatFilter } from "../stats/collector.js";
 import type { Snapshot, StatSample, VmSample } from "../stats/types.js";
 import type { Placement } from "./sources.js";
 
@@ -45,6 +46,9 @@ export interface Frame {
 }
 
 const ROWS = 16;
+
+/** The KVM binary statistics a frame uses (vmFrame below): a dashboard poll decodes only these. */
+export const FRAME_BINARY_STATS: BinaryStatFilter = (name) => name === "exits" || name === "halt_wait_ns";
 
 export const SOURCE_WORDS: Readonly<Record<string, string>> = {
   vmtool: "vmtool run's exit counters",

@@ -14,7 +14,7 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import { gzipSync } from "node:zlib";
 import { CONTENT_TYPES, negotiate, writeExposition } from "./exposition.js";
 import { scrapeFamilies } from "./metrics.js";
-import { FrameMaker, type Frame } from "./frames.js";
+import { FRAME_BINARY_STATS, FrameMaker, type Frame } from "./frames.js";
 import type { ServeSources } from "./sources.js";
 import type { Asset } from "./assets.js";
 
@@ -305,7 +305,7 @@ export class VmtoolServer {
   private startTicking(): void {
     if (this.tick || this.closed) return;
     const step = () => {
-      const stats = this.opts.sources.pollStats();
+      const stats = this.opts.sources.pollStats(FRAME_BINARY_STATS);
       const placement = this.opts.sources.placement();
       const frame = this.frames.make(
         stats.value,

@@ -3,7 +3,7 @@
 // debugfs and /proc), and the host's facts (`vmtool host`'s report and the VMX capabilities decoded). Each is a
 // collector of its own with its own health: one that fails leaves the others' numbers intact.
 import { readFileSync } from "node:fs";
-import { StatsCollector, type CollectorOptions } from "../stats/collector.js";
+import { StatsCollector, type BinaryStatFilter, type CollectorOptions } from "../stats/collector.js";
 import type { Snapshot } from "../stats/types.js";
 import { DEFAULT_DEBUGFS, openSource } from "../observer/debugfs.js";
 import type { Poll, Source } from "../observer/types.js";
@@ -153,13 +153,15 @@ export class ServeSources {
   private names = new Map<number, string>();
 
   constructor(opts: SourcesOptions = {}) {
-    // Tracepoints per VM thread, never per host CPU: a series belongs to a VM.
-    this.stats = new StatsCollector({ tracepointScope: "vms", ...opts.collector });
+    // Tracepoints per VM thread, never per host CPU: a series belongs to a VM. Exited VMMs are looked for once a
+    // second between polls (a dashboard polls every second anyway; their copied fds are closed within that).
+    this.stats = new StatsCollector({ tracepointScope: "vms", reapIntervalMs: 1000, ...opts.collector });
     this.debugfs = opts.debugfs ?? DEFAULT_DEBUGFS;
   }
 
-  pollStats(): Collected<Snapshot> {
-    const got = time(() => this.stats.poll());
+  /** Every VM's statistics now; `only`: of KVM's binary statistics, just these (the dashboard's). */
+  pollStats(only?: BinaryStatFilter): Collected<Snapshot> {
+    const got = time(() => this.stats.poll(only));
     if (got.value) this.names = new Map(got.value.vms.map((v) => [v.vm.pid, v.vm.name]));
     return got;
   }

@@ -58,6 +58,12 @@ import type {
   VmSample,
 } from "./types.js";
 
+/**
+ * Which KVM binary statistics a poll builds samples of (by name): the rest are read with their file, as KVM
+ * gives them, but not decoded. For a consumer that shows a few of them often (the dashboard).
+ */
+export type BinaryStatFilter = (name: string) => boolean;
+
 export interface CollectorOptions {
   /** Which sources to read: "auto" (the default) or a list. */
   sources?: "auto" | readonly SourceName[];
@@ -100,6 +106,8 @@ interface StatsCopy {
   vcpu?: number;
   /** The StatDesc of each of the file's descriptors, in its order. */
   descs?: StatDesc[];
+  /** The indexes of the descriptors a poll's filter keeps, for the last filter used. */
+  kept?: { only: BinaryStatFilter; indexes: number[] };
 }
 
 interface VmState {
@@ -342,8 +350,8 @@ export class StatsCollector {
     return d;
   }
 
-  /** Look at every VM now and read every source. */
-  poll(): Snapshot {
+  /** Look at every VM now and read every source (of the binary stats, those `only` keeps: all by default). */
+  poll(only?: BinaryStatFilter): Snapshot {
     if (this.closed) throw new Error("StatsCollector used after close()");
     const problems: Problem[] = [];
     const notes: string[] = [];
@@ -383,7 +391,7 @@ export class StatsCollector {
         st.run = run;
         st.info.vmm = "vmtool";
       }
-      samples.push(this.sample(st, problems));
+      samples.push(this.sample(st, problems, false, only));
     }
     // VMs that ended: their last values, once.
     for (const [key, st] of this.vms) {
@@ -489,12 +497,12 @@ export class StatsCollector {
   }
 
   /** Read every source of one VM. `final`: its VMM has exited; read what is held, open nothing new. */
-  private sample(st: VmState, problems: Problem[], final = false): VmSample {
+  private sample(st: VmState, problems: Problem[], final = false, only?: BinaryStatFilter): VmSample {
     const stats: StatSample[] = [];
     const sources: Partial<Record<SourceName, SourceUse>> = {};
     const vcpuIds = new Set<number>(st.process.vcpuFds.keys());
     if (this.wants("stats")) {
-      sources.stats = this.sampleBinary(st, stats, problems, final);
+      sources.stats = this.sampleBinary(st, stats, problems, final, only);
       for (const c of st.copies.values()) if (c.vcpu !== undefined) vcpuIds.add(c.vcpu);
     }
     if (this.wants("vmtool") && (st.run || st.counters || st.info.vmm === "vmtool"))
@@ -521,7 +529,13 @@ export class StatsCollector {
     return { vm: { ...st.info, threads: new Map(st.info.threads) }, stats, sources, ended: final };
   }
 
-  private sampleBinary(st: VmState, out: StatSample[], problems: Problem[], final: boolean): SourceUse {
+  private sampleBinary(
+    st: VmState,
+    out: StatSample[],
+    problems: Problem[],
+    final: boolean,
+    only?: BinaryStatFilter,
+  ): SourceUse {
     const p = st.process;
     if (!final) this.syncCopies(st, problems);
     if (st.copies.size === 0) {
@@ -551,7 +565,15 @@ export class StatsCollector {
       }
       const descs = c.descs;
       const vcpu = c.vcpu;
-      c.file.descs.forEach((d, i) => {
+      let kept: number[] | undefined;
+      if (only) {
+        if (c.kept?.only !== only)
+          c.kept = { only, indexes: c.file.descs.flatMap((d, i) => (only(d.name) ? [i] : [])) };
+        kept = c.kept.indexes;
+      }
+      const fileDescs = c.file.descs;
+      const decode = (i: number) => {
+        const d = fileDescs[i];
         const desc = descs[i];
         let v: StatValue;
         if (desc.buckets > 0) {
@@ -569,7 +591,9 @@ export class StatsCollector {
           if (!m) vcpuValues.set(desc, (m = new Map<number, StatValue>()));
           m.set(vcpu, v);
         }
-      });
+      };
+      if (kept) for (const i of kept) decode(i);
+      else for (let i = 0; i < fileDescs.length; i++) decode(i);
     }
     for (const [desc, values] of vmValues) out.push({ desc, ...combine(desc.type, values) });
     for (const [desc, byVcpu] of vcpuValues)

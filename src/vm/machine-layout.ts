@@ -54,5 +54,6 @@ export const PORTS = {
   EXIT: 0xf4, // QEMU isa-debug-exit
   COM1: 0x3f8,
   PIT: 0x40, // i8254, only with --pit (in the kernel: its ports never reach vmtool)
+  ACPI_SLEEP: 0x600, // --kernel: the FADT's sleep control (0x600) and status (0x601) registers
 } as const;
 export const IRQS = { PIT: 0, COM1: 4 } as const;

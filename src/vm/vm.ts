@@ -5,7 +5,7 @@
 import { VmConfigError, VmResourceError } from "./errors.js";
 import { Kvm } from "../kvm/system.js";
 import * as libc from "../kvm/libc.js";
-import { KVM } from "../kvm/ioctls.js";
+import { KVM, PIT_STATE2_SIZE } from "../kvm/ioctls.js";
 import { kvm_pit_config, kvm_userspace_memory_region } from "../kvm/structs.js";
 import { GuestMemory, mapGuestRam } from "../memory/guest-memory.js";
 import { LAYOUT } from "./machine-layout.js";
@@ -181,6 +181,23 @@ export class Vm {
    * Release the VM. Only once no vCPU thread runs any more: guest RAM views die with the mapping (a view
    * touched after munmap kills the process).
    */
+  /** The in-kernel PIT's state (KVM_GET_PIT2), as an opaque struct kvm_pit_state2; the VM must have a PIT. */
+  getPitState(): Buffer {
+    if (!this.pit) throw new VmConfigError("this VM has no in-kernel PIT");
+    const b = Buffer.alloc(PIT_STATE2_SIZE);
+    check(libc.ioctlPtr(this.fd, KVM.GET_PIT2, b), "KVM_GET_PIT2");
+    return b;
+  }
+
+  /**
+   * Load a state from getPitState() (KVM_SET_PIT2). KVM restarts each channel's count from the loaded value
+   * and drops the ticks it had queued for re-injection.
+   */
+  setPitState(state: Buffer): void {
+    if (!this.pit) throw new VmConfigError("this VM has no in-kernel PIT");
+    check(libc.ioctlPtr(this.fd, KVM.SET_PIT2, state), "KVM_SET_PIT2");
+  }
+
   close(): void {
     if (this.closed) return;
     this.closed = true;

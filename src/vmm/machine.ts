@@ -54,7 +54,7 @@ export interface MachineOptions extends VcpuThreadOptions {
   virtio?: readonly PlannedVirtio[];
   /** Standard input goes to the virtio-console (one must be in `virtio`) instead of COM1. */
   stdinToConsole?: boolean;
-  /** Add the PC platform devices a Linux guest probes: the CMOS RTC and the i8042's reset line. */
+  /** Add the PC platform devices a Linux guest probes: the CMOS RTC, the i8042's reset line, ACPI power-off. */
   platform?: boolean;
   /** Add the in-kernel i8254 PIT (vm.ts says why it is off by default). */
   pit?: boolean;

@@ -5,6 +5,8 @@
 export type RunEnd =
   /** The guest halted with nothing left to wake it, or shut itself down. */
   | { kind: "halted"; reason: string }
+  /** The guest powered the machine off (ACPI S5 through the FADT's sleep control register: Linux's `poweroff`). */
+  | { kind: "poweroff"; reason: string }
   /** The guest reset the machine (the i8042's reset line: Linux's `reboot=k`, and its panic with `panic=-1`). */
   | { kind: "reset"; reason: string }
   /** The guest wrote `value` to the exit port. */

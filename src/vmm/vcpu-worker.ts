@@ -24,6 +24,7 @@ import { ForwardAbandoned, IoForwarder } from "./io-forward.js";
 import { GuestExitRequest } from "../devices/types.js";
 import { CMOS_PORT, CmosRtc } from "../devices/cmos-rtc.js";
 import { GuestResetRequest, I8042, I8042_DATA } from "../devices/i8042.js";
+import { AcpiSleep, GuestPowerOffRequest } from "../devices/acpi-sleep.js";
 import { Output } from "./output.js";
 import { ACCESS, ExitStats } from "./exit-stats.js";
 import { LiveExitCounters } from "./live-counters.js";
@@ -59,6 +60,7 @@ pio.register(PORTS.EXIT, 1, new ExitPort());
 if (start.platform) {
   pio.register(CMOS_PORT, 2, new CmosRtc({ state: start.platform.cmosState }));
   pio.register(I8042_DATA, 5, new I8042());
+  pio.register(PORTS.ACPI_SLEEP, 2, new AcpiSleep());
 }
 const forwarder = new IoForwarder(start.io.buffer, start.vcpu.id, start.io.doorbell, ctl, () =>
   post({ type: "io-wanted" }),
@@ -104,6 +106,7 @@ let traceSeq = 0;
 function endFrom(e: unknown): RunEnd {
   if (e instanceof GuestExitRequest) return { kind: "exit-port", value: e.value, reason: e.message };
   if (e instanceof GuestResetRequest) return { kind: "reset", reason: e.message };
+  if (e instanceof GuestPowerOffRequest) return { kind: "poweroff", reason: e.message };
   if (e instanceof ForwardAbandoned) return { kind: "stopped", reason: e.message };
   throw e;
 }

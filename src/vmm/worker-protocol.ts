@@ -33,7 +33,7 @@ export interface VcpuStart {
   ram: { size: number; bits: SharedArrayBuffer };
   /**
    * The PC platform devices a Linux guest probes (the CMOS RTC at 0x70 over this shared state, the i8042's
-   * reset line at 0x60/0x64), on each vCPU's own bus; absent for vmtool's own guests.
+   * reset line at 0x60/0x64, the ACPI sleep registers at 0x600), on each vCPU's own bus; absent for vmtool's own guests.
    */
   platform?: { cmosState: SharedArrayBuffer };
   /** The I/O worker: request slots, doorbell eventfd, and the ranges whose accesses are forwarded to it. */

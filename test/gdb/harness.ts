@@ -1,7 +1,7 @@
 // Runs `vmtool run --gdb unix:SOCKET` and a real gdb in batch mode against it: vmtool starts first, gdb once
 // vmtool says it listens. Each run gets its own socket (tests may run side by side). Returns gdb's output,
 // vmtool's status, standard output and standard error.
-import { spawn, execFileSync, type ChildProcess } from "node:child_process";
+import { spawn, spawnSync, execFileSync, type ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -24,7 +24,7 @@ export interface GdbRunOptions {
   guest: string;
   /** vmtool run's options besides --gdb. */
   args?: string[];
-  /** gdb commands, one per line (after `target remote`). */
+  /** gdb commands, one per line (after `target remote`); `{target}` stands for what `target remote` was given. */
   script: string[];
   /** The file gdb loads before connecting (symbols of the same mode as the guest at connect). */
   file?: string;
@@ -61,7 +61,8 @@ export async function runWithGdb(o: GdbRunOptions): Promise<GdbRun> {
   const port = o.tcp ? await freePort() : 0;
   const sock = o.tcp ? `:${port}` : join(work, `gdb-${n}.sock`);
   const script = join(work, `script-${n}.gdb`);
-  writeFileSync(script, ["set pagination off", "set confirm off", ...o.script].join("\n") + "\n");
+  const lines = o.script.map((l) => l.replaceAll("{target}", sock));
+  writeFileSync(script, ["set pagination off", "set confirm off", ...lines].join("\n") + "\n");
   const dev = o.tcp ? `tcp::${port}` : `unix:${sock}`;
   const vm = spawn(process.execPath, [CLI, "run", "--gdb", dev, ...(o.args ?? []), o.guest], {
     stdio: ["ignore", "pipe", "pipe"],
@@ -102,6 +103,42 @@ export async function runWithGdb(o: GdbRunOptions): Promise<GdbRun> {
   clearTimeout(timer);
   clearInterval(poll);
   return { gdb: gdbOut, gdbStatus, status, stdout, stderr };
+}
+
+let python: boolean | undefined;
+
+/**
+ * Whether this gdb has Python. Debian's gdb does; its gdb-minimal (the one the kvm_amd harness carries,
+ * docs/svm.md) does not, and there guest/gdb/vmtool.gdb cannot be sourced (its vmtool-reconnect is Python).
+ */
+export function gdbHasPython(): boolean {
+  python ??= spawnSync("gdb", ["-batch", "-nx", "-ex", "python print('python-' + 'ok')"], {
+    encoding: "utf8",
+  }).stdout?.includes("python-ok");
+  return python;
+}
+
+/**
+ * The virtual address of the first occurrence of `bytes` in an ELF file's loadable segments (found without
+ * objdump, which the kvm_amd harness does not carry).
+ */
+export function findInElf(file: string, bytes: number[]): number | undefined {
+  const f = readFileSync(file);
+  const is64 = f[4] === 2;
+  const phoff = Number(is64 ? f.readBigUInt64LE(0x20) : f.readUInt32LE(0x1c));
+  const phentsize = f.readUInt16LE(is64 ? 0x36 : 0x2a);
+  const phnum = f.readUInt16LE(is64 ? 0x38 : 0x2c);
+  const needle = Buffer.from(bytes);
+  for (let i = 0; i < phnum; i++) {
+    const h = phoff + i * phentsize;
+    if (f.readUInt32LE(h) !== 1) continue; // PT_LOAD
+    const off = Number(is64 ? f.readBigUInt64LE(h + 8) : f.readUInt32LE(h + 4));
+    const vaddr = Number(is64 ? f.readBigUInt64LE(h + 16) : f.readUInt32LE(h + 8));
+    const filesz = Number(is64 ? f.readBigUInt64LE(h + 32) : f.readUInt32LE(h + 16));
+    const at = f.subarray(off, off + filesz).indexOf(needle);
+    if (at >= 0) return vaddr + at;
+  }
+  return undefined;
 }
 
 export interface ModesGuest {

@@ -1,8 +1,8 @@
-// The stub through a small remote-protocol client of the test's own (no gdb: this file also runs inside the
-// kvm_amd VM of test/svm, where there is none): breakpoints, steps, watchpoints and Ctrl-C by the backend's
-// method (kvm_pvm: 0xF1 and page protection; VMX/SVM: 0xCC with USE_SW_BP and DR7), and bad input of every
-// kind: bad checksums, malformed packets, unmapped addresses, a second client, a client that vanishes
-// mid-packet. vmtool never crashes; the guest finishes with its usual status.
+// The stub through a small remote-protocol client of the test's own (packet by packet, so that every reply is
+// checked as sent; it runs inside the kvm_amd VM of test/svm too): breakpoints, steps, watchpoints and Ctrl-C
+// by the backend's method (kvm_pvm: 0xF1 and page protection; VMX/SVM: 0xCC with USE_SW_BP and DR7), and bad
+// input of every kind: bad checksums, malformed packets, unmapped addresses, a second client, a client that
+// vanishes mid-packet. vmtool never crashes; the guest finishes with its usual status.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -87,7 +87,7 @@ const le = (n: number, bytes: number) => {
   return b.toString("hex");
 };
 
-test("the stub through its protocol: breakpoints, steps, watchpoint, break-on io, Ctrl-C, bad input, a second client, a vanished one", async () => {
+test("the stub through its protocol: hardware breakpoints, steps, watchpoint, break-on io, Ctrl-C, bad input, a second client, a vanished one, reconnect, detach", async () => {
   const g = modesGuest();
   const s = g.sym;
   const sock = join(work, "stub.sock");
@@ -167,19 +167,16 @@ test("the stub through its protocol: breakpoints, steps, watchpoint, break-on io
     assert.match(await ask("vCont;c", ioStop), /^T05thread:1;/);
     assert.match(ioStop.join(""), /stopped after exit IO \(port 0x80 in\)/);
     assert.equal((await ask("p8")).slice(0, 8), le(s.real_write, 4));
-    // Planted bytes never show; the guest's code is what reads return.
-    const before = await ask(`m${s.long_out.toString(16)},2`);
-    assert.equal(await ask(`Z0,${s.long_out.toString(16)},1`), "OK");
-    assert.equal(await ask(`m${s.long_out.toString(16)},2`), before);
-    // Continue to the breakpoint in long mode: the stop says swbreak, with a console notice of the mode.
+    // A hardware breakpoint in long mode: the stop says hwbreak, with a console notice of the mode.
+    assert.equal(await ask(`Z1,${s.long_out.toString(16)},1`), "OK");
     const notices: string[] = [];
     const hit = await ask("vCont;c", notices);
-    assert.match(hit, /^T05thread:1;swbreak:;/);
+    assert.match(hit, /^T05thread:1;hwbreak:;/);
     assert.match(notices.join(""), /now in long mode/);
     // The register layout stays i8086's: eip is 4 bytes at offset 32 of 'g'.
     const regs = await ask("g");
     assert.equal(regs.slice(64, 72), le(s.long_out, 4));
-    assert.equal(await ask(`z0,${s.long_out.toString(16)},1`), "OK");
+    assert.equal(await ask(`z1,${s.long_out.toString(16)},1`), "OK");
     // A single step over OUT is exact.
     assert.match(await ask("vCont;s:1"), /^T05thread:1;$/);
     assert.equal((await ask("p8")).slice(0, 8), le(s.long_out + 2, 4));
@@ -203,6 +200,50 @@ test("the stub through its protocol: breakpoints, steps, watchpoint, break-on io
     assert.match(stdout, /^RPLS\.*B$/);
     assert.equal(status, 85, stderr);
     assert.doesNotMatch(stderr, /internal error/);
+  } finally {
+    clearTimeout(timer);
+    vm.kill("SIGKILL");
+  }
+});
+
+test("software breakpoints through the protocol: the stop says swbreak, planted bytes never show in reads", async () => {
+  const g = modesGuest();
+  const s = g.sym;
+  const sock = join(work, "stub-sw.sock");
+  const vm = spawn(process.execPath, [CLI, "run", "--gdb", `unix:${sock}`, "--gdb-wait", g.bin], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stdout = "";
+  let stderr = "";
+  vm.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+  const listening = new Promise<void>((resolve) =>
+    vm.stderr.on("data", (d: Buffer) => {
+      stderr += d.toString();
+      if (stderr.includes("listening")) resolve();
+    }),
+  );
+  const ended = new Promise<number | null>((resolve) => vm.on("close", (code) => resolve(code)));
+  const timer = setTimeout(() => vm.kill("SIGKILL"), 300_000);
+  try {
+    await listening;
+    const c = await Client.open(sock);
+    const ask = (body: string, consoleOut: string[] = []) => c.ask(body, consoleOut);
+    assert.match(await ask("qSupported:swbreak+;hwbreak+"), /swbreak\+/);
+    const at = s.long_out.toString(16);
+    const code = await ask(`m${at},2`);
+    assert.equal(code, "b04c", "mov $'L',%al");
+    assert.equal(await ask(`Z0,${at},1`), "OK");
+    assert.equal(await ask(`m${at},2`), code, "the planted byte does not show");
+    assert.match(await ask("vCont;c"), /^T05thread:1;swbreak:;/);
+    assert.equal((await ask("p8")).slice(0, 8), le(s.long_out, 4));
+    assert.equal(await ask(`m${at},2`), code, "nor while stopped at it");
+    assert.equal(await ask(`z0,${at},1`), "OK");
+    assert.equal(await ask(`m${at},2`), code);
+    // Let it finish: the guest's own int3 reaches its handler (status 85).
+    assert.equal(await ask(`M${s.go.toString(16)},4:${le(1, 4)}`), "OK");
+    assert.equal(await ask("D"), "OK");
+    assert.equal(await ended, 85, stderr);
+    assert.match(stdout, /^RPLS\.*B$/);
   } finally {
     clearTimeout(timer);
     vm.kill("SIGKILL");
@@ -286,6 +327,40 @@ test("the rest of the protocol: threads (two vCPUs), qAttached, qOffsets, G/P/X,
     c.socket.write(framePacket("k"));
     assert.equal(await ended, 16, stderr);
     assert.equal(stdout.includes("B"), false, "the guest did not reach its end");
+  } finally {
+    clearTimeout(timer);
+    vm.kill("SIGKILL");
+  }
+});
+
+test("vmtool says it listens once the stub can answer: after every vCPU thread runs, with --gdb-wait after they wait at their first instruction", async () => {
+  const g = modesGuest();
+  const sock = join(work, "stub-ready.sock");
+  // The start-up marks (docs/run.md) put each thread's steps on stderr in the order they happen.
+  const vm = spawn(
+    process.execPath,
+    [CLI, "run", "--gdb", `unix:${sock}`, "--gdb-wait", "--cpus", "2", g.bin],
+    { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, VMTOOL_STARTUP_MARKS: "1" } },
+  );
+  let stderr = "";
+  const listening = new Promise<void>((resolve) =>
+    vm.stderr.on("data", (d: Buffer) => {
+      stderr += d.toString();
+      if (stderr.includes("gdb: listening")) resolve();
+    }),
+  );
+  const ended = new Promise<number | null>((resolve) => vm.on("close", (code) => resolve(code)));
+  const timer = setTimeout(() => vm.kill("SIGKILL"), 300_000);
+  try {
+    await listening;
+    const before = stderr.slice(0, stderr.indexOf("gdb: listening"));
+    // Both vCPU threads entered their run loop (and parked there) before the line.
+    assert.equal(before.match(/startup: +[\d.]+ vcpu first KVM_RUN/g)?.length, 2, stderr);
+    const c = await Client.open(sock);
+    assert.match(await c.ask("qSupported"), /PacketSize/);
+    assert.match(await c.ask("?"), /^T05thread:1;/);
+    c.socket.write(framePacket("k"));
+    assert.equal(await ended, 16, stderr);
   } finally {
     clearTimeout(timer);
     vm.kill("SIGKILL");

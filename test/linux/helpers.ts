@@ -69,8 +69,40 @@ const FILE = 0o100755;
 const CHR = 0o020600;
 const LINK = 0o120777;
 
-/** An initramfs whose /init is `script` (busybox sh), with busybox and its applets in /bin. */
-export function busyboxInitramfs(script: string): Buffer {
+/**
+ * The kernel modules of Debian's virtio drivers, in load order (each after what it depends on), from the
+ * kernel's directory (`lib/modules/<release>/kernel/...`, as unpacked from its package; the kvm_amd harness
+ * carries the same files in, decompressed).
+ */
+export const VIRTIO_MODULES = [
+  "drivers/virtio/virtio_ring",
+  "drivers/virtio/virtio",
+  "drivers/virtio/virtio_mmio",
+  "drivers/block/virtio_blk",
+  "drivers/char/hw_random/virtio-rng",
+  "drivers/char/virtio_console",
+] as const;
+
+/** The virtio modules of the kernel at `kernel` (its vmlinuz), as initramfs files lib/modules/NAME.ko. */
+export function virtioModules(kernel: string): { name: string; data: Buffer }[] {
+  const release = kernelRelease(kernel);
+  if (release === undefined) throw new Error(`${kernel}: no release file beside it`);
+  const dir = join(kernel, "..", "lib", "modules", release, "kernel");
+  return VIRTIO_MODULES.map((m) => {
+    const p = join(dir, `${m}.ko`);
+    if (!existsSync(p)) throw new Error(`${p} missing (a plain .ko, as Debian's 6.1 package has it)`);
+    return { name: `lib/modules/${m.split("/").at(-1)}.ko`, data: readFileSync(p) };
+  });
+}
+
+/**
+ * An initramfs whose /init is `script` (busybox sh), with busybox and its applets in /bin, and `files` (kernel
+ * modules, for instance) at their paths.
+ */
+export function busyboxInitramfs(
+  script: string,
+  files: readonly { name: string; data: Buffer }[] = [],
+): Buffer {
   const busybox = readFileSync(staticBusybox());
   const applets = [
     "sh",
@@ -86,13 +118,23 @@ export function busyboxInitramfs(script: string): Buffer {
     "ls",
     "dd",
     "printf",
+    "insmod",
+    "od",
+    "tr",
+    "sort",
+    "sync",
+    "dmesg",
   ];
   return newcArchive([
-    ...["dev", "proc", "sys", "bin", "tmp"].map((d) => ({ name: d, mode: DIR })),
+    ...["dev", "proc", "sys", "bin", "tmp", ...(files.length > 0 ? ["lib", "lib/modules"] : [])].map((d) => ({
+      name: d,
+      mode: DIR,
+    })),
     { name: "dev/console", mode: CHR, rdev: [5, 1] },
     { name: "dev/port", mode: CHR, rdev: [1, 4] }, // the I/O ports: init's `dd` to vmtool's exit port
     { name: "bin/busybox", mode: FILE, data: busybox },
     ...applets.map((a) => ({ name: `bin/${a}`, mode: LINK, data: Buffer.from("busybox") })),
+    ...files.map((f) => ({ name: f.name, mode: 0o100644, data: f.data })),
     { name: "init", mode: FILE, data: Buffer.from(`#!/bin/sh\nexport PATH=/bin\n${script}`) },
   ]);
 }

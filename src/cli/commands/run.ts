@@ -40,6 +40,9 @@ interface RunOptions {
   introspectOnTimeout: "continue" | "stop";
 }
 
+/** `acpi=off` on a Linux command line: the kernel then ignores the ACPI tables (and finds the vCPUs in the MP table). */
+const ACPI_OFF = /(^|\s)acpi=off(\s|$)/;
+
 /** The most vCPUs `vmtool run` starts (also bounded by the host's KVM_CAP_MAX_VCPUS). */
 export const MAX_CPUS = 64;
 
@@ -60,7 +63,7 @@ export function register(program: Command): void {
         "the built-in demo guest runs.\n" +
         "On a terminal, standard input is raw (keys go to the guest as typed, Ctrl-C included): Ctrl-A x ends " +
         "the run, Ctrl-A h lists the other keys.\n" +
-        "Exit status: 0 the guest halted with interrupts off, (V<<1)|1 the guest wrote V to port 0xF4, 2 bad " +
+        "Exit status: 0 the guest halted with interrupts off or powered off (ACPI S5), (V<<1)|1 the guest wrote V to port 0xF4, 2 bad " +
         "usage or image, 4 guest fault (register dump on stderr), 6 host cannot run VMs, 8 vmtool's bug, 10 the " +
         "guest's output could not be written, 12 the introspection tool did not answer (--introspect-on-timeout stop), 14 the guest reset the machine (i8042), 16 gdb killed the guest (--gdb, docs/gdb.md), 129/130/131/143 SIGHUP/SIGINT (or Ctrl-A x)/SIGQUIT/SIGTERM, " +
         "141 standard output closed by its reader.",
@@ -73,8 +76,9 @@ export function register(program: Command): void {
     )
     .option(
       "--kernel <file>",
-      "boot a Linux kernel (bzImage through the 64-bit boot protocol, or an uncompressed vmlinux through PVH) instead of FILE, with the PC devices it probes " +
-        "(CMOS RTC, i8042 reset line); console=ttyS0 is added when --cmdline names no console (docs/linux.md)",
+      "boot a Linux kernel (bzImage through the 64-bit boot protocol, or an uncompressed vmlinux through PVH) " +
+        "instead of FILE, with ACPI and MP tables and the PC devices it probes (CMOS RTC, i8042 reset line, ACPI " +
+        "power-off); console=ttyS0 is added when --cmdline names no console (docs/linux.md)",
     )
     .option("--initrd <file>", "with --kernel: the initial RAM disk (initramfs) handed to the kernel")
     .option(
@@ -229,11 +233,13 @@ async function runGuest(
 ): Promise<number> {
   const { planVirtio, linuxCmdline } = await import("../../devices/virtio/placement.js");
   const virtio = planVirtio({ rng: o.rng, console: o.console, disks });
-  // A Linux guest finds virtio-mmio devices only through its command line.
   const linuxWords =
     o.kernel !== undefined ? (await import("../../loader/linux/index.js")).linuxCmdline : undefined;
   const userCmdline = linuxWords ? linuxWords(o.cmdline) : o.cmdline;
-  const cmdline = [userCmdline, linuxCmdline(virtio)].filter((p) => p !== "").join(" ");
+  // A Linux kernel finds the virtio-mmio devices in the DSDT; the virtio_mmio.device= words (which a kernel
+  // with CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES would register a second time) only when ACPI is off.
+  const virtioWords = linuxWords === undefined || ACPI_OFF.test(o.cmdline) ? linuxCmdline(virtio) : "";
+  const cmdline = [userCmdline, virtioWords].filter((p) => p !== "").join(" ");
   const addr = (v: string | undefined, what: string) =>
     v === undefined ? undefined : Number(parseIntOption(v, what, { max: 0xffff_ffffn }));
   const load = addr(o.load, "--load");
@@ -254,13 +260,24 @@ async function runGuest(
   let plan: import("../../loader/index.js").LoadPlan;
   let linux: typeof import("../../loader/linux/index.js") | undefined;
   let linuxPlan: import("../../loader/linux/index.js").LinuxPlan | undefined;
+  let tables: import("../../loader/linux/index.js").PlatformTables | undefined;
   try {
     loader = await import("../../loader/index.js");
     loader.checkCmdline(o.cmdline);
     checkWholeCmdline(o.cmdline, cmdline, (await import("../../loader/boot-info.js")).CMDLINE_MAX);
     if (o.kernel !== undefined) {
       linux = await import("../../loader/linux/index.js");
-      linuxPlan = linux.planLinux(o.kernel, { memSize, cmdline, initrdPath: o.initrd });
+      // The ACPI and MP tables, built (and so checked) before any VM runs; written at load.
+      tables = linux.buildPlatformTables({
+        cpus,
+        virtio: virtio.map(({ base, size, irq }) => ({ base, size, irq })),
+      });
+      linuxPlan = linux.planLinux(o.kernel, {
+        memSize,
+        cmdline,
+        initrdPath: o.initrd,
+        acpiRsdp: tables.rsdp,
+      });
       plan = {
         format: "flat",
         mode: linuxPlan.format === "pvh" ? "protected" : "long",
@@ -345,7 +362,10 @@ async function runGuest(
     onPaused: gdb ? (m) => gdb.onPaused(m) : introspection ? (m) => introspection.onPaused(m) : undefined,
     onEnding: introspection ? () => introspection.finish() : undefined,
     load: (mem) => {
-      if (linux && linuxPlan) return linux.applyLinuxPlan(mem, linuxPlan);
+      if (linux && linuxPlan) {
+        if (tables) linux.applyPlatformTables(mem, tables);
+        return linux.applyLinuxPlan(mem, linuxPlan);
+      }
       // The VM was made for this run and no guest code has run yet: its RAM still reads as zero.
       loader.applyPlan(mem, plan, { freshRam: true });
       const bootInfo = loader.writeBootInfo(mem, { memSize, cpus, devices, cmdline, plan });

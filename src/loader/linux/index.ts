@@ -37,6 +37,14 @@ export function applyLinuxPlan(mem: GuestMemory, plan: LinuxPlan): BootSetup {
 }
 export { E820, linuxE820, BIOS_TABLES_BASE, BIOS_TABLES_END, type E820Entry } from "./e820.js";
 export { parseSetupHeader, looksLikeBzImage, type SetupHeader } from "./setup-header.js";
+export {
+  buildPlatformTables,
+  applyPlatformTables,
+  writePlatformTables,
+  RSDP_ADDR,
+  type PlatformMachine,
+  type PlatformTables,
+} from "./tables/index.js";
 
 export interface LinuxFiles {
   memSize: number;
