@@ -73,9 +73,13 @@ test(
     const clockevent = /^INIT-CLOCKEVENT: (\S+)\r?$/m.exec(stdout)?.[1];
     const ticks = [...stdout.matchAll(/^INIT-TICKS (\S+): (\d+)\r?$/gm)].map((m) => [m[1], Number(m[2])]);
     assert.ok(clockevent, all);
-    assert.equal(ticks.length, 2, `IRQ 0 and LOC rows of /proc/interrupts\n${all}`);
+    // LOC always; IRQ 0 only while the 8259 routes it (without an IOAPIC from the tables).
+    assert.ok(
+      ticks.some(([name]) => name === "LOC"),
+      `the LOC row of /proc/interrupts\n${all}`,
+    );
     if (ticks.every(([, n]) => n === 0)) {
-      // vmtool's machine today: no tables, no PIT.
+      // A machine without ACPI or MP tables and without a PIT (vmtool before it had the tables).
       assert.equal(
         clockevent,
         "pit",
