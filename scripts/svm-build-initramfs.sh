@@ -35,9 +35,9 @@ cd "$top"
   echo "svm-build-initramfs: $dist/src does not exist: build first (npm run build)" >&2
   exit 2
 }
-for tool in busybox cpio gzip gcc as ld; do
+for tool in busybox cpio gzip gcc as ld xz; do
   command -v "$tool" >/dev/null || {
-    echo "svm-build-initramfs: $tool not found: apt-get install busybox-static cpio gzip" >&2
+    echo "svm-build-initramfs: $tool not found: apt-get install busybox-static cpio gzip xz-utils" >&2
     exit 2
   }
 done
@@ -69,9 +69,11 @@ if [ ! -x "$gdb_dir/usr/bin/gdb" ]; then
   mv "$gdb_dir.tmp" "$gdb_dir"
 fi
 gdb_bin="$gdb_dir/usr/bin/gdb"
+# xz, for the tests that cut the vmlinux out of the kernel's bzImage (busybox's xz lacks the x86 BCJ filter).
+xz_bin=$(readlink -f "$(command -v xz)")
 # The base archive's name changes with everything it is made of.
 key=$(cat "$0" "$kdir/release" |
-  cat - <(stat -c '%s %Y' "$node_bin" "$busybox_bin" "$gcc_bin" "$cc1_bin" "$as_bin" "$ld_bin" "$gdb_bin") |
+  cat - <(stat -c '%s %Y' "$node_bin" "$busybox_bin" "$gcc_bin" "$cc1_bin" "$as_bin" "$ld_bin" "$gdb_bin" "$xz_bin") |
   sha256sum | cut -c1-16)
 cache="$top/.cache/svm"
 base="$cache/base-$release-$key.cpio.gz"
@@ -108,10 +110,12 @@ if [ ! -f "$base" ]; then
   cp "$as_bin" "$root/usr/bin/as"
   cp "$ld_bin" "$root/usr/bin/ld"
   cp "$gdb_bin" "$root/usr/bin/gdb"
+  rm -f "$root/bin/xz"
+  cp "$xz_bin" "$root/usr/bin/xz"
   mkdir -p "$root$(dirname "$cc1_bin")"
   cp "$cc1_bin" "$root$cc1_bin"
   cp -r "$gcc_include" "$root$gcc_include"
-  for bin in "$node_bin" "$gcc_bin" "$cc1_bin" "$as_bin" "$ld_bin" "$gdb_bin"; do
+  for bin in "$node_bin" "$gcc_bin" "$cc1_bin" "$as_bin" "$ld_bin" "$gdb_bin" "$xz_bin"; do
     for lib in $(ldd "$bin" | grep -o '/[^ ]*'); do
       mkdir -p "$root$(dirname "$lib")"
       [ -f "$root$lib" ] || cp -L "$lib" "$root$lib"

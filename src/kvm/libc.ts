@@ -32,6 +32,26 @@ export const mmap = lib.func("void *mmap(void *addr, size_t len, int prot, int f
   fd: number,
   off: number,
 ) => bigint;
+const mmapFixedAddr = lib.func("mmap", "uint64", ["uint64", "size_t", "int", "int", "int", "long"]) as (
+  addr: bigint,
+  len: number,
+  prot: number,
+  flags: number,
+  fd: number,
+  off: number,
+) => bigint | number;
+/** mmap at a given address (with MAP_FIXED: over what was mapped there, e.g. a PROT_NONE reservation). */
+export function mmapAt(
+  addr: bigint,
+  len: number,
+  prot: number,
+  flags: number,
+  fd: number,
+  off: number,
+): bigint {
+  // koffi gives a uint64 as a Number when it fits; user-space addresses always do.
+  return BigInt(mmapFixedAddr(addr, len, prot, flags, fd, off));
+}
 export const munmap = lib.func("munmap", "int", ["uint64", "size_t"]) as (
   addr: bigint,
   len: number,
@@ -111,13 +131,16 @@ export const MAP_FAILED = 0xffffffffffffffffn;
 export const O_RDONLY = 0;
 export const O_RDWR = 2;
 export const O_CLOEXEC = 0o2000000;
+export const PROT_NONE = 0;
 export const PROT_READ = 1;
 export const PROT_WRITE = 2;
 export const MAP_SHARED = 0x01;
 export const MAP_PRIVATE = 0x02;
+export const MAP_FIXED = 0x10;
 export const MAP_ANONYMOUS = 0x20;
 export const MAP_NORESERVE = 0x4000;
 export const MADV_DONTFORK = 10;
+export const MADV_HUGEPAGE = 14;
 export const EFD_CLOEXEC = 0o2000000;
 export const EFD_NONBLOCK = 0o4000;
 export const SIG_BLOCK = 0;

@@ -16,6 +16,7 @@ export const EM_386 = 3;
 export const EM_X86_64 = 62;
 const PT_LOAD = 1;
 const PT_INTERP = 3;
+const PT_NOTE = 4;
 const PN_XNUM = 0xffff;
 
 const MACHINE_NAMES: Record<number, string> = {
@@ -44,6 +45,15 @@ export interface ElfImage {
   entry: bigint;
   /** PT_LOAD segments with a non-zero p_memsz, addresses as BigInt (validated: no wrap-around). */
   loads: { paddr: bigint; vaddr: bigint; data: Uint8Array; memSize: bigint }[];
+  /** The PT_NOTE segments' bytes (read with elfNotes: guests that do not need their notes never check them). */
+  notes: ({ index: number; data: Uint8Array; align: 4 | 8 } | { index: number; truncated: bigint })[];
+}
+
+/** One ELF note: its owner's name (without the NUL), its type and its descriptor bytes. */
+export interface ElfNote {
+  name: string;
+  type: number;
+  desc: Uint8Array;
 }
 
 /** Parse and validate an x86 ELF executable (ELF32 for i386 or ELF64 for x86-64, little-endian, ET_EXEC). */
@@ -94,10 +104,24 @@ export function parseElf(b: Uint8Array, name: string): ElfImage {
 
   const top = is64 ? 1n << 64n : 1n << 32n;
   const loads: ElfImage["loads"] = [];
+  const notes: ElfImage["notes"] = [];
   for (let i = 0; i < phnum; i++) {
     const o = Number(phoff) + i * phentsize;
     const ptype = u32(o);
     if (ptype === PT_INTERP) throw bad("dynamically linked ELF (PT_INTERP): link the guest statically");
+    if (ptype === PT_NOTE) {
+      const offset = addr(is64 ? o + 8 : o + 4);
+      const filesz = addr(is64 ? o + 32 : o + 16);
+      const align = addr(is64 ? o + 48 : o + 28);
+      if (offset + filesz <= BigInt(b.length))
+        notes.push({
+          index: i,
+          data: b.subarray(Number(offset), Number(offset + filesz)),
+          align: align === 8n ? 8 : 4,
+        });
+      else notes.push({ index: i, truncated: offset + filesz });
+      continue;
+    }
     if (ptype !== PT_LOAD) continue;
     const offset = addr(is64 ? o + 8 : o + 4);
     const vaddr = addr(is64 ? o + 16 : o + 8);
@@ -122,7 +146,42 @@ export function parseElf(b: Uint8Array, name: string): ElfImage {
   const inV = loads.find((l) => entryV >= l.vaddr && entryV < l.vaddr + l.memSize);
   const inP = loads.find((l) => entryV >= l.paddr && entryV < l.paddr + l.memSize);
   if (!inP && inV) entry = inV.paddr + (entryV - inV.vaddr);
-  return { cls: is64 ? 64 : 32, machine, entry, loads };
+  return { cls: is64 ? 64 : 32, machine, entry, loads, notes };
+}
+
+/** The notes of an ELF image's PT_NOTE segments, in file order, each checked against its segment. */
+export function elfNotes(img: ElfImage, name: string): ElfNote[] {
+  const bad = (what: string) => new ImageError(`${name}: ${what}`);
+  const notes: ElfNote[] = [];
+  for (const seg of img.notes) {
+    if ("truncated" in seg)
+      throw bad(`truncated ELF file: note segment ${seg.index} needs bytes up to ${hex(seg.truncated)}`);
+    notes.push(...readNotes(seg.data, seg.align, bad));
+  }
+  return notes;
+}
+
+/** The notes in one PT_NOTE segment's bytes: namesz, descsz, type, then name and desc, each padded to `align`. */
+function readNotes(seg: Uint8Array, align: 4 | 8, bad: (what: string) => ImageError): ElfNote[] {
+  const v = new DataView(seg.buffer, seg.byteOffset, seg.byteLength);
+  const up = (n: number) => Math.ceil(n / align) * align;
+  const notes: ElfNote[] = [];
+  let at = 0;
+  while (at + 12 <= seg.length) {
+    const namesz = v.getUint32(at, true);
+    const descsz = v.getUint32(at + 4, true);
+    const type = v.getUint32(at + 8, true);
+    const nameAt = at + 12;
+    const descAt = nameAt + up(namesz);
+    if (descAt > seg.length || descAt + descsz > seg.length)
+      throw bad(`ELF note of type ${type} at ${hex(at)} in its segment runs past the segment's end`);
+    const nameBytes = seg.subarray(nameAt, nameAt + namesz);
+    const nul = nameBytes.indexOf(0);
+    const name = new TextDecoder("latin1").decode(nul < 0 ? nameBytes : nameBytes.subarray(0, nul));
+    notes.push({ name, type, desc: seg.subarray(descAt, descAt + descsz) });
+    at = descAt + up(descsz);
+  }
+  return notes;
 }
 
 /** ELF loads as plan segments (addresses proven to fit in 64 bits; range checks come later). */

@@ -9,6 +9,7 @@
 //   long       the same GDT (0x18: 64-bit code), 4-level paging identity-mapping the low 4 GiB (all RAM and the
 //              MMIO window) with 2 MiB pages at LAYOUT.PAGE_TABLES, EFER.LME/LMA, RSP = LAYOUT.STACK_TOP.
 //   Multiboot  protected mode with EAX = 0x2BADB002 and EBX = the Multiboot information, as the spec says.
+//   PVH        protected mode with EBX = the hvm_start_info, CR0 = PE|ET and CR4 = 0, as the PVH ABI says.
 // Every other guest gets the machine description's address in RSI/ESI.
 import type { GuestMemory } from "../memory/guest-memory.js";
 import type { BootMode } from "../loader/types.js";
@@ -47,7 +48,9 @@ export interface BootSetup {
   entry: number;
   /** Multiboot: the information structure's address (EBX); EAX gets the boot loader magic. */
   multibootInfo?: number;
-  /** Non-Multiboot: the machine description's address, given in RSI/ESI. */
+  /** PVH (protected mode): the hvm_start_info's address (EBX). */
+  pvhStartInfo?: number;
+  /** Otherwise: the machine description's (or Linux zero page's) address, given in RSI/ESI. */
   bootInfo?: number;
 }
 
@@ -65,6 +68,9 @@ export function bootVcpu(vcpu: Vcpu, mem: GuestMemory, setup: BootSetup): void {
   if (setup.multibootInfo !== undefined) {
     regs.rax = BigInt(MULTIBOOT_BOOTLOADER_MAGIC);
     regs.rbx = BigInt(setup.multibootInfo);
+  } else if (setup.pvhStartInfo !== undefined) {
+    if (setup.mode !== "protected") throw new RangeError("a PVH entry is in protected mode");
+    regs.rbx = BigInt(setup.pvhStartInfo);
   } else if (setup.bootInfo !== undefined) {
     regs.rsi = BigInt(setup.bootInfo);
   }
@@ -84,8 +90,9 @@ export function bootVcpu(vcpu: Vcpu, mem: GuestMemory, setup: BootSetup): void {
     case "protected":
       writeGdt(mem);
       flatSegments(sregs, false);
-      sregs.cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE;
-      sregs.cr4 = CR4_OSFXSR | CR4_OSXMMEXCPT;
+      // PVH: only PE (ET is read-only 1); the kernel sets up everything else itself.
+      sregs.cr0 = setup.pvhStartInfo !== undefined ? CR0_PE | CR0_ET : CR0_PE | CR0_MP | CR0_ET | CR0_NE;
+      sregs.cr4 = setup.pvhStartInfo !== undefined ? 0n : CR4_OSFXSR | CR4_OSXMMEXCPT;
       sregs.efer = 0n;
       break;
     case "long":

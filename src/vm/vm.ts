@@ -7,7 +7,7 @@ import { Kvm } from "../kvm/system.js";
 import * as libc from "../kvm/libc.js";
 import { KVM, PIT_STATE2_SIZE } from "../kvm/ioctls.js";
 import { kvm_pit_config, kvm_userspace_memory_region } from "../kvm/structs.js";
-import { GuestMemory } from "../memory/guest-memory.js";
+import { GuestMemory, mapGuestRam } from "../memory/guest-memory.js";
 import { LAYOUT } from "./machine-layout.js";
 import { Vcpu } from "./vcpu.js";
 import { setIrqLine } from "./irq-line.js";
@@ -130,16 +130,8 @@ export class Vm {
             `cannot size guest RAM's memfd to ${memSize} bytes: ${libc.strerror(libc.errno())}`,
           );
       }
-      ramAddr = libc.mmap(
-        null,
-        memSize,
-        libc.PROT_READ | libc.PROT_WRITE,
-        ramFd === undefined
-          ? libc.MAP_PRIVATE | libc.MAP_ANONYMOUS | libc.MAP_NORESERVE
-          : libc.MAP_SHARED | libc.MAP_NORESERVE,
-        ramFd ?? -1,
-        0,
-      );
+      // 2 MiB-aligned and advised for transparent huge pages (mapGuestRam).
+      ramAddr = mapGuestRam(memSize, ramFd);
       if (ramAddr === libc.MAP_FAILED) throw new VmResourceError(`cannot map ${memSize} bytes of guest RAM`);
       // A child process (gcc, gdb...) must not get a copy of guest RAM.
       libc.madvise(ramAddr, memSize, libc.MADV_DONTFORK);

@@ -113,6 +113,24 @@ export const INNER_TESTS: readonly InnerTest[] = [
       "for time (one boot takes 85-150 s under TCG): the exit-port boot and the reboot=k boot",
   },
   {
+    file: "test/linux/halt.test.ts",
+    // One boot (85-150 s under TCG, more under load) plus the vmlinux's extraction.
+    timeoutS: 360,
+    why:
+      "a Linux guest's timer tick, which its sleep and halt -f wait on: none on a machine without ACPI, MP " +
+      "tables or a PIT (clock event pit, no IRQ 0 or local timer interrupt); with one, halt -f ends the run " +
+      "(status 0); a stock kernel cannot boot on kvm_pvm (docs/linux.md)",
+  },
+  {
+    file: "test/linux/pvh-boot.test.ts",
+    // One boot (85-150 s under TCG) plus the vmlinux's extraction from the bzImage with the carried xz.
+    timeoutS: 330,
+    why:
+      "vmtool run --kernel booting Debian's kernel through PVH (the vmlinux extracted by the test from the " +
+      "bzImage) to a busybox init, with the bzImage boot's checks (command line, RAM, CPU count, the RTC's " +
+      "time, status 11 from the exit port): a stock kernel cannot boot on kvm_pvm (docs/linux.md)",
+  },
+  {
     file: "test/introspect/server.test.ts",
     only: "^(handshake|CHECK_COMMAND|libkvmi's pause batch|READ_PHYSICAL|VCPU_TRANSLATE_GVA|SINGLESTEP events|an MSR event|a PF event|INJECT_EXCEPTION)",
     why:
@@ -164,6 +182,8 @@ export const NOT_INSIDE: Readonly<Record<string, string>> = {
   "test/svm/classification.test.ts": "checks this list against the test files; no KVM",
   "test/kvm/koffi-loader.test.ts":
     "how koffi's native addon is found and opened (Node and the package layout, no KVM); every file run inside loads it the same way",
+  "test/memory/huge-pages.test.ts":
+    "guest RAM's host mapping (alignment, MADV_HUGEPAGE, AnonHugePages in smaps): the host kernel's memory management, the same under any backend; the Linux boot's nested page faults with it are measured inside (docs/linux.md)",
   "test/memory/guest-memory-windows.test.ts":
     "guest RAM views are host mappings seen from JavaScript; the backend only writes into them, as the guests of the files run inside already do",
   // No /dev/kvm in these: pure decoders and device state machines give the same results on any backend.
@@ -275,6 +295,8 @@ export const NOT_INSIDE: Readonly<Record<string, string>> = {
     "the bzImage loader and the zero page on Debian's kernel file and crafted truncations, and vmtool run's refusals before any guest runs; no guest boots",
   "test/linux/lapic.test.ts":
     "the in-kernel local APIC's register page through KVM_GET/SET_LAPIC, common KVM code (lapic.c) on every backend; the Linux boot inside sets it the same way",
+  "test/linux/pvh.test.ts":
+    "the PVH loader and its start info on crafted ELF files and Debian's vmlinux, vmtool run's refusals, a crafted PVH guest's entry state and Debian's kernel up to its first console lines (all of which run on this host's kvm_pvm); the full PVH boot runs inside (test/linux/pvh-boot.test.ts)",
   "test/linux/pvm.test.ts":
     "asserts what this host's kvm_pvm does with a Linux kernel (the emulation failure it meets); kvm_amd boots it (test/linux/boot.test.ts)",
   "test/devices/cmos-rtc.test.ts": "device state machine with an injected clock; no KVM",

@@ -76,9 +76,9 @@ export function register(program: Command): void {
     )
     .option(
       "--kernel <file>",
-      "boot a Linux kernel (bzImage, 64-bit boot protocol) instead of FILE, with ACPI and MP tables and the PC " +
-        "devices it probes (CMOS RTC, i8042 reset line, ACPI power-off); console=ttyS0 is added when --cmdline " +
-        "names no console (docs/linux.md)",
+      "boot a Linux kernel (bzImage through the 64-bit boot protocol, or an uncompressed vmlinux through PVH) " +
+        "instead of FILE, with ACPI and MP tables and the PC devices it probes (CMOS RTC, i8042 reset line, ACPI " +
+        "power-off); console=ttyS0 is added when --cmdline names no console (docs/linux.md)",
     )
     .option("--initrd <file>", "with --kernel: the initial RAM disk (initramfs) handed to the kernel")
     .option(
@@ -280,7 +280,7 @@ async function runGuest(
       });
       plan = {
         format: "flat",
-        mode: "long",
+        mode: linuxPlan.format === "pvh" ? "protected" : "long",
         entry: linuxPlan.entry,
         segments: [],
         describe: linuxPlan.describe,
@@ -364,7 +364,7 @@ async function runGuest(
     load: (mem) => {
       if (linux && linuxPlan) {
         if (tables) linux.applyPlatformTables(mem, tables);
-        return { mode: "long", entry: linuxPlan.entry, bootInfo: linux.applyLinuxPlan(mem, linuxPlan) };
+        return linux.applyLinuxPlan(mem, linuxPlan);
       }
       // The VM was made for this run and no guest code has run yet: its RAM still reads as zero.
       loader.applyPlan(mem, plan, { freshRam: true });
@@ -413,7 +413,7 @@ function linuxSummary(
 ): string {
   const version = plan.kernelVersion?.split(" ")[0];
   const parts = [
-    `Linux${version ? ` ${version}` : ""}, bzImage`,
+    `Linux${version ? ` ${version}` : ""}, ${plan.format === "pvh" ? "PVH" : "bzImage"}`,
     memSize % MiB === 0 ? `${memSize / MiB} MiB` : `${memSize} bytes`,
     `${cpus} vCPU${cpus > 1 ? "s" : ""}`,
   ];

@@ -1,21 +1,40 @@
 // `vmtool run --kernel`: a Linux kernel and its initrd, read from disk (bounded by guest RAM) and planned with
-// every check done before any VM exists. The format comes from the file: a bzImage (64-bit boot protocol).
+// every check done before any VM exists. The format comes from the file: a bzImage (64-bit boot protocol) or
+// an ELF vmlinux (PVH).
 import { InputFile } from "../../files/input-file.js";
+import type { GuestMemory } from "../../memory/guest-memory.js";
+import type { BootSetup } from "../../vm/boot-modes.js";
 import { ImageError } from "../errors.js";
 import { guestRamText, readImageFile } from "../image-file.js";
 import { isElf } from "../elf.js";
 import { looksLikeBzImage } from "./setup-header.js";
-import { planBzImage, type LinuxPlan } from "./bzimage.js";
+import { applyLinuxPlan as applyBzImagePlan, planBzImage, type LinuxPlan as BzImagePlan } from "./bzimage.js";
+import { applyPvhPlan, planPvh, type PvhPlan } from "./pvh.js";
 
+export { linuxCmdline, planBzImage, ZERO_PAGE, CMDLINE_ADDR, type LinuxBootOptions } from "./bzimage.js";
 export {
-  applyLinuxPlan,
-  linuxCmdline,
-  planBzImage,
-  ZERO_PAGE,
-  CMDLINE_ADDR,
-  type LinuxPlan,
-  type LinuxBootOptions,
-} from "./bzimage.js";
+  planPvh,
+  pvhEntry,
+  buildStartInfo,
+  HVM_START_MAGIC,
+  START_INFO,
+  START_INFO_ADDR,
+  MODLIST_ADDR,
+  MEMMAP_ADDR,
+  PVH_CMDLINE_ADDR,
+  PVH_CMDLINE_MAX,
+  type PvhPlan,
+} from "./pvh.js";
+export type { BzImagePlan };
+/** A planned Linux boot, by format. */
+export type LinuxPlan = BzImagePlan | PvhPlan;
+
+/** Write a planned boot into fresh guest RAM; returns how the boot vCPU starts. */
+export function applyLinuxPlan(mem: GuestMemory, plan: LinuxPlan): BootSetup {
+  if (plan.format === "pvh")
+    return { mode: "protected", entry: plan.entry, pvhStartInfo: applyPvhPlan(mem, plan) };
+  return { mode: "long", entry: plan.entry, bootInfo: applyBzImagePlan(mem, plan) };
+}
 export { E820, linuxE820, BIOS_TABLES_BASE, BIOS_TABLES_END, type E820Entry } from "./e820.js";
 export { parseSetupHeader, looksLikeBzImage, type SetupHeader } from "./setup-header.js";
 export {
@@ -49,19 +68,10 @@ export function readInitrd(path: string, memSize: number): Uint8Array {
 /** Plan a Linux boot from the kernel file (and initrd file) at these paths. */
 export function planLinux(kernelPath: string, o: LinuxFiles): LinuxPlan {
   const bytes = readImageFile(kernelPath, o.memSize);
-  if (looksLikeBzImage(bytes) || !isElf(bytes)) {
-    const initrd =
-      o.initrdPath === undefined
-        ? undefined
-        : { bytes: readInitrd(o.initrdPath, o.memSize), name: o.initrdPath };
-    return planBzImage(bytes, kernelPath, {
-      memSize: o.memSize,
-      cmdline: o.cmdline,
-      initrd,
-      acpiRsdp: o.acpiRsdp,
-    });
-  }
-  throw new ImageError(
-    `${kernelPath}: an ELF file; --kernel boots bzImages (an uncompressed vmlinux through PVH is not supported yet)`,
-  );
+  const plan = !looksLikeBzImage(bytes) && isElf(bytes) ? planPvh : planBzImage;
+  const initrd =
+    o.initrdPath === undefined
+      ? undefined
+      : { bytes: readInitrd(o.initrdPath, o.memSize), name: o.initrdPath };
+  return plan(bytes, kernelPath, { memSize: o.memSize, cmdline: o.cmdline, initrd, acpiRsdp: o.acpiRsdp });
 }

@@ -1,0 +1,92 @@
+// The part of bench/linux-boot.mjs that runs inside the kvm_amd VM: boots the same kernel and initramfs with
+// each VMM in turn, round after round, and prints one JSON line per boot ("SVM bench {...}" on standard output):
+// time from the VMM's start to the init's first line, the run's end, and the exits the VM made, counted by the
+// kernel's KVM tracepoints (hist triggers on kvm_exit by SVM exit code, kvm_userspace_exit by reason, kvm_pio by
+// port): the same count for every VMM, since only one VM runs at a time.
+//
+//   node linux-boot-inner.mjs CONFIG.json
+import { spawn } from "node:child_process";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+
+const cfg = JSON.parse(readFileSync(process.argv[2], "utf8"));
+const TRACING = "/sys/kernel/tracing";
+const HISTS = [
+  { event: "kvm/kvm_exit", keys: "exit_reason" },
+  { event: "kvm/kvm_userspace_exit", keys: "reason" },
+  { event: "kvm/kvm_pio", keys: "port,rw" },
+];
+
+if (!existsSync(`${TRACING}/events`)) execFileSync("mount", ["-t", "tracefs", "tracefs", TRACING]);
+
+function trigger(h, on) {
+  writeFileSync(
+    `${TRACING}/events/${h.event}/trigger`,
+    `${on ? "" : "!"}hist:keys=${h.keys}:vals=hitcount\n`,
+  );
+}
+
+/** "{ exit_reason: 124 } hitcount: 10" lines -> { "124": 10 } (several keys joined by ","). */
+function readHist(h) {
+  const out = {};
+  for (const line of readFileSync(`${TRACING}/events/${h.event}/hist`, "utf8").split("\n")) {
+    const m = /^\{(.*)\}\s+hitcount:\s+(\d+)/.exec(line);
+    if (!m) continue;
+    const key = m[1]
+      .split(",")
+      .map((kv) => kv.split(":")[1].trim())
+      .join(",");
+    out[key] = Number(m[2]);
+  }
+  return out;
+}
+
+function bootOnce(vmm) {
+  return new Promise((resolve) => {
+    for (const h of HISTS) trigger(h, true);
+    const t0 = process.hrtime.bigint();
+    const child = spawn(vmm.cmd[0], vmm.cmd.slice(1), {
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, ...(vmm.env ?? {}) },
+    });
+    let out = "";
+    let err = "";
+    let initMs;
+    let guestUptime;
+    child.stdout.on("data", (b) => {
+      out += b.toString("latin1");
+      if (initMs === undefined) {
+        const m = /INIT-LINE: ([\d.]+)/.exec(out);
+        if (m) {
+          initMs = Number(process.hrtime.bigint() - t0) / 1e6;
+          guestUptime = Number(m[1]);
+        }
+      }
+    });
+    child.stderr.on("data", (b) => (err += b.toString("latin1")));
+    const timer = setTimeout(() => child.kill("SIGKILL"), cfg.timeoutMs);
+    child.on("exit", (code, signal) => {
+      clearTimeout(timer);
+      const endMs = Number(process.hrtime.bigint() - t0) / 1e6;
+      const [exits, userspace, pio] = HISTS.map(readHist);
+      for (const h of HISTS) trigger(h, false);
+      resolve({
+        vmm: vmm.name,
+        status: code ?? signal,
+        initMs,
+        guestUptime,
+        endMs,
+        exits,
+        userspace,
+        pio,
+        tail: initMs === undefined ? `${out.slice(-1500)}\n${err.slice(-1500)}` : undefined,
+      });
+    });
+  });
+}
+
+for (let round = 0; round < cfg.rounds; round++)
+  for (const vmm of cfg.vmms) {
+    const r = await bootOnce(vmm);
+    process.stdout.write(`SVM bench ${JSON.stringify({ round, ...r })}\n`);
+  }

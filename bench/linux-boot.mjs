@@ -1,0 +1,245 @@
+// Time to init and exits per boot of Debian's kernel, vmtool against QEMU microvm, under the same nested KVM:
+// the kvm_amd VM of the test harness (QEMU TCG, docs/svm.md) with QEMU carried in (its binary, the libraries
+// ldd lists and the firmware microvm loads). Inside, the same bzImage, vmlinux and busybox initramfs boot in
+// alternation with vmtool (bzImage and PVH) and QEMU microvm (PVH, ACPI off and on, the RTC on), round after
+// round (bench/linux-boot-inner.mjs). The init prints its first line and ends the run through port 0xF4
+// (vmtool's exit port; QEMU's isa-debug-exit there), so every VMM ends the same way.
+//
+//   node bench/linux-boot.mjs    BENCH_RUNS=rounds (default 2), VMTOOL_DIST=build (default dist),
+//                                BENCH_ONLY=word,... (only the VMMs whose name contains one, e.g. vmtool)
+//
+// Prints each VMM's median time to init (from the VMM's start to init's first line) and exits by reason
+// (SVM exit codes, exits to user space, port I/O), and the ratios against QEMU microvm with ACPI off.
+import { execFileSync, spawn } from "node:child_process";
+import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { basename, join, relative } from "node:path";
+import { ROOT, workDir } from "./lib.mjs";
+
+const ROUNDS = Number(process.env.BENCH_RUNS ?? 2);
+const DIST = process.env.VMTOOL_DIST ?? "dist";
+const CMDLINE = "console=ttyS0 quiet pci=off panic=-1";
+// What microvm loads (QEMU 10: qboot.rom with acpi=off, bios-microvm.bin with acpi=on; pvh.bin for a PVH kernel).
+const QEMU_FIRMWARE = ["qboot.rom", "bios-microvm.bin", "pvh.bin", "linuxboot_dma.bin", "kvmvapic.bin"];
+/** SVM exit codes (AMD APM vol. 2, appendix C) for the ones a Linux boot makes. */
+const SVM_EXIT = {
+  0x40: "exception #DE",
+  0x41: "exception #DB",
+  0x46: "exception #UD",
+  0x4e: "exception #PF",
+  0x52: "exception #MC",
+  0x60: "INTR",
+  0x61: "NMI",
+  0x62: "SMI",
+  0x63: "INIT",
+  0x64: "VINTR",
+  0x65: "CR0_SEL_WRITE",
+  0x6e: "RDTSC",
+  0x72: "CPUID",
+  0x74: "IRET",
+  0x76: "INVD",
+  0x77: "PAUSE",
+  0x78: "HLT",
+  0x79: "INVLPG",
+  0x7a: "INVLPGA",
+  0x7b: "IOIO",
+  0x7c: "MSR",
+  0x7f: "SHUTDOWN",
+  0x80: "VMRUN",
+  0x81: "VMMCALL",
+  0x87: "RDTSCP",
+  0x89: "WBINVD",
+  0x8a: "MONITOR",
+  0x8b: "MWAIT",
+  0x8d: "XSETBV",
+  0x400: "NPF",
+  0x401: "AVIC_INCOMPLETE_IPI",
+  0x402: "AVIC_NOACCEL",
+};
+const svmExitName = (code) => {
+  const n = Number(code);
+  if (SVM_EXIT[n]) return SVM_EXIT[n];
+  if (n < 0x10) return `read CR${n}`;
+  if (n < 0x20) return `write CR${n - 0x10}`;
+  if (n < 0x30) return `read DR${n - 0x20}`;
+  if (n < 0x40) return `write DR${n - 0x30}`;
+  return `0x${n.toString(16)}`;
+};
+
+const dist = join(ROOT, DIST);
+if (!existsSync(join(dist, "src", "cli", "main.js"))) {
+  console.error(`linux-boot: ${DIST}/src/cli/main.js missing: build first (npm run build)`);
+  process.exit(2);
+}
+const work = workDir("vmtool-linux-boot-");
+const extra = join(work, "extra");
+mkdirSync(join(extra, "qemu", "lib"), { recursive: true });
+mkdirSync(join(extra, "qemu", "share"), { recursive: true });
+
+// QEMU and what it loads: its libraries (run with LD_LIBRARY_PATH inside) and microvm's firmware.
+const qemuBin = execFileSync("sh", ["-c", 'readlink -f "$(command -v qemu-system-x86_64)"'], {
+  encoding: "utf8",
+}).trim();
+copyFileSync(qemuBin, join(extra, "qemu", "qemu-system-x86_64"));
+execFileSync("chmod", ["+x", join(extra, "qemu", "qemu-system-x86_64")]);
+for (const lib of execFileSync("ldd", [qemuBin], { encoding: "utf8" }).matchAll(/=> (\/\S+)/g))
+  copyFileSync(lib[1], join(extra, "qemu", "lib", basename(lib[1])));
+const qemuData = ["/usr/share/qemu", "/usr/share/seabios", "/usr/lib/ipxe/qemu"];
+for (const f of QEMU_FIRMWARE) {
+  const from = qemuData.map((d) => join(d, f)).find((p) => existsSync(p));
+  if (!from) throw new Error(`QEMU firmware ${f} not found in ${qemuData.join(", ")}`);
+  copyFileSync(from, join(extra, "qemu", "share", f));
+}
+const qemuVersion = execFileSync(qemuBin, ["--version"], { encoding: "utf8" }).split("\n")[0];
+
+// The kernel (Debian's, as the tests fetch it), its vmlinux, and a busybox initramfs whose init prints its
+// uptime and ends the run through port 0xF4.
+const helpers = await import(join(dist, "test", "linux", "helpers.js"));
+const { extractVmlinux } = await import(join(dist, "test", "linux", "pvh-vmlinux.js"));
+const bzImage = helpers.debianKernel();
+extractVmlinux(bzImage, extra);
+writeFileSync(
+  join(extra, "initrd.cpio"),
+  helpers.busyboxInitramfs(
+    "mount -t proc proc /proc\n" +
+      'echo "INIT-LINE: $(cut -d" " -f1 /proc/uptime)"\n' +
+      "printf '\\005' | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null\n",
+  ),
+);
+copyFileSync(join(ROOT, "bench", "linux-boot-inner.mjs"), join(extra, "linux-boot-inner.mjs"));
+
+// Paths as the VM sees them: the project at /svm/repo, the extra folder at /svm/extra.
+const e = "/svm/extra";
+const inKernel = `/svm/repo/${relative(ROOT, bzImage)}`;
+const vmtool = (kernel) => [
+  "node",
+  `/svm/repo/${DIST}/src/cli/main.js`,
+  "run",
+  ...["--kernel", kernel, "--initrd", `${e}/initrd.cpio`, "--cmdline", CMDLINE, "--mem", "256M"],
+];
+const qemu = (machine) => [
+  `${e}/qemu/qemu-system-x86_64`,
+  ...["-M", machine, "-enable-kvm", "-cpu", "host", "-m", "256", "-smp", "1"],
+  ...["-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot"],
+  ...["-L", `${e}/qemu/share`, "-device", "isa-debug-exit,iobase=0xf4,iosize=4"],
+  ...["-kernel", `${e}/vmlinux`, "-initrd", `${e}/initrd.cpio`, "-append", CMDLINE],
+];
+const qemuEnv = { LD_LIBRARY_PATH: `${e}/qemu/lib` };
+const ALL_VMMS = [
+  { name: "vmtool bzImage", cmd: vmtool(inKernel) },
+  { name: "vmtool PVH", cmd: vmtool(`${e}/vmlinux`) },
+  { name: "QEMU microvm PVH acpi=off", cmd: qemu("microvm,acpi=off,rtc=on"), env: qemuEnv },
+  { name: "QEMU microvm PVH acpi=on", cmd: qemu("microvm,acpi=on,rtc=on"), env: qemuEnv },
+];
+const ONLY = (process.env.BENCH_ONLY ?? "").split(",");
+const VMMS = ALL_VMMS.filter((v) => ONLY.some((w) => v.name.includes(w)));
+const REFERENCE = "QEMU microvm PVH acpi=off";
+writeFileSync(join(extra, "config.json"), JSON.stringify({ rounds: ROUNDS, vmms: VMMS, timeoutMs: 600_000 }));
+writeFileSync(
+  join(work, "job"),
+  `node ${e}/linux-boot-inner.mjs ${e}/config.json >&3 2>/tmp/bench.err\nsed 's/^/SVM bench-err /' /tmp/bench.err >&3\n`,
+);
+
+console.error(
+  `linux-boot: ${ROUNDS} rounds of ${VMMS.length} boots inside the kvm_amd VM (${qemuVersion} inside and out); ` +
+    "building the initramfs...",
+);
+const initrd = join(work, "initrd.gz");
+const outerKernel = execFileSync(
+  join(ROOT, "scripts", "svm-build-initramfs.sh"),
+  [DIST, initrd, join(work, "job"), extra],
+  { cwd: ROOT, encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] },
+).trim();
+const results = join(work, "results.log");
+const console_ = join(work, "console.log");
+const t0 = Date.now();
+await new Promise((resolve, reject) => {
+  const q = spawn(
+    "qemu-system-x86_64",
+    [
+      ...["-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", "2048"],
+      ...["-display", "none", "-monitor", "none", "-no-reboot", "-nodefaults"],
+      ...["-serial", `file:${console_}`, "-serial", `file:${results}`],
+      ...["-kernel", outerKernel, "-initrd", initrd, "-append", "console=ttyS0 panic=-1 quiet"],
+    ],
+    { stdio: ["ignore", "ignore", "inherit"] },
+  );
+  const timer = setTimeout(() => q.kill("SIGKILL"), 3_600_000);
+  q.on("error", reject);
+  q.on("exit", () => {
+    clearTimeout(timer);
+    resolve();
+  });
+});
+const lines = existsSync(results) ? readFileSync(results, "utf8").replace(/\r/g, "").split("\n") : [];
+const boots = lines.filter((l) => l.startsWith("SVM bench {")).map((l) => JSON.parse(l.slice(10)));
+for (const l of lines.filter((x) => x.startsWith("SVM bench-err "))) console.error(l.slice(14));
+if (boots.length === 0) {
+  console.error("linux-boot: nothing came back from the VM; its console:");
+  console.error(existsSync(console_) ? readFileSync(console_, "utf8").split("\n").slice(-30).join("\n") : "");
+  process.exit(1);
+}
+console.error(`linux-boot: ${boots.length} boots in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+
+const median = (xs) => {
+  const s = xs.filter((x) => x !== undefined).sort((a, b) => a - b);
+  if (s.length === 0) return undefined;
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+const sum = (o) => Object.values(o).reduce((a, b) => a + b, 0);
+const rows = VMMS.map((v) => {
+  const bs = boots.filter((b) => b.vmm === v.name);
+  for (const b of bs.filter((x) => x.initMs === undefined))
+    console.error(`${v.name}, round ${b.round}: no init line (status ${b.status})\n${b.tail}`);
+  const reasons = new Set(bs.flatMap((b) => Object.keys(b.exits)));
+  const byReason = Object.fromEntries(
+    [...reasons].map((r) => [svmExitName(r), median(bs.map((b) => b.exits[r] ?? 0))]),
+  );
+  const ports = new Set(bs.flatMap((b) => Object.keys(b.pio)));
+  const byPort = Object.fromEntries(
+    [...ports].map((p) => {
+      const [port, rw] = p.split(",");
+      return [
+        `0x${Number(port).toString(16)} ${rw === "1" ? "out" : "in"}`,
+        median(bs.map((b) => b.pio[p] ?? 0)),
+      ];
+    }),
+  );
+  return {
+    name: v.name,
+    statuses: bs.map((b) => b.status).join(" "),
+    initMs: median(bs.map((b) => b.initMs)),
+    guestUptime: median(bs.map((b) => b.guestUptime)),
+    endMs: median(bs.map((b) => b.endMs)),
+    exits: median(bs.map((b) => sum(b.exits))),
+    userspace: median(bs.map((b) => sum(b.userspace))),
+    byReason,
+    byPort,
+    all: bs.map((b) => `${(b.initMs / 1000).toFixed(1)} s / ${sum(b.exits)}`).join(", "),
+  };
+});
+const ref = rows.find((r) => r.name === REFERENCE) ?? rows[0];
+const fmt = (n, d = 0) =>
+  n === undefined ? "-" : n.toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: d });
+console.log(
+  `\n| VMM | time to init (s) | kernel uptime at init (s) | exits | of which to user space | time / QEMU | exits / QEMU | each run (time to init / exits) |`,
+);
+console.log("|---|---|---|---|---|---|---|---|");
+for (const r of rows)
+  console.log(
+    `| ${r.name} | ${fmt(r.initMs / 1000, 2)} | ${fmt(r.guestUptime, 2)} | ${fmt(r.exits)} | ${fmt(r.userspace)} | ` +
+      `${fmt(r.initMs / ref.initMs, 2)} | ${fmt(r.exits / ref.exits, 2)} | ${r.all} |`,
+  );
+const reasons = [...new Set(rows.flatMap((r) => Object.keys(r.byReason)))].sort(
+  (a, b) => (rows[0].byReason[b] ?? 0) - (rows[0].byReason[a] ?? 0),
+);
+console.log(`\n| exit reason (median per boot) | ${rows.map((r) => r.name).join(" | ")} |`);
+console.log(`|---|${rows.map(() => "---").join("|")}|`);
+for (const x of reasons) console.log(`| ${x} | ${rows.map((r) => fmt(r.byReason[x] ?? 0)).join(" | ")} |`);
+const ports = [...new Set(rows.flatMap((r) => Object.keys(r.byPort)))].sort(
+  (a, b) => Math.max(...rows.map((r) => r.byPort[b] ?? 0)) - Math.max(...rows.map((r) => r.byPort[a] ?? 0)),
+);
+console.log(`\n| port (median per boot) | ${rows.map((r) => r.name).join(" | ")} |`);
+console.log(`|---|${rows.map(() => "---").join("|")}|`);
+for (const p of ports.slice(0, 20))
+  console.log(`| ${p} | ${rows.map((r) => fmt(r.byPort[p] ?? 0)).join(" | ")} |`);
+console.log(`\nexit statuses: ${rows.map((r) => `${r.name}: ${r.statuses}`).join("; ")}`);
