@@ -8,15 +8,17 @@ import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { CLI } from "../helpers/paths.js";
-import { spawn } from "node:child_process";
-import { VIRTIO_MODULES, busyboxInitramfs, debianKernel, kvmBackend, virtioModules } from "./helpers.js";
+import {
+  VIRTIO_MODULES,
+  bootVmtool,
+  busyboxInitramfs,
+  debianKernel,
+  initField as field,
+  stockKernelSkip,
+  virtioModules,
+} from "./helpers.js";
 
-const backend = kvmBackend();
-const skip =
-  backend === "kvm_pvm" || backend === undefined
-    ? `a stock kernel cannot boot on ${backend ?? "a host without KVM"} (docs/linux.md); it runs under the kvm_amd harness`
-    : undefined;
+const skip = stockKernelSkip();
 
 /**
  * Only stops a hung boot, inside the 360 s the kvm_amd harness gives this file (inner-tests.ts). A quiet boot
@@ -88,54 +90,14 @@ after(() => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-/** Run vmtool; a boot that does not end in time gets SIGTERM (vmtool then prints its --stats), then SIGKILL. */
-async function boot(cmdline: string, ...extra: string[]) {
+/** Boot the plain initrd (bootVmtool: SIGTERM, then SIGKILL, for a boot that does not end in time). */
+function boot(cmdline: string, ...extra: string[]) {
   return bootWith(initrd, cmdline, ...extra);
 }
 
-async function bootWith(initrdFile: string, cmdline: string, ...extra: string[]) {
-  const t0 = Date.now() / 1000;
-  const args = [
-    CLI,
-    "run",
-    "--kernel",
-    kernel,
-    "--initrd",
-    initrdFile,
-    "--cmdline",
-    cmdline,
-    "--stats",
-    ...extra,
-  ];
-  const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.on("data", (b: Buffer) => (stdout += b.toString("latin1")));
-  child.stderr.on("data", (b: Buffer) => (stderr += b.toString("latin1")));
-  const term = setTimeout(() => child.kill("SIGTERM"), BOOT_TIMEOUT_MS);
-  const kill = setTimeout(() => child.kill("SIGKILL"), BOOT_TIMEOUT_MS + 5000);
-  const status = await new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
-  const t1 = Date.now() / 1000;
-  clearTimeout(term);
-  clearTimeout(kill);
-  const tail = (s: string) => (s.length > 6000 ? `...${s.slice(-6000)}` : s);
-  // The end of what the guest and vmtool printed, as test output (the kvm_amd harness shows its last lines).
-  const lines = (s: string) => s.split(/\r?\n/).filter((l) => l !== "");
-  for (const l of lines(stdout).slice(-40)) console.log(`boot: ${l.slice(0, 300)}`);
-  for (const l of lines(stderr).slice(-30)) console.log(`boot: ${l.slice(0, 300)}`);
-  console.log(`boot: status ${status}, ${(t1 - t0).toFixed(1)} s`);
-  return {
-    status,
-    stdout,
-    stderr,
-    t0,
-    t1,
-    all: `${tail(stdout)}\n--- stderr ---\n${tail(stderr)}`,
-  };
-}
-
-function field(out: string, key: string): string | undefined {
-  return new RegExp(`^${key}: (.*?)\\r?$`, "m").exec(out)?.[1];
+function bootWith(initrdFile: string, cmdline: string, ...extra: string[]) {
+  const args = ["run", "--kernel", kernel, "--initrd", initrdFile, "--cmdline", cmdline, "--stats", ...extra];
+  return bootVmtool(args, BOOT_TIMEOUT_MS);
 }
 
 test(

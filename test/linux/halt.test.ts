@@ -7,19 +7,13 @@
 // through the exit port instead of sleeping; with a tick it sleeps and halts, which must end the run (status 0).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { CLI } from "../helpers/paths.js";
-import { busyboxInitramfs, debianKernel, kvmBackend } from "./helpers.js";
+import { bootVmtool, busyboxInitramfs, debianKernel, stockKernelSkip } from "./helpers.js";
 import { extractVmlinux } from "./pvh-vmlinux.js";
 
-const backend = kvmBackend();
-const skip =
-  backend === "kvm_pvm" || backend === undefined
-    ? `a stock kernel cannot boot on ${backend ?? "a host without KVM"} (docs/linux.md); it runs under the kvm_amd harness`
-    : undefined;
+const skip = stockKernelSkip();
 
 /** Only stops a hung boot, inside the time the kvm_amd harness gives this file (inner-tests.ts). */
 const BOOT_TIMEOUT_MS = 300_000;
@@ -60,16 +54,7 @@ test(
   async () => {
     const cmdline = "console=ttyS0 quiet pci=off";
     const args = ["run", "--kernel", vmlinux, "--initrd", initrd, "--cmdline", cmdline, "--stats"];
-    const child = spawn(process.execPath, [CLI, ...args], { stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (b: Buffer) => (stdout += b.toString("latin1")));
-    child.stderr.on("data", (b: Buffer) => (stderr += b.toString("latin1")));
-    const term = setTimeout(() => child.kill("SIGTERM"), BOOT_TIMEOUT_MS);
-    const status = await new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
-    clearTimeout(term);
-    const all = `${stdout.slice(-4000)}\n--- stderr ---\n${stderr.slice(-4000)}`;
-    for (const l of stdout.split(/\r?\n/).filter((x) => x.startsWith("INIT-"))) console.log(`boot: ${l}`);
+    const { status, stdout, all } = await bootVmtool(args, BOOT_TIMEOUT_MS);
     const clockevent = /^INIT-CLOCKEVENT: (\S+)\r?$/m.exec(stdout)?.[1];
     const ticks = [...stdout.matchAll(/^INIT-TICKS (\S+): (\d+)\r?$/gm)].map((m) => [m[1], Number(m[2])]);
     assert.ok(clockevent, all);

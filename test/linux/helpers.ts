@@ -1,10 +1,10 @@
 // What the Linux tests share: Debian's kernel (the one scripts/fetch-debian-kernel.sh puts in .cache/kernel/,
 // also carried into the kvm_amd VM), an initramfs built here from the host's static busybox, and which KVM
 // backend this host has (a stock kernel boots only where the CPU's own virtualization runs ring 0: docs/linux.md).
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, realpathSync } from "node:fs";
 import { join } from "node:path";
-import { ROOT } from "../helpers/paths.js";
+import { CLI, ROOT } from "../helpers/paths.js";
 
 /** Debian's bzImage: from .cache/kernel/ (inside the kvm_amd VM it was carried there), else fetched. */
 export function debianKernel(): string {
@@ -164,4 +164,54 @@ export function runCmd(
     const x = e as { status: number | null; signal: string | null; stdout?: string; stderr?: string };
     return { status: x.status, signal: x.signal, stdout: x.stdout ?? "", stderr: x.stderr ?? "" };
   }
+}
+
+/** Why the stock-kernel boots skip here, or undefined where the backend runs guest ring 0 in hardware. */
+export function stockKernelSkip(): string | undefined {
+  const backend = kvmBackend();
+  return backend === "kvm_pvm" || backend === undefined
+    ? `a stock kernel cannot boot on ${backend ?? "a host without KVM"} (docs/linux.md); it runs under the kvm_amd harness`
+    : undefined;
+}
+
+/** The value of init's `KEY: value` line, or undefined. */
+export function initField(out: string, key: string): string | undefined {
+  return new RegExp(`^${key}: (.*?)\\r?$`, "m").exec(out)?.[1];
+}
+
+export interface Boot {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+  /** When the run started and ended, POSIX seconds. */
+  t0: number;
+  t1: number;
+  /** The end of both outputs, for assertion messages. */
+  all: string;
+}
+
+/**
+ * `vmtool ARGS` for a Linux boot. One that does not end within `timeoutMs` gets SIGTERM (vmtool then prints
+ * its --stats), then SIGKILL. The end of what the guest and vmtool printed goes to the test's output (the
+ * kvm_amd harness shows its last lines).
+ */
+export async function bootVmtool(args: readonly string[], timeoutMs: number): Promise<Boot> {
+  const t0 = Date.now() / 1000;
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (b: Buffer) => (stdout += b.toString("latin1")));
+  child.stderr.on("data", (b: Buffer) => (stderr += b.toString("latin1")));
+  const term = setTimeout(() => child.kill("SIGTERM"), timeoutMs);
+  const kill = setTimeout(() => child.kill("SIGKILL"), timeoutMs + 5000);
+  const status = await new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  const t1 = Date.now() / 1000;
+  clearTimeout(term);
+  clearTimeout(kill);
+  const tail = (s: string) => (s.length > 6000 ? `...${s.slice(-6000)}` : s);
+  const lines = (s: string) => s.split(/\r?\n/).filter((l) => l !== "");
+  for (const l of lines(stdout).slice(-40)) console.log(`boot: ${l.slice(0, 300)}`);
+  for (const l of lines(stderr).slice(-30)) console.log(`boot: ${l.slice(0, 300)}`);
+  console.log(`boot: status ${status}, ${(t1 - t0).toFixed(1)} s`);
+  return { status, stdout, stderr, t0, t1, all: `${tail(stdout)}\n--- stderr ---\n${tail(stderr)}` };
 }

@@ -5,19 +5,19 @@
 // ended by init through the exit port (status 11).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { CLI } from "../helpers/paths.js";
-import { busyboxInitramfs, debianKernel, kvmBackend } from "./helpers.js";
+import {
+  bootVmtool,
+  busyboxInitramfs,
+  debianKernel,
+  initField as field,
+  stockKernelSkip,
+} from "./helpers.js";
 import { extractVmlinux } from "./pvh-vmlinux.js";
 
-const backend = kvmBackend();
-const skip =
-  backend === "kvm_pvm" || backend === undefined
-    ? `a stock kernel cannot boot on ${backend ?? "a host without KVM"} (docs/linux.md); it runs under the kvm_amd harness`
-    : undefined;
+const skip = stockKernelSkip();
 
 /** Only stops a hung boot, inside the time the kvm_amd harness gives this file (inner-tests.ts). */
 const BOOT_TIMEOUT_MS = 270_000;
@@ -47,16 +47,11 @@ after(() => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-function field(out: string, key: string): string | undefined {
-  return new RegExp(`^${key}: (.*?)\\r?$`, "m").exec(out)?.[1];
-}
-
 test(
   "PVH: Debian's vmlinux reaches init, which sees its command line, RAM and RTC, and ends the run through the exit port (status 11)",
   { skip },
   async () => {
     const cmdline = "console=ttyS0 quiet pci=off panic=-1 vmtool.test=pvh";
-    const t0 = Date.now() / 1000;
     const args = [
       "run",
       "--kernel",
@@ -69,21 +64,7 @@ test(
       "256M",
       "--stats",
     ];
-    const child = spawn(process.execPath, [CLI, ...args], { stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (b: Buffer) => (stdout += b.toString("latin1")));
-    child.stderr.on("data", (b: Buffer) => (stderr += b.toString("latin1")));
-    const term = setTimeout(() => child.kill("SIGTERM"), BOOT_TIMEOUT_MS);
-    const kill = setTimeout(() => child.kill("SIGKILL"), BOOT_TIMEOUT_MS + 5000);
-    const status = await new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
-    const t1 = Date.now() / 1000;
-    clearTimeout(term);
-    clearTimeout(kill);
-    const lines = `${stdout}\n${stderr}`.split(/\r?\n/).filter((l) => l !== "");
-    for (const l of lines.slice(-28)) console.log(`boot: ${l}`);
-    console.log(`boot: status ${status}, ${(t1 - t0).toFixed(1)} s`);
-    const all = `${stdout.slice(-6000)}\n--- stderr ---\n${stderr.slice(-6000)}`;
+    const { status, stdout, stderr, t0, t1, all } = await bootVmtool(args, BOOT_TIMEOUT_MS);
 
     assert.match(stderr, /^vmtool: Linux 6\.\d+\.\d+\S*, PVH, 256 MiB, 1 vCPU, initrd \d+\.\d MB$/m, all);
     assert.equal(field(stdout, "INIT-CMDLINE"), cmdline, all);
