@@ -55,6 +55,12 @@ export class HaltDetector {
   private pollOne(): void {
     const control = this.controls[0];
     if (control.state !== VcpuState.RUNNING) return;
+    // A check still unanswered: the thread sleeps outside KVM_RUN (waiting for the I/O worker, a device
+    // access forwarded), where it cannot look. Asking again would only signal it; wait as for a busy guest.
+    if (Atomics.load(control.ctl, CTL.REQUEST) & REQ.HALT_CHECK) {
+      this.delay = Math.max(this.delay, Math.min(this.delay * 2, POLL_BUSY_MAX_MS));
+      return;
+    }
     if (!control.threadSleeping(readStat)) return this.busy();
     const wakeable = Atomics.load(control.ctl, CTL.HALT_VERDICT) === HaltVerdict.WAKEABLE;
     control.request(REQ.HALT_CHECK);
