@@ -9,8 +9,10 @@
 //       another Node process over a UNIX socket and back; (b) the same between two C processes
 //       (bench/c/socket-pingpong.c), the least any VMM and tool pay for an event's two socket crossings here;
 //       (c) a worker thread waking this process's main thread (postMessage) and the main thread waking it back
-//       (Atomics.notify), as a vCPU thread's park and resume do. (a) + (c) is what an event's route (vCPU
-//       thread -> main thread -> tool -> main thread -> vCPU thread) costs with no VMM work in it.
+//       (Atomics.notify), as a vCPU thread's park and resume do; (d) an event's whole route (vCPU thread ->
+//       main thread -> tool -> main thread -> vCPU thread) with no VMM work in it: a worker, this main
+//       thread and an echoing Node process; (e) as (d), the worker writing to the socket itself (one crossing
+//       fewer).
 //   (b) dumping 64 MiB of guest RAM (vCPUs paused): READ_PHYSICAL per 4 KiB page through the client, 64 in
 //       flight (the client pipelines: KVMI lets a tool send commands without waiting for the replies of those
 //       before, each has its seq) and one at a time (each sent once the one before is answered), the shared
@@ -242,6 +244,66 @@ async function threadRoundTrip() {
   return Number(last - first) / 1e6 / (ROUND_TRIPS - 1);
 }
 
+/**
+ * (a) an event's route with no VMM work in it: a worker thread (the vCPU thread) hands 560 bytes to this
+ * process's main thread (postMessage), which writes them to another Node process over a UNIX socket; that one
+ * echoes them, and the main thread, reading them, wakes the worker (Atomics.notify). With `workerWrites`, the
+ * worker writes the bytes to the socket itself (fs.writeSync on its descriptor): the route without the
+ * vCPU thread -> main thread crossing. ms per round trip.
+ */
+async function routeRoundTrip(workerWrites) {
+  const path = join(work, `route-${sockets++}.sock`);
+  const server = createServer();
+  await new Promise((r) => server.listen(path, r));
+  const echo = spawn(
+    process.execPath,
+    ["-e", `const s = require("node:net").connect(process.argv[1]); s.on("data", (d) => s.write(d));`, path],
+    { stdio: "ignore" },
+  );
+  const sock = await new Promise((r) => server.once("connection", r));
+  const msg = Buffer.alloc(560);
+  const words = new Int32Array(new SharedArrayBuffer(4));
+  const worker = new Worker(
+    `const { parentPort, workerData } = require("node:worker_threads");
+     const { writeSync } = require("node:fs");
+     const w = new Int32Array(workerData.sab);
+     const msg = Buffer.alloc(560);
+     for (let i = 1; i <= workerData.n; i++) {
+       if (workerData.fd >= 0) writeSync(workerData.fd, msg);
+       else parentPort.postMessage(i);
+       while (Atomics.load(w, 0) !== i) Atomics.wait(w, 0, i - 1);
+     }`,
+    {
+      eval: true,
+      workerData: { sab: words.buffer, n: ROUND_TRIPS, fd: workerWrites ? sock._handle.fd : -1 },
+    },
+  );
+  worker.on("message", () => sock.write(msg));
+  let n = 0;
+  let got = 0;
+  let first = 0n;
+  let last = 0n;
+  await new Promise((resolve, reject) => {
+    worker.on("error", reject);
+    sock.on("data", (d) => {
+      got += d.length;
+      while (got >= msg.length) {
+        got -= msg.length;
+        last = process.hrtime.bigint();
+        if (++n === 1) first = last;
+        Atomics.store(words, 0, n);
+        Atomics.notify(words, 0);
+        if (n === ROUND_TRIPS) resolve();
+      }
+    });
+  });
+  await worker.terminate();
+  sock.destroy();
+  echo.kill();
+  server.close();
+  return Number(last - first) / 1e6 / (ROUND_TRIPS - 1);
+}
+
 /** (b) A VM of `b`'s with 64 MiB of RAM, paused, and the ways of reading it all (ms each). */
 async function dumpSession(b, floor) {
   const { client, run } = await withClient(b, spinGuest, ["--mem", "64M"]);
@@ -312,6 +374,8 @@ const cases = {
         "socket round trip, ms": socketRoundTrip,
         "C socket round trip, ms": cSocketRoundTrip,
         "thread round trip, ms": threadRoundTrip,
+        "route round trip, ms": () => routeRoundTrip(false),
+        "route, worker writes, ms": () => routeRoundTrip(true),
       }
     : {}),
 };
@@ -378,7 +442,8 @@ for (const b of BUILDS) {
     floor("(a) Node process to another Node process and back", socketUs);
     floor("(b) C process to another C process and back", cUs);
     floor("(c) worker thread wakes the main thread and back", threadUs);
-    floor("(a) + (c): the event's own crossings, no VMM work", socketUs + threadUs);
+    floor("(d) the event's route, no VMM work: (c) then (a), in one", m["route round trip, ms"] * 1000);
+    floor("(e) as (d), the worker writing to the socket itself", m["route, worker writes, ms"] * 1000);
   }
   if (ONLY.includes("b")) {
     const floorMs = m[L("memfd in-process (floor)")];
