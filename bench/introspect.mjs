@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Introspection benchmarks (not tests): each prints ratios against a reference measured in the same run.
 //   (a) event round trip: a long-mode guest that writes an intercepted MSR (STAR) EVENTS times in a loop; a
-//       KVMI client in this process (vmtool's own, src/kvmi-client/) gets each MSR event and answers CONTINUE.
+//       KVMI client in this process (vmtool's own, src/kvmi-client/) gets each MSR event and answers CONTINUE
+//       (from its handleEvents callback, or its async iterator in a library that has no handleEvents).
 //       Time per event = (last event's arrival - first's) / (EVENTS - 1), i.e. event out, reply in, the guest
 //       going on to its next WRMSR. Reference: the same VMM's plain exits (`out` to 0xE9, no client), per exit,
 //       as bench/run-all.mjs measures them. Aim: an event costs at most 4 plain exits.
@@ -142,13 +143,25 @@ async function eventRoundTrip(b) {
   let first = 0n;
   let last = 0n;
   let n = 0;
-  for await (const ev of client.events()) {
-    if (ev.kind !== "msr") continue;
+  const onEvent = (ev) => {
+    if (ev.kind !== "msr") return false;
     last = process.hrtime.bigint();
     if (n++ === 0) first = last;
     client.reply(ev, "continue");
-    if (n === EVENTS) break;
-  }
+    return n === EVENTS;
+  };
+  if (client.handleEvents) {
+    // Each event answered from the socket's read callback, no promise per event.
+    await new Promise((resolve) => {
+      const stop = client.handleEvents((ev) => {
+        if (onEvent(ev)) {
+          stop();
+          resolve();
+        }
+      });
+      client.connection.closed.then(resolve);
+    });
+  } else for await (const ev of client.events()) if (onEvent(ev)) break; // a client library without it
   await run.done;
   client.close();
   if (n !== EVENTS) throw new Error(`${n} MSR events, expected ${EVENTS}`);
