@@ -51,6 +51,7 @@ import {
   MAX_SNAPSHOT_MSRS,
   MAX_SW_BREAKPOINTS,
   ResumeAction,
+  RUN_SYNC,
   StopKind,
   WANT,
   readU64,
@@ -135,8 +136,12 @@ export class VmControl {
    */
   private frozenPit: Buffer | undefined;
 
+  /** Each vCPU's struct kvm_run (its sync-regs request is cleared when the client goes: RUN_SYNC). */
+  private readonly runs: DataView[];
+
   constructor(machine: RunningMachine, opts: VmControlOptions = {}) {
     this.vm = machine.vm;
+    this.runs = machine.vcpus.map((v) => v.vcpu.run);
     this.memory = machine.vm.memory;
     this.vcpus = machine.vcpus.map((v, i) => new VcpuLink(i, v.control, v.debug));
     this.backend = opts.backend ?? detectBackend();
@@ -930,6 +935,8 @@ export class VmControl {
     this.catchInt3 = false;
     this.breakOnExit(EXIT_BREAK.NONE);
     for (const v of this.vcpus) Atomics.store(v.words, DBG.ARMED, 0);
+    // No more register copies at every exit: no client to take them (a vCPU parked now clears it too).
+    for (const run of this.runs) run.setBigUint64(RUN_SYNC.VALID_REGS, 0n, true);
     // Whoever waited for stops is done; stops not taken are dropped (their vCPUs are resumed below).
     this.stops.length = 0;
     for (const w of this.stopWaiters) w(undefined);

@@ -91,6 +91,14 @@ export const SNAPSHOT = { REGS: 0, SREGS: 144, MSRS: 456 } as const;
 export const SNAPSHOT_OFFSET = SCRATCH_OFFSET + SCRATCH_SIZE;
 export const SNAPSHOT_SIZE = SNAPSHOT.MSRS + 8 + 16 * MAX_SNAPSHOT_MSRS;
 
+/**
+ * struct kvm_run's sync-regs fields (KVM_CAP_SYNC_REGS), byte offsets: kvm_valid_regs (u64), then struct
+ * kvm_sync_regs at SYNC (struct kvm_regs, then struct kvm_sregs: the snapshot's own layout). While a client is
+ * attached, a vCPU that parks sets VALID_BITS in kvm_valid_regs, so that KVM copies the registers there at
+ * every exit and the next event's snapshot needs no ioctl for them; the core clears it when the client goes.
+ */
+export const RUN_SYNC = { VALID_REGS: 288, SYNC: 304, VALID_BITS: 3 } as const;
+
 /** Details of a stop, as word offsets from DBG.DETAIL. */
 export const DETAIL = {
   /** KVM_EXIT_DEBUG: the exception vector (1 #DB, 3 #BP). MSR stops: the MSR index. */
