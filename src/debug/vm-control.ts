@@ -190,7 +190,20 @@ export class VmControl {
     const stop = link.stopInfo();
     const waiter = this.stopWaiters.shift();
     if (waiter) waiter(stop);
+    else if (this.stopListener) this.stopListener(stop);
     else this.stops.push(stop);
+  }
+
+  private stopListener: ((stop: StopInfo) => void) | undefined;
+
+  /**
+   * Hand every event stop to `listener` as the vCPU reports it, with no promise in between (those already
+   * queued first); nextStop() callers still take theirs first. undefined stops it: stops are queued again.
+   */
+  onStop(listener: ((stop: StopInfo) => void) | undefined): void {
+    this.stopListener = listener;
+    for (let s = this.stops.shift(); s && listener && this.stopListener === listener; s = this.stops.shift())
+      listener(s);
   }
 
   /** The next event stop, in order; undefined once the control is closed (the run ended, or detach). */
@@ -921,6 +934,8 @@ export class VmControl {
    * reporting events, and let every vCPU go on. The guest runs on as if never watched.
    */
   async detach(): Promise<void> {
+    // At once, before any wait below: a new client's listener may be set meanwhile, and must stay.
+    this.stopListener = undefined;
     for (const linear of [...this.swBreakpoints.keys()]) this.removeSwBreakpoint(linear);
     for (let i = 0; i < 4; i++) this.hw[i] = undefined;
     this.updateGuestDebug();
