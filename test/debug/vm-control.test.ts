@@ -189,9 +189,12 @@ test("an intercepted WRMSR stops the vCPU; the value it writes is the one the co
 
 test("onStop: each stop handed to the listener as the vCPU reports it, answered from there; nextStop() waits still take theirs first", async () => {
   // Three WRMSRs of MSR_STAR: the first goes to a nextStop() wait, the next two to the listener, which answers
-  // each on the spot with a value of its own; the guest reads back the last one.
+  // each on the spot with a value of its own; the guest reads back the last one. It starts once the word at
+  // 0x2000 is set (after the interception).
   const r = await withControl(
     `
+  wait: cmpl $0, 0x2000
+    je wait
     mov $0xc0000081, %ecx
     xor %edx, %edx
     mov $1, %eax
@@ -208,13 +211,12 @@ test("onStop: each stop handed to the listener as the vCPU reports it, answered 
     mov $2, %al
   1: out %al, $0xf4`,
     async (c) => {
-      await c.pause();
       c.interceptMsr(0xc0000081, { write: true });
       const first = c.nextStop();
       const seen: bigint[] = [];
       let done!: () => void;
       const both = new Promise<void>((resolve) => (done = resolve));
-      c.resume();
+      c.writePhys(0x2000, Uint8Array.of(1));
       const s = await first;
       assert.equal(s?.value, 1n, "the first WRMSR went to the nextStop() wait");
       c.onStop((stop) => {
