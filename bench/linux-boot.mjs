@@ -5,18 +5,20 @@
 // round (bench/linux-boot-inner.mjs). The init prints its first line and ends the run through port 0xF4
 // (vmtool's exit port; QEMU's isa-debug-exit there), so every VMM ends the same way.
 //
-//   node bench/linux-boot.mjs    BENCH_RUNS=rounds (default 2), VMTOOL_DIST=build (default dist),
+//   node bench/linux-boot.mjs    BENCH_RUNS=rounds (default 2), VMTOOL_DIST=build[,build2] (default dist:
+//                                with two, each vmtool boot runs with both builds, in alternation),
 //                                BENCH_ONLY=word,... (only the VMMs whose name contains one, e.g. vmtool)
 //
 // Prints each VMM's median time to init (from the VMM's start to init's first line) and exits by reason
 // (SVM exit codes, exits to user space, port I/O), and the ratios against QEMU microvm with ACPI off.
 import { execFileSync, spawn } from "node:child_process";
-import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { basename, join, relative } from "node:path";
 import { ROOT, workDir } from "./lib.mjs";
 
 const ROUNDS = Number(process.env.BENCH_RUNS ?? 2);
-const DIST = process.env.VMTOOL_DIST ?? "dist";
+const DISTS = (process.env.VMTOOL_DIST ?? "dist").split(",");
+const DIST = DISTS[0];
 const CMDLINE = "console=ttyS0 quiet pci=off panic=-1";
 // What microvm loads (QEMU 10: qboot.rom with acpi=off, bios-microvm.bin with acpi=on; pvh.bin for a PVH kernel).
 const QEMU_FIRMWARE = ["qboot.rom", "bios-microvm.bin", "pvh.bin", "linuxboot_dma.bin", "kvmvapic.bin"];
@@ -66,10 +68,11 @@ const svmExitName = (code) => {
 };
 
 const dist = join(ROOT, DIST);
-if (!existsSync(join(dist, "src", "cli", "main.js"))) {
-  console.error(`linux-boot: ${DIST}/src/cli/main.js missing: build first (npm run build)`);
-  process.exit(2);
-}
+for (const d of DISTS)
+  if (!existsSync(join(ROOT, d, "bundle", "vmtool.cjs"))) {
+    console.error(`linux-boot: ${d}/bundle/vmtool.cjs missing: build first (npm run build)`);
+    process.exit(2);
+  }
 const work = workDir("vmtool-linux-boot-");
 const extra = join(work, "extra");
 mkdirSync(join(extra, "qemu", "lib"), { recursive: true });
@@ -110,11 +113,19 @@ copyFileSync(join(ROOT, "bench", "linux-boot-inner.mjs"), join(extra, "linux-boo
 // Paths as the VM sees them: the project at /svm/repo, the extra folder at /svm/extra.
 const e = "/svm/extra";
 const inKernel = `/svm/repo/${relative(ROOT, bzImage)}`;
-const vmtool = (kernel) => [
+// vmtool as installed runs it: the bundled command (package.json "bin"). The first build is the harness's own
+// (/svm/repo); a second one is carried in the extra folder, its bundle and compiled modules at the same places.
+const vmtoolEntry = (d) => (d === DIST ? `/svm/repo/${d}` : `${e}/${d}`) + "/bundle/vmtool.cjs";
+for (const d of DISTS.slice(1)) {
+  mkdirSync(join(extra, d), { recursive: true });
+  for (const sub of ["bundle", "src"]) execFileSync("cp", ["-r", join(ROOT, d, sub), join(extra, d, sub)]);
+  symlinkSync("/svm/repo/node_modules", join(extra, d, "node_modules")); // the harness's own (koffi, commander)
+}
+const vmtool = (kernel, d, extraWords = "") => [
   "node",
-  `/svm/repo/${DIST}/src/cli/main.js`,
+  vmtoolEntry(d),
   "run",
-  ...["--kernel", kernel, "--initrd", `${e}/initrd.cpio`, "--cmdline", CMDLINE, "--mem", "256M"],
+  ...["--kernel", kernel, "--initrd", `${e}/initrd.cpio`, "--cmdline", CMDLINE + extraWords, "--mem", "256M"],
 ];
 const qemu = (machine) => [
   `${e}/qemu/qemu-system-x86_64`,
@@ -124,16 +135,22 @@ const qemu = (machine) => [
   ...["-kernel", `${e}/vmlinux`, "-initrd", `${e}/initrd.cpio`, "-append", CMDLINE],
 ];
 const qemuEnv = { LD_LIBRARY_PATH: `${e}/qemu/lib` };
+const build = (d) => (DISTS.length > 1 ? ` (${d})` : "");
 const ALL_VMMS = [
-  { name: "vmtool bzImage", cmd: vmtool(inKernel) },
-  { name: "vmtool PVH", cmd: vmtool(`${e}/vmlinux`) },
+  ...DISTS.map((d) => ({ name: `vmtool bzImage${build(d)}`, cmd: vmtool(inKernel, d) })),
+  ...DISTS.map((d) => ({ name: `vmtool PVH${build(d)}`, cmd: vmtool(`${e}/vmlinux`, d) })),
+  // The kernel told to ignore the ACPI tables (it then reads the MP table), as QEMU's acpi=off has none.
+  ...DISTS.map((d) => ({
+    name: `vmtool PVH acpi=off${build(d)}`,
+    cmd: vmtool(`${e}/vmlinux`, d, " acpi=off"),
+  })),
   { name: "QEMU microvm PVH acpi=off", cmd: qemu("microvm,acpi=off,rtc=on"), env: qemuEnv },
   { name: "QEMU microvm PVH acpi=on", cmd: qemu("microvm,acpi=on,rtc=on"), env: qemuEnv },
 ];
 const ONLY = (process.env.BENCH_ONLY ?? "").split(",");
 const VMMS = ALL_VMMS.filter((v) => ONLY.some((w) => v.name.includes(w)));
 const REFERENCE = "QEMU microvm PVH acpi=off";
-writeFileSync(join(extra, "config.json"), JSON.stringify({ rounds: ROUNDS, vmms: VMMS, timeoutMs: 600_000 }));
+writeFileSync(join(extra, "config.json"), JSON.stringify({ rounds: ROUNDS, vmms: VMMS, timeoutMs: 180_000 }));
 writeFileSync(
   join(work, "job"),
   `node ${e}/linux-boot-inner.mjs ${e}/config.json >&3 2>/tmp/bench.err\nsed 's/^/SVM bench-err /' /tmp/bench.err >&3\n`,

@@ -5,8 +5,10 @@
 //   OUTDIR/bundle/vmtool.cjs       the `vmtool` command (package.json "bin"): a tiny entry that starts the
 //                                  vCPU thread of `vmtool run`, then loads the CLI
 //   OUTDIR/bundle/cli.cjs          the command line interface and every layer it loads (lazily evaluated)
+//   OUTDIR/bundle/*.v8cache        V8's code cache of cli.cjs and of each thread's script (src/vmm/code-cache.ts)
 //   OUTDIR/bundle/vcpu-worker.cjs  a vCPU thread
 //   OUTDIR/bundle/io-worker.cjs    the I/O worker
+//   OUTDIR/bundle/thread.cjs       what a thread starts: loads vcpu-worker.cjs or io-worker.cjs
 // Why CommonJS: the sources are ES modules, but in Node 20 loading an ES module goes through the ESM loader
 // (asynchronous jobs, URL resolution, linking), ~20 ms more per short run on the main thread and ~5 ms more
 // per worker here than the same code as one CommonJS file. The sources therefore avoid top-level await.
@@ -14,7 +16,7 @@
 // ~10 ms earlier than if the whole CLI had to be parsed first.
 // Usage: node scripts/bundle.mjs [OUTDIR]     (default dist; run after tsc into the same folder)
 import { build } from "esbuild";
-import { chmodSync, readFileSync, rmSync } from "node:fs";
+import { chmodSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join, relative, resolve, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -57,12 +59,13 @@ const common = {
 };
 
 rmSync(bundleDir, { recursive: true, force: true });
-// Each thread's script is one file of its own (a new thread loads nothing it does not run).
-for (const name of ["vcpu-worker", "io-worker"])
+// Each thread's script is one file of its own (a new thread loads nothing it does not run), started through a
+// tiny entry that loads it with its code cache (src/vmm/thread-entry.ts).
+for (const name of ["vcpu-worker", "io-worker", "thread-entry"])
   await build({
     ...common,
     entryPoints: [join(srcDir, "vmm", `${name}.js`)],
-    outfile: join(bundleDir, `${name}.cjs`),
+    outfile: join(bundleDir, `${name === "thread-entry" ? "thread" : name}.cjs`),
   });
 // The CLI: everything in one file; the layers it imports lazily (loaders, VM, other subcommands) are only
 // evaluated when used.
@@ -71,7 +74,13 @@ await build({
   entryPoints: [join(srcDir, "cli", "main.js")],
   outfile: join(bundleDir, "cli.cjs"),
 });
-// The entry: its own small modules, and the CLI as an external file.
+// V8's code cache of the CLI and of each thread's script, loaded with them (src/vmm/code-cache.ts): made by this
+// Node binary, as `npm install` and `npm run build` run it.
+const { cacheFile, compileBundle } = await import(join(srcDir, "vmm", "code-cache.js"));
+const cliBundle = join(bundleDir, "cli.cjs");
+for (const f of [cliBundle, join(bundleDir, "vcpu-worker.cjs"), join(bundleDir, "io-worker.cjs")])
+  writeFileSync(cacheFile(f), compileBundle(f, readFileSync(f, "utf8")).createCachedData());
+// The entry: its own small modules, and the CLI as a file it loads (never bundled into it).
 const cliExternal = {
   name: "cli-external",
   setup(b) {
@@ -81,9 +90,12 @@ const cliExternal = {
 await build({
   ...common,
   plugins: [ownUrl, cliExternal],
-  // import() of the CLI becomes require(): through the ESM loader a CommonJS file of this size costs ~40 ms
-  // more (the loader's start-up, and cjs-module-lexer scanning the whole file for its exports).
+  // The dynamic import() of main.js is the unbundled path only (dist/src/cli/vmtool.js run as is).
   supported: { "dynamic-import": false },
+  define: {
+    ...common.define,
+    VMTOOL_CLI_BUNDLE: JSON.stringify(relative(join(srcDir, "cli"), cliBundle).split(sep).join("/")),
+  },
   entryPoints: [join(srcDir, "cli", "vmtool.js")],
   outfile: join(bundleDir, "vmtool.cjs"),
 });

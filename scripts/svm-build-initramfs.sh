@@ -169,6 +169,8 @@ cp package.json "$repo/"
 dirs=("$dist/src" "$dist/test")
 [ -d "$dist/bench" ] && dirs+=("$dist/bench")
 find "${dirs[@]}" -name '*.js' -print0 | cpio --null -pdm --quiet "$repo"
+# The bundled command (package.json "bin"), what an installed vmtool runs and what the tests start.
+if [ -d "$dist/bundle" ]; then find "$dist/bundle" \( -name '*.cjs' -o -name '*.v8cache' \) -print0 | cpio --null -pdm --quiet "$repo"; fi
 if [ -d data ]; then cp -r data "$repo/"; fi
 # Guest images built on the host by test/helpers/guests.ts (there is no compiler inside).
 if [ -d "$dist/guests" ]; then mkdir -p "$repo/$dist" && cp -r "$dist/guests" "$repo/$dist/"; fi

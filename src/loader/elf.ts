@@ -56,10 +56,53 @@ export interface ElfNote {
   desc: Uint8Array;
 }
 
+/** Where an ELF file's loadable segments and notes are in the file (elfLayout): offsets checked against its size. */
+export interface ElfLayout {
+  cls: 32 | 64;
+  machine: number;
+  entry: bigint;
+  loads: { paddr: bigint; vaddr: bigint; memSize: bigint; fileOffset: number; fileSize: number }[];
+  notes: (
+    | { index: number; fileOffset: number; fileSize: number; align: 4 | 8 }
+    | { index: number; truncated: bigint }
+  )[];
+}
+
 /** Parse and validate an x86 ELF executable (ELF32 for i386 or ELF64 for x86-64, little-endian, ET_EXEC). */
 export function parseElf(b: Uint8Array, name: string): ElfImage {
+  const l = elfLayout(b, b.length, name);
+  return {
+    ...l,
+    loads: l.loads.map(({ fileOffset, fileSize, ...r }) => ({
+      ...r,
+      data: b.subarray(fileOffset, fileOffset + fileSize),
+    })),
+    notes: l.notes.map((n) =>
+      "truncated" in n
+        ? n
+        : { index: n.index, align: n.align, data: b.subarray(n.fileOffset, n.fileOffset + n.fileSize) },
+    ),
+  };
+}
+
+/** The first bytes of an ELF file that hold its header and program headers (what elfLayout reads). */
+export function elfHeadersEnd(head: Uint8Array): number {
+  if (head.length < 64 || !isElf(head)) return 64;
+  const v = new DataView(head.buffer, head.byteOffset, head.byteLength);
+  const is64 = head[4] === ELFCLASS64;
+  const phoff = is64 ? Number(v.getBigUint64(32, true)) : v.getUint32(28, true);
+  const phentsize = v.getUint16(is64 ? 54 : 42, true);
+  const phnum = v.getUint16(is64 ? 56 : 44, true);
+  return Math.max(is64 ? 64 : 52, phoff + phentsize * phnum);
+}
+
+/**
+ * The layout of an x86 ELF executable of `fileSize` bytes from its first bytes `b` (at least its header and
+ * program headers: elfHeadersEnd), every offset and size checked against the whole file, as parseElf does.
+ */
+export function elfLayout(b: Uint8Array, fileSize: number, name: string): ElfLayout {
   const bad = (what: string) => new ImageError(`${name}: ${what}`);
-  if (b.length < 16) throw bad(`truncated ELF file (${b.length} bytes, the ELF identification alone is 16)`);
+  if (fileSize < 16) throw bad(`truncated ELF file (${fileSize} bytes, the ELF identification alone is 16)`);
   const cls = b[4];
   if (cls !== ELFCLASS32 && cls !== ELFCLASS64)
     throw bad(`unknown ELF class ${cls} (neither ELF32 nor ELF64)`);
@@ -68,7 +111,8 @@ export function parseElf(b: Uint8Array, name: string): ElfImage {
   if (b[6] !== 1) throw bad(`unknown ELF version ${b[6]}`);
   const is64 = cls === ELFCLASS64;
   const ehsize = is64 ? 64 : 52;
-  if (b.length < ehsize) throw bad(`truncated ELF header (${b.length} bytes of ${ehsize})`);
+  if (fileSize < ehsize) throw bad(`truncated ELF header (${fileSize} bytes of ${ehsize})`);
+  if (b.length < ehsize) throw new RangeError(`elfLayout: ${b.length} bytes read, the header has ${ehsize}`);
   const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
   const u16 = (o: number) => v.getUint16(o, true);
   const u32 = (o: number) => v.getUint32(o, true);
@@ -97,14 +141,16 @@ export function parseElf(b: Uint8Array, name: string): ElfImage {
     throw bad("ELF file with more than 65534 program headers (PN_XNUM) is not supported");
   if (phentsize !== wantEnt) throw bad(`ELF program header size ${phentsize}, expected ${wantEnt}`);
   const phEnd = phoff + BigInt(phnum * phentsize);
-  if (phEnd > BigInt(b.length))
+  if (phEnd > BigInt(fileSize))
     throw bad(
-      `truncated ELF file: program headers end at ${hex(phEnd)}, the file has ${hex(b.length)} bytes`,
+      `truncated ELF file: program headers end at ${hex(phEnd)}, the file has ${hex(fileSize)} bytes`,
     );
+  if (phEnd > BigInt(b.length))
+    throw new RangeError(`elfLayout: ${b.length} bytes read, the program headers end at ${phEnd}`);
 
   const top = is64 ? 1n << 64n : 1n << 32n;
-  const loads: ElfImage["loads"] = [];
-  const notes: ElfImage["notes"] = [];
+  const loads: ElfLayout["loads"] = [];
+  const notes: ElfLayout["notes"] = [];
   for (let i = 0; i < phnum; i++) {
     const o = Number(phoff) + i * phentsize;
     const ptype = u32(o);
@@ -113,10 +159,11 @@ export function parseElf(b: Uint8Array, name: string): ElfImage {
       const offset = addr(is64 ? o + 8 : o + 4);
       const filesz = addr(is64 ? o + 32 : o + 16);
       const align = addr(is64 ? o + 48 : o + 28);
-      if (offset + filesz <= BigInt(b.length))
+      if (offset + filesz <= BigInt(fileSize))
         notes.push({
           index: i,
-          data: b.subarray(Number(offset), Number(offset + filesz)),
+          fileOffset: Number(offset),
+          fileSize: Number(filesz),
           align: align === 8n ? 8 : 4,
         });
       else notes.push({ index: i, truncated: offset + filesz });
@@ -130,14 +177,14 @@ export function parseElf(b: Uint8Array, name: string): ElfImage {
     const memsz = addr(is64 ? o + 40 : o + 20);
     const what = `segment ${i} (p_paddr ${hex(paddr)})`;
     if (filesz > memsz) throw bad(`${what}: p_filesz ${hex(filesz)} is larger than p_memsz ${hex(memsz)}`);
-    if (offset + filesz > BigInt(b.length))
+    if (offset + filesz > BigInt(fileSize))
       throw bad(
-        `truncated ELF file: ${what} needs bytes up to ${hex(offset + filesz)}, the file has ${hex(b.length)}`,
+        `truncated ELF file: ${what} needs bytes up to ${hex(offset + filesz)}, the file has ${hex(fileSize)}`,
       );
     if (paddr + memsz > top || vaddr + memsz > top)
       throw bad(`${what}: address + size ${hex(memsz)} wraps around the ${is64 ? 64 : 32}-bit address space`);
     if (memsz === 0n) continue;
-    loads.push({ paddr, vaddr, memSize: memsz, data: b.subarray(Number(offset), Number(offset + filesz)) });
+    loads.push({ paddr, vaddr, memSize: memsz, fileOffset: Number(offset), fileSize: Number(filesz) });
   }
   if (loads.length === 0) throw bad("ELF file without a loadable segment (PT_LOAD): nothing to load");
 

@@ -8,9 +8,15 @@ import { readFileSync } from "node:fs";
 import { CTL, HaltVerdict, REQ, VcpuState, type VcpuControl } from "../vm/vcpu-control.js";
 import { startupMark } from "./startup-marks.js";
 
-/** Polling: start fast (a guest that halts at once ends in ~1 ms), back off while busy or halted wakeable. */
+/**
+ * Polling: start fast (a guest that halts at once ends in ~1 ms), back off while busy or halted wakeable. A run
+ * busy past its first second (a booting kernel) is looked at every 100 ms at most: each look reads /proc, which
+ * costs a guest sharing its CPU (a nested or single-CPU host) more than a later end costs anyone.
+ */
 const POLL_MIN_MS = 1;
 const POLL_BUSY_MAX_MS = 20;
+const POLL_BUSY_LATER_MAX_MS = 100;
+const BUSY_FAST_FOR_MS = 1000;
 const POLL_HALTED_MAX_MS = 100;
 /** Check rounds in a row that must find every vCPU halted for good before a multi-vCPU run ends. */
 const CONFIRMATIONS = 2;
@@ -24,6 +30,7 @@ export class HaltDetector {
   private seqs: number[] = [];
   private confirmations = 0;
   private stopped = false;
+  private readonly startedAt = performance.now();
 
   /** `onHalted` is called once, when every vCPU of a multi-vCPU machine is halted for good. */
   constructor(
@@ -55,6 +62,11 @@ export class HaltDetector {
   private pollOne(): void {
     const control = this.controls[0];
     if (control.state !== VcpuState.RUNNING) return;
+    // A check still unanswered: the thread sleeps outside KVM_RUN (waiting for the I/O worker, a device
+    // access forwarded), where it cannot look. Asking again would only signal it; wait as for a busy guest.
+    if (Atomics.load(control.ctl, CTL.REQUEST) & REQ.HALT_CHECK) {
+      return this.busy();
+    }
     if (!control.threadSleeping(readStat)) return this.busy();
     const wakeable = Atomics.load(control.ctl, CTL.HALT_VERDICT) === HaltVerdict.WAKEABLE;
     control.request(REQ.HALT_CHECK);
@@ -90,6 +102,7 @@ export class HaltDetector {
   }
 
   private busy(): void {
-    this.delay = Math.min(this.delay * 2, POLL_BUSY_MAX_MS);
+    const max = performance.now() - this.startedAt < BUSY_FAST_FOR_MS ? POLL_BUSY_MAX_MS : POLL_BUSY_LATER_MAX_MS;
+    this.delay = Math.min(this.delay * 2, max);
   }
 }

@@ -37,6 +37,7 @@ export function spawnIoThread(
     trace: options.trace,
   };
   // stdout/stderr not piped: see vcpu-thread.ts.
-  const worker = new Worker(threadScript("io-worker"), { workerData, stdout: true, stderr: true });
+  const { script, argv } = threadScript("io-worker");
+  const worker = new Worker(script, { argv, workerData, stdout: true, stderr: true });
   return { worker, buffer, options, ...threadStart<IoWorkerStart>(worker, ioCtlView(buffer), IO_CTL.START) };
 }

@@ -127,14 +127,15 @@ export async function runMachine(opts: MachineOptions): Promise<RunResult> {
   // creation here (see vcpu-thread.ts).
   const threads: VcpuThread[] = [opts.thread ?? spawnVcpuThread(opts)];
   for (let i = 1; i < cpus; i++) threads.push(spawnVcpuThread(opts));
-  // The I/O worker starts now only for virtio devices (their queues are served without any vCPU asking);
+  // The I/O worker starts now for virtio devices (their queues are served without any vCPU asking) and for a
+  // Linux guest (which always probes COM1, early: its start-up then overlaps the VM's creation and loading);
   // else on the first access to COM1 (a vCPU asks for it), which a short run may never make.
   const ioBuffer = createIoBuffer(cpus);
   const stdinRing = SharedByteQueue.create(STDIN_RING_BYTES);
   const ioOptions = { cpus, stdinToConsole: opts.stdinToConsole ?? false, trace: opts.trace ?? false };
   const spawnIo = () => spawnIoThread(ioOptions, ioBuffer, stdinRing.buffer);
   let io: IoThread | undefined;
-  if ((opts.virtio ?? []).length > 0) io = spawnIo();
+  if ((opts.virtio ?? []).length > 0 || opts.platform) io = spawnIo();
   else Atomics.store(ioCtlView(ioBuffer), IO_CTL.STATE, IoState.DORMANT);
   let vm: Vm | undefined;
   let runDir: RunDirectory | undefined;

@@ -13,14 +13,18 @@ import type { VcpuStart, VcpuWorkerData } from "./worker-protocol.js";
 declare const VMTOOL_THREAD_BUNDLES: string | undefined;
 
 /**
- * The script of a thread ("vcpu-worker" or "io-worker"): the bundled one under the bundled command, else the
- * compiled module next to this one. Exit-hook modules are loaded from the compiled modules and share their
- * classes (errors are told apart with instanceof), so a thread with hooks runs the compiled modules too.
+ * How to start a thread ("vcpu-worker" or "io-worker"): under the bundled command, the bundles' thread entry
+ * with the thread's name as its argument (thread-entry.ts: it loads the thread's bundle with its code cache),
+ * else the compiled module next to this one. Exit-hook modules are loaded from the compiled modules and share
+ * their classes (errors are told apart with instanceof), so a thread with hooks runs the compiled modules too.
  */
-export function threadScript(name: "vcpu-worker" | "io-worker", hookModules: readonly string[] = []): URL {
+export function threadScript(
+  name: "vcpu-worker" | "io-worker",
+  hookModules: readonly string[] = [],
+): { script: URL; argv: string[] } {
   if (typeof VMTOOL_THREAD_BUNDLES === "string" && hookModules.length === 0)
-    return new URL(`${VMTOOL_THREAD_BUNDLES}/${name}.cjs`, import.meta.url);
-  return new URL(`./${name}.js`, import.meta.url);
+    return { script: new URL(`${VMTOOL_THREAD_BUNDLES}/thread.cjs`, import.meta.url), argv: [name] };
+  return { script: new URL(`./${name}.js`, import.meta.url), argv: [] };
 }
 
 export interface VcpuThreadOptions {
@@ -43,7 +47,9 @@ export function spawnVcpuThread(opts: VcpuThreadOptions = {}): VcpuThread {
     stats: opts.stats ?? false,
     hookModules: opts.hookModules ?? [],
   };
-  const worker = new Worker(threadScript("vcpu-worker", workerData.hookModules), {
+  const { script, argv } = threadScript("vcpu-worker", workerData.hookModules);
+  const worker = new Worker(script, {
+    argv,
     workerData,
     // Not piped to the process's own streams: the threads write with writeSync (output.ts), and setting up
     // that piping touches process.stdout/stderr in the main thread, ~2 ms of `new Worker` here.

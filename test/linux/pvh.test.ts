@@ -6,7 +6,7 @@
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { InputError } from "../../src/errors.js";
@@ -24,6 +24,8 @@ import {
   planPvh,
   type LinuxBootOptions,
 } from "../../src/loader/linux/index.js";
+import { applyPvhPlan } from "../../src/loader/linux/pvh.js";
+import { GuestMemory } from "../../src/memory/guest-memory.js";
 import { CLI } from "../helpers/paths.js";
 import { assembleBytes } from "../vm/asm.js";
 import { debianKernel, runCmd } from "./helpers.js";
@@ -71,16 +73,26 @@ describe("Debian's vmlinux (extracted from its bzImage)", () => {
     const p = planLinux(vmlinux, { memSize: 256 * MiB, cmdline: "console=ttyS0 quiet", initrdPath: initrd });
     assert.equal(p.format, "pvh");
     if (p.format !== "pvh") return;
-    assert.match(p.kernelVersion ?? "", /^6\.\d+\.\d+\S* \(/);
     assert.equal(p.kernelStart, 0x100_0000);
     assert.ok(p.kernelEnd > p.kernelStart && p.kernelEnd < 128 * MiB, `kernel end ${p.kernelEnd}`);
     const text = p.segments[0];
-    assert.ok(p.entry > text.gpa && p.entry < text.gpa + text.data.length);
-    // pvh_start_xen (arch/x86/platform/pvh/head.S) starts with cld.
-    assert.equal(text.data[p.entry - text.gpa], 0xfc);
+    assert.ok(p.entry > text.gpa && p.entry < text.gpa + text.size);
     assert.deepEqual(p.initrd, { gpa: 256 * MiB - 1_003_520, size: 1_000_003 });
     assert.ok(p.initrd.gpa >= p.kernelEnd);
-    assert.match(p.describe, /^Linux vmlinux 6\.\S+ \(PVH\), 4 segments 0x1000000\.\./);
+    assert.match(p.describe, /^Linux vmlinux \(PVH\), 4 segments 0x1000000\.\./);
+    // Planned from its headers: the segments are read from the file into guest RAM when the plan is applied.
+    assert.ok(p.kernelFile !== undefined && text.data === undefined);
+    const ram = new GuestMemory([{ gpa: 0, bytes: new Uint8Array(256 * MiB) }]);
+    assert.equal(applyPvhPlan(ram, p), START_INFO_ADDR);
+    // pvh_start_xen (arch/x86/platform/pvh/head.S) starts with cld.
+    assert.equal(ram.readU8(p.entry), 0xfc);
+    assert.match(p.kernelVersion ?? "", /^6\.\d+\.\d+\S* \(/);
+    assert.equal(ram.readU8(p.initrd.gpa), 7);
+    // The same bytes as a plan from the file read whole.
+    const whole = planPvh(readFileSync(vmlinux), vmlinux, opts());
+    for (const s of whole.segments)
+      assert.ok(Buffer.from(ram.slice(s.gpa, s.size)).equals(s.data ?? Buffer.alloc(0)));
+    assert.equal(whole.kernelVersion, p.kernelVersion);
   });
 });
 
@@ -103,7 +115,7 @@ describe("crafted ELF files", () => {
       });
       assert.equal(p.entry, 0x100_0100);
       assert.deepEqual(
-        p.segments.map((s) => [s.gpa, s.data.length, s.memSize]),
+        p.segments.map((s) => [s.gpa, s.data?.length, s.memSize]),
         [
           [0x100_0000, 0x2000, 0x5000],
           [0x200_0000, 1, 1],
@@ -249,6 +261,37 @@ describe("crafted ELF files", () => {
     const noteOff = Number(b.readBigUInt64LE(64 + 56 + 8));
     b.writeUInt32LE(0x1000, noteOff + 4);
     refuses(() => planPvh(b, "k", opts()), "runs past the segment's end");
+  });
+
+  test("from a file (headers read, segments at apply): the same refusals, and a file cut after planning", () => {
+    const good = craftElf({
+      loads: [{ paddr: 0x100_0000, data: new Uint8Array(0x3000).fill(0xab) }],
+      notes: [pvhNote(0x100_0000)],
+    });
+    const path = join(dir, "crafted-vmlinux");
+    const planFile = () => planLinux(path, { memSize: 256 * MiB, cmdline: "console=ttyS0" });
+    writeFileSync(path, good);
+    const p = planFile();
+    assert.ok(p.format === "pvh" && p.kernelFile !== undefined);
+    const ram = new GuestMemory([{ gpa: 0, bytes: new Uint8Array(32 * MiB) }]);
+    applyPvhPlan(ram, p);
+    assert.ok(Buffer.from(ram.slice(0x100_0000, 0x3000)).equals(Buffer.alloc(0x3000, 0xab)));
+    for (const cut of [40, 100, 0x1800, good.length - 4]) {
+      writeFileSync(path, good.subarray(0, cut));
+      refuses(planFile, /truncated|too short/i);
+    }
+    const b = Buffer.from(good);
+    b.writeUInt32LE(0x1000, Number(b.readBigUInt64LE(64 + 56 + 8)) + 4);
+    writeFileSync(path, b);
+    refuses(planFile, "runs past the segment's end");
+    // Planned, then the file shrinks before the plan is applied: one error.
+    writeFileSync(path, good);
+    const q = planFile();
+    writeFileSync(path, good.subarray(0, 0x1000));
+    assert.throws(
+      () => applyPvhPlan(ram, q as Extract<typeof q, { format: "pvh" }>),
+      /changed since it was checked/,
+    );
   });
 });
 

@@ -6,7 +6,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync, type SpawnSyncReturns } from "node:child_process";
-import { cpSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CLI, DIST, ROOT } from "../helpers/paths.js";
@@ -136,5 +136,41 @@ describe("the bundled vmtool command", () => {
     assert.ok(at("main VM created") <= at("main options checked"), r.stderr);
     assert.ok(at("main process exit") >= at("vcpu first KVM_RUN"), r.stderr);
     assert.equal(run(BUNDLE, ["run", guests().halt]).stderr, "");
+  });
+
+  test("the CLI and both threads' scripts load from their V8 code caches; a bad or missing cache is only slower", () => {
+    const compiled = (r: SpawnSyncReturns<string>) =>
+      r.stderr
+        .split("\n")
+        .filter((l) => / (main|vcpu) (compiled from the code cache|code cache rejected)/.test(l));
+    // The demo guest writes to COM1: the I/O worker starts too.
+    const r = run(BUNDLE, ["run"], { VMTOOL_STARTUP_MARKS: "1" });
+    assert.equal(r.status, 0, r.stderr);
+    const marks = compiled(r);
+    assert.equal(marks.length, 3, r.stderr);
+    assert.ok(
+      marks.every((l) => l.endsWith("compiled from the code cache")),
+      r.stderr,
+    );
+    const demo = r.stdout;
+    const cache = join(PKG, "dist", "bundle", "cli.cjs.v8cache");
+    const good = readFileSync(cache);
+    try {
+      writeFileSync(cache, Buffer.from("not a code cache"));
+      const bad = run(BUNDLE, ["run"], { VMTOOL_STARTUP_MARKS: "1" });
+      assert.equal(bad.status, 0, bad.stderr);
+      assert.equal(bad.stdout, demo);
+      assert.ok(
+        compiled(bad).some((l) => / main code cache rejected/.test(l)),
+        bad.stderr,
+      );
+      rmSync(cache);
+      const none = run(BUNDLE, ["run"], { VMTOOL_STARTUP_MARKS: "1" });
+      assert.equal(none.status, 0, none.stderr);
+      assert.equal(none.stdout, demo);
+      assert.ok(!compiled(none).some((l) => / main /.test(l)), none.stderr);
+    } finally {
+      writeFileSync(cache, good);
+    }
   });
 });

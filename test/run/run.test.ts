@@ -103,6 +103,20 @@ describe("exit statuses", () => {
     }
   });
 
+  test("a vCPU waiting for the I/O worker's start is asked once whether it halted, not at every poll", () => {
+    // The demo guest's first COM1 access starts the I/O worker, and its vCPU thread sleeps until that thread
+    // runs (tens of ms): a sleeping thread looks halted to the detector, but it cannot answer outside KVM_RUN.
+    const r = spawnSync(process.execPath, [CLI, "run"], {
+      encoding: "utf8",
+      timeout: 60_000,
+      env: { ...process.env, VMTOOL_STARTUP_MARKS: "1" },
+    });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, /vcpu I\/O worker started/);
+    const asked = r.stderr.split("\n").filter((l) => l.endsWith("halt check asked")).length;
+    assert.ok(asked >= 1 && asked <= 4, `${asked} halt checks asked:\n${r.stderr}`);
+  });
+
   test("a triple fault: exit 4, the reason and a register/segment/control-register dump on stderr", () => {
     const r = vmtool([guests().tripleFault]);
     assert.equal(r.status, 4);

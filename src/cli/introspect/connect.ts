@@ -2,8 +2,8 @@
 // there) or --listen PATH (wait there for a `vmtool run --introspect connect:PATH`), and the signals that end a
 // command cleanly.
 import type { Command } from "commander";
-import { KvmiClient } from "../../kvmi-client/client.js";
-import { KvmiConnectError } from "../../kvmi-client/transport.js";
+// The client is imported where a connection is opened: every command loads this file (commands/index.ts).
+import type { KvmiClient } from "../../kvmi-client/client.js";
 import { UsageError } from "../errors.js";
 import { Cancelled } from "./errors.js";
 
@@ -49,6 +49,8 @@ export function checkConnection(opts: ConnectOptions): { waitMs: number; timeout
  */
 export async function openClient(opts: ConnectOptions): Promise<KvmiClient> {
   const { waitMs, timeoutMs } = checkConnection(opts);
+  const { KvmiClient } = await import("../../kvmi-client/client.js");
+  const { KvmiConnectError } = await import("../../kvmi-client/transport.js");
   const ac = new AbortController();
   let signal: "SIGINT" | "SIGTERM" | undefined;
   const onInt = () => {

@@ -9,11 +9,12 @@ import { guestRamText, readImageFile } from "../image-file.js";
 import { isElf } from "../elf.js";
 import { looksLikeBzImage } from "./setup-header.js";
 import { applyLinuxPlan as applyBzImagePlan, planBzImage, type LinuxPlan as BzImagePlan } from "./bzimage.js";
-import { applyPvhPlan, planPvh, type PvhPlan } from "./pvh.js";
+import { applyPvhPlan, planPvh, planPvhFile, type PvhPlan } from "./pvh.js";
 
 export { linuxCmdline, planBzImage, ZERO_PAGE, CMDLINE_ADDR, type LinuxBootOptions } from "./bzimage.js";
 export {
   planPvh,
+  planPvhFile,
   pvhEntry,
   buildStartInfo,
   HVM_START_MAGIC,
@@ -65,13 +66,35 @@ export function readInitrd(path: string, memSize: number): Uint8Array {
   }
 }
 
-/** Plan a Linux boot from the kernel file (and initrd file) at these paths. */
+/**
+ * Plan a Linux boot from the kernel file (and initrd file) at these paths. A vmlinux that is a regular file
+ * is planned from its headers, and its segments are read straight into guest RAM at apply (planPvhFile): no
+ * copy of its tens of MB in between. Anything else is read whole first.
+ */
 export function planLinux(kernelPath: string, o: LinuxFiles): LinuxPlan {
-  const bytes = readImageFile(kernelPath, o.memSize);
-  const plan = !looksLikeBzImage(bytes) && isElf(bytes) ? planPvh : planBzImage;
-  const initrd =
+  const readInitrdFile = () =>
     o.initrdPath === undefined
       ? undefined
       : { bytes: readInitrd(o.initrdPath, o.memSize), name: o.initrdPath };
+  const file = InputFile.open(kernelPath, { what: "a guest image" });
+  let kept = false;
+  try {
+    const magic = new Uint8Array(4);
+    if (file.sizeKnown && file.kind === "regular file" && file.readAt(magic, 0) === 4 && isElf(magic)) {
+      const plan = planPvhFile(file, kernelPath, {
+        memSize: o.memSize,
+        cmdline: o.cmdline,
+        initrd: readInitrdFile(),
+        acpiRsdp: o.acpiRsdp,
+      });
+      kept = true;
+      return plan;
+    }
+  } finally {
+    if (!kept) file.close();
+  }
+  const bytes = readImageFile(kernelPath, o.memSize);
+  const plan = !looksLikeBzImage(bytes) && isElf(bytes) ? planPvh : planBzImage;
+  const initrd = readInitrdFile();
   return plan(bytes, kernelPath, { memSize: o.memSize, cmdline: o.cmdline, initrd, acpiRsdp: o.acpiRsdp });
 }

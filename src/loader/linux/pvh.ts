@@ -7,9 +7,9 @@ import { ImageError, LoadOptionError } from "../errors.js";
 import { hex } from "../../format.js";
 import type { GuestMemory } from "../../memory/guest-memory.js";
 import { LAYOUT } from "../../vm/machine-layout.js";
-import type { Segment } from "../types.js";
 import { guestRamText } from "../image-file.js";
-import { elfNotes, parseElf, type ElfNote } from "../elf.js";
+import { elfHeadersEnd, elfLayout, elfNotes, parseElf, type ElfLayout, type ElfNote } from "../elf.js";
+import type { InputFile } from "../../files/input-file.js";
 import { BIOS_TABLES_BASE, BIOS_TABLES_END, linuxE820, type E820Entry } from "./e820.js";
 import type { LinuxBootOptions } from "./bzimage.js";
 
@@ -48,14 +48,31 @@ export const PVH_CMDLINE_MAX = 2047;
 const PAGE = 0x1000;
 const MiB = 1 << 20;
 
+/**
+ * What goes into guest RAM at `gpa`: `size` bytes, held in `data` or read at `fileOffset` of the plan's kernel
+ * file (straight into guest RAM when the plan is applied), then zeros up to `memSize` (.bss).
+ */
+export interface PvhSegment {
+  gpa: number;
+  size: number;
+  memSize: number;
+  data?: Uint8Array;
+  fileOffset?: number;
+}
+
 export interface PvhPlan {
   format: "pvh";
-  /** The kernel's version string from its banner ("6.1.0-57-amd64 (debian-kernel@...) ..."), if found. */
+  /**
+   * The kernel's version string from its banner ("6.1.0-57-amd64 (debian-kernel@...) ..."), if found: from the
+   * bytes when planned from bytes, else once the plan is applied (from guest RAM).
+   */
   kernelVersion?: string;
   /** The 32-bit physical entry point (XEN_ELFNOTE_PHYS32_ENTRY). */
   entry: number;
   /** The kernel's PT_LOAD segments and the initrd. */
-  segments: Segment[];
+  segments: PvhSegment[];
+  /** The kernel's file, open, when segments are read from it at apply (planPvhFile); closed by applyPvhPlan. */
+  kernelFile?: InputFile;
   /** First and last byte + 1 of the kernel's segments. */
   kernelStart: number;
   kernelEnd: number;
@@ -107,7 +124,68 @@ const KEEP_OUT = [
 /** Check and lay out a PVH boot from vmlinux bytes; touches no VM. */
 export function planPvh(b: Uint8Array, name: string, opts: LinuxBootOptions): PvhPlan {
   const elf = parseElf(b, name);
-  const entry = pvhEntry(elfNotes(elf, name), name);
+  const layout = elfLayout(b, b.length, name);
+  const segments = layout.loads.map((l, i) => ({ l, data: elf.loads[i].data }));
+  return planFromLayout(layout, elfNotes(elf, name), segments, bannerVersion(b), name, opts);
+}
+
+/** The most program headers and note bytes planPvhFile reads before the segments (a vmlinux has a few KiB). */
+const HEADERS_MAX = 1 << 20;
+const NOTES_MAX = 1 << 20;
+
+/**
+ * Check and lay out a PVH boot from the vmlinux in `file` (a regular file of known size): only its headers and
+ * notes are read now; the segments are read straight into guest RAM when the plan is applied (applyPvhPlan),
+ * from the file kept open in the plan. Touches no VM.
+ */
+export function planPvhFile(file: InputFile, name: string, opts: LinuxBootOptions): PvhPlan {
+  const size = file.size ?? 0;
+  const read = (offset: number, length: number) => {
+    const out = new Uint8Array(length);
+    const got = file.readAt(out, offset);
+    if (got !== length) throw new ImageError(`${name}: the file changed while it was read (it is shorter)`);
+    return out;
+  };
+  let head = read(0, Math.min(size, 64));
+  const headersEnd = Math.min(elfHeadersEnd(head), size);
+  if (headersEnd > HEADERS_MAX)
+    throw new ImageError(
+      `${name}: its program headers end at ${hex(headersEnd)}, beyond the first MiB of the file`,
+    );
+  if (headersEnd > head.length) head = read(0, headersEnd);
+  const layout = elfLayout(head, size, name);
+  let noteBytes = 0;
+  const notes: ElfNote[] = [];
+  for (const n of layout.notes) {
+    if (!("truncated" in n)) noteBytes += n.fileSize;
+    if (noteBytes > NOTES_MAX)
+      throw new ImageError(`${name}: more than ${NOTES_MAX} bytes of ELF notes (PT_NOTE segments)`);
+    // A truncated note segment is refused by elfNotes, as from bytes.
+    const seg =
+      "truncated" in n ? n : { index: n.index, align: n.align, data: read(n.fileOffset, n.fileSize) };
+    notes.push(...elfNotes({ ...layout, loads: [], notes: [seg] }, name));
+  }
+  const plan = planFromLayout(
+    layout,
+    notes,
+    layout.loads.map((l) => ({ l })),
+    undefined,
+    name,
+    opts,
+  );
+  plan.kernelFile = file;
+  return plan;
+}
+
+function planFromLayout(
+  layout: ElfLayout,
+  notes: readonly ElfNote[],
+  loads: readonly { l: ElfLayout["loads"][number]; data?: Uint8Array }[],
+  version: string | undefined,
+  name: string,
+  opts: LinuxBootOptions,
+): PvhPlan {
+  const entry = pvhEntry(notes, name);
   if (entry === undefined)
     throw new ImageError(
       `${name}: an ELF file without a PVH entry point (Xen ELF note 18, XEN_ELFNOTE_PHYS32_ENTRY): not a ` +
@@ -121,10 +199,10 @@ export function planPvh(b: Uint8Array, name: string, opts: LinuxBootOptions): Pv
         `${PVH_CMDLINE_MAX} (COMMAND_LINE_SIZE)`,
     );
 
-  const segments: Segment[] = [];
+  const segments: PvhSegment[] = [];
   let kernelStart = Infinity;
   let kernelEnd = 0;
-  for (const l of elf.loads) {
+  for (const { l, data } of loads) {
     const end = l.paddr + l.memSize;
     const what = `segment at ${hex(l.paddr)}..${hex(end)}`;
     if (end > BigInt(LAYOUT.MAX_RAM))
@@ -138,14 +216,18 @@ export function planPvh(b: Uint8Array, name: string, opts: LinuxBootOptions): Pv
         throw new ImageError(`${name}: ${what} overlaps ${k.what} (${hex(k.base)}..${hex(k.end)})`);
     kernelStart = Math.min(kernelStart, base);
     kernelEnd = Math.max(kernelEnd, top);
-    segments.push({ gpa: base, data: l.data, memSize: Number(l.memSize) });
+    segments.push(
+      data
+        ? { gpa: base, size: l.fileSize, memSize: Number(l.memSize), data }
+        : { gpa: base, size: l.fileSize, memSize: Number(l.memSize), fileOffset: l.fileOffset },
+    );
   }
   if (kernelEnd > opts.memSize)
     throw new ImageError(
       `${name}: the kernel's segments reach ${hex(kernelEnd)}, beyond guest RAM (${guestRamText(opts.memSize)}); ` +
         `give --mem ${Math.ceil(kernelEnd / MiB)}M or more`,
     );
-  if (!segments.some((s) => entry >= s.gpa && entry < s.gpa + s.data.length))
+  if (!segments.some((s) => entry >= s.gpa && entry < s.gpa + s.size))
     throw new ImageError(`${name}: the PVH entry point ${hex(entry)} is not in a loaded segment`);
 
   let initrd: PvhPlan["initrd"];
@@ -160,12 +242,11 @@ export function planPvh(b: Uint8Array, name: string, opts: LinuxBootOptions): Pv
           `(${hex(kernelEnd)}) and the end of guest RAM (${guestRamText(opts.memSize)}); give --mem ${need}M or more`,
       );
     }
-    segments.push({ gpa, data: opts.initrd.bytes, memSize: size });
+    segments.push({ gpa, size, memSize: size, data: opts.initrd.bytes });
     initrd = { gpa, size };
   }
   const e820 = linuxE820(opts.memSize);
   const startInfo = buildStartInfo({ e820, initrd, acpiRsdp: opts.acpiRsdp });
-  const version = bannerVersion(b);
   return {
     format: "pvh",
     kernelVersion: version,
@@ -178,7 +259,7 @@ export function planPvh(b: Uint8Array, name: string, opts: LinuxBootOptions): Pv
     startInfo,
     cmdline,
     describe:
-      `Linux vmlinux${version ? ` ${version.split(" ")[0]}` : ""} (PVH), ${elf.loads.length} segments ` +
+      `Linux vmlinux${version ? ` ${version.split(" ")[0]}` : ""} (PVH), ${layout.loads.length} segments ` +
       `${hex(kernelStart)}..${hex(kernelEnd)}, 32-bit entry ${hex(entry)}, start info at ${hex(START_INFO_ADDR)}` +
       (initrd ? `, initrd ${initrd.size} bytes at ${hex(initrd.gpa)}` : ""),
   };
@@ -221,12 +302,31 @@ export function buildStartInfo(o: {
   return page;
 }
 
-/** Write the plan into fresh guest RAM; returns the start info's address (EBX at entry). */
+/**
+ * Write the plan into fresh guest RAM; returns the start info's address (EBX at entry). A plan from a file
+ * reads its segments straight into guest RAM and closes the file.
+ */
 export function applyPvhPlan(mem: GuestMemory, plan: PvhPlan): number {
-  for (const s of plan.segments) {
-    mem.write(s.gpa, s.data);
-    // Fresh RAM reads as zero: the part of p_memsz past p_filesz (.bss) is already cleared.
+  try {
+    for (const s of plan.segments) {
+      // Fresh RAM reads as zero: the part of p_memsz past p_filesz (.bss) is already cleared.
+      if (s.data) mem.write(s.gpa, s.data);
+      else if (s.fileOffset !== undefined && plan.kernelFile) {
+        if (plan.kernelFile.readAt(mem.slice(s.gpa, s.size), s.fileOffset) !== s.size)
+          throw new ImageError(
+            `${plan.kernelFile.name}: the file changed since it was checked (it is shorter)`,
+          );
+      }
+    }
+  } finally {
+    plan.kernelFile?.close();
   }
+  // The banner lies in .rodata, a smaller segment than .text: the smaller ones are looked at first.
+  if (plan.kernelFile && plan.kernelVersion === undefined)
+    for (const s of [...plan.segments].filter((x) => !x.data).sort((a, b) => a.size - b.size)) {
+      plan.kernelVersion = bannerVersion(mem.slice(s.gpa, s.size));
+      if (plan.kernelVersion) break;
+    }
   mem.write(START_INFO_ADDR, plan.startInfo);
   mem.fill(PVH_CMDLINE_ADDR, PVH_CMDLINE_ROOM, 0);
   mem.write(PVH_CMDLINE_ADDR, plan.cmdline);

@@ -1,0 +1,54 @@
+// Loading a bundle of the installed command (scripts/bundle.mjs: the CLI, each thread's script) with V8's code
+// cache. Compiling a bundle (V8 pre-parses every function in it) is the longest part of vmtool's own start-up
+// after Node's: the CLI's ~1 MB takes ~20 ms on a fast host and over a second under a software CPU, each
+// thread's ~110 KB a tenth of that (docs/run.md, "Start-up"). The build writes what V8 made of each bundle next
+// to it (FILE.v8cache, from the same Node binary), and V8 then deserializes that instead of parsing. V8 checks
+// the cache against the source and its own version and flags: a cache it rejects (another Node, other V8
+// flags) costs nothing but the plain compile it replaces.
+import { readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname } from "node:path";
+import { Script } from "node:vm";
+import { startupMark } from "./startup-marks.js";
+
+/** The cache's file, next to the bundle. */
+export const cacheFile = (bundle: string): string => `${bundle}.v8cache`;
+
+/**
+ * The bundle's source as one function of CommonJS's five arguments, the form Node's loader compiles too. The
+ * build and the load must compile exactly this text: V8 accepts a cache only for the source it was made from.
+ * A "#!" first line (the CLI's) is valid only at the very start of a script: it becomes a comment.
+ */
+export function wrapCommonJs(source: string): string {
+  const body = source.startsWith("#!") ? `//${source.slice(2)}` : source;
+  return `(function (exports, require, module, __filename, __dirname) {${body}\n})`;
+}
+
+/** Compile the wrapped source; with `cachedData`, V8 takes the code from it if it accepts it. */
+export function compileBundle(file: string, source: string, cachedData?: Buffer): Script {
+  return new Script(wrapCommonJs(source), { filename: file, cachedData });
+}
+
+/** require(file) for a bundle, with its code cache when there is one. */
+export function requireBundle(file: string): unknown {
+  let cachedData: Buffer | undefined;
+  try {
+    cachedData = readFileSync(cacheFile(file));
+  } catch {
+    return createRequire(file)(file);
+  }
+  const script = compileBundle(file, readFileSync(file, "utf8"), cachedData);
+  startupMark(
+    script.cachedDataRejected ? "code cache rejected: compiled anew" : "compiled from the code cache",
+  );
+  const fn = script.runInThisContext() as (
+    exports: unknown,
+    require: NodeJS.Require,
+    module: { exports: unknown },
+    filename: string,
+    dir: string,
+  ) => void;
+  const mod = { exports: {} as unknown };
+  fn.call(mod.exports, mod.exports, createRequire(file), mod, file, dirname(file));
+  return mod.exports;
+}
