@@ -275,6 +275,26 @@ test("a fault parks the vCPU when asked: its state is read at the fault, then th
   assert.equal(r.end.kind, "fault");
 });
 
+test("pause() right after resume() resolves with the vCPU parked, every time (it may still be on its way out of its park)", async () => {
+  const r = await withControl(
+    `
+    mov $0x42, %ebx
+  spin: jmp spin`,
+    async (c) => {
+      for (let i = 0; i < 2000; i++) {
+        await c.pause();
+        assert.ok(c.vcpus[0].parked, `round ${i}: parked`);
+        await c.regs(0); // throws when the vCPU is not parked
+        c.resume();
+      }
+      await c.pause();
+      await c.setRegs(0, { rbx: 0n });
+      c.vcpus[0].control.stop();
+    },
+  );
+  assert.equal(r.end.kind, "stopped");
+});
+
 test("an injected exception runs the guest's handler (a #UD injected into a spinning guest)", async () => {
   const r = await withControl(
     `${idt64(6, "ud_handler")}
