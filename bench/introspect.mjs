@@ -1,10 +1,19 @@
 #!/usr/bin/env node
 // Introspection benchmarks (not tests): each prints ratios against a reference measured in the same run.
 //   (a) event round trip: a long-mode guest that writes an intercepted MSR (STAR) EVENTS times in a loop; a
-//       KVMI client in this process (vmtool's own, src/kvmi-client/) gets each MSR event and answers CONTINUE.
+//       KVMI client in this process (vmtool's own, src/kvmi-client/) gets each MSR event and answers CONTINUE
+//       (from its handleEvents callback, or its async iterator in a library that has no handleEvents).
 //       Time per event = (last event's arrival - first's) / (EVENTS - 1), i.e. event out, reply in, the guest
 //       going on to its next WRMSR. Reference: the same VMM's plain exits (`out` to 0xE9, no client), per exit,
 //       as bench/run-all.mjs measures them. Aim: an event costs at most 4 plain exits.
+//       Floors, in the same rounds, each also as plain exits: (a) a 560-byte message (an MSR event's size) to
+//       another Node process over a UNIX socket and back; (b) the same between two C processes
+//       (bench/c/socket-pingpong.c), the least any VMM and tool pay for an event's two socket crossings here;
+//       (c) a worker thread waking this process's main thread (postMessage) and the main thread waking it back
+//       (Atomics.notify), as a vCPU thread's park and resume do; (d) an event's whole route (vCPU thread ->
+//       main thread -> tool -> main thread -> vCPU thread) with no VMM work in it: a worker, this main
+//       thread and an echoing Node process; (e) as (d), the worker writing to the socket itself (one crossing
+//       fewer).
 //   (b) dumping 64 MiB of guest RAM (vCPUs paused): READ_PHYSICAL per 4 KiB page through the client, 64 in
 //       flight (the client pipelines: KVMI lets a tool send commands without waiting for the replies of those
 //       before, each has its seq) and one at a time (each sent once the one before is answered), the shared
@@ -21,12 +30,13 @@
 //                                                 in alternation in the same rounds: before and after a change)
 //        BENCH_ONLY=a node bench/introspect.mjs  (only (a), (b) or (c); (a) and (c) share the plain-exit
 //                                                 reference, which is always measured)
-import { spawn } from "node:child_process";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { createServer } from "node:net";
 import { loadavg } from "node:os";
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
+import { Worker } from "node:worker_threads";
 import { ROOT, flatLongGuest, median, workDir } from "./lib.mjs";
 
 /** Each build compared: its command and its own client library (VMTOOL_DIST=a,b: output folders). */
@@ -49,6 +59,8 @@ const RUNS = Number(process.env.BENCH_RUNS || 5);
 const ONLY = process.env.BENCH_ONLY || "abc";
 const EVENTS = Number(process.env.BENCH_EVENTS || 2000);
 const EXITS = 200_000;
+/** Round trips per sample of the floors under an event (a, b, c below). */
+const ROUND_TRIPS = EVENTS;
 const DUMP = 64 << 20;
 const STAR = 0xc0000081;
 /** The word the guests spin on until the client has set up what it measures. */
@@ -131,13 +143,25 @@ async function eventRoundTrip(b) {
   let first = 0n;
   let last = 0n;
   let n = 0;
-  for await (const ev of client.events()) {
-    if (ev.kind !== "msr") continue;
+  const onEvent = (ev) => {
+    if (ev.kind !== "msr") return false;
     last = process.hrtime.bigint();
     if (n++ === 0) first = last;
     client.reply(ev, "continue");
-    if (n === EVENTS) break;
-  }
+    return n === EVENTS;
+  };
+  if (client.handleEvents) {
+    // Each event answered from the socket's read callback, no promise per event.
+    await new Promise((resolve) => {
+      const stop = client.handleEvents((ev) => {
+        if (onEvent(ev)) {
+          stop();
+          resolve();
+        }
+      });
+      client.connection.closed.then(resolve);
+    });
+  } else for await (const ev of client.events()) if (onEvent(ev)) break; // a client library without it
   await run.done;
   client.close();
   if (n !== EVENTS) throw new Error(`${n} MSR events, expected ${EVENTS}`);
@@ -171,7 +195,7 @@ async function socketRoundTrip() {
       got -= msg.length;
       last = process.hrtime.bigint();
       if (n++ === 0) first = last;
-      if (n === EVENTS) resolve();
+      if (n === ROUND_TRIPS) resolve();
       else sock.write(msg);
     });
     sock.write(msg);
@@ -179,7 +203,118 @@ async function socketRoundTrip() {
   sock.destroy();
   echo.kill();
   server.close();
-  return Number(last - first) / 1e6 / (EVENTS - 1);
+  return Number(last - first) / 1e6 / (ROUND_TRIPS - 1);
+}
+
+/**
+ * (a) the same round trip between two C processes (bench/c/socket-pingpong.c: blocking read and write, nothing
+ * else): the least an event's two socket crossings cost on this host, whatever the VMM and the tool are written
+ * in. ms per round trip.
+ */
+let pingpong;
+function cSocketRoundTrip() {
+  pingpong ??= buildPingpong();
+  const r = spawnSync(pingpong, [String(ROUND_TRIPS), "560"], { encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`socket-pingpong: status ${r.status}: ${r.stderr}`);
+  return Number(r.stdout.trim()) / 1e6;
+}
+
+function buildPingpong() {
+  const exe = join(work, "socket-pingpong");
+  execFileSync("gcc", ["-O2", "-o", exe, join(ROOT, "bench", "c", "socket-pingpong.c")]);
+  return exe;
+}
+
+/**
+ * (a) a wake-up of this process's main thread by a worker thread and back, as a vCPU thread's park and resume
+ * do it (the worker posts a message and waits with Atomics.wait; the main thread, woken in its event loop,
+ * answers with Atomics.store and Atomics.notify): ms per round trip.
+ */
+async function threadRoundTrip() {
+  const words = new Int32Array(new SharedArrayBuffer(4));
+  const worker = new Worker(
+    `const { parentPort, workerData } = require("node:worker_threads");
+     const w = new Int32Array(workerData.sab);
+     for (let i = 1; i <= workerData.n; i++) {
+       parentPort.postMessage(i);
+       while (Atomics.load(w, 0) !== i) Atomics.wait(w, 0, i - 1);
+     }`,
+    { eval: true, workerData: { sab: words.buffer, n: ROUND_TRIPS } },
+  );
+  let first = 0n;
+  let last = 0n;
+  await new Promise((resolve, reject) => {
+    worker.on("error", reject);
+    worker.on("message", (i) => {
+      last = process.hrtime.bigint();
+      if (i === 1) first = last;
+      Atomics.store(words, 0, i);
+      Atomics.notify(words, 0);
+      if (i === ROUND_TRIPS) resolve();
+    });
+  });
+  await worker.terminate();
+  return Number(last - first) / 1e6 / (ROUND_TRIPS - 1);
+}
+
+/**
+ * (a) an event's route with no VMM work in it: a worker thread (the vCPU thread) hands 560 bytes to this
+ * process's main thread (postMessage), which writes them to another Node process over a UNIX socket; that one
+ * echoes them, and the main thread, reading them, wakes the worker (Atomics.notify). With `workerWrites`, the
+ * worker writes the bytes to the socket itself (fs.writeSync on its descriptor): the route without the
+ * vCPU thread -> main thread crossing. ms per round trip.
+ */
+async function routeRoundTrip(workerWrites) {
+  const path = join(work, `route-${sockets++}.sock`);
+  const server = createServer();
+  await new Promise((r) => server.listen(path, r));
+  const echo = spawn(
+    process.execPath,
+    ["-e", `const s = require("node:net").connect(process.argv[1]); s.on("data", (d) => s.write(d));`, path],
+    { stdio: "ignore" },
+  );
+  const sock = await new Promise((r) => server.once("connection", r));
+  const msg = Buffer.alloc(560);
+  const words = new Int32Array(new SharedArrayBuffer(4));
+  const worker = new Worker(
+    `const { parentPort, workerData } = require("node:worker_threads");
+     const { writeSync } = require("node:fs");
+     const w = new Int32Array(workerData.sab);
+     const msg = Buffer.alloc(560);
+     for (let i = 1; i <= workerData.n; i++) {
+       if (workerData.fd >= 0) writeSync(workerData.fd, msg);
+       else parentPort.postMessage(i);
+       while (Atomics.load(w, 0) !== i) Atomics.wait(w, 0, i - 1);
+     }`,
+    {
+      eval: true,
+      workerData: { sab: words.buffer, n: ROUND_TRIPS, fd: workerWrites ? sock._handle.fd : -1 },
+    },
+  );
+  worker.on("message", () => sock.write(msg));
+  let n = 0;
+  let got = 0;
+  let first = 0n;
+  let last = 0n;
+  await new Promise((resolve, reject) => {
+    worker.on("error", reject);
+    sock.on("data", (d) => {
+      got += d.length;
+      while (got >= msg.length) {
+        got -= msg.length;
+        last = process.hrtime.bigint();
+        if (++n === 1) first = last;
+        Atomics.store(words, 0, n);
+        Atomics.notify(words, 0);
+        if (n === ROUND_TRIPS) resolve();
+      }
+    });
+  });
+  await worker.terminate();
+  sock.destroy();
+  echo.kill();
+  server.close();
+  return Number(last - first) / 1e6 / (ROUND_TRIPS - 1);
 }
 
 /** (b) A VM of `b`'s with 64 MiB of RAM, paused, and the ways of reading it all (ms each). */
@@ -246,7 +381,17 @@ async function connectedRun(b, bin) {
 
 /** A case's name, with its build's folder when several builds are compared. */
 const label = (b, name) => (BUILDS.length > 1 ? `${b.dir}: ${name}` : name);
-const cases = { ...(ONLY.includes("a") ? { "socket round trip, ms": socketRoundTrip } : {}) };
+const cases = {
+  ...(ONLY.includes("a")
+    ? {
+        "socket round trip, ms": socketRoundTrip,
+        "C socket round trip, ms": cSocketRoundTrip,
+        "thread round trip, ms": threadRoundTrip,
+        "route round trip, ms": () => routeRoundTrip(false),
+        "route, worker writes, ms": () => routeRoundTrip(true),
+      }
+    : {}),
+};
 for (const b of BUILDS)
   Object.assign(cases, {
     ...(ONLY.includes("a") ? { [label(b, "(a) event round trip, ms/event")]: () => eventRoundTrip(b) } : {}),
@@ -300,9 +445,18 @@ for (const b of BUILDS) {
     );
     console.log(`  ratio event / plain exit = ${(eventUs / plainUs).toFixed(1)}   (aim <= 4)`);
     const socketUs = m["socket round trip, ms"] * 1000;
-    console.log(
-      `  the floor under it: a 560-byte message to another Node process over a UNIX socket and back, ${socketUs.toFixed(1)} us = ${(socketUs / plainUs).toFixed(1)} plain exits; event / that = ${(eventUs / socketUs).toFixed(2)}`,
-    );
+    const cUs = m["C socket round trip, ms"] * 1000;
+    const threadUs = m["thread round trip, ms"] * 1000;
+    const floor = (name, us) =>
+      console.log(
+        `  ${name.padEnd(58)} ${us.toFixed(1).padStart(6)} us = ${(us / plainUs).toFixed(1).padStart(4)} plain exits; event / that = ${(eventUs / us).toFixed(2)}`,
+      );
+    console.log("  floors, in the same rounds (560 bytes each way over a UNIX socket):");
+    floor("(a) Node process to another Node process and back", socketUs);
+    floor("(b) C process to another C process and back", cUs);
+    floor("(c) worker thread wakes the main thread and back", threadUs);
+    floor("(d) the event's route, no VMM work: (c) then (a), in one", m["route round trip, ms"] * 1000);
+    floor("(e) as (d), the worker writing to the socket itself", m["route, worker writes, ms"] * 1000);
   }
   if (ONLY.includes("b")) {
     const floorMs = m[L("memfd in-process (floor)")];

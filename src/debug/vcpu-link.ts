@@ -80,6 +80,8 @@ export class VcpuLink {
    * parked again only after it parks anew (pause(), or an event of its own: parkedAgain()).
    */
   private resumed = false;
+  /** The STOP_SEQ of the park resume() let go. */
+  private resumedFrom = 0;
 
   constructor(
     readonly index: number,
@@ -120,8 +122,12 @@ export class VcpuLink {
     return !this.resumed && this.control.state === VcpuState.PAUSED;
   }
 
-  /** The vCPU parked on its own (an event): it is parked, whatever was resumed before. */
+  /**
+   * The vCPU parked on its own (an event): it is parked, whatever was resumed before. The word may come late,
+   * about the park resume() already let go: that one does not count.
+   */
   parkedAgain(): void {
+    if (this.resumed && Atomics.load(this.words, DBG.STOP_SEQ) === this.resumedFrom) return;
     this.resumed = false;
   }
 
@@ -159,8 +165,22 @@ export class VcpuLink {
   async pause(): Promise<void> {
     if (this.stopped) return;
     if (this.parked) return;
+    // Resumed and maybe still showing PAUSED on its way out: asked to pause now, it could look parked while it
+    // leaves (and parks anew a moment later). Let it leave that park first.
+    if (this.resumed) await this.leftPark();
     await this.control.pause();
     this.resumed = false;
+  }
+
+  /** Wait until the vCPU is out of the park resume() let go (running, stopped, or in a new park). */
+  private async leftPark(): Promise<void> {
+    const ctl = this.control.ctl;
+    for (;;) {
+      const state = Atomics.load(ctl, CTL.STATE);
+      if (state !== VcpuState.PAUSED || Atomics.load(this.words, DBG.STOP_SEQ) !== this.resumedFrom) return;
+      const w = Atomics.waitAsync(ctl, CTL.STATE, state, 100);
+      if (w.async) await w.value;
+    }
   }
 
   /** Let the parked vCPU go on, with `action` (ResumeAction) and its argument. */
@@ -168,6 +188,7 @@ export class VcpuLink {
     if (!this.parked) return;
     Atomics.store(this.words, DBG.ACTION, action);
     writeU64(this.words, DBG.ACTION_ARG_LO, arg);
+    this.resumedFrom = Atomics.load(this.words, DBG.STOP_SEQ);
     this.resumed = true;
     this.control.resume();
   }

@@ -51,6 +51,7 @@ import {
   MAX_SNAPSHOT_MSRS,
   MAX_SW_BREAKPOINTS,
   ResumeAction,
+  RUN_SYNC,
   StopKind,
   WANT,
   readU64,
@@ -135,8 +136,16 @@ export class VmControl {
    */
   private frozenPit: Buffer | undefined;
 
+  /** Each vCPU's struct kvm_run (for its sync-regs request: RUN_SYNC). */
+  private readonly runs: DataView[];
+  /** KVM can copy registers and segment registers into kvm_run at each exit (KVM_CAP_SYNC_REGS). */
+  private readonly syncRegs: boolean;
+
   constructor(machine: RunningMachine, opts: VmControlOptions = {}) {
     this.vm = machine.vm;
+    this.runs = machine.vcpus.map((v) => v.vcpu.run);
+    const bits = machine.vm.kvm.checkExtension("SYNC_REGS");
+    this.syncRegs = bits > 0 && (bits & RUN_SYNC.VALID_BITS) === RUN_SYNC.VALID_BITS;
     this.memory = machine.vm.memory;
     this.vcpus = machine.vcpus.map((v, i) => new VcpuLink(i, v.control, v.debug));
     this.backend = opts.backend ?? detectBackend();
@@ -169,6 +178,32 @@ export class VmControl {
     }
   }
 
+  /**
+   * Whether anything that makes events is set (MSR interception, software or hardware breakpoints, INT3
+   * catching, page protection): while it is, a vCPU whose events come close together has KVM copy its
+   * registers into kvm_run at every exit, so that an event's snapshot costs no ioctl for them (RUN_SYNC; the
+   * vCPU decides at its parks); when nothing is set, the copying, which costs every exit a little, is stopped
+   * here for running vCPUs too.
+   */
+  private publishEventSources(): void {
+    const on =
+      this.syncRegs &&
+      !this.closed &&
+      this.vcpus.some((v) => Atomics.load(v.words, DBG.ARMED) !== 0) &&
+      (this.msrIntercepts.size > 0 ||
+        this.swBreakpoints.size > 0 ||
+        this.int3 ||
+        this.hw.some((h) => h !== undefined) ||
+        this.vm.slots.anyProtected);
+    for (const [i, v] of this.vcpus.entries()) {
+      if (on) Atomics.or(v.words, DBG.WANT, WANT.SYNC_REGS);
+      else {
+        Atomics.and(v.words, DBG.WANT, ~WANT.SYNC_REGS);
+        this.runs[i].setBigUint64(RUN_SYNC.VALID_REGS, 0n, true);
+      }
+    }
+  }
+
   // ---- Events and stops ----
 
   /**
@@ -185,7 +220,20 @@ export class VmControl {
     const stop = link.stopInfo();
     const waiter = this.stopWaiters.shift();
     if (waiter) waiter(stop);
+    else if (this.stopListener) this.stopListener(stop);
     else this.stops.push(stop);
+  }
+
+  private stopListener: ((stop: StopInfo) => void) | undefined;
+
+  /**
+   * Hand every event stop to `listener` as the vCPU reports it, with no promise in between (those already
+   * queued first); nextStop() callers still take theirs first. undefined stops it: stops are queued again.
+   */
+  onStop(listener: ((stop: StopInfo) => void) | undefined): void {
+    this.stopListener = listener;
+    for (let s = this.stops.shift(); s && listener && this.stopListener === listener; s = this.stops.shift())
+      listener(s);
   }
 
   /** The next event stop, in order; undefined once the control is closed (the run ended, or detach). */
@@ -767,6 +815,7 @@ export class VmControl {
       writeU64(v.words, DBG.GD_REGS + 2 * 7, dr7);
       v.syncGuestDebug();
     }
+    this.publishEventSources();
   }
 
   /** Protect guest-physical pages (whole pages) against writes ("r") or every access ("none"), or lift it. */
@@ -782,6 +831,7 @@ export class VmControl {
     await this.withRunningParked(() => {
       for (const c of changes) this.vm.slots.setAccess(c.gpa, c.len, c.access);
     });
+    this.publishEventSources();
   }
 
   /**
@@ -821,6 +871,7 @@ export class VmControl {
     this.msrIntercepts.clear();
     for (const [k, v] of next) this.msrIntercepts.set(k, v);
     this.publishSnapshotMsrs();
+    this.publishEventSources();
   }
 
   get interceptedMsrs(): ReadonlyMap<number, { read: boolean; write: boolean }> {
@@ -916,6 +967,8 @@ export class VmControl {
    * reporting events, and let every vCPU go on. The guest runs on as if never watched.
    */
   async detach(): Promise<void> {
+    // At once, before any wait below: a new client's listener may be set meanwhile, and must stay.
+    this.stopListener = undefined;
     for (const linear of [...this.swBreakpoints.keys()]) this.removeSwBreakpoint(linear);
     for (let i = 0; i < 4; i++) this.hw[i] = undefined;
     this.updateGuestDebug();
@@ -930,6 +983,7 @@ export class VmControl {
     this.catchInt3 = false;
     this.breakOnExit(EXIT_BREAK.NONE);
     for (const v of this.vcpus) Atomics.store(v.words, DBG.ARMED, 0);
+    this.publishEventSources();
     // Whoever waited for stops is done; stops not taken are dropped (their vCPUs are resumed below).
     this.stops.length = 0;
     for (const w of this.stopWaiters) w(undefined);
@@ -940,6 +994,7 @@ export class VmControl {
   /** Start reporting events again after detach() (a new client). */
   arm(): void {
     for (const v of this.vcpus) Atomics.store(v.words, DBG.ARMED, 1);
+    this.publishEventSources();
   }
 
   /** The run ended (or the client went away): wake whoever waits for a stop. */

@@ -183,7 +183,10 @@ export class KvmiServer {
     }));
     core.catchInt3 = false;
     core.snapshotMsrs = EVENT_ARCH_MSRS;
-    void this.eventLoop();
+    // Each stop is turned into its event as the vCPU reports it (no promise per event).
+    core.onStop((stop) => {
+      if (!this.closed) this.onStop(stop);
+    });
     conn.onClose((why) => this.detach(why));
   }
 
@@ -611,15 +614,7 @@ export class KvmiServer {
 
   // ---- Events ----
 
-  /** Take the core's stops and turn them into events (or resume them when the tool did not ask). */
-  private async eventLoop(): Promise<void> {
-    for (;;) {
-      const stop = await this.core.nextStop();
-      if (!stop || this.closed) return;
-      this.onStop(stop);
-    }
-  }
-
+  /** A stop of the core's: its event, or it goes on when the tool did not ask for that event. */
   private onStop(stop: StopInfo): void {
     const st = this.vcpus[stop.vcpu];
     const event = this.eventFor(stop);
@@ -689,34 +684,43 @@ export class KvmiServer {
       next = { event: EVENT.TRAP };
     } else next = st.queue.shift();
     if (!next) return;
-    void this.sendEvent(vcpu, next.event, next.stop);
+    this.sendEvent(vcpu, next.event, next.stop);
   }
 
-  private async sendEvent(vcpu: number, event: number, stop?: StopInfo): Promise<void> {
+  private sendEvent(vcpu: number, event: number, stop?: StopInfo): void {
     const st = this.vcpus[vcpu];
     const seq = this.nextEventSeq++ >>> 0;
     const out: OutstandingEvent = { seq, event, vcpu, stop, sent: false };
     st.outstanding = out;
-    try {
-      const msg = await this.encodeEvent(seq, vcpu, event, stop);
-      if (this.closed || st.outstanding !== out) return;
-      this.conn.send(msg);
-      out.sent = true;
-      if (st.replyTimer) st.replyTimer.refresh();
-      else st.replyTimer = setTimeout(() => this.timedOut(vcpu), this.opts.replyTimeoutMs).unref();
-    } catch (e) {
-      // The vCPU went away (the run is ending): nothing to report.
-      st.outstanding = undefined;
-      this.opts.log(`introspection: event ${event} of vCPU ${vcpu} not sent: ${(e as Error).message}`);
+    // From the park's snapshot at once when it holds all the event needs (no promise, no command).
+    const now = this.encodeEventNow(seq, vcpu, event, stop);
+    if (now) {
+      this.sent(st, out, now);
+      return;
     }
+    this.encodeEvent(seq, vcpu, event, stop).then(
+      (msg) => this.sent(st, out, msg),
+      (e: unknown) => {
+        // The vCPU went away (the run is ending): nothing to report.
+        if (st.outstanding === out) st.outstanding = undefined;
+        this.opts.log(`introspection: event ${event} of vCPU ${vcpu} not sent: ${(e as Error).message}`);
+      },
+    );
+  }
+
+  private sent(st: VcpuState, out: OutstandingEvent, msg: Buffer): void {
+    if (this.closed || st.outstanding !== out) return;
+    this.conn.send(msg);
+    out.sent = true;
+    if (st.replyTimer) st.replyTimer.refresh();
+    else st.replyTimer = setTimeout(() => this.timedOut(out.vcpu), this.opts.replyTimeoutMs).unref();
   }
 
   /**
-   * The whole message, header included, in one buffer: struct kvmi_event (size, vcpu, event, then
-   * kvmi_event_arch: mode, regs, sregs, 9 MSRs), then the event's own data. The registers and MSRs come from
-   * what the vCPU thread read when it parked (the core's snapshot): no command to the vCPU for them.
+   * The event's header, struct kvmi_event (size, vcpu, event, then kvmi_event_arch: mode, regs, sregs, 9
+   * MSRs), in one buffer with room for the event's own data after it.
    */
-  private async encodeEvent(seq: number, vcpu: number, event: number, stop?: StopInfo): Promise<Buffer> {
+  private eventHead(seq: number, vcpu: number, event: number, regs: Uint8Array, sregs: Buffer): Buffer {
     const dataSize = EVENT_DATA[event as keyof typeof EVENT_DATA].data;
     const size = SIZE.event + dataSize;
     const b = Buffer.alloc(HEADER_SIZE + size);
@@ -727,15 +731,63 @@ export class KvmiServer {
     b.writeUInt16LE(SIZE.event, e);
     b.writeUInt16LE(vcpu, e + 2);
     b[e + 4] = event;
-    const { regs, sregs } = await this.core.rawRegs(vcpu);
-    const msrs = await this.core.msrs(vcpu, EVENT_ARCH_MSRS);
     b[e + 8] = modeOf(sregs);
     b.set(regs, e + 16);
     b.set(sregs, e + 16 + SIZE.kvmRegs);
-    const mo = e + 16 + SIZE.kvmRegs + SIZE.kvmSregs;
+    return b;
+  }
+
+  /** Where the nine MSRs of kvmi_event_arch go in eventHead()'s buffer. */
+  private static readonly MSRS_AT = HEADER_SIZE + 16 + SIZE.kvmRegs + SIZE.kvmSregs;
+
+  /**
+   * The whole event message from what the vCPU thread read when it parked, or undefined when that is not
+   * enough (no snapshot, or an event that needs more: a breakpoint's GPA, a TRAP's exception).
+   */
+  private encodeEventNow(seq: number, vcpu: number, event: number, stop?: StopInfo): Buffer | undefined {
+    if (event !== EVENT.MSR && event !== EVENT.PF && event !== EVENT.SINGLESTEP && event !== EVENT.PAUSE_VCPU)
+      return undefined;
+    const snap = this.core.vcpus[vcpu].snapshot();
+    if (!snap) return undefined;
+    const old = event === EVENT.MSR ? snap.msrs.get(stop?.code ?? 0) : 0n;
+    if (old === undefined || !EVENT_ARCH_MSRS.every((m) => snap.msrs.has(m))) return undefined;
+    const b = this.eventHead(seq, vcpu, event, snap.regs, snap.sregs);
     for (let i = 0; i < EVENT_ARCH_MSRS.length; i++)
-      b.writeBigUInt64LE(msrs.get(EVENT_ARCH_MSRS[i]) ?? 0n, mo + 8 * i);
-    const d = e + SIZE.event;
+      b.writeBigUInt64LE(snap.msrs.get(EVENT_ARCH_MSRS[i]) ?? 0n, KvmiServer.MSRS_AT + 8 * i);
+    this.eventData(b, event, stop, old);
+    return b;
+  }
+
+  /** The event's own data of MSR, PF and SINGLESTEP events (`old`: the MSR's value before the write). */
+  private eventData(b: Buffer, event: number, stop: StopInfo | undefined, old: bigint): void {
+    const d = HEADER_SIZE + SIZE.event;
+    switch (event) {
+      case EVENT.MSR:
+        b.writeUInt32LE(stop?.code ?? 0, d);
+        b.writeBigUInt64LE(old, d + 8);
+        b.writeBigUInt64LE(stop?.value ?? 0n, d + 16);
+        break;
+      case EVENT.PF:
+        b.writeBigUInt64LE(0xffff_ffff_ffff_ffffn, d); // the guest-virtual address is not known from an MMIO exit
+        b.writeBigUInt64LE(stop?.addr ?? 0n, d + 8);
+        b[d + 16] = stop?.kind === StopKind.PAGE_WRITE ? PAGE_ACCESS.W : PAGE_ACCESS.R;
+        break;
+      default:
+        break; // SINGLESTEP: failed = 0
+    }
+  }
+
+  /**
+   * The whole message, header included, in one buffer. The registers and MSRs come from what the vCPU thread
+   * read when it parked (the core's snapshot) when it can: no command to the vCPU for them.
+   */
+  private async encodeEvent(seq: number, vcpu: number, event: number, stop?: StopInfo): Promise<Buffer> {
+    const { regs, sregs } = await this.core.rawRegs(vcpu);
+    const msrs = await this.core.msrs(vcpu, EVENT_ARCH_MSRS);
+    const b = this.eventHead(seq, vcpu, event, regs, sregs);
+    for (let i = 0; i < EVENT_ARCH_MSRS.length; i++)
+      b.writeBigUInt64LE(msrs.get(EVENT_ARCH_MSRS[i]) ?? 0n, KvmiServer.MSRS_AT + 8 * i);
+    const d = HEADER_SIZE + SIZE.event;
     switch (event) {
       case EVENT.BREAKPOINT: {
         const linear = stop?.addr ?? 0n;
@@ -746,16 +798,9 @@ export class KvmiServer {
       }
       case EVENT.MSR: {
         const msr = stop?.code ?? 0;
-        b.writeUInt32LE(msr, d);
-        b.writeBigUInt64LE((await this.core.msrs(vcpu, [msr])).get(msr) ?? 0n, d + 8);
-        b.writeBigUInt64LE(stop?.value ?? 0n, d + 16);
+        this.eventData(b, event, stop, (await this.core.msrs(vcpu, [msr])).get(msr) ?? 0n);
         break;
       }
-      case EVENT.PF:
-        b.writeBigUInt64LE(0xffff_ffff_ffff_ffffn, d); // the guest-virtual address is not known from an MMIO exit
-        b.writeBigUInt64LE(stop?.addr ?? 0n, d + 8);
-        b[d + 16] = stop?.kind === StopKind.PAGE_WRITE ? PAGE_ACCESS.W : PAGE_ACCESS.R;
-        break;
       case EVENT.TRAP: {
         const ev = await this.core.vcpuEvents(vcpu);
         const s = await this.core.sregs(vcpu);
@@ -765,6 +810,7 @@ export class KvmiServer {
         break;
       }
       default:
+        this.eventData(b, event, stop, 0n);
         break;
     }
     return b;

@@ -666,6 +666,17 @@ export class KvmiClient {
     return this.connection.nextEvent(opts);
   }
 
+  /**
+   * Hand every event to `handler` as it is read from the socket, in order, with no promise or queue per event
+   * (the fast way to answer many; events already queued go to it first). Waits for particular events
+   * (pauseAll's PAUSE events, nextEvent with `match`) and plain nextEvent() calls still take theirs first. A
+   * handler that throws ends the connection (KvmiInternalError). Returns a function that stops the handing
+   * over: events are queued again.
+   */
+  handleEvents(handler: (ev: KvmiEvent) => void): () => void {
+    return this.connection.handleEvents(handler);
+  }
+
   /** Every event, in order, until the connection is over. */
   async *events(): AsyncGenerator<KvmiEvent, void, undefined> {
     for (;;) {
@@ -690,15 +701,21 @@ export class KvmiClient {
    * written, default the guest's own; PF: the emulation context, default none). UNHOOK takes no reply.
    */
   reply(ev: KvmiEvent, action: ActionName | ActionValue = "continue", data?: EventReplyData): void {
-    this.connection.write(frame(Msg.EVENT_REPLY, ev.seq, this.prepareReply(ev, action, data)));
+    // The whole message in one buffer: the header is written into the payload's headroom.
+    const b = this.prepareReply(ev, action, data, HEADER_SIZE);
+    const H = L.kvmi_msg_hdr.off;
+    b.writeUInt16LE(Msg.EVENT_REPLY, H.id);
+    b.writeUInt16LE(b.length - HEADER_SIZE, H.size);
+    b.writeUInt32LE(ev.seq >>> 0, H.seq);
+    this.connection.write(b);
   }
 
-  /** @internal The reply's payload; the event is marked as answered. */
-  prepareReply(ev: KvmiEvent, action: ActionName | ActionValue, data?: EventReplyData): Buffer {
+  /** @internal The reply's payload (after `headroom` zero bytes); the event is marked as answered. */
+  prepareReply(ev: KvmiEvent, action: ActionName | ActionValue, data?: EventReplyData, headroom = 0): Buffer {
     if (ev.kind === "unhook") throw new KvmiUsageError("an UNHOOK event takes no reply: unhook and close");
     if (this.answered.has(ev))
       throw new KvmiUsageError(`event seq ${ev.seq} (${ev.kind}) was already answered`);
-    const payload = eventReplyPayload(ev, actionValue(action), data);
+    const payload = eventReplyPayload(ev, actionValue(action), data, headroom);
     this.answered.add(ev);
     return payload;
   }

@@ -353,15 +353,42 @@ export class KvmiConnection {
     if (this.queue.length < this.maxQueuedEvents) this.pump();
   }
 
+  /**
+   * Hand events to `handler` as they are read (see KvmiClient.handleEvents), those already queued first.
+   * Returns a function that stops it.
+   */
+  handleEvents(handler: (ev: KvmiEvent) => void): () => void {
+    this.handler = handler;
+    for (let ev = this.queue.take(); ev && this.handler === handler; ev = this.queue.take()) handler(ev);
+    this.afterTake();
+    return () => {
+      if (this.handler === handler) this.handler = undefined;
+    };
+  }
+
+  private handler: ((ev: KvmiEvent) => void) | undefined;
+
   private deliver(ev: KvmiEvent): void {
-    // Waiters that look for a kind of event first (a pause waiting for its PAUSE events), then the others.
-    const order = [...this.waiters.filter((w) => w.match), ...this.waiters.filter((w) => !w.match)];
-    for (const w of order)
-      if (!w.match || w.match(ev)) {
-        w.resolve(ev);
-        return;
-      }
-    this.queue.push(ev);
+    // Waiters that look for a kind of event first (a pause waiting for its PAUSE events), then the others,
+    // then the handler.
+    if (this.waiters.length > 0) {
+      const order = [...this.waiters.filter((w) => w.match), ...this.waiters.filter((w) => !w.match)];
+      for (const w of order)
+        if (!w.match || w.match(ev)) {
+          w.resolve(ev);
+          return;
+        }
+    }
+    if (!this.handler) {
+      this.queue.push(ev);
+      return;
+    }
+    try {
+      this.handler(ev);
+    } catch (err) {
+      this.protocolBroken = true;
+      this.fail(new KvmiInternalError(`the event handler failed: ${String(err)}`, { cause: err }));
+    }
   }
 
   // ---- receiving ----

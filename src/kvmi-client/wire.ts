@@ -298,19 +298,65 @@ export type EventKind = KvmiEvent["kind"];
 /** Each event's kind and the size of its own data after the 544-byte common part. */
 export const EVENT_KINDS: ReadonlyMap<number, { kind: EventKind; data: number; reply: number }> = new Map([
   [Ev.UNHOOK, { kind: "unhook", data: 0, reply: 0 }],
-  [Ev.CR, { kind: "cr", data: L.kvmi_event_cr.size, reply: L.kvmi_event_cr_reply.size }],
-  [Ev.MSR, { kind: "msr", data: L.kvmi_event_msr.size, reply: L.kvmi_event_msr_reply.size }],
+  [Ev.CR, { kind: "cr" as const, data: L.kvmi_event_cr.size, reply: L.kvmi_event_cr_reply.size }],
+  [Ev.MSR, { kind: "msr" as const, data: L.kvmi_event_msr.size, reply: L.kvmi_event_msr_reply.size }],
   [Ev.XSETBV, { kind: "xsetbv", data: 0, reply: 0 }],
-  [Ev.BREAKPOINT, { kind: "breakpoint", data: L.kvmi_event_breakpoint.size, reply: 0 }],
+  [Ev.BREAKPOINT, { kind: "breakpoint" as const, data: L.kvmi_event_breakpoint.size, reply: 0 }],
   [Ev.HYPERCALL, { kind: "hypercall", data: 0, reply: 0 }],
-  [Ev.PF, { kind: "pf", data: L.kvmi_event_pf.size, reply: L.kvmi_event_pf_reply.size }],
-  [Ev.TRAP, { kind: "trap", data: L.kvmi_event_trap.size, reply: 0 }],
-  [Ev.DESCRIPTOR, { kind: "descriptor", data: L.kvmi_event_descriptor.size, reply: 0 }],
+  [Ev.PF, { kind: "pf" as const, data: L.kvmi_event_pf.size, reply: L.kvmi_event_pf_reply.size }],
+  [Ev.TRAP, { kind: "trap" as const, data: L.kvmi_event_trap.size, reply: 0 }],
+  [Ev.DESCRIPTOR, { kind: "descriptor" as const, data: L.kvmi_event_descriptor.size, reply: 0 }],
   [Ev.CREATE_VCPU, { kind: "create-vcpu", data: 0, reply: 0 }],
   [Ev.PAUSE_VCPU, { kind: "pause", data: 0, reply: 0 }],
-  [Ev.SINGLESTEP, { kind: "singlestep", data: L.kvmi_event_singlestep.size, reply: 0 }],
-  [Ev.CPUID, { kind: "cpuid", data: L.kvmi_event_cpuid.size, reply: 0 }],
+  [Ev.SINGLESTEP, { kind: "singlestep" as const, data: L.kvmi_event_singlestep.size, reply: 0 }],
+  [Ev.CPUID, { kind: "cpuid" as const, data: L.kvmi_event_cpuid.size, reply: 0 }],
 ] as const);
+
+/**
+ * An event's common part (kvmi_event and kvmi_event_arch): the small fields read at once, the registers,
+ * segment registers and MSRs decoded from the payload the first time they are read (a tool that looks only
+ * at the event's own data, or at RIP, does not pay for the rest).
+ */
+class EventArch {
+  readonly id: number;
+  readonly seq: number;
+  readonly vcpu: number;
+  readonly mode: number;
+  readonly view: number;
+  readonly #payload: Buffer;
+  #regs: Regs | undefined;
+  #sregs: Sregs | undefined;
+  #msrs: EventMsrs | undefined;
+
+  constructor(id: number, seq: number, p: Buffer) {
+    const C = L.kvmi_event;
+    const A = L.kvmi_event_arch;
+    this.id = id;
+    this.seq = seq;
+    this.vcpu = p.readUInt16LE(C.off.vcpu);
+    this.mode = p[C.off.arch + A.off.mode];
+    this.view = p.readUInt16LE(C.off.arch + A.off.view);
+    this.#payload = p;
+  }
+
+  get regs(): Regs {
+    return (this.#regs ??= decodeRegs(this.#payload, L.kvmi_event.off.arch + L.kvmi_event_arch.off.regs));
+  }
+
+  get sregs(): Sregs {
+    return (this.#sregs ??= decodeSregs(this.#payload, L.kvmi_event.off.arch + L.kvmi_event_arch.off.sregs));
+  }
+
+  get msrs(): EventMsrs {
+    if (this.#msrs) return this.#msrs;
+    const at = L.kvmi_event.off.arch + L.kvmi_event_arch.off.msrs;
+    const mo = L.kvmi_event_arch_msrs.off;
+    const msrs = {} as EventMsrs;
+    for (const n of Object.keys(mo) as (keyof typeof mo)[])
+      msrs[n] = this.#payload.readBigUInt64LE(at + mo[n]);
+    return (this.#msrs = msrs);
+  }
+}
 
 /**
  * An event message's payload, decoded. Only the kvmi-v7 sizes are accepted: the common part says it is 544
@@ -332,86 +378,79 @@ export function decodeEvent(seq: number, p: Buffer): KvmiEvent {
     throw bad(
       `${EVENT_NAMES.get(id) ?? id} event with ${dataSize} bytes of its own data, the protocol gives it ${known.data}`,
     );
-  const A = L.kvmi_event_arch;
-  const a = C.off.arch;
-  const mo = L.kvmi_event_arch_msrs.off;
-  const msrs = {} as EventMsrs;
-  for (const n of Object.keys(mo) as (keyof typeof mo)[]) msrs[n] = p.readBigUInt64LE(a + A.off.msrs + mo[n]);
-  const base: EventBase = {
-    id,
-    seq,
-    vcpu: p.readUInt16LE(C.off.vcpu),
-    mode: p[a + A.off.mode],
-    view: p.readUInt16LE(a + A.off.view),
-    regs: decodeRegs(p, a + A.off.regs),
-    sregs: decodeSregs(p, a + A.off.sregs),
-    msrs,
-  };
+  const base = new EventArch(id, seq, p) as EventBase;
   const d = C.size;
+  // The event's own fields are copied onto the object; the registers stay in the payload until read.
   switch (known.kind) {
     case "cr": {
       const o = L.kvmi_event_cr.off;
-      return {
-        ...base,
-        kind: "cr",
+      return Object.assign(base, {
+        kind: "cr" as const,
         cr: p.readUInt16LE(d + o.cr),
         oldValue: p.readBigUInt64LE(d + o.old_value),
         newValue: p.readBigUInt64LE(d + o.new_value),
-      };
+      });
     }
     case "msr": {
       const o = L.kvmi_event_msr.off;
-      return {
-        ...base,
-        kind: "msr",
+      return Object.assign(base, {
+        kind: "msr" as const,
         msr: p.readUInt32LE(d + o.msr),
         oldValue: p.readBigUInt64LE(d + o.old_value),
         newValue: p.readBigUInt64LE(d + o.new_value),
-      };
+      });
     }
     case "breakpoint": {
       const o = L.kvmi_event_breakpoint.off;
-      return { ...base, kind: "breakpoint", gpa: p.readBigUInt64LE(d + o.gpa), insnLen: p[d + o.insn_len] };
+      return Object.assign(base, {
+        kind: "breakpoint" as const,
+        gpa: p.readBigUInt64LE(d + o.gpa),
+        insnLen: p[d + o.insn_len],
+      });
     }
     case "pf": {
       const o = L.kvmi_event_pf.off;
-      return {
-        ...base,
-        kind: "pf",
+      return Object.assign(base, {
+        kind: "pf" as const,
         gva: p.readBigUInt64LE(d + o.gva),
         gpa: p.readBigUInt64LE(d + o.gpa),
         access: p[d + o.access],
         pfView: p.readUInt16LE(d + o.view),
-      };
+      });
     }
     case "trap": {
       const o = L.kvmi_event_trap.off;
-      return {
-        ...base,
-        kind: "trap",
+      return Object.assign(base, {
+        kind: "trap" as const,
         vector: p[d + o.vector],
         errorCode: p.readUInt32LE(d + o.error_code),
         cr2: p.readBigUInt64LE(d + o.cr2),
-      };
+      });
     }
     case "descriptor": {
       const o = L.kvmi_event_descriptor.off;
-      return { ...base, kind: "descriptor", descriptor: p[d + o.descriptor], write: p[d + o.write] !== 0 };
+      return Object.assign(base, {
+        kind: "descriptor" as const,
+        descriptor: p[d + o.descriptor],
+        write: p[d + o.write] !== 0,
+      });
     }
     case "singlestep":
-      return { ...base, kind: "singlestep", failed: p[d + L.kvmi_event_singlestep.off.failed] !== 0 };
+      return Object.assign(base, {
+        kind: "singlestep" as const,
+        failed: p[d + L.kvmi_event_singlestep.off.failed] !== 0,
+      });
     case "cpuid": {
       const o = L.kvmi_event_cpuid.off;
-      return {
-        ...base,
-        kind: "cpuid",
+      return Object.assign(base, {
+        kind: "cpuid" as const,
         function: p.readUInt32LE(d + o.function),
         index: p.readUInt32LE(d + o.index),
         insnLength: p[d + o.insn_length],
-      };
+      });
     }
     default:
-      return { ...base, kind: known.kind };
+      return Object.assign(base, { kind: known.kind });
   }
 }
 
@@ -431,34 +470,59 @@ export interface EventReplyData {
 
 /**
  * The payload of EVENT_REPLY for `ev`: kvmi_vcpu_hdr, kvmi_event_reply, then the event's own reply data
- * (8 bytes for CR and MSR, 272 for PF, none for the others), exactly the sizes the protocol gives.
+ * (8 bytes for CR and MSR, 272 for PF, none for the others), exactly the sizes the protocol gives. With
+ * `headroom`, that many bytes come first (zeros): room for the message header, so that a reply is one buffer.
  */
-export function eventReplyPayload(ev: KvmiEvent, action: ActionValue, data: EventReplyData = {}): Buffer {
-  const head = Buffer.concat([
-    encode(L.kvmi_vcpu_hdr, { vcpu: ev.vcpu }),
-    encode(L.kvmi_event_reply, { action, event: ev.id }),
-  ]);
-  if (ev.kind === "cr" || ev.kind === "msr") {
-    const l = ev.kind === "cr" ? L.kvmi_event_cr_reply : L.kvmi_event_msr_reply;
-    return Buffer.concat([head, encode(l, { new_val: data.newValue ?? ev.newValue })]);
-  }
+export function eventReplyPayload(
+  ev: KvmiEvent,
+  action: ActionValue,
+  data: EventReplyData = {},
+  headroom = 0,
+): Buffer {
+  const H = L.kvmi_vcpu_hdr;
+  const R = L.kvmi_event_reply;
+  const own =
+    ev.kind === "cr"
+      ? L.kvmi_event_cr_reply.size
+      : ev.kind === "msr"
+        ? L.kvmi_event_msr_reply.size
+        : ev.kind === "pf"
+          ? L.kvmi_event_pf_reply.size
+          : 0;
+  let ctx: Uint8Array | undefined;
   if (ev.kind === "pf") {
-    const pf = data.pf ?? {};
-    const l = L.kvmi_event_pf_reply;
-    const ctx = pf.ctxData ?? new Uint8Array(0);
-    const room = l.fields.ctx_data.size;
+    ctx = data.pf?.ctxData ?? new Uint8Array(0);
+    const room = L.kvmi_event_pf_reply.fields.ctx_data.size;
     if (ctx.length > room)
       throw new KvmiUsageError(`PF reply: ${ctx.length} bytes of context data, at most ${room}`);
-    const b = encode(l, {
-      ctx_addr: pf.ctxAddr ?? 0n,
-      ctx_size: ctx.length,
-      singlestep: pf.singlestep === true ? 1 : 0,
-      rep_complete: pf.repComplete === true ? 1 : 0,
-    });
-    b.set(ctx, l.off.ctx_data);
-    return Buffer.concat([head, b]);
   }
-  return head;
+  const b = Buffer.alloc(headroom + H.size + R.size + own);
+  b.writeUInt16LE(ev.vcpu, headroom + H.off.vcpu);
+  const r = headroom + H.size;
+  b[r + R.off.action] = action;
+  b[r + R.off.event] = ev.id;
+  const at = r + R.size;
+  if (ev.kind === "cr" || ev.kind === "msr")
+    b.writeBigUInt64LE(
+      BigInt.asUintN(64, data.newValue ?? ev.newValue),
+      at + L.kvmi_event_msr_reply.off.new_val,
+    );
+  else if (ev.kind === "pf" && ctx) {
+    const pf = data.pf ?? {};
+    encode(
+      L.kvmi_event_pf_reply,
+      {
+        ctx_addr: pf.ctxAddr ?? 0n,
+        ctx_size: ctx.length,
+        singlestep: pf.singlestep === true ? 1 : 0,
+        rep_complete: pf.repComplete === true ? 1 : 0,
+      },
+      b,
+      at,
+    );
+    b.set(ctx, at + L.kvmi_event_pf_reply.off.ctx_data);
+  }
+  return b;
 }
 
 /** "0x1000+0x10": for messages. */

@@ -91,6 +91,15 @@ export const SNAPSHOT = { REGS: 0, SREGS: 144, MSRS: 456 } as const;
 export const SNAPSHOT_OFFSET = SCRATCH_OFFSET + SCRATCH_SIZE;
 export const SNAPSHOT_SIZE = SNAPSHOT.MSRS + 8 + 16 * MAX_SNAPSHOT_MSRS;
 
+/**
+ * struct kvm_run's sync-regs fields (KVM_CAP_SYNC_REGS), byte offsets: kvm_valid_regs (u64), then struct
+ * kvm_sync_regs at SYNC (struct kvm_regs, then struct kvm_sregs: the snapshot's own layout). While events come
+ * close together (WANT.SYNC_REGS and the vCPU's own count, or a single step under way), VALID_BITS are set in
+ * kvm_valid_regs, so that KVM copies the registers there at every exit and an event's snapshot needs no ioctl
+ * for them; otherwise they are clear (the copy costs every exit a little).
+ */
+export const RUN_SYNC = { VALID_REGS: 288, SYNC: 304, VALID_BITS: 3 } as const;
+
 /** Details of a stop, as word offsets from DBG.DETAIL. */
 export const DETAIL = {
   /** KVM_EXIT_DEBUG: the exception vector (1 #DB, 3 #BP). MSR stops: the MSR index. */
@@ -123,6 +132,11 @@ export const WANT = {
   INT3: 2,
   /** At each park, read the registers, segment registers and DBG.SNAP_MSRS into the snapshot area first. */
   SNAPSHOT: 4,
+  /**
+   * Something that makes events is set (MSR interception, breakpoints, page protection): KVM is to copy the
+   * registers into kvm_run at every exit (RUN_SYNC), for the snapshots of the events to come.
+   */
+  SYNC_REGS: 8,
 } as const;
 
 /** Why a parked vCPU stopped. */

@@ -187,6 +187,52 @@ test("an intercepted WRMSR stops the vCPU; the value it writes is the one the co
   assert.deepEqual([r.end.kind, r.end.kind === "exit-port" && r.end.value], ["exit-port", 1]);
 });
 
+test("onStop: each stop handed to the listener as the vCPU reports it, answered from there; nextStop() waits still take theirs first", async () => {
+  // Three WRMSRs of MSR_STAR: the first goes to a nextStop() wait, the next two to the listener, which answers
+  // each on the spot with a value of its own; the guest reads back the last one. It starts once the word at
+  // 0x2000 is set (after the interception).
+  const r = await withControl(
+    `
+  wait: cmpl $0, 0x2000
+    je wait
+    mov $0xc0000081, %ecx
+    xor %edx, %edx
+    mov $1, %eax
+    wrmsr
+    mov $2, %eax
+    wrmsr
+    mov $3, %eax
+    wrmsr
+    xor %eax, %eax
+    rdmsr
+    cmp $0x33, %eax
+    mov $1, %al
+    je 1f
+    mov $2, %al
+  1: out %al, $0xf4`,
+    async (c) => {
+      c.interceptMsr(0xc0000081, { write: true });
+      const first = c.nextStop();
+      const seen: bigint[] = [];
+      let done!: () => void;
+      const both = new Promise<void>((resolve) => (done = resolve));
+      c.writePhys(0x2000, Uint8Array.of(1));
+      const s = await first;
+      assert.equal(s?.value, 1n, "the first WRMSR went to the nextStop() wait");
+      c.onStop((stop) => {
+        seen.push(stop.value);
+        c.resume(stop.vcpu, ResumeAction.SET_VALUE, stop.value * 0x11n);
+        if (seen.length === 2) done();
+      });
+      c.resume(0, ResumeAction.SET_VALUE, 0x11n);
+      await both;
+      assert.deepEqual(seen, [2n, 3n]);
+      assert.equal(c.pendingStops, 0, "nothing queued while the listener is set");
+    },
+  );
+  assert.deepEqual([r.end.kind, r.end.kind === "exit-port" && r.end.value], ["exit-port", 1]);
+});
+
 test("a write to a write-protected page stops before it happens; going on does the write", async () => {
   const r = await withControl(
     `
@@ -227,6 +273,26 @@ test("a fault parks the vCPU when asked: its state is read at the fault, then th
     },
   );
   assert.equal(r.end.kind, "fault");
+});
+
+test("pause() right after resume() resolves with the vCPU parked, every time (it may still be on its way out of its park)", async () => {
+  const r = await withControl(
+    `
+    mov $0x42, %ebx
+  spin: jmp spin`,
+    async (c) => {
+      for (let i = 0; i < 2000; i++) {
+        await c.pause();
+        assert.ok(c.vcpus[0].parked, `round ${i}: parked`);
+        await c.regs(0); // throws when the vCPU is not parked
+        c.resume();
+      }
+      await c.pause();
+      await c.setRegs(0, { rbx: 0n });
+      c.vcpus[0].control.stop();
+    },
+  );
+  assert.equal(r.end.kind, "stopped");
 });
 
 test("an injected exception runs the guest's handler (a #UD injected into a spinning guest)", async () => {

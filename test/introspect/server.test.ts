@@ -394,6 +394,58 @@ test("SINGLESTEP events count a loop's instructions exactly", WAIT, async () => 
 });
 
 test(
+  "each SINGLESTEP event carries the registers after its instruction, across a port write (the step that ends with an immediate exit)",
+  WAIT,
+  async () => {
+    const p = await Peer.start(
+      guest(`
+    mov $0x1234, %ebx
+  port: out %al, $0x80
+    mov $0x5678, %ebx
+  done: mov $3, %al
+    out %al, $0xf4`),
+    );
+    try {
+      p.send(ID.PAUSE_VCPU, pausePayload(0, 0));
+      const pause = await p.nextEvent();
+      assert.equal((await p.command(ID.CONTROL_EVENTS, controlEvents(0, EV.SINGLESTEP))).err, 0);
+      const step = (on: number) =>
+        p.command(ID.VCPU_CONTROL_SINGLESTEP, Buffer.concat([vcpuHdr(0), u8s(on, 0, 0, 0, 0, 0, 0, 0)]));
+      assert.equal((await step(1)).err, 0);
+      await go(p);
+      p.reply(pause, 0);
+      const seen: { rip: bigint; rbx: bigint }[] = [];
+      for (;;) {
+        const e = await p.nextEvent();
+        assert.equal(e.event, EV.SINGLESTEP);
+        const rip = e.regs.readBigUInt64LE(REG.rip);
+        seen.push({ rip, rbx: e.regs.readBigUInt64LE(REG.rbx) & 0xffffffffn });
+        const code = await p.command(ID.READ_PHYSICAL, Buffer.concat([u64(rip), u64(2n)]));
+        if (code.data[0] === 0xb0 && code.data[1] === 0x03) {
+          await step(0);
+          p.reply(e, 0);
+          break;
+        }
+        p.reply(e, 0);
+      }
+      const at = seen.findIndex((s) => s.rbx === 0x1234n);
+      assert.ok(
+        at >= 0 && at + 2 < seen.length,
+        JSON.stringify(seen, (_, v: unknown) => String(v)),
+      );
+      const port = seen[at].rip;
+      assert.deepEqual(seen.slice(at, at + 3), [
+        { rip: port, rbx: 0x1234n }, // at the OUT
+        { rip: port + 2n, rbx: 0x1234n }, // past it: the step ended with the immediate exit after the port exit
+        { rip: port + 7n, rbx: 0x5678n }, // at done
+      ]);
+    } finally {
+      assert.equal(await p.end(), exitStatus(3), p.stderr);
+    }
+  },
+);
+
+test(
   "SINGLESTEP events come only while CONTROL_EVENTS enables them (kvmi-v7), and enabling them on a running vCPU that is set to step starts its steps",
   WAIT,
   async () => {

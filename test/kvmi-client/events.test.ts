@@ -91,6 +91,68 @@ test("every event: the common part (vcpu, mode, view, registers, MSRs) and each 
   }
 });
 
+test("handleEvents: events go to the handler as they are read, in order (queued ones first); waits for one kind still take theirs; after stop they queue again", async () => {
+  const s = await session({ replyTimeoutMs: 10_000 });
+  try {
+    const msrEvent = (seq: number, value: bigint) =>
+      event(
+        seq,
+        eventCommon({ vcpu: 1, event: 2, rip: 0x1000n + BigInt(seq) }),
+        cat(le32(0xc0000081), zeros(4), le64(0n), le64(value)),
+      );
+    // Queued before any handler: handed over first, when the handler is set.
+    s.peer.send(msrEvent(1, 0x11n));
+    while (s.client.connection.queuedEvents < 1) await new Promise((r) => setImmediate(r));
+    const seen: [number, bigint][] = [];
+    let answered = 0;
+    const stop = s.client.handleEvents((ev) => {
+      seen.push([ev.seq, ev.regs.rip]);
+      if (ev.kind === "msr") s.client.reply(ev, "continue", { newValue: ev.newValue + 1n });
+      answered++;
+    });
+    assert.deepEqual(seen, [[1, 0x1001n]], "the queued event, at once");
+    // A wait for a PAUSE event takes it, though a handler is set; the others go to the handler, in order.
+    const pause = s.client.nextEvent({ match: (e) => e.kind === "pause", timeoutMs: 5000 });
+    s.peer.send(cat(msrEvent(2, 0x22n), event(3, eventCommon({ event: 10 })), msrEvent(4, 0x44n)));
+    assert.equal((await pause)?.seq, 3);
+    while (answered < 3) await new Promise((r) => setImmediate(r));
+    assert.deepEqual(
+      seen.map(([seq]) => seq),
+      [1, 2, 4],
+    );
+    assert.equal(s.client.connection.queuedEvents, 0);
+    const head = cat(le16(1), zeros(6), [0, 2], zeros(6));
+    for (const [seq, value] of [
+      [1, 0x12n],
+      [2, 0x23n],
+      [4, 0x45n],
+    ] as const) {
+      const m = await s.peer.next();
+      assert.deepEqual([m.id, m.seq, m.payload], [0, seq, cat(head, le64(value))]);
+    }
+    stop();
+    s.peer.send(msrEvent(5, 0x55n));
+    assert.equal((await s.client.nextEvent({ timeoutMs: 5000 }))?.seq, 5, "queued again after stop()");
+    assert.equal(seen.length, 3);
+  } finally {
+    s.end();
+  }
+});
+
+test("handleEvents: a handler that throws ends the connection with the error, not the process", async () => {
+  const s = await session({ replyTimeoutMs: 10_000 });
+  try {
+    s.client.handleEvents(() => {
+      throw new Error("tool bug");
+    });
+    s.peer.send(event(7, eventCommon({ event: 10 })));
+    const why = await s.client.connection.closed;
+    assert.match(why.message, /the event handler failed: Error: tool bug/);
+  } finally {
+    s.end();
+  }
+});
+
 test("events that arrive while a command waits for its reply are queued, the reply still answers it", async () => {
   const s = await session({ replyTimeoutMs: 10_000 });
   try {
