@@ -4,7 +4,7 @@
 // (docs/run.md, "Halt"). One vCPU ends the run itself when the check finds it halted for good; with several,
 // the run is over when every vCPU is halted for good (or never started), seen in two check rounds in a row
 // with no exit in between (a vCPU may wake another with an IPI).
-import { readFileSync } from "node:fs";
+import { closeSync, openSync, readSync } from "node:fs";
 import { CTL, HaltVerdict, REQ, VcpuState, type VcpuControl } from "../vm/vcpu-control.js";
 import { startupMark } from "./startup-marks.js";
 
@@ -21,7 +21,36 @@ const POLL_HALTED_MAX_MS = 100;
 /** Check rounds in a row that must find every vCPU halted for good before a multi-vCPU run ends. */
 const CONFIRMATIONS = 2;
 
-const readStat = (p: string) => readFileSync(p, "latin1");
+/**
+ * Reads of /proc/self/task/TID/stat through a descriptor kept per path: one pread per poll instead of open,
+ * fstat, read and close (the poll runs all along a run; on a host where the guest shares its CPU, each system
+ * call takes from it). A failed read (the thread is gone) closes the descriptor and throws, as a fresh read would.
+ */
+class StatReader {
+  private readonly fds = new Map<string, number>();
+  private readonly buf = Buffer.alloc(1024);
+
+  read = (path: string): string => {
+    let fd = this.fds.get(path);
+    if (fd === undefined) {
+      fd = openSync(path, "r");
+      this.fds.set(path, fd);
+    }
+    try {
+      const n = readSync(fd, this.buf, 0, this.buf.length, 0);
+      return this.buf.toString("latin1", 0, n);
+    } catch (err) {
+      this.fds.delete(path);
+      closeSync(fd);
+      throw err;
+    }
+  };
+
+  close(): void {
+    for (const fd of this.fds.values()) closeSync(fd);
+    this.fds.clear();
+  }
+}
 
 export class HaltDetector {
   private delay = POLL_MIN_MS;
@@ -31,6 +60,7 @@ export class HaltDetector {
   private confirmations = 0;
   private stopped = false;
   private readonly startedAt = performance.now();
+  private readonly stats = new StatReader();
 
   /** `onHalted` is called once, when every vCPU of a multi-vCPU machine is halted for good. */
   constructor(
@@ -50,6 +80,7 @@ export class HaltDetector {
   stop(): void {
     this.stopped = true;
     clearTimeout(this.timer);
+    this.stats.close();
   }
 
   private poll(): void {
@@ -67,17 +98,18 @@ export class HaltDetector {
     if (Atomics.load(control.ctl, CTL.REQUEST) & REQ.HALT_CHECK) {
       return this.busy();
     }
-    if (!control.threadSleeping(readStat)) return this.busy();
-    const wakeable = Atomics.load(control.ctl, CTL.HALT_VERDICT) === HaltVerdict.WAKEABLE;
+    if (!control.threadSleeping(this.stats.read)) return this.busy();
     control.request(REQ.HALT_CHECK);
     startupMark("vCPU thread seen asleep: halt check asked");
-    this.delay = wakeable ? Math.min(this.delay * 2, POLL_HALTED_MAX_MS) : POLL_MIN_MS;
+    // Back off either way: a halt for good ends the run from the vCPU thread itself, and a thread that wakes,
+    // exits and sleeps again (an idle kernel between its interrupts) needs no check every millisecond.
+    this.delay = Math.min(this.delay * 2, POLL_HALTED_MAX_MS);
   }
 
   private pollSmp(): void {
     const cs = this.controls;
     if (cs.some((c) => c.state !== VcpuState.RUNNING)) return;
-    if (!cs.every((c) => c.threadSleeping(readStat))) {
+    if (!cs.every((c) => c.threadSleeping(this.stats.read))) {
       this.confirmations = 0;
       this.round = 0;
       return this.busy();
@@ -102,7 +134,8 @@ export class HaltDetector {
   }
 
   private busy(): void {
-    const max = performance.now() - this.startedAt < BUSY_FAST_FOR_MS ? POLL_BUSY_MAX_MS : POLL_BUSY_LATER_MAX_MS;
+    const max =
+      performance.now() - this.startedAt < BUSY_FAST_FOR_MS ? POLL_BUSY_MAX_MS : POLL_BUSY_LATER_MAX_MS;
     this.delay = Math.min(this.delay * 2, max);
   }
 }
