@@ -213,6 +213,50 @@ describe("devices, trace and stats", () => {
     assert.equal(r.stdout, ">hello, uart\n");
   });
 
+  test("a guest woken by a timer that exits at each tick is not asked for a halt check every millisecond", () => {
+    // 30 ticks of the PIT at 100 Hz, each written to the debug console (an exit to vmtool, after which the
+    // vCPU's verdict is unknown again), `sti; hlt` in between; then the exit port. Asked at every look, it
+    // was asked 3-4 times per tick.
+    const g = assemble(
+      `.code64
+  ${idt64(0x20, "isr")}
+  mov $0x11, %al; out %al, $0x20; out %al, $0xa0
+  mov $0x20, %al; out %al, $0x21
+  mov $0x28, %al; out %al, $0xa1
+  mov $4, %al; out %al, $0x21
+  mov $2, %al; out %al, $0xa1
+  mov $1, %al; out %al, $0x21; out %al, $0xa1
+  mov $0xfe, %al; out %al, $0x21
+  mov $0xff, %al; out %al, $0xa1
+  mov $0x34, %al; out %al, $0x43
+  mov $0x9c, %al; out %al, $0x40
+  mov $0x2e, %al; out %al, $0x40
+  xor %ebx, %ebx
+1: sti
+  hlt
+  cmp $30, %ebx
+  jb 1b
+  cli
+  mov $0x15, %al; out %al, $0xf4
+isr:
+  inc %ebx
+  mov $'.', %al; out %al, $0xe9
+  mov $0x20, %al; out %al, $0x20
+  iretq`,
+      0x100000,
+      64,
+    );
+    const r = spawnSync(process.execPath, [CLI, "run", "--pit", "--mode", "long", g], {
+      encoding: "utf8",
+      timeout: 60_000,
+      env: { ...process.env, VMTOOL_STARTUP_MARKS: "1" },
+    });
+    assert.equal(r.status, 43, r.stderr);
+    assert.equal(r.stdout, ".".repeat(30));
+    const asked = r.stderr.split("\n").filter((l) => l.endsWith("halt check asked")).length;
+    assert.ok(asked < 30, `${asked} halt checks asked in 30 ticks:\n${r.stderr.slice(-2000)}`);
+  });
+
   test("UART input arriving while the guest sleeps in HLT", async () => {
     const g = assemble(ECHO64, 0x100000, 64);
     const child = spawn(process.execPath, [CLI, "run", "--mode", "long", g], {
