@@ -121,7 +121,7 @@ test("UART self-test guest: every check passes under KVM, with host input taken 
   const fails = r.stdout.split("\n").filter((l) => l.startsWith("FAIL"));
   assert.deepEqual(fails, [], r.stdout + r.stderr);
   const summary = /uart-selftest: (\d+) checks, 0 failed/.exec(r.stdout);
-  assert.ok(summary, `no summary line in:\n${r.stdout}${r.stderr}`);
+  assert.ok(summary, `no summary line (status ${r.status}) in:\n${r.stdout}${r.stderr}`);
   assert.ok(Number(summary[1]) >= 30, `only ${summary[1]} checks ran`);
   assert.ok(r.stdout.includes(">"), "the byte written to THR under interrupts reached standard output");
   assert.equal(r.status, 0, r.stderr);
