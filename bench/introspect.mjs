@@ -168,13 +168,9 @@ async function eventRoundTrip(b) {
   return Number(last - first) / 1e6 / (EVENTS - 1);
 }
 
-/**
- * (a) what any event costs at least: a small message from this process to another Node process over a UNIX
- * socket and its answer back (an event crosses that, plus the vCPU thread's wake-up of vmtool's main thread
- * and back): ms per round trip.
- */
-async function socketRoundTrip() {
-  const path = join(work, `echo-${sockets++}.sock`);
+/** Another Node process that echoes what it reads, connected over a new UNIX socket: that socket here. */
+async function echoPeer(name) {
+  const path = join(work, `${name}-${sockets++}.sock`);
   const server = createServer();
   await new Promise((r) => server.listen(path, r));
   const echo = spawn(
@@ -183,6 +179,22 @@ async function socketRoundTrip() {
     { stdio: "ignore" },
   );
   const sock = await new Promise((r) => server.once("connection", r));
+  return {
+    sock,
+    close: () => {
+      echo.kill();
+      server.close();
+    },
+  };
+}
+
+/**
+ * (a) what any event costs at least: a small message from this process to another Node process over a UNIX
+ * socket and its answer back (an event crosses that, plus the vCPU thread's wake-up of vmtool's main thread
+ * and back): ms per round trip.
+ */
+async function socketRoundTrip() {
+  const { sock, close } = await echoPeer("echo");
   const msg = Buffer.alloc(560); // an MSR event's size
   let n = 0;
   let first = 0n;
@@ -201,8 +213,7 @@ async function socketRoundTrip() {
     sock.write(msg);
   });
   sock.destroy();
-  echo.kill();
-  server.close();
+  close();
   return Number(last - first) / 1e6 / (ROUND_TRIPS - 1);
 }
 
@@ -265,15 +276,7 @@ async function threadRoundTrip() {
  * vCPU thread -> main thread crossing. ms per round trip.
  */
 async function routeRoundTrip(workerWrites) {
-  const path = join(work, `route-${sockets++}.sock`);
-  const server = createServer();
-  await new Promise((r) => server.listen(path, r));
-  const echo = spawn(
-    process.execPath,
-    ["-e", `const s = require("node:net").connect(process.argv[1]); s.on("data", (d) => s.write(d));`, path],
-    { stdio: "ignore" },
-  );
-  const sock = await new Promise((r) => server.once("connection", r));
+  const { sock, close } = await echoPeer("route");
   const msg = Buffer.alloc(560);
   const words = new Int32Array(new SharedArrayBuffer(4));
   const worker = new Worker(
@@ -312,8 +315,7 @@ async function routeRoundTrip(workerWrites) {
   });
   await worker.terminate();
   sock.destroy();
-  echo.kill();
-  server.close();
+  close();
   return Number(last - first) / 1e6 / (ROUND_TRIPS - 1);
 }
 

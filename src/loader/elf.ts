@@ -44,7 +44,7 @@ export interface ElfImage {
   /** e_entry translated to a physical address when it lies in a segment whose p_vaddr differs from p_paddr. */
   entry: bigint;
   /** PT_LOAD segments with a non-zero p_memsz, addresses as BigInt (validated: no wrap-around). */
-  loads: { paddr: bigint; vaddr: bigint; data: Uint8Array; memSize: bigint }[];
+  loads: (ElfLayout["loads"][number] & { data: Uint8Array })[];
   /** The PT_NOTE segments' bytes (read with elfNotes: guests that do not need their notes never check them). */
   notes: ({ index: number; data: Uint8Array; align: 4 | 8 } | { index: number; truncated: bigint })[];
 }
@@ -73,10 +73,7 @@ export function parseElf(b: Uint8Array, name: string): ElfImage {
   const l = elfLayout(b, b.length, name);
   return {
     ...l,
-    loads: l.loads.map(({ fileOffset, fileSize, ...r }) => ({
-      ...r,
-      data: b.subarray(fileOffset, fileOffset + fileSize),
-    })),
+    loads: l.loads.map((x) => ({ ...x, data: b.subarray(x.fileOffset, x.fileOffset + x.fileSize) })),
     notes: l.notes.map((n) =>
       "truncated" in n
         ? n

@@ -87,27 +87,40 @@ const le = (n: number, bytes: number) => {
   return b.toString("hex");
 };
 
-test("the stub through its protocol: hardware breakpoints, steps, watchpoint, break-on io, Ctrl-C, bad input, a second client, a vanished one, reconnect, detach", async () => {
-  const g = modesGuest();
-  const s = g.sym;
-  const sock = join(work, "stub.sock");
-  const vm = spawn(process.execPath, [CLI, "run", "--gdb", `unix:${sock}`, "--gdb-wait", g.bin], {
+/**
+ * `vmtool run --gdb unix:SOCK --gdb-wait ARGS` as a child (its output collected; killed after 300 s): `until`
+ * waits for a condition on what it printed, `ended` is its exit status, `stop` ends it.
+ */
+function startStub(sock: string, args: string[], env: NodeJS.ProcessEnv = process.env) {
+  const vm = spawn(process.execPath, [CLI, "run", "--gdb", `unix:${sock}`, "--gdb-wait", ...args], {
     stdio: ["ignore", "pipe", "pipe"],
+    env,
   });
-  let stdout = "";
-  let stderr = "";
-  vm.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+  const out = { stdout: "", stderr: "" };
+  vm.stdout.on("data", (d: Buffer) => (out.stdout += d.toString()));
   const stderrWaiters: (() => void)[] = [];
   vm.stderr.on("data", (d: Buffer) => {
-    stderr += d.toString();
+    out.stderr += d.toString();
     for (const w of stderrWaiters.splice(0)) w();
   });
   const until = async (ok: () => boolean) => {
     while (!ok()) await new Promise<void>((r) => stderrWaiters.push(r));
   };
-  const listening = until(() => stderr.includes("listening"));
   const ended = new Promise<number | null>((resolve) => vm.on("close", (code) => resolve(code)));
   const timer = setTimeout(() => vm.kill("SIGKILL"), 300_000);
+  const stop = () => {
+    clearTimeout(timer);
+    vm.kill("SIGKILL");
+  };
+  return { out, until, ended, stop };
+}
+
+test("the stub through its protocol: hardware breakpoints, steps, watchpoint, break-on io, Ctrl-C, bad input, a second client, a vanished one, reconnect, detach", async () => {
+  const g = modesGuest();
+  const s = g.sym;
+  const sock = join(work, "stub.sock");
+  const { out, until, ended, stop } = startStub(sock, [g.bin]);
+  const listening = until(() => out.stderr.includes("listening"));
   try {
     await listening;
     assert.equal(statSync(sock).mode & 0o777, 0o600, "the socket is its owner's only");
@@ -116,7 +129,7 @@ test("the stub through its protocol: hardware breakpoints, steps, watchpoint, br
     const gone = await Client.open(sock);
     gone.raw("+$qSupported:multiprocess+;swbreak+#");
     gone.socket.destroy();
-    await until(() => stderr.includes("debugger detached"));
+    await until(() => out.stderr.includes("debugger detached"));
 
     const c = await Client.open(sock);
     assert.match(
@@ -197,12 +210,11 @@ test("the stub through its protocol: hardware breakpoints, steps, watchpoint, br
     assert.equal(await ask(`M${s.go.toString(16)},4:${le(1, 4)}`), "OK");
     assert.equal(await ask("D"), "OK");
     const status = await ended;
-    assert.match(stdout, /^RPLS\.*B$/);
-    assert.equal(status, 85, stderr);
-    assert.doesNotMatch(stderr, /internal error/);
+    assert.match(out.stdout, /^RPLS\.*B$/);
+    assert.equal(status, 85, out.stderr);
+    assert.doesNotMatch(out.stderr, /internal error/);
   } finally {
-    clearTimeout(timer);
-    vm.kill("SIGKILL");
+    stop();
   }
 });
 
@@ -210,22 +222,9 @@ test("software breakpoints through the protocol: the stop says swbreak, planted 
   const g = modesGuest();
   const s = g.sym;
   const sock = join(work, "stub-sw.sock");
-  const vm = spawn(process.execPath, [CLI, "run", "--gdb", `unix:${sock}`, "--gdb-wait", g.bin], {
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let stdout = "";
-  let stderr = "";
-  vm.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-  const listening = new Promise<void>((resolve) =>
-    vm.stderr.on("data", (d: Buffer) => {
-      stderr += d.toString();
-      if (stderr.includes("listening")) resolve();
-    }),
-  );
-  const ended = new Promise<number | null>((resolve) => vm.on("close", (code) => resolve(code)));
-  const timer = setTimeout(() => vm.kill("SIGKILL"), 300_000);
+  const { out, until, ended, stop } = startStub(sock, [g.bin]);
   try {
-    await listening;
+    await until(() => out.stderr.includes("listening"));
     const c = await Client.open(sock);
     const ask = (body: string, consoleOut: string[] = []) => c.ask(body, consoleOut);
     assert.match(await ask("qSupported:swbreak+;hwbreak+"), /swbreak\+/);
@@ -242,11 +241,10 @@ test("software breakpoints through the protocol: the stop says swbreak, planted 
     // Let it finish: the guest's own int3 reaches its handler (status 85).
     assert.equal(await ask(`M${s.go.toString(16)},4:${le(1, 4)}`), "OK");
     assert.equal(await ask("D"), "OK");
-    assert.equal(await ended, 85, stderr);
-    assert.match(stdout, /^RPLS\.*B$/);
+    assert.equal(await ended, 85, out.stderr);
+    assert.match(out.stdout, /^RPLS\.*B$/);
   } finally {
-    clearTimeout(timer);
-    vm.kill("SIGKILL");
+    stop();
   }
 });
 
@@ -254,26 +252,9 @@ test("the rest of the protocol: threads (two vCPUs), qAttached, qOffsets, G/P/X,
   const g = modesGuest();
   const s = g.sym;
   const sock = join(work, "stub2.sock");
-  const vm = spawn(
-    process.execPath,
-    [CLI, "run", "--gdb", `unix:${sock}`, "--gdb-wait", "--cpus", "2", g.bin],
-    {
-      stdio: ["ignore", "pipe", "pipe"],
-    },
-  );
-  let stderr = "";
-  let stdout = "";
-  vm.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-  const listening = new Promise<void>((resolve) =>
-    vm.stderr.on("data", (d: Buffer) => {
-      stderr += d.toString();
-      if (stderr.includes("listening")) resolve();
-    }),
-  );
-  const ended = new Promise<number | null>((resolve) => vm.on("close", (code) => resolve(code)));
-  const timer = setTimeout(() => vm.kill("SIGKILL"), 300_000);
+  const { out, until, ended, stop } = startStub(sock, ["--cpus", "2", g.bin]);
   try {
-    await listening;
+    await until(() => out.stderr.includes("listening"));
     const c = await Client.open(sock);
     const ask = (body: string, consoleOut: string[] = []) => c.ask(body, consoleOut);
     assert.match(await ask("qSupported:swbreak+;hwbreak+;vContSupported+"), /vContSupported\+/);
@@ -325,11 +306,10 @@ test("the rest of the protocol: threads (two vCPUs), qAttached, qOffsets, G/P/X,
     assert.ok(afterStep > before && afterStep - before <= 15, `one instruction: ${before} -> ${afterStep}`);
     // k ends the run with status 16.
     c.socket.write(framePacket("k"));
-    assert.equal(await ended, 16, stderr);
-    assert.equal(stdout.includes("B"), false, "the guest did not reach its end");
+    assert.equal(await ended, 16, out.stderr);
+    assert.equal(out.stdout.includes("B"), false, "the guest did not reach its end");
   } finally {
-    clearTimeout(timer);
-    vm.kill("SIGKILL");
+    stop();
   }
 });
 
@@ -337,32 +317,21 @@ test("vmtool says it listens once the stub can answer: after every vCPU thread r
   const g = modesGuest();
   const sock = join(work, "stub-ready.sock");
   // The start-up marks (docs/run.md) put each thread's steps on stderr in the order they happen.
-  const vm = spawn(
-    process.execPath,
-    [CLI, "run", "--gdb", `unix:${sock}`, "--gdb-wait", "--cpus", "2", g.bin],
-    { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, VMTOOL_STARTUP_MARKS: "1" } },
-  );
-  let stderr = "";
-  const listening = new Promise<void>((resolve) =>
-    vm.stderr.on("data", (d: Buffer) => {
-      stderr += d.toString();
-      if (stderr.includes("gdb: listening")) resolve();
-    }),
-  );
-  const ended = new Promise<number | null>((resolve) => vm.on("close", (code) => resolve(code)));
-  const timer = setTimeout(() => vm.kill("SIGKILL"), 300_000);
+  const { out, until, ended, stop } = startStub(sock, ["--cpus", "2", g.bin], {
+    ...process.env,
+    VMTOOL_STARTUP_MARKS: "1",
+  });
   try {
-    await listening;
-    const before = stderr.slice(0, stderr.indexOf("gdb: listening"));
+    await until(() => out.stderr.includes("gdb: listening"));
+    const before = out.stderr.slice(0, out.stderr.indexOf("gdb: listening"));
     // Both vCPU threads entered their run loop (and parked there) before the line.
-    assert.equal(before.match(/startup: +[\d.]+ vcpu first KVM_RUN/g)?.length, 2, stderr);
+    assert.equal(before.match(/startup: +[\d.]+ vcpu first KVM_RUN/g)?.length, 2, out.stderr);
     const c = await Client.open(sock);
     assert.match(await c.ask("qSupported"), /PacketSize/);
     assert.match(await c.ask("?"), /^T05thread:1;/);
     c.socket.write(framePacket("k"));
-    assert.equal(await ended, 16, stderr);
+    assert.equal(await ended, 16, out.stderr);
   } finally {
-    clearTimeout(timer);
-    vm.kill("SIGKILL");
+    stop();
   }
 });

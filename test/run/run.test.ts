@@ -12,18 +12,21 @@ function vmtool(args: string[], input = ""): SpawnSyncReturns<string> {
   return spawnSync(process.execPath, [CLI, "run", ...args], { input, encoding: "utf8", timeout: 60_000 });
 }
 
-/** Long-mode guest: interrupt-driven UART echo (PIC vectors 0x20.., IRQ 4 unmasked, IER.ERBFI, MCR.OUT2),
- * `sti; hlt` between interrupts; echoes to the debug console, 'q' exits with V = 0x15 (status 43). */
-const ECHO64 = `.code64
-  ${idt64(0x24, "isr")}
+/** 8259 set-up in 64-bit code: vectors 0x20.. and 0x28.., the master's mask `mask` (the slave all masked). */
+const picInit = (mask: number) => `
   mov $0x11, %al; out %al, $0x20; out %al, $0xa0
   mov $0x20, %al; out %al, $0x21
   mov $0x28, %al; out %al, $0xa1
   mov $4, %al; out %al, $0x21
   mov $2, %al; out %al, $0xa1
   mov $1, %al; out %al, $0x21; out %al, $0xa1
-  mov $0xef, %al; out %al, $0x21
-  mov $0xff, %al; out %al, $0xa1
+  mov $${mask}, %al; out %al, $0x21
+  mov $0xff, %al; out %al, $0xa1`;
+
+/** Long-mode guest: interrupt-driven UART echo (PIC vectors 0x20.., IRQ 4 unmasked, IER.ERBFI, MCR.OUT2),
+ * `sti; hlt` between interrupts; echoes to the debug console, 'q' exits with V = 0x15 (status 43). */
+const ECHO64 = `.code64
+  ${idt64(0x24, "isr")}${picInit(0xef)}
   mov $0x3f9, %dx; mov $1, %al; out %al, %dx
   mov $0x3fc, %dx; mov $0x08, %al; out %al, %dx
   mov $'>', %al; out %al, $0xe9
@@ -219,15 +222,7 @@ describe("devices, trace and stats", () => {
     // was asked 3-4 times per tick.
     const g = assemble(
       `.code64
-  ${idt64(0x20, "isr")}
-  mov $0x11, %al; out %al, $0x20; out %al, $0xa0
-  mov $0x20, %al; out %al, $0x21
-  mov $0x28, %al; out %al, $0xa1
-  mov $4, %al; out %al, $0x21
-  mov $2, %al; out %al, $0xa1
-  mov $1, %al; out %al, $0x21; out %al, $0xa1
-  mov $0xfe, %al; out %al, $0x21
-  mov $0xff, %al; out %al, $0xa1
+  ${idt64(0x20, "isr")}${picInit(0xfe)}
   mov $0x34, %al; out %al, $0x43
   mov $0x9c, %al; out %al, $0x40
   mov $0x2e, %al; out %al, $0x40

@@ -124,9 +124,8 @@ const KEEP_OUT = [
 /** Check and lay out a PVH boot from vmlinux bytes; touches no VM. */
 export function planPvh(b: Uint8Array, name: string, opts: LinuxBootOptions): PvhPlan {
   const elf = parseElf(b, name);
-  const layout = elfLayout(b, b.length, name);
-  const segments = layout.loads.map((l, i) => ({ l, data: elf.loads[i].data }));
-  return planFromLayout(layout, elfNotes(elf, name), segments, bannerVersion(b), name, opts);
+  const loads = elf.loads.map((l) => ({ l, data: l.data }));
+  return planFromLayout(elfNotes(elf, name), loads, bannerVersion(b), name, opts);
 }
 
 /** The most program headers and note bytes planPvhFile reads before the segments (a vmlinux has a few KiB). */
@@ -166,7 +165,6 @@ export function planPvhFile(file: InputFile, name: string, opts: LinuxBootOption
     notes.push(...elfNotes({ ...layout, loads: [], notes: [seg] }, name));
   }
   const plan = planFromLayout(
-    layout,
     notes,
     layout.loads.map((l) => ({ l })),
     undefined,
@@ -178,7 +176,6 @@ export function planPvhFile(file: InputFile, name: string, opts: LinuxBootOption
 }
 
 function planFromLayout(
-  layout: ElfLayout,
   notes: readonly ElfNote[],
   loads: readonly { l: ElfLayout["loads"][number]; data?: Uint8Array }[],
   version: string | undefined,
@@ -259,7 +256,7 @@ function planFromLayout(
     startInfo,
     cmdline,
     describe:
-      `Linux vmlinux${version ? ` ${version.split(" ")[0]}` : ""} (PVH), ${layout.loads.length} segments ` +
+      `Linux vmlinux${version ? ` ${version.split(" ")[0]}` : ""} (PVH), ${loads.length} segments ` +
       `${hex(kernelStart)}..${hex(kernelEnd)}, 32-bit entry ${hex(entry)}, start info at ${hex(START_INFO_ADDR)}` +
       (initrd ? `, initrd ${initrd.size} bytes at ${hex(initrd.gpa)}` : ""),
   };
