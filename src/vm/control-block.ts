@@ -75,6 +75,8 @@ export const REQ = {
    * the worker waits on, so a command posted just before the wait cannot go unseen. No meaning while running.
    */
   COMMAND: 64,
+  /** Host input waits in the standard-input ring for the COM1 this thread owns (machine.ts: one vCPU, no virtio). */
+  INPUT: 128,
 } as const;
 
 export function createControlBuffer(): SharedArrayBuffer {

@@ -1,6 +1,7 @@
-// Standard input → the guest: the main thread reads it and pushes the bytes into a ring shared with the I/O
-// worker, then rings the worker's doorbell (no vCPU is kicked: the device there raises its interrupt, and a
-// halted guest wakes). Bytes the ring cannot take wait here with standard input paused: nothing is lost, and
+// Standard input → the guest: the main thread reads it and pushes the bytes into a ring shared with the thread
+// that owns the console device, then tells that thread (machine.ts: the I/O worker's doorbell, which wakes no
+// vCPU: the device raises its interrupt and a halted guest wakes; or, when the one vCPU thread owns COM1, a
+// request and a kick). Bytes the ring cannot take wait here with standard input paused: nothing is lost, and
 // what vmtool holds is bounded by one chunk of Node's stream.
 //
 // On a terminal, input is raw by default (each key reaches the guest as typed, Ctrl-C included, with no local
@@ -10,20 +11,17 @@
 // ends it.
 import * as libc from "../kvm/libc.js";
 import type { SharedByteQueue } from "../devices/byte-queue.js";
-import { IO_CTL } from "./io-protocol.js";
 
 export const ESCAPE_KEY = 0x01; // Ctrl-A
 export const ESCAPE_HELP =
   "vmtool: Ctrl-A x  end the run    Ctrl-A Ctrl-A  send Ctrl-A to the guest    Ctrl-A h  this help";
 const RETRY_MS = 5;
-const ONE = new Uint8Array(new BigUint64Array([1n]).buffer);
 
 export interface InputPumpOptions {
-  /** The ring the I/O worker reads. */
+  /** The ring the console device's thread reads. */
   queue: SharedByteQueue;
-  /** The I/O worker's control words (IO_CTL.INPUT says input is waiting) and doorbell eventfd. */
-  ioCtl: Int32Array;
-  doorbell: number;
+  /** Tell the console device's thread that bytes wait in the ring. */
+  notify: () => void;
   /** Put a terminal on standard input in raw mode (ignored when standard input is not a terminal). */
   raw: boolean;
   /** The person typed Ctrl-A x (raw mode only). */
@@ -124,8 +122,7 @@ export class InputPump {
     const n = this.opts.queue.push(this.held);
     this.held = n < this.held.length ? this.held.subarray(n) : undefined;
     if (n > 0) {
-      Atomics.store(this.opts.ioCtl, IO_CTL.INPUT, 1);
-      libc.write(this.opts.doorbell, ONE, 8);
+      this.opts.notify();
       this.opts.onInput?.();
     }
     if (this.held) this.retry = setTimeout(() => this.feed(), RETRY_MS);

@@ -45,9 +45,10 @@ export const IO_CTL = {
 const IO_CTL_WORDS = 8;
 
 /**
- * DORMANT: not started (a machine without virtio devices starts its I/O worker on the first access to COM1,
- * which many short runs never make: docs/run.md, "Start-up"). The vCPU that finds it DORMANT swaps in STARTING
- * and asks the main thread to start it; its request waits in its slot meanwhile.
+ * DORMANT: not started. A machine with several vCPUs and no virtio device starts its I/O worker on the first
+ * access to COM1, which many short runs never make (docs/run.md, "Start-up"); with one vCPU, COM1 is that
+ * vCPU thread's own and the I/O worker stays DORMANT. The vCPU that finds it DORMANT swaps in STARTING and asks
+ * the main thread to start it; its request waits in its slot meanwhile.
  */
 export const IoState = { STARTING: 0, RUNNING: 1, STOPPED: 2, FAILED: 3, DORMANT: 4 } as const;
 

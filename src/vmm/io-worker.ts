@@ -1,5 +1,5 @@
 // The I/O worker: the one thread that owns every stateful device of a VM — COM1 (16550A) and each virtio-mmio
-// device. It sleeps in poll() (a synchronous koffi call in its own thread: the main event loop stays free) on
+// device (a machine with one vCPU and no virtio device has none: its vCPU thread owns COM1). It sleeps in poll() (a synchronous koffi call in its own thread: the main event loop stays free) on
 //   - the doorbell eventfd: a vCPU forwarded a register access (io-protocol.ts), host input arrived, or stop;
 //   - one ioeventfd per virtio queue: KVM signals the guest's QueueNotify write there without any exit to
 //     user space, and this thread runs the device;

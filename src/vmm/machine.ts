@@ -12,7 +12,8 @@
 import { Vm } from "../vm/vm.js";
 import { VmConfigError } from "../vm/errors.js";
 import { bootVcpu, type BootSetup } from "../vm/boot-modes.js";
-import { VcpuControl } from "../vm/vcpu-control.js";
+import { REQ, VcpuControl } from "../vm/vcpu-control.js";
+import * as libc from "../kvm/libc.js";
 import { addIrqfd, addMmioIoeventfd } from "../vm/eventfds.js";
 import { MMIO_REG } from "../devices/virtio/constants.js";
 import type { PlannedVirtio } from "../devices/virtio/placement.js";
@@ -118,8 +119,10 @@ export interface RunResult {
   devices: DeviceReport[];
 }
 
-/** Standard input waiting for the I/O worker: what the guest has not taken yet. */
+/** Standard input waiting for COM1 or the virtio-console: what the guest has not taken yet. */
 const STDIN_RING_BYTES = 64 * 1024;
+/** What a write to the I/O worker's doorbell eventfd adds (1). */
+const DOORBELL_RING = new Uint8Array(new BigUint64Array([1n]).buffer);
 
 export async function runMachine(opts: MachineOptions): Promise<RunResult> {
   const cpus = opts.cpus ?? 1;
@@ -127,15 +130,19 @@ export async function runMachine(opts: MachineOptions): Promise<RunResult> {
   // creation here (see vcpu-thread.ts).
   const threads: VcpuThread[] = [opts.thread ?? spawnVcpuThread(opts)];
   for (let i = 1; i < cpus; i++) threads.push(spawnVcpuThread(opts));
-  // The I/O worker starts now for virtio devices (their queues are served without any vCPU asking) and for a
-  // Linux guest (which always probes COM1, early: its start-up then overlaps the VM's creation and loading);
-  // else on the first access to COM1 (a vCPU asks for it), which a short run may never make.
+  // With one vCPU and no virtio device, COM1 is the vCPU thread's own and there is no I/O worker: its accesses
+  // then cost no thread crossing, and the run no third thread's start-up. Otherwise the I/O worker starts now
+  // for virtio devices (their queues are served without any vCPU asking) and for a Linux guest (which always
+  // probes COM1, early: its start-up then overlaps the VM's creation and loading); else on the first access to
+  // COM1 (a vCPU asks for it), which a short run may never make.
+  const virtioCount = (opts.virtio ?? []).length;
+  const com1OnVcpu = cpus === 1 && virtioCount === 0;
   const ioBuffer = createIoBuffer(cpus);
   const stdinRing = SharedByteQueue.create(STDIN_RING_BYTES);
   const ioOptions = { cpus, stdinToConsole: opts.stdinToConsole ?? false, trace: opts.trace ?? false };
   const spawnIo = () => spawnIoThread(ioOptions, ioBuffer, stdinRing.buffer);
   let io: IoThread | undefined;
-  if ((opts.virtio ?? []).length > 0 || opts.platform) io = spawnIo();
+  if (virtioCount > 0 || (opts.platform && !com1OnVcpu)) io = spawnIo();
   else Atomics.store(ioCtlView(ioBuffer), IO_CTL.STATE, IoState.DORMANT);
   let vm: Vm | undefined;
   let runDir: RunDirectory | undefined;
@@ -176,10 +183,13 @@ export async function runMachine(opts: MachineOptions): Promise<RunResult> {
         debug: debugBlocks[i],
         ram: { size: theVm.memSize, bits: theVm.slots.bitmap },
         platform,
+        com1: com1OnVcpu
+          ? { vmFd: theVm.irqchip ? theVm.fd : undefined, stdinQueue: stdinRing.buffer }
+          : undefined,
         io: {
           buffer: ioBuffer,
           doorbell,
-          pio: [{ name: "com1 (I/O worker)", base: PORTS.COM1, size: 8 }],
+          pio: com1OnVcpu ? [] : [{ name: "com1 (I/O worker)", base: PORTS.COM1, size: 8 }],
           mmio: virtio.map((d) => ({ name: `virtio-${d.type} (I/O worker)`, base: d.base, size: d.size })),
         },
         counters: runDir?.vcpuCounters(i),
@@ -197,6 +207,7 @@ export async function runMachine(opts: MachineOptions): Promise<RunResult> {
       },
       doorbell,
       stdinRing,
+      com1OnVcpu,
       opts,
     });
   } catch (e) {
@@ -252,6 +263,8 @@ interface RunParts {
   startIo: () => IoThread;
   doorbell: number;
   stdinRing: SharedByteQueue;
+  /** COM1 is the vCPU thread's (one vCPU, no virtio): standard input goes to it, with a kick. */
+  com1OnVcpu: boolean;
   opts: MachineOptions;
 }
 
@@ -269,8 +282,12 @@ async function supervise(
   let io = parts.io;
   const pump = new InputPump({
     queue: parts.stdinRing,
-    ioCtl,
-    doorbell: parts.doorbell,
+    notify: parts.com1OnVcpu
+      ? () => controls[0].request(REQ.INPUT)
+      : () => {
+          Atomics.store(ioCtl, IO_CTL.INPUT, 1);
+          libc.write(parts.doorbell, DOORBELL_RING, 8);
+        },
     raw: opts.raw ?? true,
     onEscape: () => supervisor.end({ kind: "escape", reason: "Ctrl-A x typed on the terminal" }),
     onInput: () => halts.hurry(),
@@ -291,6 +308,9 @@ async function supervise(
       if (io || supervisor.ending) return;
       supervisor.watchIo((io = parts.startIo()));
       if (stdin) pump.attach();
+    },
+    onCom1Used: () => {
+      if (stdin && !supervisor.ending) pump.attach();
     },
   });
   if (io) supervisor.watchIo(io);

@@ -32,6 +32,8 @@ export interface SupervisorEvents {
   onPaused?: (index: number, kind: number) => void;
   /** A vCPU touched a device of the I/O worker, which is dormant: start it. */
   onIoWanted?: () => void;
+  /** The guest touched the vCPU thread's own COM1 for the first time (machine.ts: one vCPU, no virtio). */
+  onCom1Used?: () => void;
 }
 
 export class RunSupervisor {
@@ -65,6 +67,7 @@ export class RunSupervisor {
           this.threadEnded(i, m.end, m.stats);
         } else if (m.type === "paused") events.onPaused?.(i, m.kind);
         else if (m.type === "io-wanted") events.onIoWanted?.();
+        else if (m.type === "com1-used") events.onCom1Used?.();
       });
       worker.on("error", (e) =>
         this.threadEnded(i, { kind: "internal", reason: `vCPU thread failed: ${e.stack ?? String(e)}` }),

@@ -19,7 +19,10 @@ import { GuestMemory } from "../memory/guest-memory.js";
 import { BUS_MISS, MissLog, MmioBus, PioBus, allOnes } from "../devices/bus.js";
 import { DebugConsole } from "../devices/debug-console.js";
 import { ExitPort } from "../devices/exit-port.js";
-import { PORTS } from "../vm/machine-layout.js";
+import { IRQS, PORTS } from "../vm/machine-layout.js";
+import { Uart16550 } from "../devices/uart16550.js";
+import { SharedByteQueue } from "../devices/byte-queue.js";
+import { setIrqLine } from "../vm/irq-line.js";
 import { ForwardAbandoned, IoForwarder } from "./io-forward.js";
 import { GuestExitRequest } from "../devices/types.js";
 import { CMOS_PORT, CmosRtc } from "../devices/cmos-rtc.js";
@@ -54,8 +57,11 @@ const pio = new PioBus();
 const mmio = new MmioBus();
 const misses = new MissLog();
 // Stateless devices stay here, on each vCPU's own bus (the exit-throughput path); the stateful ones (COM1,
-// virtio) live in the I/O worker and get stand-ins that forward each access there (io-forward.ts).
+// virtio) live in the I/O worker and get stand-ins that forward each access there (io-forward.ts), except
+// COM1 on a machine with one vCPU and no virtio device, which this thread owns (docs/run.md, "Devices and
+// threads").
 pio.register(PORTS.DEBUG_CONSOLE, 1, new DebugConsole(out.write));
+const com1 = start.com1 ? ownCom1(start.com1) : undefined;
 pio.register(PORTS.EXIT, 1, new ExitPort());
 if (start.platform) {
   pio.register(CMOS_PORT, 2, new CmosRtc({ state: start.platform.cmosState }));
@@ -97,6 +103,39 @@ const hookCtx: HookContext = {
 
 function post(msg: WorkerMessage): void {
   port.postMessage(msg);
+}
+
+/**
+ * COM1 on this thread's bus. Its guest bytes share this thread's output (in order with the debug console's);
+ * host input arrives in the shared ring with REQ.INPUT and a kick. The first access tells the main thread, which
+ * only then starts reading standard input (a run that never touches COM1 does not set up a stream for it).
+ */
+function ownCom1(c: NonNullable<VcpuStart["com1"]>): Uart16550 {
+  const vmFd = c.vmFd;
+  const uart = new Uart16550({
+    name: `com1 (16550A, irq ${IRQS.COM1})`,
+    sink: out.write,
+    irq: vmFd === undefined ? undefined : { setLevel: (high) => setIrqLine(vmFd, IRQS.COM1, high) },
+    input: new SharedByteQueue(c.stdinQueue),
+  });
+  let used = false;
+  const firstUse = () => {
+    if (used) return;
+    used = true;
+    post({ type: "com1-used" });
+  };
+  pio.register(PORTS.COM1, 8, {
+    name: uart.name,
+    pioRead: (offset, size) => {
+      firstUse();
+      return uart.pioRead(offset, size);
+    },
+    pioWrite: (offset, size, value) => {
+      firstUse();
+      uart.pioWrite(offset, size, value);
+    },
+  });
+  return uart;
 }
 
 /** Numbers the exits --trace shows (kicks that only check for a halt are not shown, so not numbered). */
@@ -459,6 +498,10 @@ function serveRequests(): RunEnd | undefined {
   if (req & REQ.DEBUG) {
     Atomics.and(ctl, CTL.REQUEST, ~REQ.DEBUG);
     agent.applyGuestDebug();
+  }
+  if (req & REQ.INPUT) {
+    Atomics.and(ctl, CTL.REQUEST, ~REQ.INPUT);
+    com1?.pollInput();
   }
   // A command posted as the vCPU left its park: it was refused there (not parked), nothing to serve.
   if (req & REQ.COMMAND) Atomics.and(ctl, CTL.REQUEST, ~REQ.COMMAND);

@@ -36,6 +36,12 @@ export interface VcpuStart {
    * reset line at 0x60/0x64, the ACPI sleep registers at 0x600), on each vCPU's own bus; absent for vmtool's own guests.
    */
   platform?: { cmosState: SharedArrayBuffer };
+  /**
+   * COM1 served by this thread itself (a machine with one vCPU and no virtio device: no I/O worker to start or
+   * to wake for each access): the VM's fd for its interrupt line (absent without the in-kernel irqchip), and the
+   * ring standard input arrives in (REQ.INPUT says bytes wait there). Absent: COM1 is the I/O worker's.
+   */
+  com1?: { vmFd?: number; stdinQueue: SharedArrayBuffer };
   /** The I/O worker: request slots, doorbell eventfd, and the ranges whose accesses are forwarded to it. */
   io: {
     buffer: SharedArrayBuffer;
@@ -52,6 +58,7 @@ export type WorkerMessage =
   /** The vCPU parked itself: `kind` is the StopKind (debug-block.ts) of why. */
   | { type: "paused"; kind: number }
   | { type: "io-wanted" } // an access to a device of the I/O worker, which has not been started yet
+  | { type: "com1-used" } // the guest touched the COM1 of this thread for the first time: standard input is wanted
   | { type: "done"; end: RunEnd; stats?: StatsSummary };
 
 /** What an exit hook sees. The vCPU may be inspected (registers, memory) from inside the hook. */

@@ -107,9 +107,10 @@ describe("exit statuses", () => {
   });
 
   test("a vCPU waiting for the I/O worker's start is asked once whether it halted, not at every poll", () => {
-    // The demo guest's first COM1 access starts the I/O worker, and its vCPU thread sleeps until that thread
-    // runs (tens of ms): a sleeping thread looks halted to the detector, but it cannot answer outside KVM_RUN.
-    const r = spawnSync(process.execPath, [CLI, "run"], {
+    // With a virtio-rng the I/O worker starts with the run; the demo guest's read of the device's first register
+    // comes before that thread runs, and the vCPU thread sleeps until it does (tens of ms): a sleeping thread
+    // looks halted to the detector, but it cannot answer outside KVM_RUN.
+    const r = spawnSync(process.execPath, [CLI, "run", "--rng"], {
       encoding: "utf8",
       timeout: 60_000,
       env: { ...process.env, VMTOOL_STARTUP_MARKS: "1" },
@@ -118,6 +119,20 @@ describe("exit statuses", () => {
     assert.match(r.stderr, /vcpu I\/O worker started/);
     const asked = r.stderr.split("\n").filter((l) => l.endsWith("halt check asked")).length;
     assert.ok(asked >= 1 && asked <= 4, `${asked} halt checks asked:\n${r.stderr}`);
+  });
+
+  test("on one vCPU the demo's COM1 is its own thread's: no I/O worker starts, the UART lines are the same", () => {
+    const env = { ...process.env, VMTOOL_STARTUP_MARKS: "1" };
+    const one = spawnSync(process.execPath, [CLI, "run"], { encoding: "utf8", timeout: 60_000, env });
+    const two = spawnSync(process.execPath, [CLI, "run", "--cpus", "2"], {
+      encoding: "utf8",
+      timeout: 60_000,
+    });
+    assert.equal(one.status, 0, one.stderr);
+    assert.doesNotMatch(one.stderr, /I\/O worker/);
+    const uart = (out: string) => out.split("\n").filter((l) => /\[uart\]|UART/.test(l));
+    assert.equal(uart(one.stdout).length, 2, one.stdout);
+    assert.deepEqual(uart(one.stdout), uart(two.stdout));
   });
 
   test("a triple fault: exit 4, the reason and a register/segment/control-register dump on stderr", () => {

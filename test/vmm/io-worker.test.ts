@@ -1,5 +1,6 @@
 // The I/O worker on a real VM (runMachine in this process): a register access a vCPU makes to a virtio device
-// is forwarded to the I/O worker and answered; an I/O worker that cannot build its devices ends the run with an
+// is forwarded to the I/O worker and answered; which machines have one at all (COM1 is the one vCPU thread's own
+// without virtio devices); an I/O worker that cannot build its devices ends the run with an
 // internal error instead of leaving the vCPU waiting for a reply forever.
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -42,7 +43,7 @@ test("with no device there, the read is all ones (nobody claims it) and nothing 
   assert.equal(r.forwarded, 0);
 });
 
-// Reads COM1's line status register (a forwarded port read) and writes it to the exit port.
+// Reads COM1's line status register and writes it to the exit port.
 const READ_LSR = assembleBytes(
   `.code64
   mov $0x3fd, %dx
@@ -54,24 +55,32 @@ const READ_LSR = assembleBytes(
   64,
 );
 
-test("without virtio devices the I/O worker starts only on a first access to COM1", async () => {
-  const quiet = await runMachine({ memSize: 16 << 20, stdin: false, load });
+const readLsr = (mem: { write(addr: number, bytes: Uint8Array): void }) => {
+  mem.write(0x100000, READ_LSR);
+  return { mode: "long" as const, entry: 0x100000 };
+};
+const exitValue = (r: Awaited<ReturnType<typeof runMachine>>) => [
+  r.end.kind,
+  r.end.kind === "exit-port" && r.end.value,
+];
+
+test("with one vCPU and no virtio device, COM1 is the vCPU thread's own: no I/O worker, nothing forwarded", async () => {
+  for (const platform of [false, true]) {
+    const r = await runMachine({ memSize: 16 << 20, stdin: false, platform, load: readLsr });
+    // LSR after reset: THR empty, transmitter empty.
+    assert.deepEqual(exitValue(r), ["exit-port", 0x60], r.end.reason);
+    assert.equal(r.ioStarted, false, `platform ${platform}`);
+    assert.equal(r.forwarded, 0);
+  }
+});
+
+test("with two vCPUs and no virtio device, the I/O worker starts only on a first access to COM1", async () => {
+  const quiet = await runMachine({ memSize: 16 << 20, cpus: 2, stdin: false, load });
   assert.equal(quiet.ioStarted, false, "a guest that never touches COM1 runs without it");
-  const r = await runMachine({
-    memSize: 16 << 20,
-    stdin: false,
-    load: (mem) => {
-      mem.write(0x100000, READ_LSR);
-      return { mode: "long" as const, entry: 0x100000 };
-    },
-  });
+  const r = await runMachine({ memSize: 16 << 20, cpus: 2, stdin: false, load: readLsr });
   assert.equal(r.ioStarted, true);
   assert.equal(r.forwarded, 1, "the access that woke it was served by it");
-  assert.deepEqual(
-    [r.end.kind, r.end.kind === "exit-port" && r.end.value],
-    ["exit-port", 0x60],
-    r.end.reason,
-  ); // LSR after reset: THR empty, transmitter empty
+  assert.deepEqual(exitValue(r), ["exit-port", 0x60], r.end.reason);
   const eager = await runMachine({
     memSize: 16 << 20,
     stdin: false,
