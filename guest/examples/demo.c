@@ -8,6 +8,21 @@
 
 #define UNCLAIMED_PORT 0x100
 
+/* The first address from `at` on that no MMIO device of the description covers. */
+static uint64_t first_free(const struct vmtool_boot_info *bi, uint64_t at) {
+  for (int moved = 1; moved;) {
+    moved = 0;
+    for (uint32_t i = 0; i < bi->dev_entry_count; i++) {
+      const struct vmtool_dev_entry *d = vmtool_dev_entry(bi, i);
+      if (d->space == VMTOOL_SPACE_MMIO && at >= d->base && at - d->base < d->size) {
+        at = d->base + d->size;
+        moved = 1;
+      }
+    }
+  }
+  return at;
+}
+
 int main(const struct vmtool_boot_info *bi) {
   printf("Hello from vmtool's demo guest: 64-bit long mode, loaded from an ELF64 file.\n");
   printf("Every character of this text is one OUT to port 0xE9 (the debug console): one VM exit each.\n\n");
@@ -23,12 +38,13 @@ int main(const struct vmtool_boot_info *bi) {
   printf("  [pio]  UART scratch register: wrote 0x5a, read back 0x%02x\n", inb(UART_COM1 + UART_SCR));
   printf("  [pio]  read of unclaimed port 0x%x: 0x%02x (all ones)\n", UNCLAIMED_PORT, inb(UNCLAIMED_PORT));
   if (vmtool_boot_info_valid(bi)) {
-    /* The first address of the MMIO window: no device there, so an MMIO exit that reads all ones. */
+    /* The first address of the MMIO window with no device there (virtio devices sit at its start when there are
+       any), so an MMIO exit that reads all ones. */
     uint64_t mmio = 0;
     for (uint32_t i = 0; i < bi->mem_entry_count; i++) {
       const struct vmtool_mem_entry *e = vmtool_mem_entry(bi, i);
       if (e->use == VMTOOL_MEM_RESERVED && e->base >= bi->mem_size && e->base < 0xFEC00000u) {
-        mmio = e->base;
+        mmio = first_free(bi, e->base);
         break;
       }
     }
