@@ -80,6 +80,8 @@ function bootOnce(vmm) {
         userspace,
         pio,
         tail: initMs === undefined ? `${out.slice(-1500)}\n${err.slice(-1500)}` : undefined,
+        // VMTOOL_STARTUP_MARKS=1 (BENCH_MARKS): vmtool's start-up timeline, [ms, "thread what"] per mark.
+        marks: [...err.matchAll(/^startup: +([\d.]+) (.*)$/gm)].map((m) => [Number(m[1]), m[2]]),
       });
     });
   });

@@ -7,7 +7,8 @@
 //
 //   node bench/linux-boot.mjs    BENCH_RUNS=rounds (default 2), VMTOOL_DIST=build[,build2] (default dist:
 //                                with two, each vmtool boot runs with both builds, in alternation),
-//                                BENCH_ONLY=word,... (only the VMMs whose name contains one, e.g. vmtool)
+//                                BENCH_ONLY=word,... (only the VMMs whose name contains one, e.g. vmtool),
+//                                BENCH_MARKS=1 (vmtool's start-up timeline too: VMTOOL_STARTUP_MARKS, medians)
 //
 // Prints each VMM's median time to init (from the VMM's start to init's first line) and exits by reason
 // (SVM exit codes, exits to user space, port I/O), and the ratios against QEMU microvm with ACPI off.
@@ -136,13 +137,15 @@ const qemu = (machine) => [
 ];
 const qemuEnv = { LD_LIBRARY_PATH: `${e}/qemu/lib` };
 const build = (d) => (DISTS.length > 1 ? ` (${d})` : "");
+const vmtoolEnv = process.env.BENCH_MARKS === "1" ? { VMTOOL_STARTUP_MARKS: "1" } : undefined;
 const ALL_VMMS = [
-  ...DISTS.map((d) => ({ name: `vmtool bzImage${build(d)}`, cmd: vmtool(inKernel, d) })),
-  ...DISTS.map((d) => ({ name: `vmtool PVH${build(d)}`, cmd: vmtool(`${e}/vmlinux`, d) })),
+  ...DISTS.map((d) => ({ name: `vmtool bzImage${build(d)}`, cmd: vmtool(inKernel, d), env: vmtoolEnv })),
+  ...DISTS.map((d) => ({ name: `vmtool PVH${build(d)}`, cmd: vmtool(`${e}/vmlinux`, d), env: vmtoolEnv })),
   // The kernel told to ignore the ACPI tables (it then reads the MP table), as QEMU's acpi=off has none.
   ...DISTS.map((d) => ({
     name: `vmtool PVH acpi=off${build(d)}`,
     cmd: vmtool(`${e}/vmlinux`, d, " acpi=off"),
+    env: vmtoolEnv,
   })),
   { name: "QEMU microvm PVH acpi=off", cmd: qemu("microvm,acpi=off,rtc=on"), env: qemuEnv },
   { name: "QEMU microvm PVH acpi=on", cmd: qemu("microvm,acpi=on,rtc=on"), env: qemuEnv },
@@ -260,3 +263,15 @@ console.log(`|---|${rows.map(() => "---").join("|")}|`);
 for (const p of ports.slice(0, 20))
   console.log(`| ${p} | ${rows.map((r) => fmt(r.byPort[p] ?? 0)).join(" | ")} |`);
 console.log(`\nexit statuses: ${rows.map((r) => `${r.name}: ${r.statuses}`).join("; ")}`);
+if (vmtoolEnv) {
+  // Each mark's median time (ms from the process's start) per vmtool row, in the order of the first boot.
+  for (const v of VMMS.filter((x) => x.env === vmtoolEnv)) {
+    const bs = boots.filter((b) => b.vmm === v.name && b.marks?.length);
+    if (bs.length === 0) continue;
+    console.log(`\nstart-up of ${v.name} (median ms of ${bs.length} boots):`);
+    for (const [, what] of bs[0].marks) {
+      const at = median(bs.map((b) => b.marks.find((m) => m[1] === what)?.[0]));
+      console.log(`  ${fmt(at, 0).padStart(6)}  ${what}`);
+    }
+  }
+}

@@ -238,3 +238,57 @@ export function elfSegments(img: ElfImage): { segments: Segment[]; tooHigh?: big
   }
   return { segments };
 }
+
+/** Where an ELF file's section header table is, from its header (e_shoff, e_shentsize, e_shnum, e_shstrndx). */
+export function elfSectionTable(
+  head: Uint8Array,
+): { offset: number; entrySize: number; count: number; names: number } | undefined {
+  if (head.length < 64 || !isElf(head)) return undefined;
+  const v = new DataView(head.buffer, head.byteOffset, head.byteLength);
+  const is64 = head[4] === ELFCLASS64;
+  const offset = is64 ? Number(v.getBigUint64(40, true)) : v.getUint32(32, true);
+  const entrySize = v.getUint16(is64 ? 58 : 46, true);
+  const count = v.getUint16(is64 ? 60 : 48, true);
+  const names = v.getUint16(is64 ? 62 : 50, true);
+  // No table, or one with more sections than e_shnum holds (SHN_XINDEX, extended numbering): none used.
+  if (offset === 0 || count === 0 || names >= count || entrySize !== (is64 ? 64 : 40)) return undefined;
+  return { offset, entrySize, count, names };
+}
+
+/**
+ * The file range of the section called `name` (one with file contents: SHT_PROGBITS), from the bytes of the
+ * section header table (`table`, as elfSectionTable places it) and `read(offset, length)` for the section names.
+ * Undefined when there is none or anything is out of the file's `fileSize` bytes: sections are a hint here
+ * (the loader itself goes by program headers), so a damaged table is not an error.
+ */
+export function elfSection(
+  cls: 32 | 64,
+  table: Uint8Array,
+  names: number,
+  fileSize: number,
+  read: (offset: number, length: number) => Uint8Array | undefined,
+  name: string,
+): { fileOffset: number; size: number } | undefined {
+  const SHT_PROGBITS = 1;
+  const ent = cls === 64 ? 64 : 40;
+  const v = new DataView(table.buffer, table.byteOffset, table.byteLength);
+  const field = (i: number, o64: number, o32: number) =>
+    cls === 64 ? Number(v.getBigUint64(i * ent + o64, true)) : v.getUint32(i * ent + o32, true);
+  const count = Math.floor(table.length / ent);
+  if (names >= count) return undefined;
+  const strOffset = field(names, 24, 16);
+  const strSize = field(names, 32, 20);
+  if (strOffset + strSize > fileSize) return undefined;
+  const want = new TextEncoder().encode(name + "\0");
+  const strtab = read(strOffset, Math.min(strSize, 1 << 20));
+  if (!strtab) return undefined;
+  for (let i = 0; i < count; i++) {
+    const nameAt = v.getUint32(i * ent, true);
+    if (v.getUint32(i * ent + 4, true) !== SHT_PROGBITS || nameAt + want.length > strtab.length) continue;
+    if (!want.every((c, k) => strtab[nameAt + k] === c)) continue;
+    const fileOffset = field(i, 24, 16);
+    const size = field(i, 32, 20);
+    return fileOffset + size <= fileSize ? { fileOffset, size } : undefined;
+  }
+  return undefined;
+}

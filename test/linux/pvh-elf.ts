@@ -94,3 +94,47 @@ export function craftElf(e: CraftedElf): Buffer {
   for (const p of parts) p.bytes.copy(file, p.offset);
   return file;
 }
+
+export interface CraftedSection {
+  name: string;
+  /** File range the section covers. */
+  offset: number;
+  size: number;
+  /** sh_type (default 1, SHT_PROGBITS). */
+  type?: number;
+}
+
+/**
+ * `file` (an ELF64 from craftElf) with a section header table appended: a null section, `sections`, and the
+ * section-name string table last (e_shstrndx), as a linker writes them.
+ */
+export function withSections(file: Buffer, sections: readonly CraftedSection[]): Buffer {
+  const names = Buffer.from(["", ...sections.map((s) => s.name), ".shstrtab"].join("\0") + "\0", "latin1");
+  const nameAt = (i: number) =>
+    ["", ...sections.map((s) => s.name)].slice(0, i).reduce((n, s) => n + s.length + 1, 0);
+  const strOffset = file.length;
+  const tableOffset = Math.ceil((strOffset + names.length) / 8) * 8;
+  const count = sections.length + 2;
+  const table = Buffer.alloc(64 * count);
+  sections.forEach((s, k) => {
+    const at = 64 * (k + 1);
+    table.writeUInt32LE(nameAt(k + 1), at);
+    table.writeUInt32LE(s.type ?? 1, at + 4);
+    table.writeBigUInt64LE(BigInt(s.offset), at + 24);
+    table.writeBigUInt64LE(BigInt(s.size), at + 32);
+  });
+  const str = 64 * (count - 1);
+  table.writeUInt32LE(nameAt(count - 1), str);
+  table.writeUInt32LE(3, str + 4); // SHT_STRTAB
+  table.writeBigUInt64LE(BigInt(strOffset), str + 24);
+  table.writeBigUInt64LE(BigInt(names.length), str + 32);
+  const out = Buffer.alloc(tableOffset + table.length);
+  file.copy(out);
+  names.copy(out, strOffset);
+  table.copy(out, tableOffset);
+  out.writeBigUInt64LE(BigInt(tableOffset), 40); // e_shoff
+  out.writeUInt16LE(64, 58); // e_shentsize
+  out.writeUInt16LE(count, 60); // e_shnum
+  out.writeUInt16LE(count - 1, 62); // e_shstrndx
+  return out;
+}

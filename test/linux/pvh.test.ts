@@ -29,7 +29,7 @@ import { GuestMemory } from "../../src/memory/guest-memory.js";
 import { CLI } from "../helpers/paths.js";
 import { assembleBytes } from "../vm/asm.js";
 import { debianKernel, runCmd } from "./helpers.js";
-import { craftElf, pvhNote, type CraftedElf } from "./pvh-elf.js";
+import { craftElf, pvhNote, withSections, type CraftedElf } from "./pvh-elf.js";
 import { extractVmlinux } from "./pvh-vmlinux.js";
 
 const MiB = 1 << 20;
@@ -79,9 +79,11 @@ describe("Debian's vmlinux (extracted from its bzImage)", () => {
     assert.ok(p.entry > text.gpa && p.entry < text.gpa + text.size);
     assert.deepEqual(p.initrd, { gpa: 256 * MiB - 1_003_520, size: 1_000_003 });
     assert.ok(p.initrd.gpa >= p.kernelEnd);
-    assert.match(p.describe, /^Linux vmlinux \(PVH\), 4 segments 0x1000000\.\./);
+    assert.match(p.describe, /^Linux vmlinux 6\.\d+\.\d+\S* \(PVH\), 4 segments 0x1000000\.\./);
     // Planned from its headers: the segments are read from the file into guest RAM when the plan is applied.
     assert.ok(p.kernelFile !== undefined && text.data === undefined);
+    // The version is known before that, from the start of .rodata (the section headers say where).
+    assert.match(p.kernelVersion ?? "", /^6\.\d+\.\d+\S* \(/);
     const ram = new GuestMemory([{ gpa: 0, bytes: new Uint8Array(256 * MiB) }]);
     assert.equal(applyPvhPlan(ram, p), START_INFO_ADDR);
     // pvh_start_xen (arch/x86/platform/pvh/head.S) starts with cld.
@@ -292,6 +294,61 @@ describe("crafted ELF files", () => {
       () => applyPvhPlan(ram, q as Extract<typeof q, { format: "pvh" }>),
       /changed since it was checked/,
     );
+  });
+});
+
+describe("the kernel's version (the summary line's)", () => {
+  const banner = Buffer.from("\0\0Linux version 9.8.7-test (someone@somewhere) #1 SMP\n\0", "latin1");
+  // The banner in the segment's second page, where a .rodata section says it is.
+  const data = Buffer.alloc(0x3000, 0x90);
+  banner.copy(data, 0x1000);
+  const base = craftElf({ loads: [{ paddr: 0x100_0000, data }], notes: [pvhNote(0x100_0000)] });
+  const segOffset = 0x1000; // craftElf: the first segment after one page of headers
+  const path = () => join(dir, "versioned-vmlinux");
+  const planned = (file: Buffer) => {
+    writeFileSync(path(), file);
+    const p = planLinux(path(), { memSize: 256 * MiB, cmdline: "console=ttyS0" });
+    assert.ok(p.format === "pvh");
+    return p as Extract<typeof p, { format: "pvh" }>;
+  };
+  const applied = (p: ReturnType<typeof planned>) => {
+    applyPvhPlan(new GuestMemory([{ gpa: 0, bytes: new Uint8Array(32 * MiB) }]), p);
+    return p.kernelVersion;
+  };
+  const want = "9.8.7-test (someone@somewhere) #1 SMP";
+
+  test("found at plan time in .rodata, found at apply time in the segments without section headers", () => {
+    const rodata = { name: ".rodata", offset: segOffset + 0x1000, size: 0x1000 };
+    const sectioned = planned(
+      withSections(base, [{ name: ".text", offset: segOffset, size: 0x1000 }, rodata]),
+    );
+    assert.equal(sectioned.kernelVersion, want);
+    const bare = planned(base);
+    assert.equal(bare.kernelVersion, undefined, "not looked for in the segments before they are read");
+    assert.equal(applied(bare), want);
+  });
+
+  test("damaged section headers are only no hint: the plan goes on and the segments are searched", () => {
+    const good = withSections(base, [{ name: ".rodata", offset: segOffset + 0x1000, size: 0x1000 }]);
+    const shoff = Number(good.readBigUInt64LE(40));
+    const damaged: [string, (b: Buffer) => void][] = [
+      ["e_shoff past the end", (b) => b.writeBigUInt64LE(BigInt(b.length + 64), 40)],
+      ["e_shoff near 2^64", (b) => b.writeBigUInt64LE(0xffff_ffff_ffff_f000n, 40)],
+      ["e_shstrndx past e_shnum", (b) => b.writeUInt16LE(7, 62)],
+      ["e_shentsize 32", (b) => b.writeUInt16LE(32, 58)],
+      ["e_shnum 0 (extended numbering)", (b) => b.writeUInt16LE(0, 60)],
+      [".rodata past the end", (b) => b.writeBigUInt64LE(BigInt(b.length), shoff + 64 + 24)],
+      [".rodata is NOBITS", (b) => b.writeUInt32LE(8, shoff + 64 + 4)],
+      ["names past the end", (b) => b.writeBigUInt64LE(BigInt(b.length), shoff + 128 + 24)],
+      ["a name offset past the names", (b) => b.writeUInt32LE(0xffff_fff0, shoff + 64)],
+    ];
+    for (const [what, damage] of damaged) {
+      const b = Buffer.from(good);
+      damage(b);
+      const p = planned(b);
+      assert.equal(p.kernelVersion, undefined, what);
+      assert.equal(applied(p), want, what);
+    }
   });
 });
 

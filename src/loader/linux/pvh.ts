@@ -8,7 +8,16 @@ import { hex } from "../../format.js";
 import type { GuestMemory } from "../../memory/guest-memory.js";
 import { LAYOUT } from "../../vm/machine-layout.js";
 import { guestRamText } from "../image-file.js";
-import { elfHeadersEnd, elfLayout, elfNotes, parseElf, type ElfLayout, type ElfNote } from "../elf.js";
+import {
+  elfHeadersEnd,
+  elfLayout,
+  elfNotes,
+  elfSection,
+  elfSectionTable,
+  parseElf,
+  type ElfLayout,
+  type ElfNote,
+} from "../elf.js";
 import type { InputFile } from "../../files/input-file.js";
 import { BIOS_TABLES_BASE, BIOS_TABLES_END, linuxE820, type E820Entry } from "./e820.js";
 import type { LinuxBootOptions } from "./bzimage.js";
@@ -167,12 +176,39 @@ export function planPvhFile(file: InputFile, name: string, opts: LinuxBootOption
   const plan = planFromLayout(
     notes,
     layout.loads.map((l) => ({ l })),
-    undefined,
+    rodataBanner(file, head, layout.cls, size),
     name,
     opts,
   );
   plan.kernelFile = file;
   return plan;
+}
+
+/** How far into .rodata the banner is looked for (Linux puts linux_banner in its first KiB). */
+const RODATA_BANNER_WINDOW = 64 * 1024;
+
+/**
+ * The kernel's version from the start of its .rodata section, found through the section headers: a few reads
+ * of the file instead of searching tens of MiB of segments for the banner (applyPvhPlan's fallback).
+ */
+function rodataBanner(file: InputFile, head: Uint8Array, cls: 32 | 64, size: number): string | undefined {
+  const table = elfSectionTable(head);
+  if (
+    !table ||
+    table.count * table.entrySize > HEADERS_MAX ||
+    table.offset + table.count * table.entrySize > size
+  )
+    return undefined;
+  const readHint = (offset: number, length: number) => {
+    const out = new Uint8Array(length);
+    return file.readAt(out, offset) === length ? out : undefined;
+  };
+  const bytes = readHint(table.offset, table.count * table.entrySize);
+  if (!bytes) return undefined;
+  const rodata = elfSection(cls, bytes, table.names, size, readHint, ".rodata");
+  if (!rodata) return undefined;
+  const window = readHint(rodata.fileOffset, Math.min(rodata.size, RODATA_BANNER_WINDOW));
+  return window && bannerVersion(window);
 }
 
 function planFromLayout(
