@@ -309,7 +309,7 @@ describe("the kernel's version (the summary line's)", () => {
     writeFileSync(path(), file);
     const p = planLinux(path(), { memSize: 256 * MiB, cmdline: "console=ttyS0" });
     assert.ok(p.format === "pvh");
-    return p as Extract<typeof p, { format: "pvh" }>;
+    return p;
   };
   const applied = (p: ReturnType<typeof planned>) => {
     applyPvhPlan(new GuestMemory([{ gpa: 0, bytes: new Uint8Array(32 * MiB) }]), p);
