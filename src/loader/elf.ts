@@ -239,10 +239,13 @@ export function elfSegments(img: ElfImage): { segments: Segment[]; tooHigh?: big
   return { segments };
 }
 
-/** Where an ELF file's section header table is, from its header (e_shoff, e_shentsize, e_shnum, e_shstrndx). */
+/**
+ * Where an ELF file's section header table is (its file offset and byte size) and which entry holds the section
+ * names, from its header (e_shoff, e_shentsize, e_shnum, e_shstrndx).
+ */
 export function elfSectionTable(
   head: Uint8Array,
-): { offset: number; entrySize: number; count: number; names: number } | undefined {
+): { offset: number; size: number; names: number } | undefined {
   if (head.length < 64 || !isElf(head)) return undefined;
   const v = new DataView(head.buffer, head.byteOffset, head.byteLength);
   const is64 = head[4] === ELFCLASS64;
@@ -252,7 +255,7 @@ export function elfSectionTable(
   const names = v.getUint16(is64 ? 62 : 50, true);
   // No table, or one with more sections than e_shnum holds (SHN_XINDEX, extended numbering): none used.
   if (offset === 0 || count === 0 || names >= count || entrySize !== (is64 ? 64 : 40)) return undefined;
-  return { offset, entrySize, count, names };
+  return { offset, size: count * entrySize, names };
 }
 
 /**

@@ -35,3 +35,10 @@ export function addIrqfd(vmFd: number, fd: number, gsi: number): void {
   b.writeUInt32LE(gsi, o.gsi);
   if (libc.ioctlPtr(vmFd, KVM.IRQFD, b) < 0) throw new libc.SysError("KVM_IRQFD", libc.errno());
 }
+
+const ONE = new Uint8Array(new BigUint64Array([1n]).buffer);
+
+/** Add 1 to eventfd `fd` (a doorbell ring, an irqfd's interrupt); a full counter is the reader's to drain. */
+export function signalEventfd(fd: number): void {
+  libc.write(fd, ONE, 8);
+}

@@ -2,7 +2,7 @@
 // worker owns. An access fills this vCPU's request slot, rings the I/O worker's doorbell and waits for the
 // reply (io-protocol.ts). Only register accesses travel this way (UART bytes, virtio set-up and interrupt
 // acknowledgement); virtio queue notifies never reach a vCPU thread: they are ioeventfds.
-import * as libc from "../kvm/libc.js";
+import { signalEventfd } from "../vm/eventfds.js";
 import type { AccessSize, MmioDevice, PioDevice } from "../devices/types.js";
 import { CTL, REQ } from "../vm/control-block.js";
 import {
@@ -36,7 +36,6 @@ export class IoForwarder {
   private readonly slot: Int32Array;
   private readonly ctl: Int32Array;
   private readonly data: Uint8Array[];
-  private readonly ring = new Uint8Array(new BigUint64Array([1n]).buffer);
 
   /**
    * `vcpuCtl`: this vCPU's control block (a stop request ends a wait); `wake`: ask the main thread to start
@@ -67,7 +66,7 @@ export class IoForwarder {
       Atomics.compareExchange(this.ctl, IO_CTL.STATE, IoState.DORMANT, IoState.STARTING) === IoState.DORMANT
     )
       this.wake();
-    libc.write(this.doorbell, this.ring, 8);
+    signalEventfd(this.doorbell);
     while (Atomics.load(s, SLOT.STATE) !== SLOT_STATE.REPLY) {
       const st = Atomics.load(this.ctl, IO_CTL.STATE);
       if (st === IoState.FAILED || st === IoState.STOPPED) throw new ForwardAbandoned("io-worker-gone");

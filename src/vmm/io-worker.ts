@@ -1,5 +1,6 @@
 // The I/O worker: the one thread that owns every stateful device of a VM — COM1 (16550A) and each virtio-mmio
-// device (a machine with one vCPU and no virtio device has none: its vCPU thread owns COM1). It sleeps in poll() (a synchronous koffi call in its own thread: the main event loop stays free) on
+// device (a machine with one vCPU and no virtio device has none: its vCPU thread owns COM1). It sleeps in
+// poll() (a synchronous koffi call in its own thread: the main event loop stays free) on
 //   - the doorbell eventfd: a vCPU forwarded a register access (io-protocol.ts), host input arrived, or stop;
 //   - one ioeventfd per virtio queue: KVM signals the guest's QueueNotify write there without any exit to
 //     user space, and this thread runs the device;
@@ -13,8 +14,9 @@ import { setIrqLine } from "../vm/irq-line.js";
 import { GuestMemory } from "../memory/guest-memory.js";
 import { MmioBus, PioBus, allOnes } from "../devices/bus.js";
 import { SharedByteQueue } from "../devices/byte-queue.js";
-import { Uart16550 } from "../devices/uart16550.js";
-import { IRQS, PORTS } from "../vm/machine-layout.js";
+import { createCom1 } from "./com1.js";
+import { signalEventfd } from "../vm/eventfds.js";
+import { PORTS } from "../vm/machine-layout.js";
 import { VirtioMmioTransport } from "../devices/virtio/mmio-transport.js";
 import type { VirtioDevice } from "../devices/virtio/device.js";
 import { VirtioRng } from "../devices/virtio/rng.js";
@@ -66,16 +68,13 @@ const mmio = new MmioBus();
 const stdinQueue = new SharedByteQueue(data.stdinQueue);
 const trace = data.trace ? (line: string) => out.line(`vmtool: ${line}`) : undefined;
 
-const com1 = new Uart16550({
-  name: `com1 (16550A, irq ${IRQS.COM1})`,
-  sink: out.write,
-  irq: start.irqchip ? { setLevel: (high) => setIrqLine(start.vmFd, IRQS.COM1, high) } : undefined,
-  input: data.stdinToConsole ? undefined : stdinQueue,
-});
+const com1 = createCom1(
+  out.write,
+  start.irqchip ? start.vmFd : undefined,
+  data.stdinToConsole ? undefined : stdinQueue,
+);
 pio.register(PORTS.COM1, 8, com1);
 
-const one = new BigUint64Array([1n]);
-const oneBytes = new Uint8Array(one.buffer);
 let console_: VirtioConsole | undefined;
 /** poll() entries after the doorbell: [transport, queue index] per ioeventfd. */
 const notifyTargets: [VirtioMmioTransport, number][] = [];
@@ -103,7 +102,7 @@ for (const spec of start.virtio) {
     irq: {
       setLevel: (high) => {
         if (!high) return; // an irqfd is an edge: the ISA line pulses once per rising interrupt status
-        if (irqFd >= 0) libc.write(irqFd, oneBytes, 8);
+        if (irqFd >= 0) signalEventfd(irqFd);
         else if (start.irqchip) {
           setIrqLine(start.vmFd, spec.irq, true);
           setIrqLine(start.vmFd, spec.irq, false);

@@ -13,8 +13,7 @@ import { Vm } from "../vm/vm.js";
 import { VmConfigError } from "../vm/errors.js";
 import { bootVcpu, type BootSetup } from "../vm/boot-modes.js";
 import { REQ, VcpuControl } from "../vm/vcpu-control.js";
-import * as libc from "../kvm/libc.js";
-import { addIrqfd, addMmioIoeventfd } from "../vm/eventfds.js";
+import { addIrqfd, addMmioIoeventfd, signalEventfd } from "../vm/eventfds.js";
 import { MMIO_REG } from "../devices/virtio/constants.js";
 import type { PlannedVirtio } from "../devices/virtio/placement.js";
 import { SharedByteQueue } from "../devices/byte-queue.js";
@@ -121,8 +120,6 @@ export interface RunResult {
 
 /** Standard input waiting for COM1 or the virtio-console: what the guest has not taken yet. */
 const STDIN_RING_BYTES = 64 * 1024;
-/** What a write to the I/O worker's doorbell eventfd adds (1). */
-const DOORBELL_RING = new Uint8Array(new BigUint64Array([1n]).buffer);
 
 export async function runMachine(opts: MachineOptions): Promise<RunResult> {
   const cpus = opts.cpus ?? 1;
@@ -286,7 +283,7 @@ async function supervise(
       ? () => controls[0].request(REQ.INPUT)
       : () => {
           Atomics.store(ioCtl, IO_CTL.INPUT, 1);
-          libc.write(parts.doorbell, DOORBELL_RING, 8);
+          signalEventfd(parts.doorbell);
         },
     raw: opts.raw ?? true,
     onEscape: () => supervisor.end({ kind: "escape", reason: "Ctrl-A x typed on the terminal" }),

@@ -3,7 +3,7 @@
 // could not be written...), stops every vCPU once it has decided, and at the end stops the threads in the order
 // that loses nothing: the vCPUs first, then the I/O worker, which serves what they left behind.
 import type { Worker } from "node:worker_threads";
-import * as libc from "../kvm/libc.js";
+import { signalEventfd } from "../vm/eventfds.js";
 import { VcpuState, type VcpuControl } from "../vm/vcpu-control.js";
 import { IO_CTL, IoState, SLOT, slotView, type DeviceReport, type IoWorkerMessage } from "./io-protocol.js";
 import type { IoThread } from "./io-thread.js";
@@ -13,7 +13,6 @@ import { mergeStats, type StatsSummary } from "./exit-stats.js";
 import type { RunEnd } from "./run-end.js";
 import { startupMark } from "./startup-marks.js";
 
-const ONE = new Uint8Array(new BigUint64Array([1n]).buffer);
 /** How long a thread asked to stop may take before it is terminated. */
 const STOP_TIMEOUT_MS = 2000;
 
@@ -147,7 +146,7 @@ export class RunSupervisor {
     startupMark("vCPU threads stopped");
     if (io) {
       Atomics.store(ioCtl, IO_CTL.STOP, 1);
-      libc.write(doorbell, ONE, 8);
+      signalEventfd(doorbell);
       // Not terminate() at once, even for an I/O worker still starting: a worker ended while it initialises
       // koffi aborts the whole process (koffi's native init throws into a terminating isolate). It leaves its
       // loop at its first wake-up, serves what is left, flushes and says STOPPED.

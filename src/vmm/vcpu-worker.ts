@@ -19,10 +19,10 @@ import { GuestMemory } from "../memory/guest-memory.js";
 import { BUS_MISS, MissLog, MmioBus, PioBus, allOnes } from "../devices/bus.js";
 import { DebugConsole } from "../devices/debug-console.js";
 import { ExitPort } from "../devices/exit-port.js";
-import { IRQS, PORTS } from "../vm/machine-layout.js";
-import { Uart16550 } from "../devices/uart16550.js";
+import { PORTS } from "../vm/machine-layout.js";
+import type { Uart16550 } from "../devices/uart16550.js";
 import { SharedByteQueue } from "../devices/byte-queue.js";
-import { setIrqLine } from "../vm/irq-line.js";
+import { createCom1 } from "./com1.js";
 import { ForwardAbandoned, IoForwarder } from "./io-forward.js";
 import { GuestExitRequest } from "../devices/types.js";
 import { CMOS_PORT, CmosRtc } from "../devices/cmos-rtc.js";
@@ -111,13 +111,7 @@ function post(msg: WorkerMessage): void {
  * only then starts reading standard input (a run that never touches COM1 does not set up a stream for it).
  */
 function ownCom1(c: NonNullable<VcpuStart["com1"]>): Uart16550 {
-  const vmFd = c.vmFd;
-  const uart = new Uart16550({
-    name: `com1 (16550A, irq ${IRQS.COM1})`,
-    sink: out.write,
-    irq: vmFd === undefined ? undefined : { setLevel: (high) => setIrqLine(vmFd, IRQS.COM1, high) },
-    input: new SharedByteQueue(c.stdinQueue),
-  });
+  const uart = createCom1(out.write, c.vmFd, new SharedByteQueue(c.stdinQueue));
   let used = false;
   const firstUse = () => {
     if (used) return;

@@ -193,17 +193,12 @@ const RODATA_BANNER_WINDOW = 64 * 1024;
  */
 function rodataBanner(file: InputFile, head: Uint8Array, cls: 32 | 64, size: number): string | undefined {
   const table = elfSectionTable(head);
-  if (
-    !table ||
-    table.count * table.entrySize > HEADERS_MAX ||
-    table.offset + table.count * table.entrySize > size
-  )
-    return undefined;
+  if (!table || table.size > HEADERS_MAX || table.offset + table.size > size) return undefined;
   const readHint = (offset: number, length: number) => {
     const out = new Uint8Array(length);
     return file.readAt(out, offset) === length ? out : undefined;
   };
-  const bytes = readHint(table.offset, table.count * table.entrySize);
+  const bytes = readHint(table.offset, table.size);
   if (!bytes) return undefined;
   const rodata = elfSection(cls, bytes, table.names, size, readHint, ".rodata");
   if (!rodata) return undefined;
