@@ -41,9 +41,22 @@ function readHist(h) {
   return out;
 }
 
+// The host kernel's memory counters around each boot: transparent huge pages given at a fault or refused, and
+// the page faults that stalled in direct compaction to make one (/proc/vmstat).
+const VMSTAT = ["thp_fault_alloc", "thp_fault_fallback", "compact_stall"];
+function vmstat() {
+  const all = Object.fromEntries(
+    readFileSync("/proc/vmstat", "utf8")
+      .split("\n")
+      .map((l) => l.split(" ")),
+  );
+  return Object.fromEntries(VMSTAT.map((k) => [k, Number(all[k] ?? 0)]));
+}
+
 function bootOnce(vmm) {
   return new Promise((resolve) => {
     for (const h of HISTS) trigger(h, true);
+    const before = vmstat();
     const t0 = process.hrtime.bigint();
     const child = spawn(vmm.cmd[0], vmm.cmd.slice(1), {
       stdio: ["ignore", "pipe", "pipe"],
@@ -69,6 +82,8 @@ function bootOnce(vmm) {
       clearTimeout(timer);
       const endMs = Number(process.hrtime.bigint() - t0) / 1e6;
       const [exits, userspace, pio] = HISTS.map(readHist);
+      const after = vmstat();
+      const memory = Object.fromEntries(VMSTAT.map((k) => [k, after[k] - before[k]]));
       for (const h of HISTS) trigger(h, false);
       resolve({
         vmm: vmm.name,
@@ -79,6 +94,8 @@ function bootOnce(vmm) {
         exits,
         userspace,
         pio,
+        memory,
+        console: cfg.console ? out : undefined,
         tail: initMs === undefined ? `${out.slice(-1500)}\n${err.slice(-1500)}` : undefined,
         // VMTOOL_STARTUP_MARKS=1 (BENCH_MARKS): vmtool's start-up timeline, [ms, "thread what"] per mark.
         marks: [...err.matchAll(/^startup: +([\d.]+) (.*)$/gm)].map((m) => [Number(m[1]), m[2]]),

@@ -20,7 +20,10 @@ import { ROOT, workDir } from "./lib.mjs";
 const ROUNDS = Number(process.env.BENCH_RUNS ?? 2);
 const DISTS = (process.env.VMTOOL_DIST ?? "dist").split(",");
 const DIST = DISTS[0];
-const CMDLINE = "console=ttyS0 quiet pci=off panic=-1";
+// BENCH_VERBOSE=1 drops `quiet` and keeps each boot's console output (in BENCH_CONSOLE_DIR, default the work
+// folder), to see where a slow boot's time went.
+const VERBOSE = process.env.BENCH_VERBOSE === "1";
+const CMDLINE = `console=ttyS0${VERBOSE ? "" : " quiet"} pci=off panic=-1`;
 // What microvm loads (QEMU 10: qboot.rom with acpi=off, bios-microvm.bin with acpi=on; pvh.bin for a PVH kernel).
 const QEMU_FIRMWARE = ["qboot.rom", "bios-microvm.bin", "pvh.bin", "linuxboot_dma.bin", "kvmvapic.bin"];
 /** SVM exit codes (AMD APM vol. 2, appendix C) for the ones a Linux boot makes. */
@@ -153,7 +156,10 @@ const ALL_VMMS = [
 const ONLY = (process.env.BENCH_ONLY ?? "").split(",");
 const VMMS = ALL_VMMS.filter((v) => ONLY.some((w) => v.name.includes(w)));
 const REFERENCE = "QEMU microvm PVH acpi=off";
-writeFileSync(join(extra, "config.json"), JSON.stringify({ rounds: ROUNDS, vmms: VMMS, timeoutMs: 180_000 }));
+writeFileSync(
+  join(extra, "config.json"),
+  JSON.stringify({ rounds: ROUNDS, vmms: VMMS, timeoutMs: 180_000, console: VERBOSE }),
+);
 writeFileSync(
   join(work, "job"),
   `node ${e}/linux-boot-inner.mjs ${e}/config.json >&3 2>/tmp/bench.err\nsed 's/^/SVM bench-err /' /tmp/bench.err >&3\n`,
@@ -193,6 +199,13 @@ await new Promise((resolve, reject) => {
 const lines = existsSync(results) ? readFileSync(results, "utf8").replace(/\r/g, "").split("\n") : [];
 const boots = lines.filter((l) => l.startsWith("SVM bench {")).map((l) => JSON.parse(l.slice(10)));
 for (const l of lines.filter((x) => x.startsWith("SVM bench-err "))) console.error(l.slice(14));
+if (VERBOSE) {
+  const dir = process.env.BENCH_CONSOLE_DIR ?? work;
+  mkdirSync(dir, { recursive: true });
+  for (const b of boots)
+    writeFileSync(join(dir, `${b.vmm.replace(/\W+/g, "-")}.round${b.round}.log`), b.console ?? "");
+  console.log(`console output of each boot: ${dir}`);
+}
 if (boots.length === 0) {
   console.error("linux-boot: nothing came back from the VM; its console:");
   console.error(existsSync(console_) ? readFileSync(console_, "utf8").split("\n").slice(-30).join("\n") : "");
@@ -262,6 +275,15 @@ console.log(`\n| port (median per boot) | ${rows.map((r) => r.name).join(" | ")}
 console.log(`|---|${rows.map(() => "---").join("|")}|`);
 for (const p of ports.slice(0, 20))
   console.log(`| ${p} | ${rows.map((r) => fmt(r.byPort[p] ?? 0)).join(" | ")} |`);
+const counters = [...new Set(boots.flatMap((b) => Object.keys(b.memory ?? {})))];
+if (counters.length > 0) {
+  console.log(`\n| host memory, /proc/vmstat (median per boot) | ${rows.map((r) => r.name).join(" | ")} |`);
+  console.log(`|---|${rows.map(() => "---").join("|")}|`);
+  for (const c of counters)
+    console.log(
+      `| ${c} | ${rows.map((r) => fmt(median(boots.filter((b) => b.vmm === r.name).map((b) => b.memory?.[c] ?? 0)))).join(" | ")} |`,
+    );
+}
 console.log(`\nexit statuses: ${rows.map((r) => `${r.name}: ${r.statuses}`).join("; ")}`);
 if (vmtoolEnv) {
   // Each mark's median time (ms from the process's start) per vmtool row, in the order of the first boot.

@@ -153,6 +153,7 @@ export async function runMachine(opts: MachineOptions): Promise<RunResult> {
     for (let i = 0; i < cpus; i++) vcpus.push(vm.createVcpu());
     startupMark("vCPUs created");
     if (opts.publish ?? true) runDir = publishRun(vm, vcpus);
+    startupMark("run directory published");
     // Only the BSP gets registers: the APs start as the in-kernel local APIC makes them (INIT, then SIPI).
     bootVcpu(vcpus[0], vm.memory, opts.load(vm.memory));
     if (opts.platform && vm.irqchip) for (const v of vcpus) v.setVirtualWireLints();

@@ -102,6 +102,9 @@ export interface CraftedSection {
   size: number;
   /** sh_type (default 1, SHT_PROGBITS). */
   type?: number;
+  /** sh_flags (default 0) and sh_addr (default 0). */
+  flags?: number;
+  addr?: bigint;
 }
 
 /**
@@ -120,6 +123,8 @@ export function withSections(file: Buffer, sections: readonly CraftedSection[]):
     const at = 64 * (k + 1);
     table.writeUInt32LE(nameAt(k + 1), at);
     table.writeUInt32LE(s.type ?? 1, at + 4);
+    table.writeBigUInt64LE(BigInt(s.flags ?? 0), at + 8);
+    table.writeBigUInt64LE(s.addr ?? 0n, at + 16);
     table.writeBigUInt64LE(BigInt(s.offset), at + 24);
     table.writeBigUInt64LE(BigInt(s.size), at + 32);
   });

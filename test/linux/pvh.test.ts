@@ -95,6 +95,10 @@ describe("Debian's vmlinux (extracted from its bzImage)", () => {
     for (const s of whole.segments)
       assert.ok(Buffer.from(ram.slice(s.gpa, s.size)).equals(s.data ?? Buffer.alloc(0)));
     assert.equal(whole.kernelVersion, p.kernelVersion);
+    // Its .bss and .brk (NOBITS, 17 MiB or more in Debian's 6.1 builds) lie inside the last segment's file
+    // bytes: they are not read.
+    const skipped = p.segments.flatMap((s) => s.zero ?? []).reduce((n, z) => n + z.size, 0);
+    assert.ok(skipped >= 8 * MiB, `${skipped} bytes not read`);
   });
 });
 
@@ -349,6 +353,66 @@ describe("the kernel's version (the summary line's)", () => {
       assert.equal(p.kernelVersion, undefined, what);
       assert.equal(applied(p), want, what);
     }
+  });
+});
+
+describe("NOBITS sections inside a segment's file bytes (a vmlinux's .bss)", () => {
+  // One segment of 0x60000 bytes of 0xab, linked at the higher half as craftElf does.
+  const vaddr = 0x100_0000n + 0xffff_ffff_8000_0000n;
+  const base = craftElf({
+    loads: [{ paddr: 0x100_0000, data: Buffer.alloc(0x60000, 0xab) }],
+    notes: [pvhNote(0x100_0000)],
+  });
+  const segOffset = 0x1000;
+  const SHF_WRITE_ALLOC = 3;
+  const NOBITS = 8;
+  const ram = (sections: Parameters<typeof withSections>[1]) => {
+    const path = join(dir, "bss-vmlinux");
+    writeFileSync(path, withSections(base, sections));
+    const p = planLinux(path, { memSize: 256 * MiB, cmdline: "console=ttyS0" });
+    assert.ok(p.format === "pvh");
+    const mem = new GuestMemory([{ gpa: 0, bytes: new Uint8Array(32 * MiB) }]);
+    applyPvhPlan(mem, p);
+    // Each 4 KiB page of the segment: 1 if it holds the file's bytes, 0 if it stayed zero.
+    const pages = [];
+    for (let at = 0; at < 0x60000; at += 0x1000) pages.push(mem.readU8(0x100_0000 + at) === 0xab ? 1 : 0);
+    return { pages: pages.join(""), zero: p.segments[0].zero };
+  };
+  const bss = (addr: bigint, size: number, o: { type?: number; flags?: number } = {}) => ({
+    name: ".bss",
+    offset: segOffset + Number(addr - vaddr),
+    size,
+    addr,
+    type: o.type ?? NOBITS,
+    flags: o.flags ?? SHF_WRITE_ALLOC,
+  });
+  const all = "1".repeat(0x60);
+
+  test("an allocated NOBITS section of 64 KiB or more is not read: fresh RAM is zero there", () => {
+    const r = ram([bss(vaddr + 0x10000n, 0x20000)]);
+    assert.deepEqual(r.zero, [{ offset: 0x10000, size: 0x20000 }]);
+    assert.equal(r.pages, "1".repeat(0x10) + "0".repeat(0x20) + "1".repeat(0x30));
+  });
+
+  test("two of them, given out of order, overlapping; one reaching past the file bytes is cut at their end", () => {
+    const r = ram([
+      bss(vaddr + 0x50000n, 0x40000),
+      bss(vaddr + 0x10000n, 0x10000),
+      bss(vaddr + 0x18000n, 0x10000),
+    ]);
+    assert.deepEqual(r.zero, [
+      { offset: 0x10000, size: 0x18000 },
+      { offset: 0x50000, size: 0x10000 },
+    ]);
+    assert.equal(r.pages, "1".repeat(0x10) + "0".repeat(0x18) + "1".repeat(0x28) + "0".repeat(0x10));
+  });
+
+  test("read as usual: a small one, one not allocated, one of PROGBITS, one outside the segment", () => {
+    assert.equal(ram([bss(vaddr + 0x10000n, 0x8000)]).pages, all);
+    assert.equal(ram([bss(vaddr + 0x10000n, 0x20000, { flags: 0 })]).pages, all);
+    assert.equal(ram([bss(vaddr + 0x10000n, 0x20000, { type: 1 })]).pages, all);
+    const outside = ram([{ ...bss(vaddr + 0x10000n, 0x20000), addr: vaddr + 0x100000n }]);
+    assert.deepEqual([outside.pages, outside.zero], [all, undefined]);
   });
 });
 

@@ -176,9 +176,11 @@ async function runCommand(file: string | undefined, o: RunOptions): Promise<numb
   const cpus = Number(parseIntOption(o.cpus, "--cpus", { min: 1n, max: BigInt(MAX_CPUS) }));
   const gdb = await gdbOptions(o);
   const { Vm } = await import("../../vm/vm.js");
+  const { startupMark } = await import("../../vmm/startup-marks.js");
+  startupMark("KVM bindings loaded");
   // An introspection tool may map guest RAM (VMTOOL_GET_RAM_MAPPING): then it is a memfd.
   const vm = Vm.create({ memSize, pit: o.pit ?? false, sharedRam: o.introspect !== undefined });
-  (await import("../../vmm/startup-marks.js")).startupMark("VM created");
+  startupMark("VM created");
   try {
     return await runWithVm(vm, memSize, cpus, file, o, gdb);
   } finally {
@@ -364,6 +366,7 @@ async function runGuest(
     load: (mem) => {
       if (linux && linuxPlan) {
         if (tables) linux.applyPlatformTables(mem, tables);
+        startupMark("platform tables written");
         return linux.applyLinuxPlan(mem, linuxPlan);
       }
       // The VM was made for this run and no guest code has run yet: its RAM still reads as zero.

@@ -14,6 +14,7 @@ import {
   elfNotes,
   elfSection,
   elfSectionTable,
+  elfZeroSections,
   parseElf,
   type ElfLayout,
   type ElfNote,
@@ -67,6 +68,12 @@ export interface PvhSegment {
   memSize: number;
   data?: Uint8Array;
   fileOffset?: number;
+  /**
+   * Parts of a file segment (offsets into it, sorted, apart) that are not read: NOBITS sections (.bss, .brk)
+   * that the segment's file bytes cover. Fresh guest RAM is zero there already. Debian's vmlinux has 18 of its
+   * 59 MB there.
+   */
+  zero?: { offset: number; size: number }[];
 }
 
 export interface PvhPlan {
@@ -173,10 +180,11 @@ export function planPvhFile(file: InputFile, name: string, opts: LinuxBootOption
       "truncated" in n ? n : { index: n.index, align: n.align, data: read(n.fileOffset, n.fileSize) };
     notes.push(...elfNotes({ ...layout, loads: [], notes: [seg] }, name));
   }
+  const hints = sectionHints(file, head, layout.cls, size);
   const plan = planFromLayout(
     notes,
-    layout.loads.map((l) => ({ l })),
-    rodataBanner(file, head, layout.cls, size),
+    layout.loads.map((l) => ({ l, zero: zeroParts(l, hints.zero) })),
+    hints.version,
     name,
     opts,
   );
@@ -187,28 +195,67 @@ export function planPvhFile(file: InputFile, name: string, opts: LinuxBootOption
 /** How far into .rodata the banner is looked for (Linux puts linux_banner in its first KiB). */
 const RODATA_BANNER_WINDOW = 64 * 1024;
 
+/** Zero parts smaller than this are read anyway: a read more costs more than it saves. */
+const ZERO_PART_MIN = 64 * 1024;
+
 /**
- * The kernel's version from the start of its .rodata section, found through the section headers: a few reads
- * of the file instead of searching tens of MiB of segments for the banner (applyPvhPlan's fallback).
+ * What the section headers tell the loader, read in a few small reads: the kernel's version from the start of
+ * its .rodata section (instead of searching tens of MiB of segments for the banner, applyPvhPlan's fallback),
+ * and the address ranges of its NOBITS sections. A missing or damaged table gives no hints.
  */
-function rodataBanner(file: InputFile, head: Uint8Array, cls: 32 | 64, size: number): string | undefined {
+function sectionHints(
+  file: InputFile,
+  head: Uint8Array,
+  cls: 32 | 64,
+  size: number,
+): { version?: string; zero: { addr: bigint; size: bigint }[] } {
   const table = elfSectionTable(head);
-  if (!table || table.size > HEADERS_MAX || table.offset + table.size > size) return undefined;
+  if (!table || table.size > HEADERS_MAX || table.offset + table.size > size) return { zero: [] };
   const readHint = (offset: number, length: number) => {
     const out = new Uint8Array(length);
     return file.readAt(out, offset) === length ? out : undefined;
   };
   const bytes = readHint(table.offset, table.size);
-  if (!bytes) return undefined;
+  if (!bytes) return { zero: [] };
+  const zero = elfZeroSections(cls, bytes);
   const rodata = elfSection(cls, bytes, table.names, size, readHint, ".rodata");
-  if (!rodata) return undefined;
+  if (!rodata) return { zero };
   const window = readHint(rodata.fileOffset, Math.min(rodata.size, RODATA_BANNER_WINDOW));
-  return window && bannerVersion(window);
+  return { version: window && bannerVersion(window), zero };
+}
+
+/** The parts of load `l`'s file bytes that zero sections cover, as offsets into the segment. */
+function zeroParts(
+  l: ElfLayout["loads"][number],
+  sections: readonly { addr: bigint; size: bigint }[],
+): PvhSegment["zero"] {
+  const end = l.vaddr + BigInt(l.fileSize);
+  const parts = sections
+    .map((z) => {
+      const from = z.addr > l.vaddr ? z.addr : l.vaddr;
+      const to = z.addr + z.size < end ? z.addr + z.size : end;
+      return { offset: Number(from - l.vaddr), size: to > from ? Number(to - from) : 0 };
+    })
+    .filter((p) => p.size >= ZERO_PART_MIN)
+    .sort((a, b) => a.offset - b.offset);
+  // Overlapping sections (none in a sane file) are merged, so that the reads between them stay in order.
+  const merged: { offset: number; size: number }[] = [];
+  for (const p of parts) {
+    const last = merged.at(-1);
+    if (last && p.offset <= last.offset + last.size)
+      last.size = Math.max(last.size, p.offset + p.size - last.offset);
+    else merged.push({ ...p });
+  }
+  return merged.length ? merged : undefined;
 }
 
 function planFromLayout(
   notes: readonly ElfNote[],
-  loads: readonly { l: ElfLayout["loads"][number]; data?: Uint8Array }[],
+  loads: readonly {
+    l: ElfLayout["loads"][number];
+    data?: Uint8Array;
+    zero?: PvhSegment["zero"];
+  }[],
   version: string | undefined,
   name: string,
   opts: LinuxBootOptions,
@@ -230,7 +277,7 @@ function planFromLayout(
   const segments: PvhSegment[] = [];
   let kernelStart = Infinity;
   let kernelEnd = 0;
-  for (const { l, data } of loads) {
+  for (const { l, data, zero } of loads) {
     const end = l.paddr + l.memSize;
     const what = `segment at ${hex(l.paddr)}..${hex(end)}`;
     if (end > BigInt(LAYOUT.MAX_RAM))
@@ -247,7 +294,7 @@ function planFromLayout(
     segments.push(
       data
         ? { gpa: base, size: l.fileSize, memSize: Number(l.memSize), data }
-        : { gpa: base, size: l.fileSize, memSize: Number(l.memSize), fileOffset: l.fileOffset },
+        : { gpa: base, size: l.fileSize, memSize: Number(l.memSize), fileOffset: l.fileOffset, zero },
     );
   }
   if (kernelEnd > opts.memSize)
@@ -340,10 +387,18 @@ export function applyPvhPlan(mem: GuestMemory, plan: PvhPlan): number {
       // Fresh RAM reads as zero: the part of p_memsz past p_filesz (.bss) is already cleared.
       if (s.data) mem.write(s.gpa, s.data);
       else if (s.fileOffset !== undefined && plan.kernelFile) {
-        if (plan.kernelFile.readAt(mem.slice(s.gpa, s.size), s.fileOffset) !== s.size)
-          throw new ImageError(
-            `${plan.kernelFile.name}: the file changed since it was checked (it is shorter)`,
-          );
+        const file = plan.kernelFile;
+        const offset = s.fileOffset;
+        const read = (from: number, to: number) => {
+          if (to > from && file.readAt(mem.slice(s.gpa + from, to - from), offset + from) !== to - from)
+            throw new ImageError(`${file.name}: the file changed since it was checked (it is shorter)`);
+        };
+        let at = 0;
+        for (const z of s.zero ?? []) {
+          read(at, z.offset);
+          at = z.offset + z.size;
+        }
+        read(at, s.size);
       }
     }
   } finally {
