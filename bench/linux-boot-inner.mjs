@@ -6,7 +6,7 @@
 //
 //   node linux-boot-inner.mjs CONFIG.json
 import { spawn } from "node:child_process";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { execFileSync } from "node:child_process";
 
 const cfg = JSON.parse(readFileSync(process.argv[2], "utf8"));
@@ -53,6 +53,37 @@ function vmstat() {
   return Object.fromEntries(VMSTAT.map((k) => [k, Number(all[k] ?? 0)]));
 }
 
+// Each thread of the VMM's process, as /proc showed it: its name, user and system CPU time, and the part of the
+// user time spent running the guest (guest_time), in ms. Read every 100 ms.
+const TICK_MS = 10; // USER_HZ 100
+function threadTimes(pid) {
+  const out = [];
+  let tids = [];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return undefined;
+  }
+  for (const tid of tids) {
+    let stat;
+    try {
+      stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, "latin1");
+    } catch {
+      continue;
+    }
+    const comm = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" "); // f[0] is field 3 (state)
+    out.push({
+      tid: Number(tid),
+      comm,
+      userMs: Number(f[11]) * TICK_MS, // guest time included
+      sysMs: Number(f[12]) * TICK_MS,
+      guestMs: Number(f[40]) * TICK_MS,
+    });
+  }
+  return out;
+}
+
 function bootOnce(vmm) {
   return new Promise((resolve) => {
     for (const h of HISTS) trigger(h, true);
@@ -62,6 +93,20 @@ function bootOnce(vmm) {
       stdio: ["ignore", "pipe", "pipe"],
       env: { ...process.env, ...(vmm.env ?? {}) },
     });
+    // By thread id, each thread's last figures (a thread that ended before the process keeps its own).
+    const seen = new Map();
+    // The process's CPU (all threads, ms) when the guest first had CPU time: what the VMM spent before.
+    let beforeGuest;
+    const sampler = setInterval(() => {
+      const ts = threadTimes(child.pid) ?? [];
+      for (const t of ts) seen.set(t.tid, t);
+      if (beforeGuest === undefined && [...seen.values()].some((t) => t.guestMs > 0))
+        beforeGuest = {
+          atMs: Number(process.hrtime.bigint() - t0) / 1e6,
+          userMs: [...seen.values()].reduce((n, t) => n + t.userMs - t.guestMs, 0),
+          sysMs: [...seen.values()].reduce((n, t) => n + t.sysMs, 0),
+        };
+    }, 100);
     let out = "";
     let err = "";
     let initMs;
@@ -80,6 +125,7 @@ function bootOnce(vmm) {
     const timer = setTimeout(() => child.kill("SIGKILL"), cfg.timeoutMs);
     child.on("exit", (code, signal) => {
       clearTimeout(timer);
+      clearInterval(sampler);
       const endMs = Number(process.hrtime.bigint() - t0) / 1e6;
       const [exits, userspace, pio] = HISTS.map(readHist);
       const after = vmstat();
@@ -95,6 +141,8 @@ function bootOnce(vmm) {
         userspace,
         pio,
         memory,
+        threads: [...seen.values()],
+        beforeGuest,
         console: cfg.console ? out : undefined,
         tail: initMs === undefined ? `${out.slice(-1500)}\n${err.slice(-1500)}` : undefined,
         // VMTOOL_STARTUP_MARKS=1 (BENCH_MARKS): vmtool's start-up timeline, [ms, "thread what"] per mark.

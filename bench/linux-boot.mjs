@@ -23,6 +23,11 @@ const DIST = DISTS[0];
 // BENCH_VERBOSE=1 drops `quiet` and keeps each boot's console output (in BENCH_CONSOLE_DIR, default the work
 // folder), to see where a slow boot's time went.
 const VERBOSE = process.env.BENCH_VERBOSE === "1";
+// The kvm_amd VM's CPUs (BENCH_HARNESS_CPUS, default 1): with 2, QEMU's multi-threaded TCG runs them on two host
+// threads, and a VMM's own threads can run beside its vCPU.
+const HARNESS_CPUS = Number(process.env.BENCH_HARNESS_CPUS ?? "1");
+if (!Number.isInteger(HARNESS_CPUS) || HARNESS_CPUS < 1 || HARNESS_CPUS > 8)
+  throw new Error(`BENCH_HARNESS_CPUS=${process.env.BENCH_HARNESS_CPUS}: give 1 to 8`);
 const CMDLINE = `console=ttyS0${VERBOSE ? "" : " quiet"} pci=off panic=-1`;
 // What microvm loads (QEMU 10: qboot.rom with acpi=off, bios-microvm.bin with acpi=on; pvh.bin for a PVH kernel).
 const QEMU_FIRMWARE = ["qboot.rom", "bios-microvm.bin", "pvh.bin", "linuxboot_dma.bin", "kvmvapic.bin"];
@@ -166,7 +171,7 @@ writeFileSync(
 );
 
 console.error(
-  `linux-boot: ${ROUNDS} rounds of ${VMMS.length} boots inside the kvm_amd VM (${qemuVersion} inside and out); ` +
+  `linux-boot: ${ROUNDS} rounds of ${VMMS.length} boots inside the kvm_amd VM (${HARNESS_CPUS} CPU${HARNESS_CPUS > 1 ? "s" : ""}; ${qemuVersion} inside and out); ` +
     "building the initramfs...",
 );
 const initrd = join(work, "initrd.gz");
@@ -182,7 +187,7 @@ await new Promise((resolve, reject) => {
   const q = spawn(
     "qemu-system-x86_64",
     [
-      ...["-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", "2048"],
+      ...["-accel", "tcg", "-cpu", "max", "-smp", String(HARNESS_CPUS), "-m", "2048"],
       ...["-display", "none", "-monitor", "none", "-no-reboot", "-nodefaults"],
       ...["-serial", `file:${console_}`, "-serial", `file:${results}`],
       ...["-kernel", outerKernel, "-initrd", initrd, "-append", "console=ttyS0 panic=-1 quiet"],
@@ -284,6 +289,43 @@ if (counters.length > 0) {
       `| ${c} | ${rows.map((r) => fmt(median(boots.filter((b) => b.vmm === r.name).map((b) => b.memory?.[c] ?? 0)))).join(" | ")} |`,
     );
 }
+// CPU per thread of each VMM's process (median per boot, ms), threads in their order of creation: user time
+// outside the guest, system time, guest time.
+console.log("\n| CPU per boot (median ms): user / system / guest | all threads | each thread with any |");
+console.log("|---|---|---|");
+for (const r of rows) {
+  const bs = boots.filter((b) => b.vmm === r.name && b.threads?.length);
+  if (bs.length === 0) continue;
+  const usg = (ts) => {
+    const m = (k) => median(ts.map(k));
+    return `${fmt(m((t) => t.userMs - t.guestMs))} / ${fmt(m((t) => t.sysMs))} / ${fmt(m((t) => t.guestMs))}`;
+  };
+  const sumOf = (b) =>
+    b.threads.reduce(
+      (a, t) => ({ userMs: a.userMs + t.userMs, sysMs: a.sysMs + t.sysMs, guestMs: a.guestMs + t.guestMs }),
+      { userMs: 0, sysMs: 0, guestMs: 0 },
+    );
+  const sorted = bs.map((b) => [...b.threads].sort((x, y) => x.tid - y.tid));
+  const each = [];
+  for (let i = 0; i < Math.max(...sorted.map((t) => t.length)); i++) {
+    const ts = sorted.map((t) => t[i]).filter(Boolean);
+    if (ts.some((t) => t.userMs + t.sysMs > 0)) each.push(`#${i} ${ts[0].comm} ${usg(ts)}`);
+  }
+  console.log(`| ${r.name} | ${usg(bs.map(sumOf))} | ${each.join("; ")} |`);
+}
+console.log(
+  "\nbefore the guest first ran (the first 100 ms sample with guest time), median: " +
+    rows
+      .map((r) => {
+        const bs = boots.filter((b) => b.vmm === r.name && b.beforeGuest);
+        const m = (k) => fmt(median(bs.map((b) => b.beforeGuest[k])));
+        return bs.length
+          ? `${r.name} at ${m("atMs")} ms, ${m("userMs")} ms user and ${m("sysMs")} ms system`
+          : "";
+      })
+      .filter(Boolean)
+      .join("; "),
+);
 console.log(`\nexit statuses: ${rows.map((r) => `${r.name}: ${r.statuses}`).join("; ")}`);
 if (vmtoolEnv) {
   // Each mark's median time (ms from the process's start) per vmtool row, in the order of the first boot.

@@ -100,7 +100,12 @@ export class Output {
 
   private started(): void {
     this.since = performance.now();
-    if (this.opts.pending) this.opts.pending.words[this.opts.pending.index] = 1;
+    const p = this.opts.pending;
+    if (p) {
+      Atomics.store(p.words, p.index, 1);
+      // The main thread's OutputFlusher sleeps on this word until output waits (no waiter: no system call).
+      Atomics.notify(p.words, p.index);
+    }
   }
 
   /** Write all of `bytes` to `fd`; for standard output, a failure ends the run (see the top of this file). */
