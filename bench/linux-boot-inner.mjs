@@ -43,7 +43,15 @@ function readHist(h) {
 
 // The host kernel's memory counters around each boot: transparent huge pages given at a fault or refused, and
 // the page faults that stalled in direct compaction to make one (/proc/vmstat).
-const VMSTAT = ["thp_fault_alloc", "thp_fault_fallback", "compact_stall"];
+const VMSTAT = [
+  "thp_fault_alloc",
+  "thp_fault_fallback",
+  "compact_stall",
+  "allocstall_dma32",
+  "allocstall_normal",
+  "pgscan_kswapd",
+  "pgscan_direct",
+];
 function vmstat() {
   const all = Object.fromEntries(
     readFileSync("/proc/vmstat", "utf8")
@@ -152,6 +160,10 @@ function bootOnce(vmm) {
   });
 }
 
+const meminfo = readFileSync("/proc/meminfo", "utf8");
+process.stdout.write(
+  `SVM bench-memory ${["MemTotal", "MemFree", "MemAvailable", "Shmem"].map((k) => new RegExp(`^${k}:.*$`, "m").exec(meminfo)?.[0].replace(/\s+/g, " ")).join(", ")}\n`,
+);
 for (let round = 0; round < cfg.rounds; round++)
   for (const vmm of cfg.vmms) {
     const r = await bootOnce(vmm);

@@ -160,6 +160,10 @@ const ALL_VMMS = [
 ];
 const ONLY = (process.env.BENCH_ONLY ?? "").split(",");
 const VMMS = ALL_VMMS.filter((v) => ONLY.some((w) => v.name.includes(w)));
+if (VMMS.length === 0)
+  throw new Error(
+    `BENCH_ONLY=${process.env.BENCH_ONLY}: no VMM's name contains it (${ALL_VMMS.map((v) => v.name).join(", ")})`,
+  );
 const REFERENCE = "QEMU microvm PVH acpi=off";
 writeFileSync(
   join(extra, "config.json"),
@@ -204,6 +208,8 @@ await new Promise((resolve, reject) => {
 const lines = existsSync(results) ? readFileSync(results, "utf8").replace(/\r/g, "").split("\n") : [];
 const boots = lines.filter((l) => l.startsWith("SVM bench {")).map((l) => JSON.parse(l.slice(10)));
 for (const l of lines.filter((x) => x.startsWith("SVM bench-err "))) console.error(l.slice(14));
+for (const l of lines.filter((x) => x.startsWith("SVM bench-memory ")))
+  console.log(`harness memory: ${l.slice(17)}`);
 if (VERBOSE) {
   const dir = process.env.BENCH_CONSOLE_DIR ?? work;
   mkdirSync(dir, { recursive: true });

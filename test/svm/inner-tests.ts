@@ -189,6 +189,8 @@ export const NOT_INSIDE: Readonly<Record<string, string>> = {
   // No /dev/kvm in these: pure decoders and device state machines give the same results on any backend.
   "test/arch/vmx-decode.test.ts": "decodes saved VMX MSR dumps; no KVM",
   "test/devices/bus.test.ts": "device bus state machine; no KVM",
+  "test/vmm/output-flusher.test.ts":
+    "the main thread's flusher against a shared control word and a worker thread; no KVM (the prompts through a real run are in test/run/streams.test.ts)",
   "test/devices/byte-queue.test.ts": "device helper; no KVM",
   "test/devices/legacy-devices.test.ts": "device state machines; no KVM",
   "test/devices/uart16550.test.ts": "device state machine; no KVM",
