@@ -70,7 +70,7 @@ function threadTimes(pid) {
   try {
     tids = readdirSync(`/proc/${pid}/task`);
   } catch {
-    return undefined;
+    return out; // the process has ended
   }
   for (const tid of tids) {
     let stat;
@@ -106,8 +106,7 @@ function bootOnce(vmm) {
     // The process's CPU (all threads, ms) when the guest first had CPU time: what the VMM spent before.
     let beforeGuest;
     const sampler = setInterval(() => {
-      const ts = threadTimes(child.pid) ?? [];
-      for (const t of ts) seen.set(t.tid, t);
+      for (const t of threadTimes(child.pid)) seen.set(t.tid, t);
       if (beforeGuest === undefined && [...seen.values()].some((t) => t.guestMs > 0))
         beforeGuest = {
           atMs: Number(process.hrtime.bigint() - t0) / 1e6,

@@ -296,20 +296,26 @@ export function elfSection(
   return undefined;
 }
 
+/** A section's guest address range (sh_addr, sh_size). */
+export interface ElfZeroSection {
+  addr: bigint;
+  size: bigint;
+}
+
 /**
  * The address ranges (sh_addr, sh_size) of the sections that are zero when loaded: SHT_NOBITS with SHF_ALLOC
  * (.bss, .brk). Their file bytes, where a segment's p_filesz covers them, hold nothing (a vmlinux pads them
  * with zeros because a section with contents follows). From the bytes of the section header table, as for
  * elfSection; a hint only, so nothing here is an error.
  */
-export function elfZeroSections(cls: 32 | 64, table: Uint8Array): { addr: bigint; size: bigint }[] {
+export function elfZeroSections(cls: 32 | 64, table: Uint8Array): ElfZeroSection[] {
   const SHT_NOBITS = 8;
   const SHF_ALLOC = 2n;
   const ent = cls === 64 ? 64 : 40;
   const v = new DataView(table.buffer, table.byteOffset, table.byteLength);
   const field = (i: number, o64: number, o32: number) =>
     cls === 64 ? v.getBigUint64(i * ent + o64, true) : BigInt(v.getUint32(i * ent + o32, true));
-  const out: { addr: bigint; size: bigint }[] = [];
+  const out: ElfZeroSection[] = [];
   for (let i = 0; i < Math.floor(table.length / ent); i++) {
     if (v.getUint32(i * ent + 4, true) !== SHT_NOBITS || (field(i, 8, 8) & SHF_ALLOC) === 0n) continue;
     const size = field(i, 32, 20);

@@ -88,7 +88,7 @@ export class Output {
     if (this.len === 0) return;
     const len = this.len;
     this.len = 0;
-    if (this.opts.pending) this.opts.pending.words[this.opts.pending.index] = 0;
+    if (this.opts.pending) Atomics.store(this.opts.pending.words, this.opts.pending.index, 0);
     if (!this.failure) this.writeAll(this.outFd, this.buf.subarray(0, len), true);
   }
 

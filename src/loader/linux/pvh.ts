@@ -17,6 +17,7 @@ import {
   elfZeroSections,
   parseElf,
   type ElfLayout,
+  type ElfZeroSection,
   type ElfNote,
 } from "../elf.js";
 import type { InputFile } from "../../files/input-file.js";
@@ -208,7 +209,7 @@ function sectionHints(
   head: Uint8Array,
   cls: 32 | 64,
   size: number,
-): { version?: string; zero: { addr: bigint; size: bigint }[] } {
+): { version?: string; zero: ElfZeroSection[] } {
   const table = elfSectionTable(head);
   if (!table || table.size > HEADERS_MAX || table.offset + table.size > size) return { zero: [] };
   const readHint = (offset: number, length: number) => {
@@ -225,10 +226,7 @@ function sectionHints(
 }
 
 /** The parts of load `l`'s file bytes that zero sections cover, as offsets into the segment. */
-function zeroParts(
-  l: ElfLayout["loads"][number],
-  sections: readonly { addr: bigint; size: bigint }[],
-): PvhSegment["zero"] {
+function zeroParts(l: ElfLayout["loads"][number], sections: readonly ElfZeroSection[]): PvhSegment["zero"] {
   const end = l.vaddr + BigInt(l.fileSize);
   const parts = sections
     .map((z) => {
