@@ -8,7 +8,10 @@
 //   node bench/linux-boot.mjs    BENCH_RUNS=rounds (default 2), VMTOOL_DIST=build[,build2] (default dist:
 //                                with two, each vmtool boot runs with both builds, in alternation),
 //                                BENCH_ONLY=word,... (only the VMMs whose name contains one, e.g. vmtool),
-//                                BENCH_MARKS=1 (vmtool's start-up timeline too: VMTOOL_STARTUP_MARKS, medians)
+//                                BENCH_MARKS=1 (vmtool's start-up timeline too: VMTOOL_STARTUP_MARKS, medians),
+//                                BENCH_NODE_FLAGS="--jitless|--max-lazy" (vmtool rows with node's options),
+//                                BENCH_TASKS=1 (the harness's busiest tasks in each phase of a boot),
+//                                BENCH_SYSCALLS=1 (each VMM thread's system calls, by number)
 //
 // Prints each VMM's median time to init (from the VMM's start to init's first line) and exits by reason
 // (SVM exit codes, exits to user space, port I/O), and the ratios against QEMU microvm with ACPI off.
@@ -28,6 +31,12 @@ const VERBOSE = process.env.BENCH_VERBOSE === "1";
 const HARNESS_CPUS = Number(process.env.BENCH_HARNESS_CPUS ?? "1");
 if (!Number.isInteger(HARNESS_CPUS) || HARNESS_CPUS < 1 || HARNESS_CPUS > 8)
   throw new Error(`BENCH_HARNESS_CPUS=${process.env.BENCH_HARNESS_CPUS}: give 1 to 8`);
+// BENCH_NODE_FLAGS="--a|--b --c": a vmtool PVH row more for each set of node options (V8's tiers cost the
+// harness's software CPU differently from a real one: --jitless, --no-sparkplug, --max-lazy...).
+const NODE_FLAG_SETS = (process.env.BENCH_NODE_FLAGS ?? "")
+  .split("|")
+  .map((f) => f.trim())
+  .filter(Boolean);
 const CMDLINE = `console=ttyS0${VERBOSE ? "" : " quiet"} pci=off panic=-1`;
 // What microvm loads (QEMU 10: qboot.rom with acpi=off, bios-microvm.bin with acpi=on; pvh.bin for a PVH kernel).
 const QEMU_FIRMWARE = ["qboot.rom", "bios-microvm.bin", "pvh.bin", "linuxboot_dma.bin", "kvmvapic.bin"];
@@ -130,8 +139,9 @@ for (const d of DISTS.slice(1)) {
   for (const sub of ["bundle", "src"]) execFileSync("cp", ["-r", join(ROOT, d, sub), join(extra, d, sub)]);
   symlinkSync("/svm/repo/node_modules", join(extra, d, "node_modules")); // the harness's own (koffi, commander)
 }
-const vmtool = (kernel, d, extraWords = "") => [
+const vmtool = (kernel, d, extraWords = "", nodeFlags = "") => [
   "node",
+  ...nodeFlags.split(" ").filter(Boolean),
   vmtoolEntry(d),
   "run",
   ...["--kernel", kernel, "--initrd", `${e}/initrd.cpio`, "--cmdline", CMDLINE + extraWords, "--mem", "256M"],
@@ -155,6 +165,11 @@ const ALL_VMMS = [
     cmd: vmtool(`${e}/vmlinux`, d, " acpi=off"),
     env: vmtoolEnv,
   })),
+  ...NODE_FLAG_SETS.map((f) => ({
+    name: `vmtool PVH [node ${f}]`,
+    cmd: vmtool(`${e}/vmlinux`, DIST, "", f),
+    env: vmtoolEnv,
+  })),
   { name: "QEMU microvm PVH acpi=off", cmd: qemu("microvm,acpi=off,rtc=on"), env: qemuEnv },
   { name: "QEMU microvm PVH acpi=on", cmd: qemu("microvm,acpi=on,rtc=on"), env: qemuEnv },
 ];
@@ -167,7 +182,14 @@ if (VMMS.length === 0)
 const REFERENCE = "QEMU microvm PVH acpi=off";
 writeFileSync(
   join(extra, "config.json"),
-  JSON.stringify({ rounds: ROUNDS, vmms: VMMS, timeoutMs: 180_000, console: VERBOSE }),
+  JSON.stringify({
+    rounds: ROUNDS,
+    vmms: VMMS,
+    timeoutMs: 180_000,
+    console: VERBOSE,
+    tasks: process.env.BENCH_TASKS === "1",
+    syscalls: process.env.BENCH_SYSCALLS === "1",
+  }),
 );
 writeFileSync(
   join(work, "job"),
@@ -295,9 +317,11 @@ if (counters.length > 0) {
       `| ${c} | ${rows.map((r) => fmt(median(boots.filter((b) => b.vmm === r.name).map((b) => b.memory?.[c] ?? 0)))).join(" | ")} |`,
     );
 }
-// CPU per thread of each VMM's process (median per boot, ms), threads in their order of creation: user time
-// outside the guest, system time, guest time.
-console.log("\n| CPU per boot (median ms): user / system / guest | all threads | each thread with any |");
+// CPU per thread of each VMM's process up to init's line (median per boot, ms), threads in their order of
+// creation: user time outside the guest, system time, guest time.
+console.log(
+  "\n| CPU to init's line (median ms): user / system / guest | all threads | each thread with any |",
+);
 console.log("|---|---|---|");
 for (const r of rows) {
   const bs = boots.filter((b) => b.vmm === r.name && b.threads?.length);
@@ -319,6 +343,36 @@ for (const r of rows) {
   }
   console.log(`| ${r.name} | ${usg(bs.map(sumOf))} | ${each.join("; ")} |`);
 }
+// Context switches per thread to init's line (median per boot), and with BENCH_SYSCALLS=1 each thread's most
+// frequent system calls (x86-64 numbers, median per boot).
+for (const r of rows) {
+  const bs = boots.filter((b) => b.vmm === r.name && b.threads?.length);
+  if (bs.length === 0) continue;
+  const sorted = bs.map((b) => [...b.threads].sort((x, y) => x.tid - y.tid));
+  const parts = [];
+  for (let i = 0; i < Math.max(...sorted.map((t) => t.length)); i++) {
+    const ts = sorted.map((t) => t[i]).filter((t) => t?.switches);
+    const vol = median(ts.map((t) => t.switches.voluntary));
+    const inv = median(ts.map((t) => t.switches.involuntary));
+    const faults = median(ts.map((t) => t.minorFaults));
+    if (vol + inv > 10)
+      parts.push(
+        `#${i} ${fmt(vol)} voluntary, ${fmt(inv)} involuntary switches, ${fmt(faults)} minor faults`,
+      );
+    const calls = {};
+    for (const b of bs.filter((x) => x.syscalls)) {
+      const idx = b.threads.indexOf([...b.threads].sort((x, y) => x.tid - y.tid)[i]);
+      for (const [k, n] of Object.entries(b.syscalls))
+        if (k.startsWith(`${idx},`)) (calls[k.split(",")[1]] ??= []).push(n);
+    }
+    const top = Object.entries(calls)
+      .map(([id, ns]) => [id, median(ns)])
+      .sort((x, y) => y[1] - x[1])
+      .slice(0, 8);
+    if (top.length) parts.push(`#${i} system calls: ${top.map(([id, n]) => `${id}×${fmt(n)}`).join(" ")}`);
+  }
+  console.log(`\n${r.name} per thread, to init's line: ${parts.join("; ")}`);
+}
 console.log(
   "\nbefore the guest first ran (the first 100 ms sample with guest time), median: " +
     rows
@@ -332,6 +386,50 @@ console.log(
       .filter(Boolean)
       .join("; "),
 );
+// Where each phase's wall time went (median ms per boot): the VMM's user time outside the guest, its system
+// time, the guest's, everything else the harness's CPU did (its kernel threads, the bench's sampler), and idle.
+const PHASES = [
+  ["start", "guest", "start -> the guest first ran"],
+  ["guest", "init", "the guest first ran -> init's line"],
+];
+console.log(
+  "\n| phase (median ms per boot) | VMM | wall | VMM user | VMM system | guest | other busy | harness idle |",
+);
+console.log("|---|---|---|---|---|---|---|---|");
+const tops = [];
+for (const [from, to, label] of PHASES)
+  for (const r of rows) {
+    const ds = boots
+      .filter((b) => b.vmm === r.name && b.points?.[from] && b.points?.[to])
+      .map((b) => {
+        const [a, z] = [b.points[from], b.points[to]];
+        const d = (k) => z[k] - a[k];
+        return {
+          wall: d("atMs"),
+          user: d("userMs"),
+          sys: d("sysMs"),
+          guest: d("guestMs"),
+          other: d("busyMs") - d("userMs") - d("sysMs") - d("guestMs"),
+          idle: d("idleMs"),
+          irq: d("irqMs"),
+          tasks: Object.entries(z.tasks ?? {}).map(([k, ms]) => [k, ms - (a.tasks?.[k] ?? 0)]),
+        };
+      });
+    if (ds.length === 0) continue;
+    const m = (k) => fmt(median(ds.map((x) => x[k])));
+    console.log(
+      `| ${label} | ${r.name} | ${m("wall")} | ${m("user")} | ${m("sys")} | ${m("guest")} | ${m("other")} (irq ${m("irq")}) | ${m("idle")} |`,
+    );
+    // With BENCH_TASKS=1: the harness's busiest tasks in the phase (the VMM's process among them), last boot.
+    if (!ds.at(-1).tasks.length) continue;
+    const top = ds
+      .at(-1)
+      .tasks.filter(([, ms]) => ms > 0)
+      .sort((x, y) => y[1] - x[1])
+      .slice(0, 6);
+    tops.push(`${label}, ${r.name}: ${top.map(([k, ms]) => `${k} ${fmt(ms)}`).join(", ")}`);
+  }
+if (tops.length) console.log(`\nbusiest tasks in the harness per phase (ms, last boot):\n${tops.join("\n")}`);
 console.log(`\nexit statuses: ${rows.map((r) => `${r.name}: ${r.statuses}`).join("; ")}`);
 if (vmtoolEnv) {
   // Each mark's median time (ms from the process's start) per vmtool row, in the order of the first boot.
