@@ -120,7 +120,7 @@ function threadTimes(pid) {
       guestMs: Number(f[40]) * TICK_MS,
     });
   }
-  return out;
+  return out.sort((a, b) => a.tid - b.tid); // in their order of creation
 }
 
 // The harness's whole CPU (/proc/stat's first line, ms): busy (guest time is part of user) and idle.
@@ -191,6 +191,7 @@ function bootOnce(vmm) {
           initMs = Number(process.hrtime.bigint() - t0) / 1e6;
           guestUptime = Number(m[1]);
           points.init = cpuPoint(t0, processTimes(child.pid));
+          // A VMM that ends its threads as soon as init has written may show only the ones still alive here.
           threads = threadTimes(child.pid);
         }
       }
@@ -214,7 +215,7 @@ function bootOnce(vmm) {
         exits,
         userspace,
         pio,
-        // By "thread index in threads,syscall number", the VMM's threads only.
+        // By "thread index in threads (their order of creation),syscall number", the VMM's threads only.
         syscalls:
           syscalls &&
           Object.fromEntries(
@@ -227,11 +228,6 @@ function bootOnce(vmm) {
           ),
         memory,
         threads,
-        beforeGuest: points.guest && {
-          atMs: points.guest.atMs,
-          userMs: points.guest.userMs,
-          sysMs: points.guest.sysMs,
-        },
         points,
         console: cfg.console ? out : undefined,
         tail: initMs === undefined ? `${out.slice(-1500)}\n${err.slice(-1500)}` : undefined,

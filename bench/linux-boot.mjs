@@ -360,11 +360,10 @@ for (const r of rows) {
         `#${i} ${fmt(vol)} voluntary, ${fmt(inv)} involuntary switches, ${fmt(faults)} minor faults`,
       );
     const calls = {};
-    for (const b of bs.filter((x) => x.syscalls)) {
-      const idx = b.threads.indexOf([...b.threads].sort((x, y) => x.tid - y.tid)[i]);
+    // The inner script numbers threads in their order of creation, as sorted here.
+    for (const b of bs.filter((x) => x.syscalls))
       for (const [k, n] of Object.entries(b.syscalls))
-        if (k.startsWith(`${idx},`)) (calls[k.split(",")[1]] ??= []).push(n);
-    }
+        if (k.startsWith(`${i},`)) (calls[k.split(",")[1]] ??= []).push(n);
     const top = Object.entries(calls)
       .map(([id, ns]) => [id, median(ns)])
       .sort((x, y) => y[1] - x[1])
@@ -373,19 +372,6 @@ for (const r of rows) {
   }
   console.log(`\n${r.name} per thread, to init's line: ${parts.join("; ")}`);
 }
-console.log(
-  "\nbefore the guest first ran (the first 100 ms sample with guest time), median: " +
-    rows
-      .map((r) => {
-        const bs = boots.filter((b) => b.vmm === r.name && b.beforeGuest);
-        const m = (k) => fmt(median(bs.map((b) => b.beforeGuest[k])));
-        return bs.length
-          ? `${r.name} at ${m("atMs")} ms, ${m("userMs")} ms user and ${m("sysMs")} ms system`
-          : "";
-      })
-      .filter(Boolean)
-      .join("; "),
-);
 // Where each phase's wall time went (median ms per boot): the VMM's user time outside the guest, its system
 // time, the guest's, everything else the harness's CPU did (its kernel threads, the bench's sampler), and idle.
 const PHASES = [
