@@ -13,7 +13,10 @@
 //       (Atomics.notify), as a vCPU thread's park and resume do; (d) an event's whole route (vCPU thread ->
 //       main thread -> tool -> main thread -> vCPU thread) with no VMM work in it: a worker, this main
 //       thread and an echoing Node process; (e) as (d), the worker writing to the socket itself (one crossing
-//       fewer).
+//       fewer); (f) an MSR event's least work done in C: the C reference VMM (bench/c/ref-vmm.c --msr-events)
+//       with the same loop, the event's MSRs read, 560 bytes to a C tool and its reply back, the write done,
+//       against that VMM's own plain exits; once as the scheduler places the two processes, once with both on
+//       one CPU.
 //   (b) dumping 64 MiB of guest RAM (vCPUs paused): READ_PHYSICAL per 4 KiB page through the client, 64 in
 //       flight (the client pipelines: KVMI lets a tool send commands without waiting for the replies of those
 //       before, each has its seq) and one at a time (each sent once the one before is answered), the shared
@@ -37,7 +40,7 @@ import { loadavg } from "node:os";
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { Worker } from "node:worker_threads";
-import { ROOT, flatLongGuest, median, workDir } from "./lib.mjs";
+import { ROOT, buildRefVmm, flatLongGuest, median, workDir } from "./lib.mjs";
 
 /** Each build compared: its command and its own client library (VMTOOL_DIST=a,b: output folders). */
 const BUILDS = await Promise.all(
@@ -80,6 +83,19 @@ const msrGuest = guest(
   "msr-loop",
   `${waitForFlag}
      mov $${EVENTS}, %ebx
+     mov $${STAR}, %ecx
+  1: mov %ebx, %eax
+     xor %edx, %edx
+     wrmsr
+     dec %ebx
+     jnz 1b
+     xor %eax, %eax
+     out %al, $0xf4`,
+);
+// The same loop for the C reference VMM, which has no tool to set the flag.
+const cMsrGuest = guest(
+  "msr-loop-c",
+  `  mov $${EVENTS}, %ebx
      mov $${STAR}, %ecx
   1: mov %ebx, %eax
      xor %edx, %edx
@@ -237,6 +253,25 @@ function buildPingpong() {
 }
 
 /**
+ * (f) the C reference VMM with --report: `--msr-events` makes each WRMSR of STAR an event to a C tool; without
+ * it the guest's 0xE9 writes are counted. `cpu`: both processes kept on that CPU. ms per event or exit.
+ */
+let refVmm;
+function cReference(bin, events, cpu) {
+  refVmm ??= buildRefVmm(work);
+  const args = ["--irqchip", "--report", ...(events ? ["--msr-events", String(STAR)] : [])];
+  if (cpu !== undefined) args.push("--cpu", String(cpu));
+  const r = spawnSync(refVmm, [...args, "long", "0x100000", bin], {
+    encoding: "utf8",
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  const [n, ns] = r.stderr.trim().split(" ").map(Number);
+  if (r.status !== 1 || n !== (events ? EVENTS : EXITS))
+    throw new Error(`ref-vmm ${args.join(" ")}: status ${r.status}: ${r.stderr}`);
+  return ns / 1e6;
+}
+
+/**
  * (a) a wake-up of this process's main thread by a worker thread and back, as a vCPU thread's park and resume
  * do it (the worker posts a message and waits with Atomics.wait; the main thread, woken in its event loop,
  * answers with Atomics.store and Atomics.notify): ms per round trip.
@@ -391,6 +426,10 @@ const cases = {
         "thread round trip, ms": threadRoundTrip,
         "route round trip, ms": () => routeRoundTrip(false),
         "route, worker writes, ms": () => routeRoundTrip(true),
+        "C VMM event, ms": () => cReference(cMsrGuest, true),
+        "C VMM plain exit, ms": () => cReference(exitsGuest, false),
+        "C VMM event on one CPU, ms": () => cReference(cMsrGuest, true, 0),
+        "C VMM plain exit on one CPU, ms": () => cReference(exitsGuest, false, 0),
       }
     : {}),
 };
@@ -459,6 +498,16 @@ for (const b of BUILDS) {
     floor("(c) worker thread wakes the main thread and back", threadUs);
     floor("(d) the event's route, no VMM work: (c) then (a), in one", m["route round trip, ms"] * 1000);
     floor("(e) as (d), the worker writing to the socket itself", m["route, worker writes, ms"] * 1000);
+    const cEvent = (name, ev, exit) => {
+      const evUs = m[ev] * 1000;
+      const exitUs = m[exit] * 1000;
+      console.log(
+        `  ${name.padEnd(58)} ${evUs.toFixed(1).padStart(6)} us = ${(evUs / exitUs).toFixed(1).padStart(4)} of its plain exits (${exitUs.toFixed(2)} us)`,
+      );
+    };
+    console.log("  (f) the event's least work in C (bench/c/ref-vmm.c --msr-events, a C tool):");
+    cEvent("    the two processes where the scheduler puts them", "C VMM event, ms", "C VMM plain exit, ms");
+    cEvent("    both on one CPU", "C VMM event on one CPU, ms", "C VMM plain exit on one CPU, ms");
   }
   if (ONLY.includes("b")) {
     const floorMs = m[L("memfd in-process (floor)")];
