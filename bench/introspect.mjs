@@ -79,32 +79,22 @@ const waitForFlag = `wait_for_tool: pause
     cmpl $0, ${FLAG}
     je wait_for_tool`;
 
+const msrLoop = `  mov $${EVENTS}, %ebx
+     mov $${STAR}, %ecx
+  1: mov %ebx, %eax
+     xor %edx, %edx
+     wrmsr
+     dec %ebx
+     jnz 1b
+     xor %eax, %eax
+     out %al, $0xf4`;
 const msrGuest = guest(
   "msr-loop",
   `${waitForFlag}
-     mov $${EVENTS}, %ebx
-     mov $${STAR}, %ecx
-  1: mov %ebx, %eax
-     xor %edx, %edx
-     wrmsr
-     dec %ebx
-     jnz 1b
-     xor %eax, %eax
-     out %al, $0xf4`,
+${msrLoop}`,
 );
 // The same loop for the C reference VMM, which has no tool to set the flag.
-const cMsrGuest = guest(
-  "msr-loop-c",
-  `  mov $${EVENTS}, %ebx
-     mov $${STAR}, %ecx
-  1: mov %ebx, %eax
-     xor %edx, %edx
-     wrmsr
-     dec %ebx
-     jnz 1b
-     xor %eax, %eax
-     out %al, $0xf4`,
-);
+const cMsrGuest = guest("msr-loop-c", msrLoop);
 const exitsGuest = guest(
   "exits",
   `  mov $${EXITS}, %ecx
