@@ -92,6 +92,26 @@ export const tgkill = lib.func("int tgkill(int tgid, int tid, int sig)") as (
   tid: number,
   sig: number,
 ) => number;
+/**
+ * POSIX timers (timer_create(2)), here one that signals one thread (SIGEV_THREAD_ID). `sevp` is a struct
+ * sigevent (64 bytes: sigev_value at 0, sigev_signo at 8, sigev_notify at 12, the thread id at 16); the timer's
+ * id comes back in the 8 bytes of `timerid` (glibc's timer_t, a small number for this kind of timer).
+ */
+export const timer_create = lib.func("timer_create", "int", ["int", "void *", "void *"]) as (
+  clockid: number,
+  sevp: Uint8Array,
+  timerid: Uint8Array,
+) => number;
+/** `value` and `old` are struct itimerspec (32 bytes: the interval's timespec, then the first expiry's). */
+export const timer_settime = lib.func("timer_settime", "int", ["intptr_t", "int", "void *", "void *"]) as (
+  timerid: number,
+  flags: number,
+  value: Uint8Array,
+  old: Uint8Array | null,
+) => number;
+export const timer_delete = lib.func("timer_delete", "int", ["intptr_t"]) as (timerid: number) => number;
+export const CLOCK_MONOTONIC = 1;
+export const SIGEV_THREAD_ID = 4;
 /** sigset_t is 128 bytes in glibc; the kernel's own sigset (for KVM_SET_SIGNAL_MASK) is 8 bytes. */
 export const pthread_sigmask = lib.func("pthread_sigmask", "int", ["int", "void *", "void *"]) as (
   how: number,

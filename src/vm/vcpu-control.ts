@@ -128,6 +128,34 @@ export class VcpuKickReceiver {
     vcpu.setSignalMask(inRun);
   }
 
+  /**
+   * Kick this thread every `periodMs` (a POSIX timer sending it the kick signal): for a vCPU run on the main
+   * thread, so that KVM_RUN gives Node's event loop its turn even while the guest neither exits nor is kicked
+   * (a guest halted in the in-kernel local APIC). Returns the stop function.
+   */
+  kickEvery(periodMs: number): () => void {
+    const sev = new Uint8Array(64); // struct sigevent
+    const sv = new DataView(sev.buffer);
+    sv.setInt32(8, KICK_SIGNAL, true);
+    sv.setInt32(12, libc.SIGEV_THREAD_ID, true);
+    sv.setInt32(16, libc.gettid(), true);
+    const idBuf = new Uint8Array(8);
+    if (libc.timer_create(libc.CLOCK_MONOTONIC, sev, idBuf) !== 0) throw new Error("timer_create failed");
+    const id = Number(new DataView(idBuf.buffer).getBigUint64(0, true));
+    const spec = new Uint8Array(32); // struct itimerspec: the interval, then the first expiry
+    const ns = BigInt(Math.round(periodMs * 1e6));
+    const ts = new DataView(spec.buffer);
+    for (const at of [0, 16]) {
+      ts.setBigInt64(at, ns / 1_000_000_000n, true);
+      ts.setBigInt64(at + 8, ns % 1_000_000_000n, true);
+    }
+    if (libc.timer_settime(id, 0, spec, null) !== 0) {
+      libc.timer_delete(id);
+      throw new Error("timer_settime failed");
+    }
+    return () => libc.timer_delete(id);
+  }
+
   /** After KVM_RUN returned EINTR (or any time): clear immediate_exit and drop every pending kick signal. */
   consume(): void {
     this.vcpu.immediateExit = false;

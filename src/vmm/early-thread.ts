@@ -25,6 +25,7 @@ const slot = globalThis as { [KEY]?: Early };
 export function startEarlyVcpuThread(argv: readonly string[]): void {
   const args = argv.slice(2);
   if (slot[KEY] || args[0] !== "run" || args.includes("--help") || args.includes("-h")) return;
+  if (mayRunOnMainThread(args)) return; // no worker at all, if run.ts agrees (main-thread-vcpu.ts)
   const opts = {
     trace: args.includes("--trace"),
     stats: args.includes("--stats") || args.includes("--json"),
@@ -41,6 +42,37 @@ export function startEarlyVcpuThread(argv: readonly string[]): void {
     }
   });
   startupMark("vCPU thread spawned");
+}
+
+/** Options after which a run's vCPU needs its own thread: several vCPUs, a virtio device, a VM-control client. */
+const THREAD_OPTIONS = new Set([
+  "--cpus",
+  "--rng",
+  "--console",
+  "--disk",
+  "--introspect",
+  "--gdb",
+  "-s",
+  "--gdb-wait",
+]);
+
+/**
+ * Whether `vmtool run ARGS` may run its one vCPU on the main thread, as far as its raw arguments tell: no
+ * option of THREAD_OPTIONS, or `--cpus 1`. run.ts decides for good once the options are parsed.
+ */
+function mayRunOnMainThread(args: readonly string[]): boolean {
+  for (let i = 1; i < args.length; i++) {
+    const [name, value] = args[i].split("=", 2);
+    if (!THREAD_OPTIONS.has(name)) continue;
+    if (name === "--cpus" && (value ?? args[i + 1]) === "1") continue;
+    return false;
+  }
+  return true;
+}
+
+/** Whether a vCPU thread was started early (and not taken yet). */
+export function hasEarlyVcpuThread(): boolean {
+  return slot[KEY] !== undefined;
 }
 
 /** The vCPU thread for these options: the early one when it was started with them, else a new one. */

@@ -104,17 +104,23 @@ describe("the bundled vmtool command", () => {
   });
 
   test("VMTOOL_STARTUP_MARKS=1 prints a timeline from both threads, in order; without it nothing", () => {
-    const r = run(BUNDLE, ["run", guests().halt], { VMTOOL_STARTUP_MARKS: "1" });
-    assert.equal(r.status, 0, r.stderr);
-    const marks = r.stderr
-      .trim()
-      .split("\n")
-      .map((l) => /^startup: +([\d.]+) (main|vcpu) (.+)$/.exec(l));
-    assert.ok(
-      marks.every((m) => m !== null),
-      r.stderr,
-    );
-    const seen = marks.map((m) => `${m[2]} ${m[3]}`);
+    const timeline = (args: string[]) => {
+      const r = run(BUNDLE, args, { VMTOOL_STARTUP_MARKS: "1" });
+      assert.equal(r.status, 0, r.stderr);
+      const marks = r.stderr
+        .trim()
+        .split("\n")
+        .map((l) => /^startup: +([\d.]+) (main|vcpu) (.+)$/.exec(l));
+      assert.ok(
+        marks.every((m) => m !== null),
+        r.stderr,
+      );
+      const seen = marks.map((m) => `${m[2]} ${m[3]}`);
+      const at = (what: string) => Number(marks[seen.indexOf(what)][1]);
+      return { seen, at, text: r.stderr };
+    };
+    // Two vCPUs: each has its thread, the first started before the command line is parsed.
+    const two = timeline(["run", "--cpus", "2", guests().halt]);
     for (const want of [
       "main vCPU thread spawned",
       "main VM created",
@@ -126,15 +132,20 @@ describe("the bundled vmtool command", () => {
       "main VM closed",
       "main process exit",
     ])
-      assert.ok(seen.includes(want), `${want} missing in:\n${r.stderr}`);
+      assert.ok(two.seen.includes(want), `${want} missing in:\n${two.text}`);
     // One clock for both threads: the vCPU thread receives its vCPU after the main thread created it.
-    const at = (what: string) => Number(marks[seen.indexOf(what)][1]);
-    assert.ok(at("vcpu vCPU received") >= at("main vCPUs created"), r.stderr);
+    assert.ok(two.at("vcpu vCPU received") >= two.at("main vCPUs created"), two.text);
     // The order that keeps a short run short (docs/run.md, "Start-up"): the thread before the CLI is even
     // loaded, the VM before the remaining options and the image are checked.
-    assert.ok(at("main vCPU thread spawned") < at("main command line interface loaded"), r.stderr);
-    assert.ok(at("main VM created") <= at("main options checked"), r.stderr);
-    assert.ok(at("main process exit") >= at("vcpu first KVM_RUN"), r.stderr);
+    assert.ok(two.at("main vCPU thread spawned") < two.at("main command line interface loaded"), two.text);
+    assert.ok(two.at("main VM created") <= two.at("main options checked"), two.text);
+    assert.ok(two.at("main process exit") >= two.at("vcpu first KVM_RUN"), two.text);
+    // One vCPU that nothing may park: its loop runs on the main thread, and no thread is started.
+    const one = timeline(["run", guests().halt]);
+    for (const want of ["main vCPUs created", "main first KVM_RUN", "main vCPU thread's result received"])
+      assert.ok(one.seen.includes(want), `${want} missing in:\n${one.text}`);
+    assert.ok(!one.seen.some((s) => s.startsWith("vcpu ") || s === "main vCPU thread spawned"), one.text);
+    assert.ok(one.at("main first KVM_RUN") >= one.at("main vCPUs created"), one.text);
     assert.equal(run(BUNDLE, ["run", guests().halt]).stderr, "");
   });
 

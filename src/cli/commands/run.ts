@@ -254,10 +254,17 @@ async function runGuest(
 
   // The vCPU thread was started before the options were parsed (or starts now, before the heavy modules
   // load): its start-up overlaps the rest.
-  const { takeVcpuThread } = await import("../../vmm/early-thread.js");
+  const { takeVcpuThread, hasEarlyVcpuThread } = await import("../../vmm/early-thread.js");
   const { startupMark } = await import("../../vmm/startup-marks.js");
   startupMark("options checked");
-  const thread = takeVcpuThread({ trace: o.trace ?? false, stats: stats ?? false });
+  const threadOpts = { trace: o.trace ?? false, stats: stats ?? false };
+  // One vCPU that nothing may park, COM1 on its own bus: its loop runs on the main thread, with no worker
+  // (main-thread-vcpu.ts), unless a thread was started early anyway.
+  const onMain = cpus === 1 && virtio.length === 0 && o.introspect === undefined && gdbOpts === undefined;
+  const thread =
+    onMain && !hasEarlyVcpuThread()
+      ? (await import("../../vmm/main-thread-vcpu.js")).mainThreadVcpu(threadOpts)
+      : takeVcpuThread(threadOpts);
   let loader: typeof import("../../loader/index.js");
   let plan: import("../../loader/index.js").LoadPlan;
   let linux: typeof import("../../loader/linux/index.js") | undefined;
