@@ -1,7 +1,7 @@
 // A vCPU's run loop: a synchronous KVM_RUN loop that handles every exit itself, dispatching port and MMIO
 // accesses to its own buses and devices (handing exits to another thread would cost ~10x, see docs/run.md).
 // It runs in the vCPU's worker thread (vcpu-worker.ts), or, for a run with one vCPU that nothing may park, on
-// the main thread itself (main-thread-vcpu.ts: no second isolate to start, docs/run.md, "Start-up"). There it
+// the main thread itself (main-thread-vcpu.ts: no second isolate to start, docs/run.md, "Threads"). There it
 // runs in slices and gives Node's event loop its turn between them: at every kick, and at least every
 // SLICE_MS, a periodic kick bounding the time inside KVM_RUN. The main thread talks to it only through the
 // control block (vcpu-control.ts): requests plus a kick, never a message per exit. Kept small and free of
