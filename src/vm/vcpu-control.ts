@@ -131,9 +131,9 @@ export class VcpuKickReceiver {
   /**
    * Kick this thread every `periodMs` (a POSIX timer sending it the kick signal): for a vCPU run on the main
    * thread, so that KVM_RUN gives Node's event loop its turn even while the guest neither exits nor is kicked
-   * (a guest halted in the in-kernel local APIC). Returns the stop function.
+   * (a guest halted in the in-kernel local APIC). The first kick comes after `firstMs`. Returns the stop function.
    */
-  kickEvery(periodMs: number): () => void {
+  kickEvery(periodMs: number, firstMs = periodMs): () => void {
     const sev = new Uint8Array(64); // struct sigevent
     const sv = new DataView(sev.buffer);
     sv.setInt32(8, KICK_SIGNAL, true);
@@ -143,9 +143,12 @@ export class VcpuKickReceiver {
     if (libc.timer_create(libc.CLOCK_MONOTONIC, sev, idBuf) !== 0) throw new Error("timer_create failed");
     const id = Number(new DataView(idBuf.buffer).getBigUint64(0, true));
     const spec = new Uint8Array(32); // struct itimerspec: the interval, then the first expiry
-    const ns = BigInt(Math.round(periodMs * 1e6));
     const ts = new DataView(spec.buffer);
-    for (const at of [0, 16]) {
+    for (const [at, ms] of [
+      [0, periodMs],
+      [16, firstMs],
+    ]) {
+      const ns = BigInt(Math.round(ms * 1e6));
       ts.setBigInt64(at, ns / 1_000_000_000n, true);
       ts.setBigInt64(at + 8, ns % 1_000_000_000n, true);
     }

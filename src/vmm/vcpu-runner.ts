@@ -638,7 +638,9 @@ export function runVcpu(
     Atomics.store(ctl, CTL.STATE, VcpuState.RUNNING);
     Atomics.notify(ctl, CTL.STATE);
     startupMark("first KVM_RUN");
-    const stopKicks = onMain ? kicks.kickEvery(SLICE_MS) : undefined;
+    // The first kick soon: a guest that halts at once is then seen to at once, as the halt detector's first
+    // looks see a vCPU thread's (halt-detector.ts).
+    const stopKicks = onMain ? kicks.kickEvery(SLICE_MS, 1) : undefined;
     const slice = (): void => {
       let end: RunEnd | undefined;
       try {
