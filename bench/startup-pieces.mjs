@@ -5,22 +5,18 @@
 // --version` (the command's bundles); `vmtool run` of a guest that exits at once. Rounds alternate the pieces;
 // a warm-up round is not counted. Runs natively, and inside the kvm_amd harness through bench/svm-startup.sh,
 // where the harness's one software CPU shows what each costs there (docs/linux.md, "Phase by phase").
-//   node bench/startup-pieces.mjs DIST QUIT_GUEST [ROUNDS]   (DIST: the build folder; QUIT_GUEST: a flat
-//                                                             long-mode binary at 1 MiB writing the exit port)
+//   node bench/startup-pieces.mjs [DIST] [ROUNDS]   (DIST: the build folder, default dist; ROUNDS default 5)
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
+import { ROOT, flatLongGuest, median, workDir } from "./lib.mjs";
 
-const [distArg, quit, roundsArg] = process.argv.slice(2);
-if (!distArg || !quit) {
-  console.error("usage: node bench/startup-pieces.mjs DIST QUIT_GUEST [ROUNDS]");
-  process.exit(2);
-}
-const dist = resolve(distArg);
+const [distArg, roundsArg] = process.argv.slice(2);
+const dist = resolve(ROOT, distArg || "dist");
 const ROUNDS = Number(roundsArg || 5);
-const work = mkdtempSync(join(tmpdir(), "vmtool-startup-pieces-"));
+const work = workDir("vmtool-startup-pieces-");
+const quit = flatLongGuest(work, "quit", "xor %eax, %eax\n out %al, $0xf4");
 const bindings = pathToFileURL(join(dist, "src", "kvm", "ioctls.js")).href;
 const script = (name, text) => {
   writeFileSync(join(work, name), text);
@@ -63,12 +59,6 @@ for (let round = 0; round <= ROUNDS; round++)
     samples[name].wall.push(wall);
     samples[name].cpu.push(childrenCpu() - c0);
   }
-rmSync(work, { recursive: true, force: true });
-
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 const m = Object.fromEntries(
   Object.entries(samples).map(([k, v]) => [k, { wall: median(v.wall), cpu: median(v.cpu) }]),
 );

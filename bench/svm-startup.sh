@@ -17,17 +17,14 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 x="$tmp/extra"
 mkdir -p "$x"
-cp bench/startup-pieces.mjs "$x/"
-printf '.code64\n.globl _start\n_start:\n xor %%eax, %%eax\n out %%al, $0xf4\n' >"$tmp/quit.S"
-as --64 "$tmp/quit.S" -o "$tmp/quit.o"
-ld -Ttext=0x100000 --oformat binary "$tmp/quit.o" -o "$x/quit.bin"
+cp bench/startup-pieces.mjs bench/lib.mjs "$x/" # inside, lib.mjs's ROOT is /svm: the build is /svm/repo/DIST
 
 echo "this host ($(uname -r)):"
-node bench/startup-pieces.mjs "$dist" "$x/quit.bin" "$rounds"
+node bench/startup-pieces.mjs "$dist" "$rounds"
 
 echo "kvm_amd in QEMU TCG, one CPU: building the initramfs, booting..." >&2
 cat >"$tmp/job" <<JOB
-node /svm/extra/startup-pieces.mjs "\$dist" /svm/extra/quit.bin $rounds >/tmp/pieces 2>&1
+node /svm/extra/startup-pieces.mjs "/svm/repo/\$dist" $rounds >/tmp/pieces 2>&1
 sed 's/^/SVM bench /' /tmp/pieces >&3
 JOB
 kernel=$(scripts/svm-build-initramfs.sh "$dist" "$tmp/initrd.gz" "$tmp/job" "$x")

@@ -252,14 +252,14 @@ async function runGuest(
     parseIntOption(o.introspectTimeout, "--introspect-timeout", { min: 1n, max: 3600n }),
   );
 
-  // The vCPU thread was started before the options were parsed (or starts now, before the heavy modules
-  // load): its start-up overlaps the rest.
+  // A vCPU thread was started before the options were parsed (or starts now, before the heavy modules
+  // load): its start-up overlaps the rest. A run that needs none runs its vCPU on this thread (below).
   const { takeVcpuThread, hasEarlyVcpuThread } = await import("../../vmm/early-thread.js");
   const { startupMark } = await import("../../vmm/startup-marks.js");
   startupMark("options checked");
   const threadOpts = { trace: o.trace ?? false, stats: stats ?? false };
   // One vCPU that nothing may park, COM1 on its own bus: its loop runs on the main thread, with no worker
-  // (main-thread-vcpu.ts), unless a thread was started early anyway.
+  // (main-thread-vcpu.ts), unless a thread was started early anyway (early-thread.ts guesses from raw words).
   const onMain = cpus === 1 && virtio.length === 0 && o.introspect === undefined && gdbOpts === undefined;
   const thread =
     onMain && !hasEarlyVcpuThread()
