@@ -1,6 +1,6 @@
 // A run's one vCPU on the main thread, with no worker: a second isolate's start-up (V8, Node's bootstrap,
 // koffi, the thread's modules) is most of a short run's start-up, and under a software CPU most of a Linux
-// boot's (docs/run.md, "Start-up"). For a run with one vCPU that nothing may park (no VM-control client: a
+// boot's (docs/run.md, "Threads"). For a run with one vCPU that nothing may park (no VM-control client: a
 // parked vCPU waits for the main thread) and COM1 on the vCPU's own bus (no virtio device, so no I/O worker to
 // wait for): run.ts decides. The loop (vcpu-runner.ts) runs in slices between Node's event-loop turns; to the
 // supervisor this looks like a vCPU thread whose messages come as a worker's would.
