@@ -324,7 +324,8 @@ async function supervise(
     pump.setUpTerminal();
     if (io) pump.attach();
   }
-  halts.start();
+  // A loop on the main thread is never seen asleep from here: it asks itself at its kicks (vcpu-runner.ts).
+  if (!threads[0].onMainThread) halts.start();
   flusher.start();
   opts.onStart?.({
     vm,

@@ -36,6 +36,7 @@ export function mainThreadVcpu(opts: VcpuThreadOptions = {}): VcpuThread {
   return {
     worker,
     control,
+    onMainThread: true,
     exited,
     start(msg: VcpuStart) {
       setImmediate(() => {

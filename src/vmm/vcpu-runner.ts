@@ -2,8 +2,8 @@
 // accesses to its own buses and devices (handing exits to another thread would cost ~10x, see docs/run.md).
 // It runs in the vCPU's worker thread (vcpu-worker.ts), or, for a run with one vCPU that nothing may park, on
 // the main thread itself (main-thread-vcpu.ts: no second isolate to start, docs/run.md, "Threads"). There it
-// runs in slices and gives Node's event loop its turn between them: at every kick, and at least every
-// SLICE_MS, a periodic kick bounding the time inside KVM_RUN. The main thread talks to it only through the
+// runs in slices and gives Node's event loop its turn between them: at every kick, after SLICE_MS of exits,
+// and at KICK_MS, a periodic kick bounding the time inside KVM_RUN. The main thread talks to it only through the
 // control block (vcpu-control.ts): requests plus a kick, never a message per exit. Kept small and free of
 // CLI code: it is loaded on every run.
 import { KVM_EXIT, KVM_MP_STATE, exitReasonName } from "../kvm/ioctls.js";
@@ -40,6 +40,12 @@ import { startupMark } from "./startup-marks.js";
 
 /** How long a slice of the loop may run on the main thread before Node's event loop gets its turn (ms). */
 const SLICE_MS = 20;
+/**
+ * The main thread's periodic kick (ms): standard input, signals and the output a halted guest left wait at
+ * most this long. Each kick costs an exit and a turn of the event loop: under the kvm_amd harness's software
+ * CPU, 20 ms cost a Linux boot about 1 s of CPU more than 50 ms (docs/run.md, "Threads").
+ */
+const KICK_MS = 50;
 
 /**
  * Run the vCPU of `start` until the run ends, then post "done" (with the other messages of worker-protocol.ts
@@ -640,7 +646,7 @@ export function runVcpu(
     startupMark("first KVM_RUN");
     // The first kick soon: a guest that halts at once is then seen to at once, as the halt detector's first
     // looks see a vCPU thread's (halt-detector.ts).
-    const stopKicks = onMain ? kicks.kickEvery(SLICE_MS, 1) : undefined;
+    const stopKicks = onMain ? kicks.kickEvery(KICK_MS, 1) : undefined;
     const slice = (): void => {
       let end: RunEnd | undefined;
       try {

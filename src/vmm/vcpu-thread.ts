@@ -37,6 +37,8 @@ export interface VcpuThreadOptions {
 export interface VcpuThread extends ThreadStart<VcpuStart> {
   worker: Worker;
   control: SharedArrayBuffer;
+  /** The loop runs on the main thread (main-thread-vcpu.ts): it checks for a halt itself. */
+  onMainThread?: true;
 }
 
 export function spawnVcpuThread(opts: VcpuThreadOptions = {}): VcpuThread {
