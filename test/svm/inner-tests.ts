@@ -87,6 +87,8 @@ export const INNER_TESTS: readonly InnerTest[] = [
   {
     file: "test/virtio/kvm.test.ts",
     only: "^(virtio-blk|hostile)",
+    // Eight guest runs with drivers compiled inside: 110-120 s in all on an idle 2-core host.
+    timeoutS: 300,
     why:
       "virtio-blk (write, flush, read back, get id) and a hostile guest (descriptor outside RAM), spec-written " +
       "guest drivers built inside with the carried gcc; virtio-rng and the no-device probe are left out for time",
@@ -132,6 +134,8 @@ export const INNER_TESTS: readonly InnerTest[] = [
   },
   {
     file: "test/introspect/server.test.ts",
+    // Nine runs with a KVMI client each: near the default 120 s on an idle 2-core host.
+    timeoutS: 300,
     only: "^(handshake|CHECK_COMMAND|libkvmi's pause batch|READ_PHYSICAL|VCPU_TRANSLATE_GVA|SINGLESTEP events|an MSR event|a PF event|INJECT_EXCEPTION)",
     why:
       "the KVMI server over the core on kvm_amd: pause batches across two vCPUs, memory and page walks, single steps, MSR and " +
