@@ -93,25 +93,61 @@ export const tgkill = lib.func("int tgkill(int tgid, int tid, int sig)") as (
   sig: number,
 ) => number;
 /**
- * POSIX timers (timer_create(2)), here one that signals one thread (SIGEV_THREAD_ID). `sevp` is a struct
- * sigevent (64 bytes: sigev_value at 0, sigev_signo at 8, sigev_notify at 12, the thread id at 16); the timer's
- * id comes back in the 8 bytes of `timerid` (glibc's timer_t, a small number for this kind of timer).
+ * POSIX timers (timer_create(2)). `sevp` is a struct sigevent (64 bytes: sigev_value at 0, sigev_signo at 8,
+ * sigev_notify at 12, the thread id at 16); the timer's id comes back in the 8 bytes of `timerid` (glibc's
+ * timer_t, a small number for this kind of timer).
  */
-export const timer_create = lib.func("timer_create", "int", ["int", "void *", "void *"]) as (
+const timer_create = lib.func("timer_create", "int", ["int", "void *", "void *"]) as (
   clockid: number,
   sevp: Uint8Array,
   timerid: Uint8Array,
 ) => number;
 /** `value` and `old` are struct itimerspec (32 bytes: the interval's timespec, then the first expiry's). */
-export const timer_settime = lib.func("timer_settime", "int", ["intptr_t", "int", "void *", "void *"]) as (
+const timer_settime = lib.func("timer_settime", "int", ["intptr_t", "int", "void *", "void *"]) as (
   timerid: number,
   flags: number,
   value: Uint8Array,
   old: Uint8Array | null,
 ) => number;
-export const timer_delete = lib.func("timer_delete", "int", ["intptr_t"]) as (timerid: number) => number;
-export const CLOCK_MONOTONIC = 1;
-export const SIGEV_THREAD_ID = 4;
+const timer_delete = lib.func("timer_delete", "int", ["intptr_t"]) as (timerid: number) => number;
+const CLOCK_MONOTONIC = 1;
+const SIGEV_THREAD_ID = 4;
+
+/**
+ * A timer (CLOCK_MONOTONIC) that sends `signal` to thread `tid` of this process after `firstMs`, then every
+ * `periodMs`. Returns the function that deletes it.
+ */
+export function periodicThreadSignal(
+  signal: number,
+  tid: number,
+  periodMs: number,
+  firstMs: number,
+): () => void {
+  const sev = new Uint8Array(64);
+  const sv = new DataView(sev.buffer);
+  sv.setInt32(8, signal, true);
+  sv.setInt32(12, SIGEV_THREAD_ID, true);
+  sv.setInt32(16, tid, true);
+  const idBuf = new Uint8Array(8);
+  if (timer_create(CLOCK_MONOTONIC, sev, idBuf) !== 0) throw new SysError("timer_create", errno());
+  const id = Number(new DataView(idBuf.buffer).getBigUint64(0, true));
+  const spec = new Uint8Array(32);
+  const ts = new DataView(spec.buffer);
+  for (const [at, ms] of [
+    [0, periodMs],
+    [16, firstMs],
+  ]) {
+    const ns = BigInt(Math.round(ms * 1e6));
+    ts.setBigInt64(at, ns / 1_000_000_000n, true);
+    ts.setBigInt64(at + 8, ns % 1_000_000_000n, true);
+  }
+  if (timer_settime(id, 0, spec, null) !== 0) {
+    const e = errno();
+    timer_delete(id);
+    throw new SysError("timer_settime", e);
+  }
+  return () => timer_delete(id);
+}
 /** sigset_t is 128 bytes in glibc; the kernel's own sigset (for KVM_SET_SIGNAL_MASK) is 8 bytes. */
 export const pthread_sigmask = lib.func("pthread_sigmask", "int", ["int", "void *", "void *"]) as (
   how: number,

@@ -134,29 +134,7 @@ export class VcpuKickReceiver {
    * (a guest halted in the in-kernel local APIC). The first kick comes after `firstMs`. Returns the stop function.
    */
   kickEvery(periodMs: number, firstMs = periodMs): () => void {
-    const sev = new Uint8Array(64); // struct sigevent
-    const sv = new DataView(sev.buffer);
-    sv.setInt32(8, KICK_SIGNAL, true);
-    sv.setInt32(12, libc.SIGEV_THREAD_ID, true);
-    sv.setInt32(16, libc.gettid(), true);
-    const idBuf = new Uint8Array(8);
-    if (libc.timer_create(libc.CLOCK_MONOTONIC, sev, idBuf) !== 0) throw new Error("timer_create failed");
-    const id = Number(new DataView(idBuf.buffer).getBigUint64(0, true));
-    const spec = new Uint8Array(32); // struct itimerspec: the interval, then the first expiry
-    const ts = new DataView(spec.buffer);
-    for (const [at, ms] of [
-      [0, periodMs],
-      [16, firstMs],
-    ]) {
-      const ns = BigInt(Math.round(ms * 1e6));
-      ts.setBigInt64(at, ns / 1_000_000_000n, true);
-      ts.setBigInt64(at + 8, ns % 1_000_000_000n, true);
-    }
-    if (libc.timer_settime(id, 0, spec, null) !== 0) {
-      libc.timer_delete(id);
-      throw new Error("timer_settime failed");
-    }
-    return () => libc.timer_delete(id);
+    return libc.periodicThreadSignal(KICK_SIGNAL, libc.gettid(), periodMs, firstMs);
   }
 
   /** After KVM_RUN returned EINTR (or any time): clear immediate_exit and drop every pending kick signal. */

@@ -42,8 +42,8 @@ import { startupMark } from "./startup-marks.js";
 const SLICE_MS = 20;
 /**
  * The main thread's periodic kick (ms): standard input, signals and the output a halted guest left wait at
- * most this long. Each kick costs an exit and a turn of the event loop: under the kvm_amd harness's software
- * CPU, 20 ms cost a Linux boot about 1 s of CPU more than 50 ms (docs/run.md, "Threads").
+ * most this long. Each kick costs an exit, a turn of the event loop and, for a halted guest, a wake-up: an
+ * idle guest costs less than half the CPU it did at 20 ms (docs/run.md, "Threads").
  */
 const KICK_MS = 50;
 
