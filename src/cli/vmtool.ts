@@ -12,7 +12,18 @@ import { requireBundle } from "../vmm/code-cache.js";
 /** Set by scripts/bundle.mjs in the installed entry: the CLI bundle, relative to this file's compiled place. */
 declare const VMTOOL_CLI_BUNDLE: string | undefined;
 
+/**
+ * Whether the CLI loads its eager code cache: for a Linux boot (`run --kernel`), whose first seconds run code
+ * that nothing else runs (loaders, ACPI tables, the AML writer) and is then compiled in advance rather than
+ * on its first call. Under a slow CPU (the kvm_amd harness) that brings the guest's first instruction one to two
+ * seconds earlier; every other command loads less with the usual cache (docs/run.md, "Start-up").
+ */
+function wantsEagerCache(argv: readonly string[]): boolean {
+  const args = argv.slice(2);
+  return args[0] === "run" && args.some((a) => a === "--kernel" || a.startsWith("--kernel="));
+}
+
 startEarlyVcpuThread(process.argv);
 if (typeof VMTOOL_CLI_BUNDLE === "string")
-  requireBundle(fileURLToPath(new URL(VMTOOL_CLI_BUNDLE, import.meta.url)));
+  requireBundle(fileURLToPath(new URL(VMTOOL_CLI_BUNDLE, import.meta.url)), wantsEagerCache(process.argv));
 else void import("./main.js");

@@ -5,6 +5,10 @@
 // to it (FILE.v8cache, from the same Node binary), and V8 then deserializes that instead of parsing. V8 checks
 // the cache against the source and its own version and flags: a cache it rejects (another Node, other V8
 // flags) costs nothing but the plain compile it replaces.
+// Two caches of the CLI: the usual one holds what V8 compiles up front (the top level; every function is
+// compiled on its first call), the eager one every function. The eager one is 10 times the size and takes
+// longer to load, so only a long run whose first seconds are cold code, a Linux boot, takes it
+// (src/cli/vmtool.ts; scripts/bundle.mjs makes both).
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname } from "node:path";
@@ -13,6 +17,9 @@ import { startupMark } from "./startup-marks.js";
 
 /** The cache's file, next to the bundle. */
 export const cacheFile = (bundle: string): string => `${bundle}.v8cache`;
+
+/** The eager cache's file, next to the bundle. */
+export const eagerCacheFile = (bundle: string): string => `${bundle}.eager.v8cache`;
 
 /**
  * The bundle's source as one function of CommonJS's five arguments, the form Node's loader compiles too. The
@@ -29,17 +36,26 @@ export function compileBundle(file: string, source: string, cachedData?: Buffer)
   return new Script(wrapCommonJs(source), { filename: file, cachedData });
 }
 
-/** require(file) for a bundle, with its code cache when there is one. */
-export function requireBundle(file: string): unknown {
+/** require(file) for a bundle, with its code cache (`eager`: the eager one, when built) when there is one. */
+export function requireBundle(file: string, eager = false): unknown {
+  const eagerFile = eagerCacheFile(file);
   let cachedData: Buffer | undefined;
-  try {
-    cachedData = readFileSync(cacheFile(file));
-  } catch {
-    return createRequire(file)(file);
-  }
+  let used = "";
+  for (const name of eager ? [eagerFile, cacheFile(file)] : [cacheFile(file)])
+    try {
+      cachedData = readFileSync(name);
+      used = name;
+      break;
+    } catch {
+      // the next one, else a plain require
+    }
+  if (cachedData === undefined) return createRequire(file)(file);
   const script = compileBundle(file, readFileSync(file, "utf8"), cachedData);
+  const kind = used === eagerFile ? "eager " : "";
   startupMark(
-    script.cachedDataRejected ? "code cache rejected: compiled anew" : "compiled from the code cache",
+    script.cachedDataRejected
+      ? `${kind}code cache rejected: compiled anew`
+      : `compiled from the ${kind}code cache`,
   );
   const fn = script.runInThisContext() as (
     exports: unknown,

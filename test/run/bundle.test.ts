@@ -185,4 +185,49 @@ describe("the bundled vmtool command", () => {
       writeFileSync(cache, good);
     }
   });
+
+  test("`run --kernel` loads the CLI's eager code cache: every function in it, a bad or missing one only slower", () => {
+    const bundleDir = join(PKG, "dist", "bundle");
+    const eager = join(bundleDir, "cli.cjs.eager.v8cache");
+    const good = readFileSync(eager);
+    // Made with every function compiled: several times the usual cache (the top level only).
+    assert.ok(
+      good.length > 3 * readFileSync(join(bundleDir, "cli.cjs.v8cache")).length,
+      `eager cache ${good.length} bytes`,
+    );
+    const notKernel = join(PKG, "not-a-kernel");
+    writeFileSync(notKernel, Buffer.alloc(300, 0x5a));
+    const boot = () => run(BUNDLE, ["run", "--kernel", notKernel], { VMTOOL_STARTUP_MARKS: "1" });
+    const withoutMarks = (r: SpawnSyncReturns<string>) =>
+      r.stderr
+        .split("\n")
+        .filter((l) => !l.startsWith("startup:"))
+        .join("\n");
+    const plain = run(BUNDLE, ["run", "--kernel", notKernel]);
+    assert.equal(plain.status, 2, plain.stderr);
+    assert.match(plain.stderr, /^vmtool: .*not-a-kernel/);
+    const r = boot();
+    assert.match(r.stderr, / main compiled from the eager code cache/);
+    assert.equal(r.status, 2);
+    assert.equal(withoutMarks(r), plain.stderr);
+    // Other commands keep the usual cache.
+    assert.match(
+      run(BUNDLE, ["run", guests().halt], { VMTOOL_STARTUP_MARKS: "1" }).stderr,
+      / main compiled from the code cache/,
+    );
+    try {
+      writeFileSync(eager, Buffer.from("not a code cache"));
+      const bad = boot();
+      assert.match(bad.stderr, / main eager code cache rejected: compiled anew/);
+      assert.equal(bad.status, 2);
+      assert.equal(withoutMarks(bad), plain.stderr);
+      rmSync(eager);
+      const none = boot();
+      assert.match(none.stderr, / main compiled from the code cache/);
+      assert.equal(none.status, 2);
+      assert.equal(withoutMarks(none), plain.stderr);
+    } finally {
+      writeFileSync(eager, good);
+    }
+  });
 });
