@@ -6,7 +6,7 @@
 //                                  vCPU thread of `vmtool run`, then loads the CLI
 //   OUTDIR/bundle/cli.cjs          the command line interface and every layer it loads (lazily evaluated)
 //   OUTDIR/bundle/*.v8cache        V8's code cache of cli.cjs and of each thread's script (src/vmm/code-cache.ts),
-//                                  and cli.cjs.eager.v8cache, the CLI's with every function compiled
+//                                  and *.eager.v8cache, the same with every function compiled
 //   OUTDIR/bundle/vcpu-worker.cjs  a vCPU thread
 //   OUTDIR/bundle/io-worker.cjs    the I/O worker
 //   OUTDIR/bundle/thread.cjs       what a thread starts: loads vcpu-worker.cjs or io-worker.cjs
@@ -78,14 +78,15 @@ await build({
 });
 // V8's code cache of the CLI and of each thread's script, loaded with them (src/vmm/code-cache.ts): made by this
 // Node binary, as `npm install` and `npm run build` run it.
-const { cacheFile, compileBundle, eagerCacheFile } = await import(join(srcDir, "vmm", "code-cache.js"));
+const { cacheFile, compileBundle } = await import(join(srcDir, "vmm", "code-cache.js"));
 const cliBundle = join(bundleDir, "cli.cjs");
-for (const f of [cliBundle, join(bundleDir, "vcpu-worker.cjs"), join(bundleDir, "io-worker.cjs")])
+const cached = [cliBundle, join(bundleDir, "vcpu-worker.cjs"), join(bundleDir, "io-worker.cjs")];
+for (const f of cached)
   writeFileSync(cacheFile(f), compileBundle(f, readFileSync(f, "utf8")).createCachedData());
-// The CLI's eager cache (every function compiled), for `vmtool run --kernel`. V8 stamps a cache with a hash of
-// its flags and rejects one made under others: --no-lazy is set only while the source compiles, and the usual
-// --lazy is back when the cache is written. In a process of its own: this one's V8 would hand back the script
-// it compiled above (its in-memory compilation cache), lazy functions and all.
+// The eager caches (every function compiled), for `vmtool run --kernel` (src/vmm/code-cache.ts). V8 stamps a
+// cache with a hash of its flags and rejects one made under others: --no-lazy is set only while the sources
+// compile, and the usual --lazy is back when the caches are written. In a process of its own: this one's V8
+// would hand back the scripts it compiled above (its in-memory compilation cache), lazy functions and all.
 const eager = spawnSync(
   process.execPath,
   [
@@ -93,19 +94,18 @@ const eager = spawnSync(
     "-e",
     `import { readFileSync, writeFileSync } from "node:fs";
 import { setFlagsFromString } from "node:v8";
-const [, code, bundle, out] = process.argv;
-const { compileBundle } = await import(code);
+const [, code, ...bundles] = process.argv;
+const { compileBundle, eagerCacheFile } = await import(code);
 setFlagsFromString("--no-lazy");
-const script = compileBundle(bundle, readFileSync(bundle, "utf8"));
+const scripts = bundles.map((b) => compileBundle(b, readFileSync(b, "utf8")));
 setFlagsFromString("--lazy");
-writeFileSync(out, script.createCachedData());`,
+bundles.forEach((b, i) => writeFileSync(eagerCacheFile(b), scripts[i].createCachedData()));`,
     pathToFileURL(join(srcDir, "vmm", "code-cache.js")).href,
-    cliBundle,
-    eagerCacheFile(cliBundle),
+    ...cached,
   ],
   { stdio: "inherit" },
 );
-if (eager.status !== 0) throw new Error(`bundle: the CLI's eager code cache: status ${eager.status}`);
+if (eager.status !== 0) throw new Error(`bundle: the eager code caches: status ${eager.status}`);
 // The entry: its own small modules, and the CLI as a file it loads (never bundled into it).
 const cliExternal = {
   name: "cli-external",

@@ -7,13 +7,13 @@
 import { fileURLToPath } from "node:url";
 import "../vmm/startup-marks.js";
 import { startEarlyVcpuThread } from "../vmm/early-thread.js";
-import { requireBundle } from "../vmm/code-cache.js";
+import { preferEagerCaches, requireBundle } from "../vmm/code-cache.js";
 
 /** Set by scripts/bundle.mjs in the installed entry: the CLI bundle, relative to this file's compiled place. */
 declare const VMTOOL_CLI_BUNDLE: string | undefined;
 
 /**
- * Whether the CLI loads its eager code cache: for a Linux boot (`run --kernel`), whose first seconds run code
+ * Whether the CLI and the threads load their eager code caches: for a Linux boot (`run --kernel`), whose first seconds run code
  * that nothing else runs (loaders, ACPI tables, the AML writer) and is then compiled in advance rather than
  * on its first call. Under a slow CPU (the kvm_amd harness) that brings the guest's first instruction one to two
  * seconds earlier; every other command loads less with the usual cache (docs/run.md, "Start-up").
@@ -23,7 +23,8 @@ function wantsEagerCache(argv: readonly string[]): boolean {
   return args[0] === "run" && args.some((a) => a === "--kernel" || a.startsWith("--kernel="));
 }
 
+if (wantsEagerCache(process.argv)) preferEagerCaches();
 startEarlyVcpuThread(process.argv);
 if (typeof VMTOOL_CLI_BUNDLE === "string")
-  requireBundle(fileURLToPath(new URL(VMTOOL_CLI_BUNDLE, import.meta.url)), wantsEagerCache(process.argv));
+  requireBundle(fileURLToPath(new URL(VMTOOL_CLI_BUNDLE, import.meta.url)));
 else void import("./main.js");

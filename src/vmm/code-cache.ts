@@ -5,10 +5,10 @@
 // to it (FILE.v8cache, from the same Node binary), and V8 then deserializes that instead of parsing. V8 checks
 // the cache against the source and its own version and flags: a cache it rejects (another Node, other V8
 // flags) costs nothing but the plain compile it replaces.
-// Two caches of the CLI: the usual one holds what V8 compiles up front (the top level; every function is
-// compiled on its first call), the eager one every function. The eager one is 10 times the size and takes
-// longer to load, so only a long run whose first seconds are cold code, a Linux boot, takes it
-// (src/cli/vmtool.ts; scripts/bundle.mjs makes both).
+// Two caches of each bundle: the usual one holds what V8 compiles up front (the top level; every function is
+// compiled on its first call), the eager one every function. The eager one is several times the size and takes
+// longer to load, so only a long run whose first seconds are cold code, a Linux boot, prefers it
+// (src/cli/vmtool.ts); the threads it starts then load theirs too (vcpu-thread.ts passes the preference on).
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname } from "node:path";
@@ -20,6 +20,19 @@ export const cacheFile = (bundle: string): string => `${bundle}.v8cache`;
 
 /** The eager cache's file, next to the bundle. */
 export const eagerCacheFile = (bundle: string): string => `${bundle}.eager.v8cache`;
+
+// On the global object, not in a module variable: the installed command's entry and its CLI are two bundles,
+// each with its own copy of this module (scripts/bundle.mjs).
+const EAGER = Symbol.for("vmtool.eagerCodeCaches");
+const slot = globalThis as { [EAGER]?: true };
+
+/** From now on this thread loads bundles with their eager caches, and the threads it starts do too. */
+export function preferEagerCaches(): void {
+  slot[EAGER] = true;
+}
+
+/** Whether preferEagerCaches was called in this thread. */
+export const eagerCachesPreferred = (): boolean => slot[EAGER] === true;
 
 /**
  * The bundle's source as one function of CommonJS's five arguments, the form Node's loader compiles too. The
@@ -36,12 +49,12 @@ export function compileBundle(file: string, source: string, cachedData?: Buffer)
   return new Script(wrapCommonJs(source), { filename: file, cachedData });
 }
 
-/** require(file) for a bundle, with its code cache (`eager`: the eager one, when built) when there is one. */
-export function requireBundle(file: string, eager = false): unknown {
+/** require(file) for a bundle, with its code cache (the eager one first, if preferred) when there is one. */
+export function requireBundle(file: string): unknown {
   const eagerFile = eagerCacheFile(file);
   let cachedData: Buffer | undefined;
   let used = "";
-  for (const name of eager ? [eagerFile, cacheFile(file)] : [cacheFile(file)])
+  for (const name of eagerCachesPreferred() ? [eagerFile, cacheFile(file)] : [cacheFile(file)])
     try {
       cachedData = readFileSync(name);
       used = name;

@@ -4,6 +4,7 @@
 // creates the VM. The worker then waits for its VcpuStart message.
 import { Worker } from "node:worker_threads";
 import { CTL, createControlBuffer } from "../vm/control-block.js";
+import { eagerCachesPreferred } from "./code-cache.js";
 import { threadStart, type ThreadStart } from "./thread-start.js";
 import type { VcpuStart, VcpuWorkerData } from "./worker-protocol.js";
 
@@ -14,7 +15,8 @@ declare const VMTOOL_THREAD_BUNDLES: string | undefined;
 
 /**
  * How to start a thread ("vcpu-worker" or "io-worker"): under the bundled command, the bundles' thread entry
- * with the thread's name as its argument (thread-entry.ts: it loads the thread's bundle with its code cache),
+ * with the thread's name as its argument (thread-entry.ts: it loads the thread's bundle with its code cache,
+ * the eager one when this thread prefers those),
  * else the compiled module next to this one. Exit-hook modules are loaded from the compiled modules and share
  * their classes (errors are told apart with instanceof), so a thread with hooks runs the compiled modules too.
  */
@@ -23,7 +25,10 @@ export function threadScript(
   hookModules: readonly string[] = [],
 ): { script: URL; argv: string[] } {
   if (typeof VMTOOL_THREAD_BUNDLES === "string" && hookModules.length === 0)
-    return { script: new URL(`${VMTOOL_THREAD_BUNDLES}/thread.cjs`, import.meta.url), argv: [name] };
+    return {
+      script: new URL(`${VMTOOL_THREAD_BUNDLES}/thread.cjs`, import.meta.url),
+      argv: eagerCachesPreferred() ? [name, "eager"] : [name],
+    };
   return { script: new URL(`./${name}.js`, import.meta.url), argv: [] };
 }
 

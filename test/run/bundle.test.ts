@@ -11,6 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CLI, DIST, ROOT } from "../helpers/paths.js";
 import { guests } from "../helpers/guests.js";
+import { craftElf, pvhNote } from "../linux/pvh-elf.js";
 
 /** The package folder: its own copy of tsc's output (dist/src), guest/, data/ and node_modules linked in. */
 const PKG = mkdtempSync(join(tmpdir(), "vmtool-bundle-"));
@@ -186,45 +187,65 @@ describe("the bundled vmtool command", () => {
     }
   });
 
-  test("`run --kernel` loads the CLI's eager code cache: every function in it, a bad or missing one only slower", () => {
+  test("`run --kernel` loads the eager code caches, in the CLI and in every thread; a bad or missing one is only slower", () => {
     const bundleDir = join(PKG, "dist", "bundle");
     const eager = join(bundleDir, "cli.cjs.eager.v8cache");
     const good = readFileSync(eager);
     // Made with every function compiled: several times the usual cache (the top level only).
-    assert.ok(
-      good.length > 3 * readFileSync(join(bundleDir, "cli.cjs.v8cache")).length,
-      `eager cache ${good.length} bytes`,
+    for (const name of ["cli", "vcpu-worker", "io-worker"]) {
+      const usual = readFileSync(join(bundleDir, `${name}.cjs.v8cache`)).length;
+      const all = readFileSync(join(bundleDir, `${name}.cjs.eager.v8cache`)).length;
+      assert.ok(all > 2 * usual, `${name}: eager cache ${all} bytes, usual ${usual}`);
+    }
+    // A PVH kernel of three instructions: `mov $5, %al; out %al, $0xf4; hlt`, and the banner the summary names.
+    const kernel = join(PKG, "tiny.elf");
+    const code = Buffer.from([0xb0, 0x05, 0xe6, 0xf4, 0xf4]);
+    const banner = Buffer.from("\0Linux version 9.9.9-test (nobody@nowhere) #1 SMP\0");
+    writeFileSync(
+      kernel,
+      craftElf({
+        loads: [{ paddr: 0x10_0000, data: Buffer.concat([code, banner]) }],
+        notes: [pvhNote(0x10_0000)],
+      }),
     );
-    const notKernel = join(PKG, "not-a-kernel");
-    writeFileSync(notKernel, Buffer.alloc(300, 0x5a));
-    const boot = () => run(BUNDLE, ["run", "--kernel", notKernel], { VMTOOL_STARTUP_MARKS: "1" });
+    // Two vCPUs: a vCPU thread each, and the I/O worker a kernel's platform brings.
+    const args = ["run", "--kernel", kernel, "--mem", "16M", "--cpus", "2"];
+    const marks = (r: SpawnSyncReturns<string>) =>
+      r.stderr.split("\n").filter((l) => / (compiled from the|code cache rejected)/.test(l));
     const withoutMarks = (r: SpawnSyncReturns<string>) =>
       r.stderr
         .split("\n")
         .filter((l) => !l.startsWith("startup:"))
         .join("\n");
-    const plain = run(BUNDLE, ["run", "--kernel", notKernel]);
-    assert.equal(plain.status, 2, plain.stderr);
-    assert.match(plain.stderr, /^vmtool: .*not-a-kernel/);
-    const r = boot();
-    assert.match(r.stderr, / main compiled from the eager code cache/);
-    assert.equal(r.status, 2);
+    const plain = run(BUNDLE, args);
+    assert.equal(plain.status, 11, plain.stderr);
+    assert.match(plain.stderr, /^vmtool: Linux 9\.9\.9-test, PVH, 16 MiB, 2 vCPUs/);
+    const r = run(BUNDLE, args, { VMTOOL_STARTUP_MARKS: "1" });
+    assert.equal(r.status, 11, r.stderr);
     assert.equal(withoutMarks(r), plain.stderr);
-    // Other commands keep the usual cache.
-    assert.match(
-      run(BUNDLE, ["run", guests().halt], { VMTOOL_STARTUP_MARKS: "1" }).stderr,
-      / main compiled from the code cache/,
+    // The CLI, two vCPU threads and the I/O worker.
+    assert.equal(marks(r).length, 4, r.stderr);
+    assert.ok(
+      marks(r).every((l) => l.endsWith("compiled from the eager code cache")),
+      r.stderr,
+    );
+    // Other commands keep the usual caches.
+    const demo = run(BUNDLE, ["run", "--cpus", "2"], { VMTOOL_STARTUP_MARKS: "1" });
+    assert.equal(demo.status, 0, demo.stderr);
+    assert.ok(
+      marks(demo).length === 4 && marks(demo).every((l) => l.endsWith("compiled from the code cache")),
+      demo.stderr,
     );
     try {
       writeFileSync(eager, Buffer.from("not a code cache"));
-      const bad = boot();
+      const bad = run(BUNDLE, args, { VMTOOL_STARTUP_MARKS: "1" });
       assert.match(bad.stderr, / main eager code cache rejected: compiled anew/);
-      assert.equal(bad.status, 2);
+      assert.equal(bad.status, 11);
       assert.equal(withoutMarks(bad), plain.stderr);
       rmSync(eager);
-      const none = boot();
+      const none = run(BUNDLE, args, { VMTOOL_STARTUP_MARKS: "1" });
       assert.match(none.stderr, / main compiled from the code cache/);
-      assert.equal(none.status, 2);
+      assert.equal(none.status, 11);
       assert.equal(withoutMarks(none), plain.stderr);
     } finally {
       writeFileSync(eager, good);
