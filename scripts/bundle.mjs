@@ -5,8 +5,8 @@
 //   OUTDIR/bundle/vmtool.cjs       the `vmtool` command (package.json "bin"): a tiny entry that starts the
 //                                  vCPU thread of `vmtool run`, then loads the CLI
 //   OUTDIR/bundle/cli.cjs          the command line interface and every layer it loads (lazily evaluated)
-//   OUTDIR/bundle/*.v8cache        V8's code cache of cli.cjs and of each thread's script (src/vmm/code-cache.ts),
-//                                  and *.eager.v8cache, the same with every function compiled
+//   OUTDIR/bundle/*.v8cache        V8's code cache of cli.cjs and of each thread's script
+//                                  (src/vmm/code-cache.ts), and *.eager.v8cache, each with every function compiled
 //   OUTDIR/bundle/vcpu-worker.cjs  a vCPU thread
 //   OUTDIR/bundle/io-worker.cjs    the I/O worker
 //   OUTDIR/bundle/thread.cjs       what a thread starts: loads vcpu-worker.cjs or io-worker.cjs

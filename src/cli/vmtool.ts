@@ -13,10 +13,10 @@ import { preferEagerCaches, requireBundle } from "../vmm/code-cache.js";
 declare const VMTOOL_CLI_BUNDLE: string | undefined;
 
 /**
- * Whether the CLI and the threads load their eager code caches: for a Linux boot (`run --kernel`), whose first seconds run code
- * that nothing else runs (loaders, ACPI tables, the AML writer) and is then compiled in advance rather than
- * on its first call. Under a slow CPU (the kvm_amd harness) that takes 0.1-0.9 s of CPU off the start of a
- * boot; every other command loads less with the usual cache (docs/run.md, "Start-up").
+ * Whether the CLI and the threads load their eager code caches: for a Linux boot (`run --kernel`), whose
+ * first seconds run code that nothing else runs (loaders, ACPI tables, the AML writer), then compiled in
+ * advance rather than on its first call. Under a slow CPU (the kvm_amd harness) that takes 0.1-0.9 s of CPU
+ * off the start of a boot; every other command loads less with the usual caches (docs/run.md, "Start-up").
  */
 function wantsEagerCache(argv: readonly string[]): boolean {
   const args = argv.slice(2);
