@@ -80,8 +80,8 @@ await build({
 // Node binary, as `npm install` and `npm run build` run it.
 const { cacheFile, compileBundle } = await import(join(srcDir, "vmm", "code-cache.js"));
 const cliBundle = join(bundleDir, "cli.cjs");
-const cached = [cliBundle, join(bundleDir, "vcpu-worker.cjs"), join(bundleDir, "io-worker.cjs")];
-for (const f of cached)
+const cachedBundles = [cliBundle, join(bundleDir, "vcpu-worker.cjs"), join(bundleDir, "io-worker.cjs")];
+for (const f of cachedBundles)
   writeFileSync(cacheFile(f), compileBundle(f, readFileSync(f, "utf8")).createCachedData());
 // The eager caches (every function compiled), for `vmtool run --kernel` (src/vmm/code-cache.ts). V8 stamps a
 // cache with a hash of its flags and rejects one made under others: --no-lazy is set only while the sources
@@ -101,7 +101,7 @@ const scripts = bundles.map((b) => compileBundle(b, readFileSync(b, "utf8")));
 setFlagsFromString("--lazy");
 bundles.forEach((b, i) => writeFileSync(eagerCacheFile(b), scripts[i].createCachedData()));`,
     pathToFileURL(join(srcDir, "vmm", "code-cache.js")).href,
-    ...cached,
+    ...cachedBundles,
   ],
   { stdio: "inherit" },
 );

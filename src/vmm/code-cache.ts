@@ -49,22 +49,22 @@ export function compileBundle(file: string, source: string, cachedData?: Buffer)
   return new Script(wrapCommonJs(source), { filename: file, cachedData });
 }
 
+/** The cache in `file`, or undefined when there is none. */
+function readCache(file: string): Buffer | undefined {
+  try {
+    return readFileSync(file);
+  } catch {
+    return undefined;
+  }
+}
+
 /** require(file) for a bundle, with its code cache (the eager one first, if preferred) when there is one. */
 export function requireBundle(file: string): unknown {
-  const eagerFile = eagerCacheFile(file);
-  let cachedData: Buffer | undefined;
-  let used = "";
-  for (const name of eagerCachesPreferred() ? [eagerFile, cacheFile(file)] : [cacheFile(file)])
-    try {
-      cachedData = readFileSync(name);
-      used = name;
-      break;
-    } catch {
-      // the next one, else a plain require
-    }
+  const eager = eagerCachesPreferred() ? readCache(eagerCacheFile(file)) : undefined;
+  const cachedData = eager ?? readCache(cacheFile(file));
   if (cachedData === undefined) return createRequire(file)(file);
   const script = compileBundle(file, readFileSync(file, "utf8"), cachedData);
-  const kind = used === eagerFile ? "eager " : "";
+  const kind = eager ? "eager " : "";
   startupMark(
     script.cachedDataRejected
       ? `${kind}code cache rejected: compiled anew`
